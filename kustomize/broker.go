@@ -1,0 +1,154 @@
+package kustomize
+
+import (
+	"fmt"
+	"path"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+)
+
+// BrokerServiceAccount is the name of the ServiceAccount in the broker namespace whose
+// credentials a cluster uses on the broker.
+func BrokerServiceAccount(cluster string) string { return "cluster-" + cluster }
+
+// brokerPolicyName names the admission policy that keeps each cluster to its own objects.
+const brokerPolicyName = "mcnet-broker-one-writer"
+
+func renderBroker(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec) error {
+	ns := cs.Spec.Broker.Namespace
+	resources := []string{"namespace.yaml", "policy.yaml"}
+	if err := t.putYAML(path.Join(DirBroker, "namespace.yaml"), "", map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Namespace",
+		"metadata": map[string]any{
+			"name":   ns,
+			"labels": map[string]string{"app.kubernetes.io/part-of": "mcnet", "mcnet.io/broker": "true"},
+		},
+	}); err != nil {
+		return err
+	}
+	if err := t.putYAML(path.Join(DirBroker, "policy.yaml"),
+		"# RBAC cannot limit create/update/delete to one cluster's objects, so this policy does:\n"+
+			"# a cluster's broker identity may only write objects labelled with its own name.\n",
+		brokerPolicy(ns)...); err != nil {
+		return err
+	}
+	for _, c := range clusters {
+		f := "cluster-" + c.Name + ".yaml"
+		resources = append(resources, f)
+		if err := t.putYAML(path.Join(DirBroker, f),
+			fmt.Sprintf("# Cluster %s's identity on the broker. Its token is minted out of band\n# (kubectl mcnet broker credentials --cluster %s) and never stored in Git.\n", c.Name, c.Name),
+			brokerIdentity(ns, c.Name)...); err != nil {
+			return err
+		}
+	}
+	return t.putYAML(path.Join(DirBroker, "kustomization.yaml"),
+		fmt.Sprintf("# The broker: a namespace on cluster %s's API server, no pods. Needs the CRDs in ../%s.\n", cs.Spec.Broker.Cluster, DirCRDs),
+		kustomization(map[string]any{"resources": resources}))
+}
+
+// brokerRules is what a cluster's controller needs on the broker: publish and withdraw its
+// own Cluster, Endpoint, ServiceImports and EndpointSlices, and watch everyone else's.
+// Secrets are deliberately absent.
+var brokerRules = []any{
+	map[string]any{
+		"apiGroups": []string{"mcnet.io"},
+		"resources": []string{"clusters", "endpoints"},
+		"verbs":     []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+	},
+	map[string]any{
+		"apiGroups": []string{"multicluster.x-k8s.io"},
+		"resources": []string{"serviceimports"},
+		"verbs":     []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+	},
+	map[string]any{
+		"apiGroups": []string{"discovery.k8s.io"},
+		"resources": []string{"endpointslices"},
+		"verbs":     []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+	},
+}
+
+func brokerIdentity(ns, cluster string) []any {
+	name := BrokerServiceAccount(cluster)
+	labels := map[string]string{"app.kubernetes.io/part-of": "mcnet", mcnetv1.ClusterLabel: cluster}
+	meta := map[string]any{"name": name, "namespace": ns, "labels": labels}
+	return []any{
+		map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+		map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": brokerRules},
+		map[string]any{
+			"apiVersion": "rbac.authorization.k8s.io/v1",
+			"kind":       "RoleBinding",
+			"metadata":   meta,
+			"roleRef":    map[string]string{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+			"subjects":   []any{map[string]string{"kind": "ServiceAccount", "name": name, "namespace": ns}},
+		},
+	}
+}
+
+func brokerPolicy(ns string) []any {
+	prefix := "system:serviceaccount:" + ns + ":" + BrokerServiceAccount("")
+	label := fmt.Sprintf("'%s'", mcnetv1.ClusterLabel)
+	owns := func(obj string) string {
+		return fmt.Sprintf("has(%[1]s.metadata.labels) && %[2]s in %[1]s.metadata.labels && %[1]s.metadata.labels[%[2]s] == variables.cluster", obj, label)
+	}
+	rule := func(group string, resources ...string) map[string]any {
+		return map[string]any{
+			"apiGroups":   []string{group},
+			"apiVersions": []string{"*"},
+			"operations":  []string{"CREATE", "UPDATE", "DELETE"},
+			"resources":   resources,
+		}
+	}
+	return []any{
+		map[string]any{
+			"apiVersion": "admissionregistration.k8s.io/v1",
+			"kind":       "ValidatingAdmissionPolicy",
+			"metadata":   map[string]any{"name": brokerPolicyName, "labels": map[string]string{"app.kubernetes.io/part-of": "mcnet"}},
+			"spec": map[string]any{
+				"failurePolicy": "Fail",
+				"matchConstraints": map[string]any{
+					"resourceRules": []any{
+						rule("mcnet.io", "clusters", "endpoints"),
+						rule("multicluster.x-k8s.io", "serviceimports"),
+						rule("discovery.k8s.io", "endpointslices"),
+					},
+				},
+				// Only cluster identities are held to the rule; admins and GitOps are not.
+				"matchConditions": []any{map[string]any{
+					"name":       "cluster-identity",
+					"expression": fmt.Sprintf("request.userInfo.username.startsWith('%s')", prefix),
+				}},
+				"variables": []any{map[string]any{
+					"name":       "cluster",
+					"expression": fmt.Sprintf("request.userInfo.username.substring(%d)", len(prefix)),
+				}},
+				"validations": []any{
+					map[string]any{
+						"expression":        "request.operation == 'DELETE' || (" + owns("object") + ")",
+						"messageExpression": fmt.Sprintf("'cluster ' + variables.cluster + ' may only write objects labelled %s=' + variables.cluster", mcnetv1.ClusterLabel),
+						"reason":            "Forbidden",
+					},
+					map[string]any{
+						"expression":        "request.operation == 'CREATE' || (" + owns("oldObject") + ")",
+						"messageExpression": "'cluster ' + variables.cluster + ' may not change or delete another cluster\\'s objects'",
+						"reason":            "Forbidden",
+					},
+				},
+			},
+		},
+		map[string]any{
+			"apiVersion": "admissionregistration.k8s.io/v1",
+			"kind":       "ValidatingAdmissionPolicyBinding",
+			"metadata":   map[string]any{"name": brokerPolicyName, "labels": map[string]string{"app.kubernetes.io/part-of": "mcnet"}},
+			"spec": map[string]any{
+				"policyName":        brokerPolicyName,
+				"validationActions": []string{"Deny"},
+				"matchResources": map[string]any{
+					"namespaceSelector": map[string]any{
+						"matchLabels": map[string]string{"kubernetes.io/metadata.name": ns},
+					},
+				},
+			},
+		},
+	}
+}
