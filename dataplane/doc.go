@@ -1,0 +1,30 @@
+// Package dataplane is the only mcnet code that touches the kernel. It turns the desired
+// state of one node (remote clusters, their CIDRs, the cables to their gateways and the
+// path to this cluster's active gateway) into links, routes, ip rules, neighbour and FDB
+// entries, WireGuard peers, iptables chains and sysctls, and removes them again.
+//
+// The contract is the one of tailscale's router.Set: [Dataplane.Apply] takes the whole
+// State, computes a pure plan, adds what is missing before it deletes what is stale, and
+// is safe to call again with the same or any other State. [Dataplane.Cleanup] removes
+// everything the package ever created on the node.
+//
+// What a node gets:
+//
+//   - Routes to remote CIDRs live in an mcnet routing table ([Config.Table]) selected by
+//     one "to <remote CIDR> lookup <table>" ip rule per remote CIDR, so the host's main
+//     table is never written.
+//   - The active gateway owns the cables: one VXLAN device for every vxlan remote (static
+//     FDB and neighbour entries, no learning, no ARP across clusters) and one WireGuard
+//     device for every wireguard remote (the kernel module when present, otherwise an
+//     embedded wireguard-go device configured through its UAPI socket, so wg(8) works).
+//   - Every other node reaches the active gateway through an intra-cluster VXLAN device;
+//     replies come back through the cluster's own network (the CNI), so reverse-path
+//     filtering is set to loose where that asymmetry happens.
+//   - iptables chains named <ChainPrefix>-... accept forwarding between local and remote
+//     CIDRs, exempt that traffic from masquerading (source IPs are preserved), clamp the
+//     TCP MSS to the path MTU and open the cable ports; each chain is jumped to once from
+//     its built-in chain and nothing else is changed.
+//
+// Tunnel MTUs are the underlay MTU minus the driver overhead (VXLAN 50 bytes over IPv4,
+// 70 over IPv6; WireGuard 80 so that IPv4 and IPv6 underlays are both safe).
+package dataplane

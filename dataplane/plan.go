@@ -1,0 +1,437 @@
+package dataplane
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+)
+
+// The plan is the desired kernel state of one node as plain values. buildPlan is pure
+// (given the underlay resolver), so the whole policy is testable without a kernel.
+
+// linkSpec is a link mcnet owns.
+type linkSpec struct {
+	Name string
+	Kind Driver // DriverVXLAN or DriverWireGuard
+	MTU  int
+	VNI  int     // vxlan
+	Port uint16  // vxlan destination port
+	MAC  [6]byte // vxlan
+}
+
+// neighSpec is a permanent neighbour (ARP/NDP) entry on an mcnet link.
+type neighSpec struct {
+	Link string
+	IP   netip.Addr
+	MAC  [6]byte
+}
+
+// fdbSpec is a permanent VXLAN forwarding entry: frames for MAC go to Dst.
+type fdbSpec struct {
+	Link string
+	MAC  [6]byte
+	Dst  netip.Addr
+}
+
+// routeSpec is a route in the mcnet table. Via is invalid for point-to-point links.
+type routeSpec struct {
+	Dst  netip.Prefix
+	Link string
+	Via  netip.Addr
+}
+
+// chainSpec is an iptables chain mcnet owns, jumped to from a built-in chain.
+type chainSpec struct {
+	V6      bool
+	Table   string // filter, nat, mangle
+	Name    string
+	From    string     // built-in chain holding the single jump
+	Rules   [][]string // rule specs, in order, in iptables -S canonical form
+	Managed bool       // false: the chain must not exist (a family no longer used)
+}
+
+// wgPeerSpec is one WireGuard peer.
+type wgPeerSpec struct {
+	ClusterID  string
+	PublicKey  Key
+	Endpoint   netip.AddrPort
+	AllowedIPs []netip.Prefix
+}
+
+// wgSpec is the WireGuard device configuration.
+type wgSpec struct {
+	Link  string
+	Port  uint16
+	Peers []wgPeerSpec
+}
+
+// vxPeer remembers which remote a VXLAN FDB entry serves, for CableStatus.
+type vxPeer struct {
+	ClusterID string
+	Endpoint  netip.AddrPort
+}
+
+// plan is the desired state of everything mcnet owns on a node.
+type plan struct {
+	Links   []linkSpec
+	Neighs  []neighSpec
+	FDB     []fdbSpec
+	Routes  []routeSpec
+	Rules   []netip.Prefix // "to <prefix> lookup <table>"
+	Chains  []chainSpec
+	Sysctls map[string]string
+	WG      *wgSpec
+	VXPeers []vxPeer
+}
+
+// underlay describes how the main table reaches an underlay address.
+type underlay struct {
+	Iface string // empty: no route
+	MTU   int
+}
+
+// resolver answers underlay questions; the real one asks the kernel (ip route get).
+type resolver func(netip.Addr) underlay
+
+// link names derived from the prefix.
+func (c Config) vxLink() string { return c.LinkPrefix + "-vx" }
+func (c Config) wgLink() string { return c.LinkPrefix + "-wg" }
+func (c Config) viLink() string { return c.LinkPrefix + "-vi" }
+func (c Config) ownedLinks() []string {
+	return []string{c.vxLink(), c.wgLink(), c.viLink()}
+}
+
+// chain names derived from the prefix.
+func (c Config) chainForward() string     { return c.ChainPrefix + "-FORWARD" }
+func (c Config) chainInput() string       { return c.ChainPrefix + "-INPUT" }
+func (c Config) chainPostrouting() string { return c.ChainPrefix + "-POSTROUTING" }
+
+const defaultUnderlayMTU = 1500
+
+// buildPlan computes the desired kernel state of a node. s must be valid.
+func buildPlan(c Config, s State, resolve resolver) plan {
+	p := plan{Sysctls: map[string]string{}}
+	var remoteCIDRs []netip.Prefix
+	for _, r := range s.Remotes {
+		remoteCIDRs = append(remoteCIDRs, r.CIDRs...)
+	}
+	slices.SortFunc(remoteCIDRs, comparePrefix)
+	remoteCIDRs = slices.Compact(remoteCIDRs)
+	var tunnels []string // links that carry remote traffic out of this node
+	var loose []string   // interfaces needing loose reverse-path filtering
+	var ports []uint16   // UDP ports to open in INPUT
+
+	// mtuFor is the tunnel MTU over the underlay that reaches addr.
+	mtuFor := func(d Driver, addrs ...netip.Addr) int {
+		m := 0
+		for _, a := range addrs {
+			u := s.UnderlayMTU
+			if u == 0 {
+				u = resolve(a).MTU
+			}
+			if u == 0 {
+				u = defaultUnderlayMTU
+			}
+			if t := u - d.Overhead(a.Is6() && !a.Is4In6()); m == 0 || t < m {
+				m = t
+			}
+		}
+		if len(addrs) == 0 {
+			u := s.UnderlayMTU
+			if u == 0 {
+				u = defaultUnderlayMTU
+			}
+			m = u - d.Overhead(false)
+		}
+		return m
+	}
+
+	switch {
+	case len(s.Remotes) == 0:
+		// Nothing to reach: no links, routes or rules; the chains stay (empty of
+		// pairs) so the packet filter keeps one shape while clusters come and go.
+	case s.Gateway != nil:
+		ports = append(ports, planVXLANCable(c, s, resolve, mtuFor, &p)...)
+		ports = append(ports, planWireGuardCable(c, s, resolve, mtuFor, &p)...)
+		for _, l := range p.Links {
+			tunnels = append(tunnels, l.Name)
+		}
+		// The gateway also terminates the intra-cluster VXLAN from the other nodes.
+		// It has no FDB entries: replies go back through the cluster network.
+		p.Links = append(p.Links, linkSpec{
+			Name: c.viLink(), Kind: DriverVXLAN, VNI: intraVNI, Port: c.IntraClusterPort,
+			MAC: gatewayMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN),
+		})
+		ports = append(ports, c.IntraClusterPort)
+		// Packets from other nodes arrive on the intra VXLAN while the reverse route
+		// to their pods goes through the cluster network: strict rp_filter drops them.
+		loose = append(loose, p.Links[len(p.Links)-1].Name)
+	case s.ActiveGateway.IsValid():
+		gw := s.ActiveGateway.Unmap()
+		mac := gatewayMAC(s.ClusterID)
+		p.Links = append(p.Links, linkSpec{
+			Name: c.viLink(), Kind: DriverVXLAN, VNI: intraVNI, Port: c.IntraClusterPort,
+			MAC: nodeMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN, gw),
+		})
+		p.FDB = append(p.FDB, fdbSpec{Link: c.viLink(), MAC: mac, Dst: gw})
+		addVXLANRoutes(&p, c.viLink(), mac, gw, remoteCIDRs)
+		tunnels = append(tunnels, c.viLink())
+		// Replies from remote clusters come back from the gateway through the
+		// cluster network, but their reverse route points into the intra VXLAN.
+		if u := resolve(gw); u.Iface != "" {
+			loose = append(loose, u.Iface)
+		}
+	}
+	if len(p.Links) > 0 {
+		for _, prefix := range remoteCIDRs {
+			p.Rules = append(p.Rules, prefix)
+		}
+	}
+
+	// Forwarding is needed on every node that routes pods' packets into a tunnel.
+	v4, v6 := families(s)
+	p.Sysctls["net/ipv4/ip_forward"] = "1"
+	if v6 {
+		p.Sysctls["net/ipv6/conf/all/forwarding"] = "1"
+	}
+	loose = append(loose, tunnels...)
+	loose = append(loose, s.LooseRPFilter...)
+	for _, l := range loose {
+		// rp_filter uses max(all, iface): 2 on the interface wins over all=1.
+		// https://docs.kernel.org/networking/ip-sysctl.html#rp-filter
+		p.Sysctls["net/ipv4/conf/"+l+"/rp_filter"] = "2"
+	}
+
+	p.Chains = append(p.Chains, planChains(c, s, false, v4 || !v6, tunnels, ports)...)
+	p.Chains = append(p.Chains, planChains(c, s, true, v6, tunnels, ports)...)
+	sortPlan(&p)
+	return p
+}
+
+// planVXLANCable adds the VXLAN cable to every vxlan remote and returns its port.
+func planVXLANCable(c Config, s State, resolve resolver, mtuFor func(Driver, ...netip.Addr) int, p *plan) []uint16 {
+	var eps []netip.Addr
+	for _, r := range s.Remotes {
+		if r.Cable.Driver != DriverVXLAN {
+			continue
+		}
+		ep := pickEndpoint(r.Cable.Endpoints, resolve)
+		eps = append(eps, ep)
+		mac := clusterMAC(r.ClusterID)
+		p.FDB = append(p.FDB, fdbSpec{Link: c.vxLink(), MAC: mac, Dst: ep})
+		addVXLANRoutes(p, c.vxLink(), mac, ep, r.CIDRs)
+		p.VXPeers = append(p.VXPeers, vxPeer{ClusterID: r.ClusterID, Endpoint: netip.AddrPortFrom(ep, s.Gateway.vxlanPort())})
+	}
+	if len(eps) == 0 {
+		return nil
+	}
+	p.Links = append(p.Links, linkSpec{
+		Name: c.vxLink(), Kind: DriverVXLAN, VNI: interVNI, Port: s.Gateway.vxlanPort(),
+		MAC: clusterMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN, eps...),
+	})
+	return []uint16{s.Gateway.vxlanPort()}
+}
+
+// planWireGuardCable adds the WireGuard device with one peer per wireguard remote.
+func planWireGuardCable(c Config, s State, resolve resolver, mtuFor func(Driver, ...netip.Addr) int, p *plan) []uint16 {
+	wg := &wgSpec{Link: c.wgLink(), Port: s.Gateway.wireguardPort()}
+	var eps []netip.Addr
+	for _, r := range s.Remotes {
+		if r.Cable.Driver != DriverWireGuard {
+			continue
+		}
+		ep := pickEndpoint(r.Cable.Endpoints, resolve)
+		eps = append(eps, ep)
+		port := r.Cable.Port
+		if port == 0 {
+			port = DefaultWireGuardPort
+		}
+		cidrs := slices.Clone(r.CIDRs)
+		slices.SortFunc(cidrs, comparePrefix)
+		wg.Peers = append(wg.Peers, wgPeerSpec{
+			ClusterID: r.ClusterID, PublicKey: r.Cable.PublicKey,
+			Endpoint: netip.AddrPortFrom(ep, port), AllowedIPs: cidrs,
+		})
+		// WireGuard is a layer 3 device: routes need no next hop.
+		for _, prefix := range r.CIDRs {
+			p.Routes = append(p.Routes, routeSpec{Dst: prefix, Link: c.wgLink()})
+		}
+	}
+	if len(eps) == 0 {
+		return nil
+	}
+	p.WG = wg
+	p.Links = append(p.Links, linkSpec{Name: c.wgLink(), Kind: DriverWireGuard, MTU: mtuFor(DriverWireGuard, eps...)})
+	return []uint16{wg.Port}
+}
+
+// addVXLANRoutes routes prefixes through a VXLAN link to the peer whose device has
+// MAC. The next hop is a static neighbour on the link, so no ARP crosses the tunnel;
+// the peer accepts the frames because their destination MAC is its own.
+func addVXLANRoutes(p *plan, link string, mac [6]byte, peer netip.Addr, prefixes []netip.Prefix) {
+	var need4, need6 bool
+	for _, prefix := range prefixes {
+		via := nextHop(peer, mac, prefix.Addr().Is6())
+		p.Routes = append(p.Routes, routeSpec{Dst: prefix, Link: link, Via: via})
+		need4 = need4 || !prefix.Addr().Is6()
+		need6 = need6 || prefix.Addr().Is6()
+	}
+	if need4 {
+		p.Neighs = append(p.Neighs, neighSpec{Link: link, IP: nextHop(peer, mac, false), MAC: mac})
+	}
+	if need6 {
+		p.Neighs = append(p.Neighs, neighSpec{Link: link, IP: nextHop(peer, mac, true), MAC: mac})
+	}
+}
+
+// nextHop is the on-link next hop standing for a VXLAN peer: its underlay address
+// when the families match, otherwise a link-local address derived from its MAC.
+func nextHop(peer netip.Addr, mac [6]byte, v6 bool) netip.Addr {
+	switch {
+	case !v6 && peer.Is4():
+		return peer
+	case !v6:
+		return netip.AddrFrom4([4]byte{169, 254, mac[4], mac[5]})
+	default:
+		// EUI-64, as the peer's kernel derives its own link-local address.
+		return netip.AddrFrom16([16]byte{0xfe, 0x80, 8: mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
+	}
+}
+
+// pickEndpoint returns the first endpoint the main table can route, else the first.
+func pickEndpoint(eps []netip.Addr, resolve resolver) netip.Addr {
+	for _, e := range eps {
+		if resolve(e.Unmap()).Iface != "" {
+			return e.Unmap()
+		}
+	}
+	if len(eps) == 0 {
+		return netip.Addr{}
+	}
+	return eps[0].Unmap()
+}
+
+// gatewayMAC is the intra-cluster VXLAN MAC of whichever node is the active gateway,
+// so a failover only moves one FDB entry on the other nodes.
+func gatewayMAC(cluster string) [6]byte { return clusterMAC(cluster + "/gateway") }
+
+// nodeMAC is the intra-cluster VXLAN MAC of non-gateway nodes. They may share it:
+// the gateway never sends to them through the VXLAN, and it differs from gatewayMAC
+// (the kernel drops VXLAN frames whose source MAC is the receiver's own).
+func nodeMAC(cluster string) [6]byte { return clusterMAC(cluster + "/node") }
+
+// families reports which IP families the state uses.
+func families(s State) (v4, v6 bool) {
+	all := slices.Clone(s.LocalCIDRs)
+	for _, r := range s.Remotes {
+		all = append(all, r.CIDRs...)
+	}
+	for _, p := range all {
+		if p.Addr().Is6() {
+			v6 = true
+		} else {
+			v4 = true
+		}
+	}
+	return v4, v6
+}
+
+// planChains renders the iptables chains of one family. Rules are in the canonical
+// form iptables -S prints, so reading them back compares equal.
+func planChains(c Config, s State, v6, managed bool, tunnels []string, ports []uint16) []chainSpec {
+	fam := func(p netip.Prefix) bool { return p.Addr().Is6() == v6 }
+	var local, remote []netip.Prefix
+	for _, p := range s.LocalCIDRs {
+		if fam(p) {
+			local = append(local, p)
+		}
+	}
+	for _, r := range s.Remotes {
+		for _, p := range r.CIDRs {
+			if fam(p) {
+				remote = append(remote, p)
+			}
+		}
+	}
+	slices.SortFunc(local, comparePrefix)
+	slices.SortFunc(remote, comparePrefix)
+	var fwd, nat, mss, in [][]string
+	for _, l := range local {
+		for _, r := range remote {
+			// Both directions: pods talk to pods, and replies are not always
+			// conntrack-tracked here (asymmetric paths through the gateway).
+			fwd = append(fwd, []string{"-s", l.String(), "-d", r.String(), "-j", "ACCEPT"})
+			fwd = append(fwd, []string{"-s", r.String(), "-d", l.String(), "-j", "ACCEPT"})
+			// ACCEPT in nat POSTROUTING ends the table's traversal before any
+			// MASQUERADE (CNI, kube-proxy's KUBE-POSTROUTING): source IPs survive.
+			nat = append(nat, []string{"-s", l.String(), "-d", r.String(), "-j", "ACCEPT"})
+			nat = append(nat, []string{"-s", r.String(), "-d", l.String(), "-j", "ACCEPT"})
+		}
+	}
+	if len(remote) > 0 {
+		for _, t := range tunnels {
+			// Pods do not know the tunnel MTU; clamp SYNs to the route's MTU.
+			mss = append(mss, []string{"-o", t, "-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--clamp-mss-to-pmtu"})
+		}
+		for _, port := range ports {
+			in = append(in, []string{"-p", "udp", "-m", "udp", "--dport", strconv.Itoa(int(port)), "-j", "ACCEPT"})
+		}
+	}
+	return []chainSpec{
+		{V6: v6, Table: "filter", Name: c.chainForward(), From: "FORWARD", Rules: fwd, Managed: managed},
+		{V6: v6, Table: "filter", Name: c.chainInput(), From: "INPUT", Rules: in, Managed: managed},
+		{V6: v6, Table: "nat", Name: c.chainPostrouting(), From: "POSTROUTING", Rules: nat, Managed: managed},
+		{V6: v6, Table: "mangle", Name: c.chainForward(), From: "FORWARD", Rules: mss, Managed: managed},
+	}
+}
+
+// sortPlan gives every list a canonical order so plans compare and render stably.
+func sortPlan(p *plan) {
+	slices.SortFunc(p.Links, func(a, b linkSpec) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(p.Neighs, func(a, b neighSpec) int {
+		return cmp.Or(cmp.Compare(a.Link, b.Link), a.IP.Compare(b.IP))
+	})
+	slices.SortFunc(p.FDB, func(a, b fdbSpec) int {
+		return cmp.Or(cmp.Compare(a.Link, b.Link), slices.Compare(a.MAC[:], b.MAC[:]))
+	})
+	slices.SortFunc(p.Routes, func(a, b routeSpec) int { return comparePrefix(a.Dst, b.Dst) })
+	slices.SortFunc(p.Rules, comparePrefix)
+	if p.WG != nil {
+		slices.SortFunc(p.WG.Peers, func(a, b wgPeerSpec) int { return cmp.Compare(a.ClusterID, b.ClusterID) })
+	}
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// ipNet converts a prefix for the netlink API.
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// prefixOf converts back; ok is false for nil or malformed values.
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+func macString(m [6]byte) string { return net.HardwareAddr(m[:]).String() }
+
+// String renders a route the way ip route prints it, for logs and errors.
+func (r routeSpec) String() string {
+	if r.Via.IsValid() {
+		return fmt.Sprintf("%s via %s dev %s onlink", r.Dst, r.Via, r.Link)
+	}
+	return fmt.Sprintf("%s dev %s", r.Dst, r.Link)
+}
