@@ -1,0 +1,65 @@
+// Package cli assembles the kubectl-mcnet command tree. Each verb lives in its own
+// package with an Options struct (Complete → Validate → Run); this package only wires
+// them under one root that carries the usual kubectl flags once.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cli/render"
+	"github.com/mcnet-io/mcnet/internal/cli/versioncmd"
+)
+
+// NewCommand returns the root command of the plugin.
+func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	flags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:   "mcnet",
+		Short: "Multi-cluster networking for Kubernetes, installed the GitOps way",
+		Long: `mcnet connects the pods and services of several Kubernetes clusters through
+kernel tunnels (WireGuard or VXLAN) between gateway nodes, with the Multi-Cluster
+Services API and DNS under clusterset.local for discovery.
+
+Describe the fleet in one file, render it into a Git repository, and let Argo CD or
+Flux apply it.`,
+		Example: `  # Render a fleet into a Git working tree and commit it
+  kubectl mcnet render -f fleet.yaml --out ./fleet-repo --commit`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl mcnet"},
+	}
+	flags.AddFlags(root.PersistentFlags())
+	root.AddCommand(
+		render.NewCommand(streams),
+		versioncmd.NewCommand(streams),
+	)
+	return root
+}
+
+// Run executes the plugin with args and returns the process exit code: 0 on success, 1
+// when a command found problems, 2 for bad usage or input and for connection errors.
+func Run(ctx context.Context, streams genericiooptions.IOStreams, args []string) int {
+	cmd := NewCommand(streams)
+	cmd.SetArgs(args)
+	cmd.SetIn(streams.In)
+	cmd.SetOut(streams.Out)
+	cmd.SetErr(streams.ErrOut)
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(streams.ErrOut, "Error:", err)
+	var coded *cmdutil.ExitError
+	if errors.As(err, &coded) {
+		return coded.Code
+	}
+	// Errors cobra itself raises are about usage: unknown flags, commands or arguments.
+	return cmdutil.ExitUsage
+}
