@@ -79,3 +79,7 @@ lab-down: ## Remove a lab left behind by a killed run.
 .PHONY: clean
 clean: ## Remove build output (keeps the cached tool builds).
 	rm -rf dist fleet-repo $(addprefix bin/,$(BINARIES))
+
+.PHONY: dist
+dist: ## Build release archives, the krew manifest and the components' OCI image into dist/.
+	VERSION=$(VERSION) COMMIT=$(COMMIT) hack/dist.sh
