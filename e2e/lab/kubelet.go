@@ -1,0 +1,7 @@
+package lab
+
+import "context"
+
+type kubelet struct{}
+
+func (k *kubelet) stop(ctx context.Context) error { return nil }

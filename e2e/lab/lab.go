@@ -1,0 +1,351 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// GatewayLabel marks the nodes mcnet may run its gateway on.
+const GatewayLabel = "mcnet.io/gateway"
+
+// Options describe the lab to bring up.
+type Options struct {
+	// Clusters to create; at least one.
+	Clusters []ClusterOptions
+	// Dir holds certificates, etcd data, kubeconfigs and per-node directories. Default: a
+	// new directory under the system temp dir. Stop removes it.
+	Dir string
+	// LogDir receives one log file per process. Default: Dir/logs (removed by Stop);
+	// set it outside Dir to keep logs after the lab is gone.
+	LogDir string
+	// RepoRoot is where bin/ is found. Default: the directory holding go.mod above the
+	// working directory.
+	RepoRoot string
+	// ProxyMode is kube-proxy's --proxy-mode: "iptables" (default) or "nftables".
+	ProxyMode string
+	// Binaries overrides where the kubelet-lite finds a container's program, keyed by the
+	// base name of its command[0] (for example "mcnet-gateway"). Default: RepoRoot/bin/NAME.
+	Binaries map[string]string
+	// Progress, if set, receives one line per step while the lab starts and stops.
+	Progress io.Writer
+}
+
+// ClusterOptions describe one cluster.
+type ClusterOptions struct {
+	// Name is a DNS label, unique in the lab.
+	Name string
+	// PodCIDR and ServiceCIDR default to 10.(10I+10).0.0/16 and 10.(10I+11).0.0/16 for
+	// the I-th cluster.
+	PodCIDR, ServiceCIDR string
+	// Nodes is the number of nodes (default and minimum 2).
+	Nodes int
+	// Gateways is how many of the nodes are labelled mcnet.io/gateway=true and joined to
+	// the WAN (default 1; the rest are workers).
+	Gateways int
+	// BehindNAT puts the gateways behind a 1:1 NAT router: their interface addresses are
+	// private, and other clusters reach them at different public addresses.
+	BehindNAT bool
+}
+
+// Lab is a running set of clusters. Its methods are safe for concurrent use.
+type Lab struct {
+	// RunID is unique per run; every network namespace is named Prefix+RunID+"-…".
+	RunID string
+	// Dir and LogDir are as in Options, after defaults.
+	Dir, LogDir string
+	// WANNetns is the namespace of the WAN bridge all gateways attach to.
+	WANNetns string
+
+	opts     Options
+	root     string
+	tools    tools
+	clusters []*Cluster
+
+	mu       sync.Mutex
+	netnses  []string // every namespace created, in creation order
+	procs    procSet  // workload processes (iperf3 servers …), not control planes
+	servers  []io.Closer
+	kubelets []*kubelet
+	stopped  bool
+}
+
+// Cluster is one Kubernetes cluster of the lab.
+type Cluster struct {
+	// Name as given in ClusterOptions; Index is its position in Options.Clusters.
+	Name  string
+	Index int
+	// PodCIDR and ServiceCIDR are the cluster's ranges.
+	PodCIDR, ServiceCIDR netip.Prefix
+	// Kubeconfig is the path of an admin kubeconfig usable from the host (through a
+	// loopback proxy kept by the lab process) while the lab runs.
+	Kubeconfig string
+	// Config and Client are an admin client for the test process.
+	Config *rest.Config
+	Client kubernetes.Interface
+	// APIServer is the API server's address as seen from node and pod namespaces.
+	APIServer netip.AddrPort
+	// Netns is the control-plane namespace: etcd, the API server, the controller manager
+	// and the node LAN bridge.
+	Netns string
+	// Nodes of the cluster, gateways first.
+	Nodes []*Node
+	// BehindNAT is as in ClusterOptions; NATNetns is the router namespace if so.
+	BehindNAT bool
+	NATNetns  string
+
+	lab     *Lab
+	dir     string
+	pki     *pki
+	procs   procSet
+	proxy   io.Closer
+	podSeq  int
+	pods    []*Pod
+	inLabCA []byte
+}
+
+// Node is one node: a network namespace on its cluster's LAN.
+type Node struct {
+	Name    string
+	Cluster *Cluster
+	Netns   string
+	// IP is the node's LAN address (its InternalIP).
+	IP netip.Addr
+	// PodCIDR is the node's slice of the cluster's pod CIDR.
+	PodCIDR netip.Prefix
+	// Gateway nodes carry GatewayLabel and a WAN interface "wan0" with address WANIP;
+	// PublicIP is where other clusters reach it (differs from WANIP behind NAT).
+	Gateway         bool
+	WANIP, PublicIP netip.Addr
+	index, gwIndex  int
+	podIPSeq        int
+	down            bool
+}
+
+// Dir is a per-node directory under the lab directory (hostPath volumes live here).
+func (n *Node) Dir() string { return filepath.Join(n.Cluster.dir, "nodes", n.Name) }
+
+// Clusters returns the clusters in the order they were given.
+func (l *Lab) Clusters() []*Cluster { return l.clusters }
+
+// Cluster returns the named cluster or nil.
+func (l *Lab) Cluster(name string) *Cluster {
+	for _, c := range l.clusters {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Node returns the named node or nil.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Gateways returns the gateway nodes; Workers the others.
+func (c *Cluster) Gateways() []*Node { return c.filterNodes(true) }
+
+// Workers returns the nodes without the gateway label.
+func (c *Cluster) Workers() []*Node { return c.filterNodes(false) }
+
+func (c *Cluster) filterNodes(gw bool) []*Node {
+	var out []*Node
+	for _, n := range c.Nodes {
+		if n.Gateway == gw {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$`)
+
+func (o *Options) complete() error {
+	var errs []error
+	if len(o.Clusters) == 0 {
+		errs = append(errs, errors.New("no clusters"))
+	}
+	if len(o.Clusters) > maxClusters {
+		errs = append(errs, fmt.Errorf("%d clusters, at most %d", len(o.Clusters), maxClusters))
+	}
+	seen := map[string]bool{}
+	for i := range o.Clusters {
+		c := &o.Clusters[i]
+		if !dnsLabel.MatchString(c.Name) {
+			errs = append(errs, fmt.Errorf("cluster %d: name %q is not a DNS label of at most 20 characters", i, c.Name))
+		}
+		if seen[c.Name] {
+			errs = append(errs, fmt.Errorf("cluster %q given twice", c.Name))
+		}
+		seen[c.Name] = true
+		pod, svc := defaultCIDRs(i)
+		if c.PodCIDR == "" {
+			c.PodCIDR = pod.String()
+		}
+		if c.ServiceCIDR == "" {
+			c.ServiceCIDR = svc.String()
+		}
+		for _, s := range []string{c.PodCIDR, c.ServiceCIDR} {
+			if p, err := netip.ParsePrefix(s); err != nil || !p.Addr().Is4() {
+				errs = append(errs, fmt.Errorf("cluster %q: %q is not an IPv4 CIDR", c.Name, s))
+			}
+		}
+		if c.Nodes == 0 {
+			c.Nodes = 2
+		}
+		if c.Gateways == 0 {
+			c.Gateways = 1
+		}
+		if c.Nodes < 2 || c.Gateways > c.Nodes || c.Nodes > 200 {
+			errs = append(errs, fmt.Errorf("cluster %q: %d nodes with %d gateways: need 2 to 200 nodes and at most as many gateways", c.Name, c.Nodes, c.Gateways))
+		}
+	}
+	switch o.ProxyMode {
+	case "":
+		o.ProxyMode = "iptables"
+	case "iptables", "nftables":
+	default:
+		errs = append(errs, fmt.Errorf("proxy mode %q: want iptables or nftables", o.ProxyMode))
+	}
+	return errors.Join(errs...)
+}
+
+// Start brings up the lab and returns once every API server is ready, every node and
+// kube-proxy runs and Services work. On error, everything already created is removed.
+// Stale labs of killed runs are removed first.
+func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the lab needs root: it creates network namespaces")
+	}
+	if err := opts.complete(); err != nil {
+		return nil, fmt.Errorf("lab options: %w", err)
+	}
+	root := opts.RepoRoot
+	if root == "" {
+		if root, err = RepoRoot(""); err != nil {
+			return nil, err
+		}
+	}
+	t, err := findTools(root)
+	if err != nil {
+		return nil, err
+	}
+	if err := CleanStale(ctx, opts.Progress); err != nil {
+		return nil, fmt.Errorf("clean stale labs: %w", err)
+	}
+
+	l := &Lab{RunID: newRunID(), opts: opts, root: root, tools: t}
+	l.WANNetns = l.netnsName("wan")
+	if l.Dir = opts.Dir; l.Dir == "" {
+		if l.Dir, err = os.MkdirTemp("", "mcnet-lab-"+l.RunID+"-"); err != nil {
+			return nil, fmt.Errorf("lab dir: %w", err)
+		}
+	}
+	if l.LogDir = opts.LogDir; l.LogDir == "" {
+		l.LogDir = filepath.Join(l.Dir, "logs")
+	}
+	if err := os.MkdirAll(l.LogDir, 0o755); err != nil {
+		return nil, fmt.Errorf("log dir: %w", err)
+	}
+	if err := writeOwner(l.RunID, l.Dir); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			// Stop with a fresh context: ctx may be what was cancelled.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			err = errors.Join(err, l.Stop(sctx))
+		}
+	}()
+
+	start := time.Now()
+	l.progress("lab %s: %d clusters, logs in %s", l.RunID, len(opts.Clusters), l.LogDir)
+	if err := l.buildNetwork(ctx); err != nil {
+		return l, err
+	}
+	l.progress("network namespaces ready (%s)", time.Since(start).Round(time.Millisecond))
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range l.clusters {
+		g.Go(func() error { return c.start(gctx) })
+	}
+	if err := g.Wait(); err != nil {
+		return l, err
+	}
+	l.progress("lab %s ready in %s", l.RunID, time.Since(start).Round(time.Millisecond))
+	return l, nil
+}
+
+func (l *Lab) progress(format string, args ...any) {
+	if l.opts.Progress != nil {
+		fmt.Fprintf(l.opts.Progress, format+"\n", args...)
+	}
+}
+
+func (l *Lab) netnsName(suffix string) string { return Prefix + l.RunID + "-" + suffix }
+
+// Stop removes everything the lab created: processes (API servers before their etcd),
+// network namespaces and, unless they were placed outside it, the lab directory with
+// the logs. It is safe to call more than once.
+func (l *Lab) Stop(ctx context.Context) error {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return nil
+	}
+	l.stopped = true
+	kubelets, servers := l.kubelets, l.servers
+	l.mu.Unlock()
+
+	var errs []error
+	for _, k := range kubelets {
+		errs = append(errs, k.stop(ctx))
+	}
+	for _, s := range servers {
+		_ = s.Close()
+	}
+	errs = append(errs, l.procs.stopAll(ctx))
+	var wg sync.WaitGroup
+	cerrs := make([]error, len(l.clusters))
+	for i, c := range l.clusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cerrs[i] = c.stop(ctx)
+		}()
+	}
+	wg.Wait()
+	errs = append(errs, cerrs...)
+
+	l.mu.Lock()
+	netnses := l.netnses
+	l.mu.Unlock()
+	errs = append(errs, removeNetns(ctx, netnses))
+	if err := os.RemoveAll(l.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, removeOwner(l.RunID))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stop lab %s: %w", l.RunID, err)
+	}
+	l.progress("lab %s removed", l.RunID)
+	return nil
+}

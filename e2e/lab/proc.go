@@ -1,0 +1,158 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is one long-running process inside a network namespace.
+type proc struct {
+	name    string // for logs and errors, e.g. "east/kube-apiserver"
+	netns   string
+	logPath string
+
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error         // exit status, valid after done
+}
+
+// startProc starts argv inside netns with stdout and stderr appended to logPath.
+// `ip netns exec` execs the program in place, so cmd.Process.Pid is the real process
+// and signals reach it directly.
+func startProc(name, netns, logPath string, env []string, argv ...string) (*proc, error) {
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "=== %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
+
+	cmd := exec.Command("ip", append([]string{"netns", "exec", netns}, argv...)...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Own process group: a terminal's Ctrl-C reaches only the lab, which then stops
+		// everything in order (API server before etcd).
+		Setpgid: true,
+		// If the lab process dies hard, its processes die with it; the namespaces
+		// they leave are removed by the next CleanStale.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, netns: netns, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// pid is the process id of the program itself.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// signal sends sig to the process, ignoring a process that already ended.
+func (p *proc) signal(sig syscall.Signal) {
+	if !p.exited() {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// stop asks the process to end with SIGTERM and kills it when grace runs out.
+func (p *proc) stop(ctx context.Context, grace time.Duration) error {
+	if p.exited() {
+		return nil
+	}
+	p.signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	p.signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("stop %s (pid %d): still running after SIGKILL", p.name, p.pid())
+	}
+}
+
+// exitError explains an unexpected exit with the end of the log, the only place that
+// says why.
+func (p *proc) exitError() error {
+	<-p.done
+	return fmt.Errorf("%s exited (%v); end of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 20))
+}
+
+// tail returns the last n lines of a file, for error messages and failure dumps.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// procSet stops processes in reverse start order, so dependants stop before what they
+// depend on (kube-proxy and the controller manager before the API server before etcd).
+type procSet struct {
+	mu    sync.Mutex
+	procs []*proc
+}
+
+func (s *procSet) add(p *proc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.procs = append(s.procs, p)
+}
+
+func (s *procSet) stopAll(ctx context.Context) error {
+	s.mu.Lock()
+	procs := s.procs
+	s.procs = nil
+	s.mu.Unlock()
+	var errs []error
+	for i := len(procs) - 1; i >= 0; i-- {
+		if err := procs[i].stop(ctx, 5*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *procSet) all() []*proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*proc(nil), s.procs...)
+}

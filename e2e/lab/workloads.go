@@ -1,0 +1,112 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// ServeHTTP serves HTTP on port inside the pod until the lab stops. Every request is
+// answered with "<cluster>/<namespace>/<pod> <client address>", so a test sees which
+// backend answered and which source address arrived (NAT or not). The listener lives
+// in the pod's namespace; the lab process serves it, so no binary is needed in the pod.
+func (p *Pod) ServeHTTP(ctx context.Context, port int) error {
+	ln, err := p.Listen(ctx, "tcp", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s %s\n", p, r.RemoteAddr)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return p.Node.Cluster.lab.addServer(srv)
+}
+
+// ServeEcho serves a TCP echo on port inside the pod until the lab stops.
+func (p *Pod) ServeEcho(ctx context.Context, port int) error {
+	ln, err := p.Listen(ctx, "tcp", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return p.Node.Cluster.lab.addServer(ln)
+}
+
+func (l *Lab) addServer(s io.Closer) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		s.Close()
+		return errors.New("lab is stopped")
+	}
+	l.servers = append(l.servers, s)
+	return nil
+}
+
+// StartIperf3 runs an iperf3 server on port inside the pod until the lab stops and
+// returns when it accepts connections.
+func (p *Pod) StartIperf3(ctx context.Context, port int) error {
+	l := p.Node.Cluster.lab
+	log := filepath.Join(l.LogDir, p.Node.Cluster.Name, p.Node.Name, fmt.Sprintf("iperf3-%s-%d.log", p.Name, port))
+	proc, err := startProc(p.String()+"/iperf3", p.Netns, log, nil, "iperf3", "--server", "--port", strconv.Itoa(port), "--forceflush")
+	if err != nil {
+		return err
+	}
+	l.procs.add(proc)
+	return Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+		if proc.exited() {
+			return proc.exitError()
+		}
+		c, err := p.Dial(ctx, "tcp", net.JoinHostPort(p.IP.String(), strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		// iperf3 serves one test at a time; a bare connect and close is harmless.
+		return c.Close()
+	})
+}
+
+// HTTPGet fetches url from inside the pod and returns the body.
+func (p *Pod) HTTPGet(ctx context.Context, url string) (string, error) {
+	client := &http.Client{Transport: &http.Transport{
+		DialContext:       p.Dial,
+		DisableKeepAlives: true,
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("from pod %s: %w", p, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("from pod %s: %w", p, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("from pod %s: GET %s: %s", p, url, resp.Status)
+	}
+	return string(b), nil
+}
