@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
@@ -45,23 +46,27 @@ func Parse(data []byte) (*mcnetv1.ClusterSet, error) {
 		return nil, fmt.Errorf("%w: the file is empty; start from examples/fleet.yaml", ErrInvalid)
 	}
 	var cs mcnetv1.ClusterSet
-	if err := yaml.UnmarshalStrict(data, &cs); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalid, strictMessage(err))
+	js, err := yaml.YAMLToJSONStrict(data) // rejects duplicate keys
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	// sigs.k8s.io/json names the full path of every unknown field, as kubectl does.
+	strict, err := kjson.UnmarshalStrict(js, &cs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if len(strict) > 0 {
+		msgs := make([]string, len(strict))
+		for i, e := range strict {
+			msgs[i] = "  - " + e.Error()
+		}
+		return nil, fmt.Errorf("%w: fleet has %d problem(s):\n%s\n(check the spelling against examples/fleet.yaml)", ErrInvalid, len(strict), strings.Join(msgs, "\n"))
 	}
 	Default(&cs)
 	if errs := Validate(&cs); len(errs) > 0 {
 		return nil, &ValidationError{Errors: errs}
 	}
 	return &cs, nil
-}
-
-// strictMessage makes the YAML decoder's unknown-field complaint point at the fix.
-func strictMessage(err error) string {
-	msg := err.Error()
-	if strings.Contains(msg, "unknown field") {
-		return msg + " (check the spelling against `kubectl mcnet render --help` or examples/fleet.yaml)"
-	}
-	return msg
 }
 
 // ValidationError lists every problem found in a fleet.

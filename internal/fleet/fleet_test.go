@@ -1,0 +1,112 @@
+package fleet
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+)
+
+const valid = `apiVersion: mcnet.io/v1alpha1
+kind: ClusterSet
+metadata: {name: prod}
+spec:
+  broker: {cluster: east, server: https://hub.example.com:6443}
+  clusters:
+  - name: east
+    podCIDRs: [10.10.0.0/16]
+    serviceCIDRs: [10.110.0.0/16]
+    cable: vxlan
+  - name: west
+    podCIDRs: [10.20.0.0/16, fd00:20::/56]
+    serviceCIDRs: [10.120.0.0/16]
+`
+
+func TestParseDefaults(t *testing.T) {
+	cs, err := Parse([]byte(valid))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if diff := cmp.Diff(mcnetv1.CableWireGuard, cs.Spec.Cable); diff != "" {
+		t.Errorf("default cable (-want +got):\n%s", diff)
+	}
+	if got := cs.Spec.Clusters[1].Cable; got != mcnetv1.CableWireGuard {
+		t.Errorf("west inherits cable: got %q", got)
+	}
+	if got := cs.Spec.Clusters[0].Cable; got != mcnetv1.CableVXLAN {
+		t.Errorf("east keeps its override: got %q", got)
+	}
+	if diff := cmp.Diff(map[string]string{"mcnet.io/gateway": "true"}, cs.Spec.Clusters[0].Gateway.NodeSelector); diff != "" {
+		t.Errorf("default gateway selector (-want +got):\n%s", diff)
+	}
+	if cs.Spec.Broker.Namespace != "mcnet-broker" || cs.Spec.Discovery.Domain != "clusterset.local" {
+		t.Errorf("defaults: broker namespace %q, domain %q", cs.Spec.Broker.Namespace, cs.Spec.Discovery.Domain)
+	}
+	if got := CablePort(cs, &cs.Spec.Clusters[0]); got != 4789 {
+		t.Errorf("vxlan port: got %d, want 4789", got)
+	}
+	if got := CablePort(cs, &cs.Spec.Clusters[1]); got != 51820 {
+		t.Errorf("wireguard port: got %d, want 51820", got)
+	}
+}
+
+// TestParseRejects checks that each kind of bad input is reported with the field (and
+// cluster) that has it, and a hint at the fix.
+func TestParseRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(string) string
+		want []string // substrings the message must contain
+	}{
+		{"unknown field", func(s string) string { return strings.Replace(s, "cable: vxlan", "cabel: vxlan", 1) }, []string{`unknown field "spec.clusters[0].cabel"`, "spelling"}},
+		{"invalid name", func(s string) string { return strings.Replace(s, "name: east\n", "name: East_1\n", 1) }, []string{"spec.clusters[East_1].name", "RFC 1123"}},
+		{"name too long", func(s string) string { return strings.Replace(s, "name: west", "name: "+strings.Repeat("w", 64), 1) }, []string{"name", "must be no more than 63 characters"}},
+		{"bad CIDR", func(s string) string { return strings.Replace(s, "10.20.0.0/16,", "10.20.0.0/33,", 1) }, []string{"spec.clusters[west].podCIDRs[0]", "not a CIDR"}},
+		{"host bits", func(s string) string { return strings.Replace(s, "10.20.0.0/16,", "10.20.0.1/16,", 1) }, []string{"spec.clusters[west].podCIDRs[0]", "did you mean 10.20.0.0/16"}},
+		{"overlap across clusters", func(s string) string { return strings.Replace(s, "10.20.0.0/16,", "10.10.128.0/17,", 1) }, []string{"spec.clusters[west].podCIDRs[0]", "overlaps east podCIDRs 10.10.0.0/16"}},
+		{"pod overlaps service", func(s string) string { return strings.Replace(s, "[10.120.0.0/16]", "[10.20.0.0/20]", 1) }, []string{"overlaps west podCIDRs"}},
+		{"duplicate name", func(s string) string { return strings.Replace(s, "name: west", "name: east", 1) }, []string{"Duplicate value", "spec.clusters[east].name"}},
+		{"unknown cable", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: ipsec", 1) }, []string{"spec.clusters[east].cable", `Unsupported value: "ipsec"`, `"wireguard", "vxlan"`}},
+		{"broker not a member", func(s string) string { return strings.Replace(s, "cluster: east,", "cluster: hub,", 1) }, []string{"spec.broker.cluster", "use one of [east, west]"}},
+		{"broker URL", func(s string) string { return strings.Replace(s, "https://hub.example.com:6443", "hub:6443", 1) }, []string{"spec.broker.server", "https URL"}},
+		{"empty clusters", func(s string) string { return s[:strings.Index(s, "  clusters:")] + "  clusters: []\n" }, []string{"spec.clusters: Required value"}},
+		{"missing CIDRs", func(s string) string { return strings.Replace(s, "    serviceCIDRs: [10.110.0.0/16]\n", "", 1) }, []string{"spec.clusters[east].serviceCIDRs: Required value"}},
+		{"empty file", func(string) string { return "\n" }, []string{"empty"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.edit(valid)))
+			if err == nil {
+				t.Fatal("Parse accepted bad input")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("message lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestParseReportsAllProblems checks that one run lists every problem, not the first.
+func TestParseReportsAllProblems(t *testing.T) {
+	bad := strings.NewReplacer(
+		"cable: vxlan", "cable: gre",
+		"10.20.0.0/16,", "10.10.0.0/16,",
+		"name: prod", "name: Prod",
+	).Replace(valid)
+	_, err := Parse([]byte(bad))
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("want *ValidationError, got %v", err)
+	}
+	if got := len(ve.Errors); got != 3 {
+		t.Errorf("got %d problems, want 3:\n%v", got, err)
+	}
+}

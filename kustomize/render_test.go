@@ -1,0 +1,211 @@
+package kustomize
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/kustomize/api/krusty"
+	kustypes "sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/fleet"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden from the current render")
+
+func loadFleet(t *testing.T) *mcnetv1.ClusterSet {
+	t.Helper()
+	cs, err := fleet.Load("testdata/fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+var testOptions = Options{Version: "v1.2.3", RepoURL: "https://git.example.com/platform/fleet.git"}
+
+// TestRenderGolden compares the whole tree with testdata/golden (go test -update rewrites it).
+func TestRenderGolden(t *testing.T) {
+	tree, err := Render(loadFleet(t), testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "golden")
+	if *update {
+		if err := os.RemoveAll(golden); err != nil {
+			t.Fatal(err)
+		}
+		if err := Write(golden, tree); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := readTree(t, golden)
+	got := withIndex(tree)
+	if diff := cmp.Diff(stringify(want), stringify(got)); diff != "" {
+		t.Errorf("render differs from testdata/golden (-want +got); run go test ./kustomize -update if intended:\n%s", diff)
+	}
+}
+
+func stringify(t Tree) map[string]string {
+	m := make(map[string]string, len(t))
+	for p, b := range t {
+		m[p] = string(b)
+	}
+	return m
+}
+
+func readTree(t *testing.T, dir string) Tree {
+	t.Helper()
+	tree := Tree{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		data, err := os.ReadFile(p)
+		tree[filepath.ToSlash(rel)] = data
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+func TestRenderIsDeterministic(t *testing.T) {
+	cs := loadFleet(t)
+	first, err := Render(cs, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		// Reorder the fleet's clusters: the output must not depend on input order.
+		c := loadFleet(t)
+		n := len(c.Spec.Clusters)
+		c.Spec.Clusters = append(c.Spec.Clusters[i%n:], c.Spec.Clusters[:i%n]...)
+		again, err := Render(c, testOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(stringify(first), stringify(again)); diff != "" {
+			t.Fatalf("render %d differs (-first +again):\n%s", i, diff)
+		}
+	}
+}
+
+// TestEveryKustomizationBuilds builds each directory holding a kustomization.yaml the way
+// Argo CD does (kustomize defaults: load restrictions to the root) and the way Flux's
+// kustomize-controller does (no load restrictions), and checks the objects each cluster
+// gets.
+func TestEveryKustomizationBuilds(t *testing.T) {
+	tree, err := Render(loadFleet(t), testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys := filesys.MakeFsInMemory()
+	for p, data := range tree {
+		if err := fsys.WriteFile("/repo/"+p, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	modes := map[string]kustypes.LoadRestrictions{
+		"argocd": kustypes.LoadRestrictionsRootOnly,
+		"flux":   kustypes.LoadRestrictionsNone,
+	}
+	var dirs []string
+	for _, p := range tree.Paths() {
+		if path.Base(p) == "kustomization.yaml" {
+			dirs = append(dirs, path.Dir(p))
+		}
+	}
+	if len(dirs) < 10 {
+		t.Fatalf("only %d kustomizations rendered: %v", len(dirs), dirs)
+	}
+	for _, dir := range dirs {
+		for mode, lr := range modes {
+			t.Run(mode+"/"+dir, func(t *testing.T) {
+				opts := krusty.MakeDefaultOptions()
+				opts.LoadRestrictions = lr
+				res, err := krusty.MakeKustomizer(opts).Run(fsys, "/repo/"+dir)
+				if err != nil {
+					t.Fatalf("kustomize build %s: %v", dir, err)
+				}
+				if len(res.Resources()) == 0 {
+					t.Fatalf("kustomize build %s: no objects", dir)
+				}
+				if !strings.HasPrefix(dir, "clusters/") {
+					return
+				}
+				cluster := path.Base(dir)
+				out, err := res.AsYaml()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, want := range []string{
+					"kind: Deployment", "name: mcnet-controller",
+					"kind: DaemonSet", "name: mcnet-gateway", "name: mcnet-route-agent",
+					"kind: ClusterRole", "secretName: mcnet-broker-credentials",
+					"--cluster-id=" + cluster, "mcnet.io/cluster: " + cluster,
+					"image: ghcr.io/mcnet-io/mcnet:v1.2.3",
+					"--broker-server=https://hub.example.com:6443",
+				} {
+					if !bytes.Contains(out, []byte(want)) {
+						t.Errorf("clusters/%s build lacks %q", cluster, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestNoSecretMaterial checks that nothing rendered is a Secret or carries key material.
+func TestNoSecretMaterial(t *testing.T) {
+	tree, err := Render(loadFleet(t), testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := regexp.MustCompile(`(?m)^kind: Secret$|privateKey|PRIVATE KEY|token:|password|client-key-data`)
+	for p, data := range tree {
+		if m := forbidden.Find(data); m != nil {
+			t.Errorf("%s contains %q", p, m)
+		}
+	}
+}
+
+// TestBrokerOverlayPerCluster checks that every cluster has its own broker identity and
+// that the broker kustomization lists them all.
+func TestBrokerOverlayPerCluster(t *testing.T) {
+	cs := loadFleet(t)
+	tree, err := Render(cs, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := string(tree["broker/kustomization.yaml"])
+	for _, c := range cs.Spec.Clusters {
+		f := fmt.Sprintf("broker/cluster-%s.yaml", c.Name)
+		if _, ok := tree[f]; !ok {
+			t.Errorf("%s missing", f)
+		}
+		if !strings.Contains(k, "cluster-"+c.Name+".yaml") {
+			t.Errorf("broker/kustomization.yaml does not list cluster-%s.yaml", c.Name)
+		}
+		if _, ok := tree["flux/"+c.Name+"/mcnet.yaml"]; !ok {
+			t.Errorf("flux/%s/mcnet.yaml missing", c.Name)
+		}
+		if _, ok := tree["argocd/"+c.Name+"-crds.yaml"]; !ok {
+			t.Errorf("argocd/%s-crds.yaml missing", c.Name)
+		}
+	}
+	if _, ok := tree["flux/hub/broker.yaml"]; !ok {
+		t.Error("the broker cluster's Flux objects do not apply broker/")
+	}
+}
