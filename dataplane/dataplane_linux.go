@@ -37,6 +37,9 @@ type netlinkHandle interface {
 	RuleListFiltered(family int, filter *netlink.Rule, filterMask uint64) ([]netlink.Rule, error)
 	RuleAdd(rule *netlink.Rule) error
 	RuleDel(rule *netlink.Rule) error
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
+	AddrAdd(link netlink.Link, addr *netlink.Addr) error
+	AddrDel(link netlink.Link, addr *netlink.Addr) error
 	NeighList(linkIndex, family int) ([]netlink.Neigh, error)
 	NeighSet(neigh *netlink.Neigh) error
 	NeighDel(neigh *netlink.Neigh) error
@@ -329,12 +332,43 @@ func (d *Dataplane) ensureLink(ctx context.Context, spec linkSpec) error {
 		}
 		d.changed(ctx, "Set link MAC", "link", spec.Name, "mac", macString(spec.MAC))
 	}
+	if err := d.syncLinkAddr(ctx, l, spec); err != nil {
+		return err
+	}
 	if a.Flags&net.FlagUp == 0 {
 		if err := d.k.nl.LinkSetUp(l); err != nil {
 			return fmt.Errorf("set up: %w", err)
 		}
 		d.changed(ctx, "Set link up", "link", spec.Name)
 	}
+	return nil
+}
+
+// syncLinkAddr gives the link exactly the planned IPv4 address (or none). IPv6
+// link-local addresses are the kernel's and stay.
+func (d *Dataplane) syncLinkAddr(ctx context.Context, l netlink.Link, spec linkSpec) error {
+	have, err := d.k.nl.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	found := false
+	for _, a := range have {
+		if p, ok := prefixOf(a.IPNet); ok && spec.Addr.IsValid() && p == spec.Addr {
+			found = true
+			continue
+		}
+		if err := d.k.nl.AddrDel(l, &a); err != nil && !isNotFound(err) {
+			return fmt.Errorf("delete address %s: %w", a.IPNet, err)
+		}
+		d.changed(ctx, "Deleted address", "link", spec.Name, "addr", a.IPNet.String())
+	}
+	if found || !spec.Addr.IsValid() {
+		return nil
+	}
+	if err := d.k.nl.AddrAdd(l, &netlink.Addr{IPNet: ipNet(spec.Addr), Scope: int(netlink.SCOPE_LINK)}); err != nil {
+		return fmt.Errorf("add address %s: %w", spec.Addr, err)
+	}
+	d.changed(ctx, "Added address", "link", spec.Name, "addr", spec.Addr.String())
 	return nil
 }
 

@@ -20,6 +20,8 @@ type linkSpec struct {
 	VNI  int     // vxlan
 	Port uint16  // vxlan destination port
 	MAC  [6]byte // vxlan
+	// Addr is an IPv4 address for the link, when it needs one (see gatewayAddr).
+	Addr netip.Prefix
 }
 
 // neighSpec is a permanent neighbour (ARP/NDP) entry on an mcnet link.
@@ -163,7 +165,7 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 		// It has no FDB entries: replies go back through the cluster network.
 		p.Links = append(p.Links, linkSpec{
 			Name: c.viLink(), Kind: DriverVXLAN, VNI: intraVNI, Port: c.IntraClusterPort,
-			MAC: gatewayMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN),
+			MAC: gatewayMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN), Addr: gatewayAddr(s.ClusterID),
 		})
 		ports = append(ports, c.IntraClusterPort)
 		// Packets from other nodes arrive on the intra VXLAN while the reverse route
@@ -317,6 +319,17 @@ func pickEndpoint(eps []netip.Addr, resolve resolver) netip.Addr {
 // gatewayMAC is the intra-cluster VXLAN MAC of whichever node is the active gateway,
 // so a failover only moves one FDB entry on the other nodes.
 func gatewayMAC(cluster string) [6]byte { return clusterMAC(cluster + "/gateway") }
+
+// gatewayAddr is a link-scope address for the gateway's intra-cluster VXLAN. The
+// kernel's reverse-path check rejects packets arriving on an interface without an
+// IPv4 address whenever their reverse route leaves through another interface, even
+// in loose mode ("no_addr" in __fib_validate_source,
+// https://elixir.bootlin.com/linux/v6.18/source/net/ipv4/fib_frontend.c), and the
+// replies to other nodes' pods leave through the cluster network, not this device.
+func gatewayAddr(cluster string) netip.Prefix {
+	mac := gatewayMAC(cluster)
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{169, 254, mac[4], mac[5]}), 32)
+}
 
 // nodeMAC is the intra-cluster VXLAN MAC of non-gateway nodes. They may share it:
 // the gateway never sends to them through the VXLAN, and it differs from gatewayMAC
