@@ -1,0 +1,73 @@
+package packaging
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"io/fs"
+	"slices"
+	"strings"
+	"time"
+)
+
+// File is one entry of an archive or an image layer.
+type File struct {
+	// Name is the slash-separated path inside the archive; a trailing "/" makes a directory.
+	Name string
+	// Mode holds the permission bits (0o755 for executables).
+	Mode fs.FileMode
+	// Data is the content of a regular file.
+	Data []byte
+}
+
+// writeTar writes files as a tar stream that depends only on its arguments: entries sorted
+// by name, owner root (0:0, no user or group names), one fixed mtime, ustar headers without
+// access or change times. Two calls with the same files give the same bytes.
+func writeTar(w io.Writer, files []File, mtime time.Time) error {
+	files = slices.Clone(files)
+	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	tw := tar.NewWriter(w)
+	for i, f := range files {
+		if i > 0 && files[i-1].Name == f.Name {
+			return fmt.Errorf("tar: duplicate entry %s", f.Name)
+		}
+		mode := int64(f.Mode.Perm())
+		if f.Mode&fs.ModeSticky != 0 {
+			mode |= 0o1000 // c_ISVTX, for /tmp
+		}
+		hdr := &tar.Header{
+			Name:     f.Name,
+			Mode:     mode,
+			ModTime:  mtime.UTC().Truncate(time.Second),
+			Typeflag: tar.TypeReg,
+			Size:     int64(len(f.Data)),
+			Format:   tar.FormatUSTAR,
+		}
+		if strings.HasSuffix(f.Name, "/") {
+			hdr.Typeflag, hdr.Size = tar.TypeDir, 0
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("tar header %s: %w", f.Name, err)
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			if _, err := tw.Write(f.Data); err != nil {
+				return fmt.Errorf("tar %s: %w", f.Name, err)
+			}
+		}
+	}
+	return tw.Close()
+}
+
+// writeTarGz is writeTar through gzip with an empty header (no name, mtime 0), so the
+// compressed bytes are as reproducible as the tar stream.
+func writeTarGz(w io.Writer, files []File, mtime time.Time) error {
+	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	if err != nil {
+		return err
+	}
+	if err := writeTar(zw, files, mtime); err != nil {
+		return err
+	}
+	return zw.Close()
+}

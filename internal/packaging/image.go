@@ -1,0 +1,154 @@
+package packaging
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// ImageMeta is what the image says about itself, as OCI labels and annotations.
+type ImageMeta struct {
+	Version  string
+	Revision string
+	Created  time.Time
+}
+
+// labels are the org.opencontainers.image.* labels of the image config (and the
+// annotations of its index).
+func (m ImageMeta) labels() map[string]string {
+	l := map[string]string{
+		"org.opencontainers.image.title":       "mcnet",
+		"org.opencontainers.image.description": "mcnet in-cluster components: controller, gateway, route agent",
+		"org.opencontainers.image.source":      "https://github.com/mcnet-io/mcnet",
+		"org.opencontainers.image.url":         "https://github.com/mcnet-io/mcnet",
+		"org.opencontainers.image.licenses":    "Apache-2.0",
+		"org.opencontainers.image.version":     m.Version,
+	}
+	if m.Revision != "" {
+		l["org.opencontainers.image.revision"] = m.Revision
+	}
+	return l
+}
+
+// platformImage builds one platform's image: a single layer holding files, no entrypoint
+// (the rendered manifests set the command), no user (the manifests set it per component,
+// since the gateway and route agent need root and the controller does not).
+func platformImage(p Platform, files []File, meta ImageMeta) (v1.Image, error) {
+	var layerBytes bytes.Buffer
+	if err := writeTarGz(&layerBytes, files, meta.Created); err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerBytes.Bytes())), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		return nil, fmt.Errorf("image layer for %s: %w", p, err)
+	}
+	created := v1.Time{Time: meta.Created.UTC()}
+	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
+		Architecture: p.Arch,
+		OS:           p.OS,
+		Created:      created,
+		Config: v1.Config{
+			Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+			Labels: meta.labels(),
+		},
+		RootFS: v1.RootFS{Type: "layers"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err = mutate.Append(img, mutate.Addendum{
+		Layer:     layer,
+		MediaType: types.OCILayer,
+		History:   v1.History{Created: created, CreatedBy: "hack/dist (mcnet " + meta.Version + ")"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image for %s: %w", p, err)
+	}
+	return img, nil
+}
+
+// BuildImage assembles the multi-platform image index from each platform's files.
+func BuildImage(files map[Platform][]File, meta ImageMeta) (v1.ImageIndex, error) {
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, p := range ImagePlatforms {
+		fs, ok := files[p]
+		if !ok {
+			continue
+		}
+		img, err := platformImage(p, fs, meta)
+		if err != nil {
+			return nil, err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+			Add:        img,
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: p.OS, Architecture: p.Arch}},
+		})
+	}
+	annotated, ok := mutate.Annotations(idx, meta.labels()).(v1.ImageIndex)
+	if !ok {
+		return nil, fmt.Errorf("annotate image index: unexpected type")
+	}
+	return annotated, nil
+}
+
+// WriteImage writes idx as an OCI image layout in dir (replacing it) and as a tarball of that
+// layout at tarPath, tagged ref: index.json names it the way containerd's exporter does
+// (org.opencontainers.image.ref.name is the tag, io.containerd.image.name the full
+// reference), so `ctr images import`, `crane push DIR REF` and skopeo's oci: transport all
+// understand it.
+func WriteImage(idx v1.ImageIndex, ref name.Tag, dir, tarPath string, mtime time.Time) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return fmt.Errorf("write image layout: %w", err)
+	}
+	if err := lp.AppendIndex(idx, layout.WithAnnotations(map[string]string{
+		"org.opencontainers.image.ref.name": ref.TagStr(),
+		"io.containerd.image.name":          ref.Name(),
+	})); err != nil {
+		return fmt.Errorf("write image layout: %w", err)
+	}
+	var files []File
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			files = append(files, File{Name: filepath.ToSlash(rel) + "/", Mode: 0o755})
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		files = append(files, File{Name: filepath.ToSlash(rel), Mode: 0o644, Data: data})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read image layout: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := writeTar(&buf, files, mtime); err != nil {
+		return err
+	}
+	return os.WriteFile(tarPath, buf.Bytes(), 0o644)
+}
