@@ -95,24 +95,39 @@ func (d *Dataplane) ensureChain(ctx context.Context, ipt iptablesHandle, c chain
 }
 
 // ensureJump leaves exactly one "-j <chain>" in the built-in chain, first, so mcnet's
-// decisions come before a CNI's or kube-proxy's masquerade and drop rules.
+// decisions come before a CNI's or kube-proxy's masquerade and drop rules. A jump
+// found elsewhere (someone inserted before it) is moved back to the top.
 func (d *Dataplane) ensureJump(ctx context.Context, ipt iptablesHandle, c chainSpec) error {
-	jumps, err := countJumps(ipt, c)
+	lines, err := ipt.List(c.Table, c.From)
 	if err != nil {
-		return err
+		return fmt.Errorf("list %s/%s: %w", c.Table, c.From, err)
 	}
-	if jumps == 0 {
-		if err := ipt.Insert(c.Table, c.From, 1, "-j", c.Name); err != nil {
-			return fmt.Errorf("insert jump from %s: %w", c.From, err)
+	jump := "-A " + c.From + " -j " + c.Name
+	var rules []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "-A ") {
+			rules = append(rules, strings.Join(strings.Fields(l), " "))
 		}
-		d.changed(ctx, "Inserted jump", "table", c.Table, "from", c.From, "chain", c.Name)
 	}
-	for ; jumps > 1; jumps-- {
+	n := 0
+	for _, r := range rules {
+		if r == jump {
+			n++
+		}
+	}
+	if n == 1 && rules[0] == jump {
+		return nil
+	}
+	// iptables -D removes the first match; remove all, then insert at the top.
+	for range n {
 		if err := ipt.Delete(c.Table, c.From, "-j", c.Name); err != nil {
-			return fmt.Errorf("delete duplicate jump from %s: %w", c.From, err)
+			return fmt.Errorf("delete misplaced jump from %s: %w", c.From, err)
 		}
-		d.changed(ctx, "Deleted duplicate jump", "table", c.Table, "from", c.From, "chain", c.Name)
 	}
+	if err := ipt.Insert(c.Table, c.From, 1, "-j", c.Name); err != nil {
+		return fmt.Errorf("insert jump from %s: %w", c.From, err)
+	}
+	d.changed(ctx, "Inserted jump", "table", c.Table, "from", c.From, "chain", c.Name, "replaced", n)
 	return nil
 }
 
