@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,10 +152,18 @@ func (l *lab) standaloneWireGuardGo() (stop func(), ok bool) {
 		bin = matches[len(matches)-1]
 	}
 	var procs []*exec.Cmd
+	var socks []string
 	stop = func() {
 		for _, p := range procs {
-			p.Process.Kill()
+			// SIGTERM lets wireguard-go remove its TUN and UAPI socket.
+			p.Process.Signal(syscall.SIGTERM)
+			t := time.AfterFunc(5*time.Second, func() { p.Process.Kill() })
 			p.Wait()
+			t.Stop()
+		}
+		procs = nil
+		for _, s := range socks {
+			os.Remove(s) // in case it had to be killed
 		}
 	}
 	l.tb.Cleanup(stop)
@@ -180,6 +189,7 @@ func (l *lab) standaloneWireGuardGo() (stop func(), ok bool) {
 			l.tb.Fatal(err)
 		}
 		procs = append(procs, p)
+		socks = append(socks, "/var/run/wireguard/"+name+".sock")
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			if _, err := os.Stat("/var/run/wireguard/" + name + ".sock"); err == nil {
