@@ -112,7 +112,7 @@ type Cluster struct {
 	proxy   io.Closer
 	podSeq  int
 	pods    []*Pod
-	inLabCA []byte
+	kubelet *kubelet
 }
 
 // Node is one node: a network namespace on its cluster's LAN.
@@ -289,6 +289,16 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	}
 	if err := g.Wait(); err != nil {
 		return l, err
+	}
+	for _, c := range l.clusters {
+		k, err := c.startKubelet(ctx)
+		if err != nil {
+			return l, err
+		}
+		c.kubelet = k
+		l.mu.Lock()
+		l.kubelets = append(l.kubelets, k)
+		l.mu.Unlock()
 	}
 	l.progress("lab %s ready in %s", l.RunID, time.Since(start).Round(time.Millisecond))
 	return l, nil

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -269,7 +270,8 @@ func (c *Cluster) Pods() []*Pod {
 }
 
 // Eventually polls cond every interval until it returns nil or the timeout passes, and
-// returns the last error. Tests use it instead of sleeping.
+// returns the last error. Tests use it instead of sleeping. A condition ends the wait
+// early by returning an error that wraps Permanent.
 func Eventually(ctx context.Context, timeout time.Duration, cond func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -278,6 +280,9 @@ func Eventually(ctx context.Context, timeout time.Duration, cond func(context.Co
 		err := cond(ctx)
 		if err == nil {
 			return nil
+		}
+		if p := (*permanent)(nil); errors.As(err, &p) {
+			return p.err
 		}
 		select {
 		case <-ctx.Done():
