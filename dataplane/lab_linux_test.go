@@ -205,13 +205,6 @@ func (l *lab) states(driver Driver, keyA, keyB Key) map[string]State {
 	}
 }
 
-func prefixes(ss ...string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range ss {
-		out = append(out, netip.MustParsePrefix(s))
-	}
-	return out
-}
 
 // startNodes starts a dataplane process in each node namespace.
 func (l *lab) startNodes() {
