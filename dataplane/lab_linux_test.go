@@ -205,7 +205,6 @@ func (l *lab) states(driver Driver, keyA, keyB Key) map[string]State {
 	}
 }
 
-
 // startNodes starts a dataplane process in each node namespace.
 func (l *lab) startNodes() {
 	l.tb.Helper()
