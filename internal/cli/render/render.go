@@ -175,10 +175,16 @@ func (o *Options) commit(ctx context.Context) error {
 	return nil
 }
 
+// gitTopLevel returns the Git working tree dir belongs to, or "" when there is none or
+// when that repository ignores dir (a render output inside another project is its own).
 func gitTopLevel(ctx context.Context, dir string) string {
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); err == nil {
-			return git(ctx, d, "rev-parse", "--show-toplevel")
+			top := git(ctx, d, "rev-parse", "--show-toplevel")
+			if top != "" && top != dir && run(ctx, top, "check-ignore", "-q", dir) == nil {
+				return ""
+			}
+			return top
 		}
 		if d == filepath.Dir(d) {
 			return ""
