@@ -362,3 +362,21 @@ func (l *lab) debug() string {
 	}
 	return b.String()
 }
+
+// TestKernelDriverSwitch changes the cable driver of running nodes without Cleanup in
+// between, as a fleet edit would, and checks pods on both the gateway and the other
+// node keep reaching the remote cluster after each Apply.
+func TestKernelDriverSwitch(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t)
+	l.startNodes()
+	for _, d := range []Driver{DriverVXLAN, DriverWireGuard, DriverVXLAN} {
+		l.applyAll(d)
+		l.waitPing("poda", podB.String())
+		l.waitPing("podn", podB.String())
+		l.waitPing("podb", podN.String())
+		if d == DriverVXLAN && strings.Contains(l.dump("gwa"), "-wg") {
+			t.Errorf("wireguard link left after switching back to vxlan:\n%s", l.dump("gwa"))
+		}
+	}
+}
