@@ -216,9 +216,7 @@ func (d *Dataplane) Cleanup(ctx context.Context) error {
 	empty := plan{}
 	var chains []chainSpec
 	for _, v6 := range []bool{false, true} {
-		for _, c := range planChains(d.cfg, State{}, v6, false, nil, nil) {
-			chains = append(chains, c)
-		}
+		chains = append(chains, planChains(d.cfg, State{}, v6, false, nil, nil)...)
 	}
 	saved, err := d.loadSavedSysctls()
 	errs := []error{
