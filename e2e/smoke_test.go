@@ -94,6 +94,15 @@ func TestLabSmoke(t *testing.T) {
 		t.Errorf("WAN through NAT: got %q, want source %s", body, westGW.PublicIP)
 	}
 
+	// Every cluster's pods reach the other clusters' API servers on the WAN (the way
+	// controllers reach a broker), leaving through their control plane's uplink.
+	eastClient := l.Cluster("east").Pods()[1]
+	conn, err := eastClient.Dial(ctx, "tcp", l.Cluster("west").PublicAPIServer.String())
+	if err != nil {
+		t.Fatalf("east pod to west's public API server: %v", err)
+	}
+	conn.Close()
+
 	// Tear down here rather than in cleanup, to check nothing is left.
 	if err := l.Stop(ctx); err != nil {
 		t.Fatal(err)

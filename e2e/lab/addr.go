@@ -12,7 +12,9 @@ import (
 //
 //	198.18.I.0/24      cluster I's node LAN; .1 is the control plane, .10+J node J
 //	198.18.100+I.0/24  cluster I's private gateway network behind its NAT router
-//	198.19.0.0/16      the WAN; .0.1 the WAN namespace, 198.19.I+1.10+K gateway K of cluster I
+//	198.19.0.0/16      the WAN; .0.1 the WAN namespace, 198.19.I+1.1 cluster I's uplink (its
+//	                   API server's public address and its nodes' masquerading egress),
+//	                   198.19.I+1.10+K gateway K of cluster I
 func lanPrefix(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 0}), 24)
 }
@@ -28,6 +30,8 @@ func natGatewayIP(i, k int) netip.Addr {
 func publicIP(i, k int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 19, byte(i + 1), byte(10 + k)})
 }
+
+func uplinkIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, byte(i + 1), 1}) }
 
 // WANPrefix is the network joining the gateway nodes (and NAT routers) of all clusters.
 var WANPrefix = netip.MustParsePrefix("198.19.0.0/16")

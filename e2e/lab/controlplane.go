@@ -138,7 +138,7 @@ func (c *Cluster) writeCredentials() error {
 	}
 	c.pki = p
 	serving, err := p.issue("kube-apiserver", nil,
-		[]net.IP{c.APIServer.Addr().AsSlice(), net.IPv4(127, 0, 0, 1), firstServiceIP(c.ServiceCIDR).AsSlice()},
+		[]net.IP{c.APIServer.Addr().AsSlice(), c.PublicAPIServer.Addr().AsSlice(), net.IPv4(127, 0, 0, 1), firstServiceIP(c.ServiceCIDR).AsSlice()},
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}, true)
 	if err != nil {
 		return err

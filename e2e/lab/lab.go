@@ -96,6 +96,9 @@ type Cluster struct {
 	Client kubernetes.Interface
 	// APIServer is the API server's address as seen from node and pod namespaces.
 	APIServer netip.AddrPort
+	// PublicAPIServer is the API server's address on the WAN, reachable from every
+	// cluster's nodes and pods (what a broker URL points at).
+	PublicAPIServer netip.AddrPort
 	// Netns is the control-plane namespace: etcd, the API server, the controller manager
 	// and the node LAN bridge.
 	Netns string

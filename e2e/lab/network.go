@@ -18,11 +18,12 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 	for i, co := range l.opts.Clusters {
 		c := &Cluster{
 			Name: co.Name, Index: i, lab: l, BehindNAT: co.BehindNAT,
-			PodCIDR:     netip.MustParsePrefix(co.PodCIDR).Masked(),
-			ServiceCIDR: netip.MustParsePrefix(co.ServiceCIDR).Masked(),
-			Netns:       l.netnsName(co.Name + "-cp"),
-			APIServer:   netip.AddrPortFrom(controlPlaneIP(i), 6443),
-			dir:         filepath.Join(l.Dir, co.Name),
+			PodCIDR:         netip.MustParsePrefix(co.PodCIDR).Masked(),
+			ServiceCIDR:     netip.MustParsePrefix(co.ServiceCIDR).Masked(),
+			Netns:           l.netnsName(co.Name + "-cp"),
+			APIServer:       netip.AddrPortFrom(controlPlaneIP(i), 6443),
+			PublicAPIServer: netip.AddrPortFrom(uplinkIP(i), 6443),
+			dir:             filepath.Join(l.Dir, co.Name),
 		}
 		slices, err := podSlices(c.PodCIDR, co.Nodes)
 		if err != nil {
@@ -130,6 +131,9 @@ func (c *Cluster) buildLAN(ctx context.Context) error {
 		lines := []string{
 			fmt.Sprintf("addr add %s/24 dev eth0", n.IP),
 			"link set eth0 up",
+			// Like a cloud VPC's router: the rest of the world (the WAN, other
+			// clusters' public API servers) through the control-plane namespace.
+			fmt.Sprintf("route add default via %s", controlPlaneIP(c.Index)),
 		}
 		for _, o := range c.Nodes {
 			if o != n {
@@ -157,7 +161,25 @@ func (l *Lab) buildWAN(ctx context.Context) error {
 	}
 	var after []nsLines
 	var nat []nsLines
+	var uplinks []nsLines
 	for _, c := range l.clusters {
+		// Every cluster's control-plane namespace is its uplink to the WAN: the API
+		// server is reachable there (a broker must be), and node traffic leaves
+		// masqueraded, as from a VPC with a NAT gateway.
+		up := fmt.Sprintf("c%dup", c.Index)
+		wan = append(wan,
+			fmt.Sprintf("link add %s type veth peer name uplink netns %s", up, c.Netns),
+			fmt.Sprintf("link set %s master wan", up),
+			fmt.Sprintf("link set %s up", up))
+		uplinks = append(uplinks, nsLines{c.Netns, []string{
+			fmt.Sprintf("addr add %s/%d dev uplink", uplinkIP(c.Index), WANPrefix.Bits()),
+			"link set uplink up",
+		}}, nsLines{c.Netns, []string{
+			"*nat",
+			fmt.Sprintf("-A POSTROUTING -o uplink -s %s -j MASQUERADE", lanPrefix(c.Index)),
+			fmt.Sprintf("-A POSTROUTING -o uplink -s %s -j MASQUERADE", c.PodCIDR),
+			"COMMIT",
+		}})
 		if c.NATNetns == "" {
 			for _, n := range c.Gateways() {
 				peer := fmt.Sprintf("c%dg%d", c.Index, n.gwIndex)
@@ -209,6 +231,14 @@ func (l *Lab) buildWAN(ctx context.Context) error {
 		return fmt.Errorf("WAN: %w", err)
 	}
 	_ = sysctls(ctx, l.WANNetns, "net.bridge.bridge-nf-call-iptables=0")
+	for i := 0; i < len(uplinks); i += 2 {
+		if err := ipBatch(ctx, uplinks[i].netns, uplinks[i].lines); err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
+		if err := iptablesRestore(ctx, uplinks[i+1].netns, strings.Join(uplinks[i+1].lines, "\n")+"\n"); err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
+	}
 	for i := 0; i < len(nat); i += 3 {
 		if err := ipBatch(ctx, nat[i].netns, nat[i].lines); err != nil {
 			return fmt.Errorf("NAT router: %w", err)
