@@ -17,11 +17,18 @@ import (
 // the new one no longer has are removed (a cluster taken out of the fleet loses its
 // directory); files render never wrote are left alone.
 //
-// Every new file is first written under a temporary directory inside dir and then renamed
-// into place, so a failure part-way leaves no half-written file.
+// A new dir is written whole under a temporary name and renamed into place. In an existing
+// dir every changed file is first written under a temporary directory and then renamed
+// over the old one, so a failure part-way leaves no half-written file.
 func Write(dir string, t Tree) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create output directory: %w", err)
+	t = withIndex(t)
+	for _, p := range t.Paths() {
+		if err := checkRelative(p); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return writeNew(dir, t)
 	}
 	old, err := readIndex(dir)
 	if err != nil {
@@ -33,26 +40,22 @@ func Write(dir string, t Tree) error {
 	}
 	defer os.RemoveAll(stage)
 
-	t = withIndex(t)
-	paths := t.Paths()
-	for _, p := range paths {
-		if err := checkRelative(p); err != nil {
-			return err
+	// Stage only what differs; unchanged files keep their mtimes, so tools watching the
+	// tree see no change.
+	var changed []string
+	d := dirMaker{}
+	for _, p := range t.Paths() {
+		if same, _ := sameContent(filepath.Join(dir, filepath.FromSlash(p)), t[p]); same {
+			continue
 		}
-		dst := filepath.Join(stage, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		if err := d.writeFile(filepath.Join(stage, filepath.FromSlash(p)), t[p]); err != nil {
 			return fmt.Errorf("stage %s: %w", p, err)
 		}
-		if err := os.WriteFile(dst, t[p], 0o644); err != nil {
-			return fmt.Errorf("stage %s: %w", p, err)
-		}
+		changed = append(changed, p)
 	}
-	for _, p := range paths {
+	for _, p := range changed {
 		dst := filepath.Join(dir, filepath.FromSlash(p))
-		if same, _ := sameContent(dst, t[p]); same {
-			continue // leave mtimes alone so tools watching the tree see no change
-		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		if err := d.mkdir(filepath.Dir(dst)); err != nil {
 			return fmt.Errorf("write %s: %w", p, err)
 		}
 		if err := os.Rename(filepath.Join(stage, filepath.FromSlash(p)), dst); err != nil {
@@ -73,6 +76,55 @@ func Write(dir string, t Tree) error {
 		removeEmptyParents(dir, filepath.Dir(dst))
 	}
 	return nil
+}
+
+// writeNew renders into a sibling temporary directory and renames it into place, so the
+// output appears whole or not at all.
+func writeNew(dir string, t Tree) error {
+	parent := filepath.Dir(filepath.Clean(dir))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	stage, err := os.MkdirTemp(parent, ".mcnet-render-")
+	if err != nil {
+		return fmt.Errorf("create staging directory: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	d := dirMaker{}
+	for _, p := range t.Paths() {
+		if err := d.writeFile(filepath.Join(stage, filepath.FromSlash(p)), t[p]); err != nil {
+			return fmt.Errorf("stage %s: %w", p, err)
+		}
+	}
+	if err := os.Chmod(stage, 0o755); err != nil { // MkdirTemp makes it 0700
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	if err := os.Rename(stage, dir); err != nil {
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	return nil
+}
+
+// dirMaker remembers directories it made: MkdirAll for every file is most of the cost of
+// writing a large tree.
+type dirMaker map[string]bool
+
+func (m dirMaker) mkdir(d string) error {
+	if m[d] {
+		return nil
+	}
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	m[d] = true
+	return nil
+}
+
+func (m dirMaker) writeFile(path string, data []byte) error {
+	if err := m.mkdir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }
 
 func checkRelative(p string) error {
