@@ -1,0 +1,160 @@
+// Package fleetlab installs a fleet into a lab the way a user would: render it with
+// the real render engine, point it at the lab's API servers, apply the tree (CRDs
+// first) to each cluster and the broker, and deliver each cluster's broker credentials
+// out of band, as `kubectl mcnet broker credentials` would.
+package fleetlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/internal/fleet"
+	"github.com/mcnet-io/mcnet/kustomize"
+)
+
+// BrokerCredentialsSecret is the Secret in mcnet-system holding a cluster's broker
+// kubeconfig under key BrokerKubeconfigKey (the rendered controller mounts it).
+const (
+	BrokerCredentialsSecret = "mcnet-broker-credentials"
+	BrokerKubeconfigKey     = "kubeconfig"
+)
+
+// LabOptions derives lab clusters from a fleet: one per fleet cluster, with its first
+// IPv4 pod and service CIDRs, nodes nodes each (0: the lab's default), and the named
+// clusters' gateways behind NAT.
+func LabOptions(cs *mcnetv1.ClusterSet, nodes int, behindNAT ...string) (lab.Options, error) {
+	nat := map[string]bool{}
+	for _, n := range behindNAT {
+		nat[n] = true
+	}
+	var opts lab.Options
+	var errs []error
+	for _, c := range cs.Spec.Clusters {
+		pod, perr := firstIPv4(c.PodCIDRs)
+		svc, serr := firstIPv4(c.ServiceCIDRs)
+		if err := errors.Join(perr, serr); err != nil {
+			errs = append(errs, fmt.Errorf("cluster %s: %w", c.Name, err))
+			continue
+		}
+		opts.Clusters = append(opts.Clusters, lab.ClusterOptions{Name: c.Name, PodCIDR: pod, ServiceCIDR: svc, Nodes: nodes, BehindNAT: nat[c.Name]})
+		delete(nat, c.Name)
+	}
+	for n := range nat {
+		errs = append(errs, fmt.Errorf("--nat %s: no such cluster in the fleet", n))
+	}
+	return opts, errors.Join(errs...)
+}
+
+func firstIPv4(cidrs []string) (string, error) {
+	for _, s := range cidrs {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
+			return p.String(), nil
+		}
+	}
+	return "", fmt.Errorf("no IPv4 CIDR in %v (the lab is IPv4 only)", cidrs)
+}
+
+// Install points the fleet at the lab's API servers, renders it into dir and applies
+// it. It does not wait for the components to run; see lab.Cluster.WaitWorkloads.
+func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string) error {
+	cs = cs.DeepCopy()
+	broker := l.Cluster(cs.Spec.Broker.Cluster)
+	if broker == nil {
+		return fmt.Errorf("broker cluster %q is not in the lab", cs.Spec.Broker.Cluster)
+	}
+	cs.Spec.Broker.Server = "https://" + broker.PublicAPIServer.String()
+	for i := range cs.Spec.Clusters {
+		if c := l.Cluster(cs.Spec.Clusters[i].Name); c != nil {
+			cs.Spec.Clusters[i].Server = "https://" + c.PublicAPIServer.String()
+		}
+	}
+	fleet.Default(cs)
+	if errs := fleet.Validate(cs); len(errs) > 0 {
+		return fmt.Errorf("fleet for the lab: %w", errs.ToAggregate())
+	}
+	tree, err := kustomize.Render(cs, kustomize.Options{Version: "lab"})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := kustomize.Write(dir, tree); err != nil {
+		return err
+	}
+
+	// The order Flux's dependsOn and Argo CD's sync waves give: CRDs, the broker, then
+	// each cluster's components.
+	for _, c := range l.Clusters() {
+		if err := c.ApplyKustomization(ctx, filepath.Join(dir, kustomize.DirCRDs)); err != nil {
+			return err
+		}
+	}
+	if err := broker.ApplyKustomization(ctx, filepath.Join(dir, kustomize.DirBroker)); err != nil {
+		return err
+	}
+	for _, c := range l.Clusters() {
+		if err := c.ApplyKustomization(ctx, filepath.Join(dir, kustomize.DirClusters, c.Name)); err != nil {
+			return err
+		}
+		if err := DeliverBrokerCredentials(ctx, broker, c, cs.Spec.Broker.Namespace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeliverBrokerCredentials mints a token for cluster c's identity on the broker and
+// stores a kubeconfig using it in c's mcnet-system/mcnet-broker-credentials Secret.
+func DeliverBrokerCredentials(ctx context.Context, broker, c *lab.Cluster, brokerNamespace string) error {
+	sa := kustomize.BrokerServiceAccount(c.Name)
+	tr, err := broker.Client.CoreV1().ServiceAccounts(brokerNamespace).CreateToken(ctx, sa, &authv1.TokenRequest{
+		Spec: authv1.TokenRequestSpec{ExpirationSeconds: new(int64(7 * 24 * 3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("broker token for %s: %w", c.Name, err)
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["broker"] = &clientcmdapi.Cluster{Server: "https://" + broker.PublicAPIServer.String(), CertificateAuthorityData: broker.Config.CAData}
+	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	cfg.Contexts["broker"] = &clientcmdapi.Context{Cluster: "broker", AuthInfo: sa, Namespace: brokerNamespace}
+	cfg.CurrentContext = "broker"
+	kc, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: BrokerCredentialsSecret, Namespace: mcnetv1.SystemNamespace},
+		Data:       map[string][]byte{BrokerKubeconfigKey: kc},
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(secret)
+	if err != nil {
+		return err
+	}
+	return c.Apply(ctx, &unstructured.Unstructured{Object: m})
+}
+
+// Wait waits for every cluster's components to run and be ready.
+func Wait(ctx context.Context, l *lab.Lab, timeout time.Duration) error {
+	var errs []error
+	for _, c := range l.Clusters() {
+		errs = append(errs, c.WaitWorkloads(ctx, timeout))
+	}
+	return errors.Join(errs...)
+}

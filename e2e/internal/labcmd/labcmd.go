@@ -1,0 +1,181 @@
+// Package labcmd implements the mcnet-lab command behind `make lab` and
+// `make lab-down`.
+package labcmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mcnet-io/mcnet/e2e/fleetlab"
+	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/internal/fleet"
+)
+
+// ErrUsage marks bad command lines; main exits 2 on it.
+var ErrUsage = errors.New("usage")
+
+const usage = `usage: mcnet-lab up [-f FLEET] [--nodes N] [--nat CLUSTER,...] [--no-components]
+       mcnet-lab down
+
+up    brings up one lab cluster per cluster of the fleet (real etcd, kube-apiserver,
+      kube-controller-manager and kube-proxy in network namespaces), renders the fleet
+      with the render engine, applies it, runs mcnet's components from what was applied,
+      prints how to reach each cluster, and stays until Ctrl-C, which removes everything.
+down  removes labs left behind by killed runs and stops running 'mcnet-lab up's.
+`
+
+// Run executes the command line args (without the program name).
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ErrUsage
+	}
+	switch args[0] {
+	case "up":
+		return up(ctx, args[1:], stdout, stderr)
+	case "down":
+		if len(args) > 1 {
+			fmt.Fprint(stderr, usage)
+			return ErrUsage
+		}
+		if err := lab.CleanAll(ctx, stdout); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "no lab left")
+		return nil
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", ErrUsage, args[0])
+}
+
+type upOptions struct {
+	fleetFile    string
+	nodes        int
+	nat          string
+	noComponents bool
+}
+
+func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root, err := lab.RepoRoot("")
+	if err != nil {
+		return err
+	}
+	var o upOptions
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.fleetFile, "f", filepath.Join(root, "examples", "fleet.yaml"), "fleet file to render and apply")
+	fs.IntVar(&o.nodes, "nodes", 2, "nodes per cluster (the first is the gateway)")
+	fs.StringVar(&o.nat, "nat", "", "comma-separated clusters whose gateways sit behind NAT")
+	fs.BoolVar(&o.noComponents, "no-components", false, "apply the fleet but do not require mcnet's binaries")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", ErrUsage, fs.Args())
+	}
+
+	cs, err := fleet.Load(o.fleetFile)
+	if err != nil {
+		return err
+	}
+	var nat []string
+	if o.nat != "" {
+		nat = strings.Split(o.nat, ",")
+	}
+	opts, err := fleetlab.LabOptions(cs, o.nodes, nat...)
+	if err != nil {
+		return err
+	}
+	if !o.noComponents {
+		if err := componentBinaries(root); err != nil {
+			return err
+		}
+	}
+	opts.RepoRoot = root
+	opts.Progress = stdout
+
+	l, err := lab.Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	// Stop with a fresh context: ctx is cancelled by the Ctrl-C that ends the lab.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		fmt.Fprintln(stdout, "stopping the lab …")
+		if serr := l.Stop(sctx); serr != nil {
+			fmt.Fprintln(stderr, serr)
+		}
+	}()
+
+	repo := filepath.Join(l.Dir, "fleet-repo")
+	fmt.Fprintf(stdout, "rendering %s into %s and applying it\n", o.fleetFile, repo)
+	if err := fleetlab.Install(ctx, l, cs, repo); err != nil {
+		return err
+	}
+	if !o.noComponents {
+		fmt.Fprintln(stdout, "waiting for mcnet's components …")
+		if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
+			fmt.Fprintf(stdout, "components are not all ready yet (the lab stays up; logs in %s):\n%v\n", l.LogDir, err)
+		}
+	}
+	printSummary(stdout, l, repo, cs.Spec.Broker.Cluster)
+	<-ctx.Done()
+	return nil
+}
+
+// componentBinaries fails early, and clearly, when `make build` has not run.
+func componentBinaries(root string) error {
+	var missing []string
+	for _, b := range []string{"mcnet-controller", "mcnet-gateway", "mcnet-route-agent"} {
+		if fi, err := os.Stat(filepath.Join(root, "bin", b)); err != nil || fi.Mode()&0o111 == 0 {
+			missing = append(missing, "bin/"+b)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s (run `make build`, or pass --no-components)", lab.ErrMissingBinary, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func printSummary(w io.Writer, l *lab.Lab, repo, broker string) {
+	fmt.Fprintf(w, "\nlab %s is up (logs: %s, rendered tree: %s)\n\n", l.RunID, l.LogDir, repo)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tKUBECONFIG\tAPI (WAN)\tPODS\tSERVICES\tNODES")
+	for _, c := range l.Clusters() {
+		var nodes []string
+		for _, n := range c.Nodes {
+			s := n.Name + "=" + n.IP.String()
+			if n.Gateway {
+				s += " (gateway, public " + n.PublicIP.String() + ")"
+			}
+			nodes = append(nodes, s)
+		}
+		name := c.Name
+		if c.Name == broker {
+			name += " (broker)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, c.Kubeconfig, c.PublicAPIServer, c.PodCIDR, c.ServiceCIDR, strings.Join(nodes, ", "))
+	}
+	tw.Flush()
+	first := l.Clusters()[0]
+	fmt.Fprintf(w, `
+Try:
+  kubectl --kubeconfig %[1]s get nodes,pods -A -o wide
+  bin/kubectl-mcnet --kubeconfig %[1]s show
+  sudo ip netns exec %[2]s ping -c1 %[3]s      # a node's namespace
+  sudo ip netns list | grep %[4]s               # every namespace of this lab
+Logs of every process are under %[5]s. Ctrl-C removes everything.
+`, first.Kubeconfig, first.Nodes[0].Netns, first.Nodes[len(first.Nodes)-1].IP, lab.Prefix+l.RunID, l.LogDir)
+}
