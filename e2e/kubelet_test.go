@@ -253,6 +253,63 @@ func TestKubeletLite(t *testing.T) {
 		}
 	})
 
+	t.Run("node power off and on", func(t *testing.T) {
+		podOn := func() lab.WorkloadPod {
+			for _, w := range c.WorkloadPods("fake-gateway") {
+				if w.Node == gw {
+					return w
+				}
+			}
+			t.Fatalf("no fake-gateway pod on %s", gw.Name)
+			return lab.WorkloadPod{}
+		}
+		before := podOn()
+		if err := gw.SetDown(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		err := lab.Eventually(ctx, 20*time.Second, func(ctx context.Context) error {
+			if w := podOn(); len(w.PIDs) > 0 || w.Ready {
+				return fmt.Errorf("pod on the powered-off node: pids %v ready %v", w.PIDs, w.Ready)
+			}
+			node, err := c.Client.CoreV1().Nodes().Get(ctx, gw.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if st := node.Status.Conditions[0]; st.Status != "False" {
+				return fmt.Errorf("node %s Ready=%s", gw.Name, st.Status)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		worker := c.Workers()[1]
+		probe, err := l.AddPod(ctx, worker, lab.PodOptions{Name: "probe"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		if conn, err := probe.Dial(dctx, "tcp", gw.IP.String()+":10256"); err == nil {
+			conn.Close()
+			t.Errorf("reached %s's kube-proxy while it is powered off", gw.Name)
+		}
+		cancel()
+
+		if err := gw.SetDown(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		err = lab.Eventually(ctx, 30*time.Second, func(context.Context) error {
+			w := podOn()
+			if !w.Ready || w.PIDs["gateway"] == before.PIDs["gateway"] {
+				return fmt.Errorf("pod on the powered-on node: pids %v ready %v", w.PIDs, w.Ready)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("delete removes", func(t *testing.T) {
 		pid := c.WorkloadPods("fake-gateway")[0].PIDs["gateway"]
 		if err := c.Client.AppsV1().DaemonSets("mcnet-system").Delete(ctx, "fake-gateway", metav1.DeleteOptions{}); err != nil {

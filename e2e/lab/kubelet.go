@@ -50,6 +50,28 @@ type kubelet struct {
 
 	mu   sync.Mutex
 	pods map[string]*labPod // by pod name
+
+	cmu     sync.Mutex
+	changed chan struct{} // closed and replaced when a node goes up or down
+}
+
+// nodeChange returns a channel closed at the next node power change.
+func (k *kubelet) nodeChange() <-chan struct{} {
+	k.cmu.Lock()
+	defer k.cmu.Unlock()
+	if k.changed == nil {
+		k.changed = make(chan struct{})
+	}
+	return k.changed
+}
+
+func (k *kubelet) broadcastNodeChange() {
+	k.cmu.Lock()
+	defer k.cmu.Unlock()
+	if k.changed != nil {
+		close(k.changed)
+		k.changed = nil
+	}
 }
 
 // startKubelet starts the cluster's kubelet-lite; it runs until stop.
@@ -180,14 +202,16 @@ func plan(name, workload string, owner metav1.OwnerReference, n *Node, t corev1.
 	return podPlan{name: name, owner: owner, workload: workload, node: n, template: t, hash: hex.EncodeToString(sum[:8])}
 }
 
-// eligible lists the lab's nodes that are up and whose Node labels match the pod's
+// eligible lists the lab's nodes whose Node labels match the pod's
 // nodeSelector (required node affinity is not evaluated).
 func (k *kubelet) eligible(spec corev1.PodSpec) []*Node {
 	sel := labels.SelectorFromSet(spec.NodeSelector)
 	var out []*Node
 	for _, n := range k.c.Nodes {
 		obj, err := k.nodes.Get(n.Name)
-		if err != nil || n.isDown() || !sel.Matches(labels.Set(obj.Labels)) {
+		// A node that is down keeps its pods, as without a node lifecycle controller
+		// nothing evicts them; their containers wait for the node to come back.
+		if err != nil || !sel.Matches(labels.Set(obj.Labels)) {
 			continue
 		}
 		out = append(out, n)
@@ -198,18 +222,30 @@ func (k *kubelet) eligible(spec corev1.PodSpec) []*Node {
 func (k *kubelet) reconcile(ctx context.Context) {
 	want := k.desired()
 	k.mu.Lock()
-	defer k.mu.Unlock()
+	var gone []*labPod
 	for name, p := range k.pods {
 		if w, ok := want[name]; !ok || w.hash != p.plan.hash || w.node != p.plan.node {
-			p.stop(ctx)
+			gone = append(gone, p)
 			delete(k.pods, name)
 		}
 	}
+	k.mu.Unlock()
+	// Stop outside the lock (a container may take its grace period), but before
+	// starting replacements, which reuse the names.
+	var wg sync.WaitGroup
+	for _, p := range gone {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.stop(ctx) }()
+	}
+	wg.Wait()
+
 	names := make([]string, 0, len(want))
 	for name := range want {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	for _, name := range names {
 		if _, ok := k.pods[name]; !ok {
 			k.pods[name] = k.startPod(ctx, want[name])

@@ -653,6 +653,14 @@ func (p *labPod) supervise(ctx context.Context, ctr corev1.Container) {
 	}
 	var backoff time.Duration
 	for {
+		// A powered-off node runs nothing; wait until it is back.
+		for p.plan.node.isDown() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.k.nodeChange():
+			}
+		}
 		argv, env, err := p.command(ctr)
 		var pr *proc
 		if err == nil {
