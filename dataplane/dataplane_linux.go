@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -442,31 +443,42 @@ func (d *Dataplane) ensureLink(ctx context.Context, spec linkSpec) error {
 	return nil
 }
 
-// syncLinkAddr gives the link exactly the planned IPv4 address (or none). IPv6
+// syncLinkAddr gives the link exactly the planned IPv4 addresses (or none). IPv6
 // link-local addresses are the kernel's and stay.
 func (d *Dataplane) syncLinkAddr(ctx context.Context, l netlink.Link, spec linkSpec) error {
 	have, err := d.k.nl.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
-	found := false
+	want := map[netip.Prefix]int{} // prefix → scope
+	if spec.Addr.IsValid() {
+		want[spec.Addr] = int(netlink.SCOPE_LINK)
+	}
+	for _, a := range spec.HealthAddrs {
+		want[a] = int(netlink.SCOPE_UNIVERSE)
+	}
+	found := map[netip.Prefix]bool{}
 	for _, a := range have {
-		if p, ok := prefixOf(a.IPNet); ok && spec.Addr.IsValid() && p == spec.Addr {
-			found = true
-			continue
+		if p, ok := prefixOf(a.IPNet); ok {
+			if _, ok := want[p]; ok {
+				found[p] = true
+				continue
+			}
 		}
 		if err := d.k.nl.AddrDel(l, &a); err != nil && !isNotFound(err) {
 			return fmt.Errorf("delete address %s: %w", a.IPNet, err)
 		}
 		d.changed(ctx, "Deleted address", "link", spec.Name, "addr", a.IPNet.String())
 	}
-	if found || !spec.Addr.IsValid() {
-		return nil
+	for _, p := range slices.SortedFunc(maps.Keys(want), comparePrefix) {
+		if found[p] {
+			continue
+		}
+		if err := d.k.nl.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p), Scope: want[p]}); err != nil {
+			return fmt.Errorf("add address %s: %w", p, err)
+		}
+		d.changed(ctx, "Added address", "link", spec.Name, "addr", p.String())
 	}
-	if err := d.k.nl.AddrAdd(l, &netlink.Addr{IPNet: ipNet(spec.Addr), Scope: int(netlink.SCOPE_LINK)}); err != nil {
-		return fmt.Errorf("add address %s: %w", spec.Addr, err)
-	}
-	d.changed(ctx, "Added address", "link", spec.Name, "addr", spec.Addr.String())
 	return nil
 }
 

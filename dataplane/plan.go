@@ -22,6 +22,9 @@ type linkSpec struct {
 	MAC  [6]byte // vxlan
 	// Addr is an IPv4 address for the link, when it needs one (see gatewayAddr).
 	Addr netip.Prefix
+	// HealthAddrs are further IPv4 host addresses (global scope) the link carries:
+	// the gateway's health-check addresses.
+	HealthAddrs []netip.Prefix
 }
 
 // neighSpec is a permanent neighbour (ARP/NDP) entry on an mcnet link.
@@ -166,6 +169,7 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 		p.Links = append(p.Links, linkSpec{
 			Name: c.viLink(), Kind: DriverVXLAN, VNI: intraVNI, Port: c.IntraClusterPort,
 			MAC: gatewayMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN), Addr: gatewayAddr(s.ClusterID),
+			HealthAddrs: healthAddrs(s.Gateway.HealthCheckIPs),
 		})
 		ports = append(ports, c.IntraClusterPort)
 		// Packets from other nodes arrive on the intra VXLAN while the reverse route
@@ -314,6 +318,21 @@ func pickEndpoint(eps []netip.Addr, resolve resolver) netip.Addr {
 		return netip.Addr{}
 	}
 	return eps[0].Unmap()
+}
+
+// healthAddrs turns health-check IPs into host prefixes for the gateway's intra VXLAN
+// link, which exists whenever there is a remote to probe. A local address is reached
+// from any interface (Linux's weak host model), so probes arriving through a cable
+// are delivered, and replies routed into the cable leave with it as source.
+func healthAddrs(ips []netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for _, ip := range ips {
+		if ip = ip.Unmap(); ip.Is4() {
+			out = append(out, netip.PrefixFrom(ip, 32))
+		}
+	}
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out)
 }
 
 // gatewayMAC is the intra-cluster VXLAN MAC of whichever node is the active gateway,

@@ -104,6 +104,10 @@ type Gateway struct {
 	VXLANPort uint16 `json:"vxlanPort,omitempty"`
 	// WireGuardPort is the UDP port WireGuard listens on; zero means DefaultWireGuardPort.
 	WireGuardPort uint16 `json:"wireguardPort,omitempty"`
+	// HealthCheckIPs are addresses inside this cluster's CIDRs that the gateway answers
+	// health probes on; they are added to the gateway node (IPv4 only for now) while
+	// it is the active gateway, so remote gateways reach them through the cables.
+	HealthCheckIPs []netip.Addr `json:"healthCheckIPs,omitempty"`
 }
 
 // Remote is one remote cluster.
