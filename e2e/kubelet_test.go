@@ -131,6 +131,27 @@ func TestKubeletLite(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	err := lab.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+		ds, err := c.Client.AppsV1().DaemonSets("mcnet-system").Get(ctx, "fake-gateway", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if ds.Status.NumberReady != 1 || ds.Status.DesiredNumberScheduled != 1 {
+			return fmt.Errorf("DaemonSet status %+v, want 1 ready of 1", ds.Status)
+		}
+		d, err := c.Client.AppsV1().Deployments("mcnet-system").Get(ctx, "fake-controller", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.ReadyReplicas != 1 {
+			return fmt.Errorf("Deployment status %+v, want 1 ready", d.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	gw := c.Gateways()[0]
 	gwPods := c.WorkloadPods("fake-gateway")
 	if len(gwPods) != 1 || gwPods[0].Node != gw {

@@ -132,6 +132,7 @@ func (k *kubelet) loop(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		k.reconcile(ctx)
+		k.updateWorkloadStatus(ctx)
 		select {
 		case <-ctx.Done():
 			return

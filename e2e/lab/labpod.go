@@ -849,6 +849,8 @@ func (p *labPod) updateStatus() {
 		}
 		obj.Status = status
 		if _, err = pods.UpdateStatus(ctx, obj, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
+			// Workload status counts ready pods.
+			p.k.kick()
 			return
 		}
 	}
