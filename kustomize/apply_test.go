@@ -2,143 +2,23 @@ package kustomize_test
 
 import (
 	"context"
-	"errors"
-	"os"
 	"path"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/fleet"
+	"github.com/mcnet-io/mcnet/internal/testenv"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
-
-// startAPIServers starts n real kube-apiservers (with their etcd) from the binaries
-// `make tools` built. Without them the test skips, except in CI where it fails.
-func startAPIServers(t *testing.T, n int) []*rest.Config {
-	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests through make test")
-		}
-		t.Skip("KUBEBUILDER_ASSETS is not set: run make test (it builds kube-apiserver and etcd)")
-	}
-	cfgs := make([]*rest.Config, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		env := &envtest.Environment{}
-		t.Cleanup(func() {
-			if err := env.Stop(); err != nil {
-				t.Logf("stop API server: %v", err)
-			}
-		})
-		wg.Go(func() { cfgs[i], errs[i] = env.Start() })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("start API servers: %v", err)
-	}
-	return cfgs
-}
-
-func newScheme(t *testing.T) *runtime.Scheme {
-	t.Helper()
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, mcnetv1.AddToScheme} {
-		if err := add(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
-
-// build runs kustomize on one rendered directory, as Flux's kustomize-controller does.
-func build(t *testing.T, fsys filesys.FileSystem, dir string) []*unstructured.Unstructured {
-	t.Helper()
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, "/repo/"+dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, r := range res.Resources() {
-		m, err := r.Map()
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
-	}
-	return objs
-}
-
-// applyOrder puts cluster-wide prerequisites first, as Flux's apply does.
-func applyOrder(u *unstructured.Unstructured) int {
-	switch u.GetKind() {
-	case "CustomResourceDefinition":
-		return 0
-	case "Namespace":
-		return 1
-	case "ServiceAccount", "ClusterRole", "Role", "ValidatingAdmissionPolicy":
-		return 2
-	}
-	return 3
-}
-
-// apply applies objects server-side with a field manager, the way Flux does, and fails
-// the test on any object the API server refuses.
-func apply(ctx context.Context, t *testing.T, c client.Client, objs []*unstructured.Unstructured) {
-	t.Helper()
-	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int { return applyOrder(a) - applyOrder(b) })
-	for _, o := range objs {
-		o.SetManagedFields(nil)
-		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("kustomize-controller"), client.ForceOwnership); err != nil {
-			t.Errorf("apply %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
-		}
-	}
-}
-
-func waitEstablished(ctx context.Context, t *testing.T, c client.Client, objs []*unstructured.Unstructured) {
-	t.Helper()
-	for _, o := range objs {
-		if o.GetKind() != "CustomResourceDefinition" {
-			continue
-		}
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			var crd apiextensionsv1.CustomResourceDefinition
-			if err := c.Get(ctx, client.ObjectKey{Name: o.GetName()}, &crd); err != nil {
-				return false, nil
-			}
-			for _, cond := range crd.Status.Conditions {
-				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			t.Fatalf("CRD %s not Established: %v", o.GetName(), err)
-		}
-	}
-}
 
 // TestRenderedTreeAppliesToRealAPIServers renders a three-cluster fleet and applies, per
 // cluster, the CRDs and then the cluster's overlay (and the broker on its cluster) to real
@@ -154,39 +34,19 @@ func TestRenderedTreeAppliesToRealAPIServers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsys := filesys.MakeFsInMemory()
-	for p, data := range tree {
-		if err := fsys.WriteFile(path.Join("/repo", p), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfgs := startAPIServers(t, len(cs.Spec.Clusters))
-	scheme := newScheme(t)
+	repo := testenv.NewRepo(t, tree)
+	cfgs := testenv.StartAPIServers(t, len(cs.Spec.Clusters))
 	clients := map[string]client.Client{}
 	configs := map[string]*rest.Config{}
 	for i, c := range cs.Spec.Clusters {
-		cl, err := client.New(cfgs[i], client.Options{Scheme: scheme})
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[c.Name], configs[c.Name] = cl, cfgs[i]
-	}
-
-	for _, c := range cs.Spec.Clusters {
-		cl := clients[c.Name]
-		crds := build(t, fsys, kustomize.DirCRDs)
-		apply(ctx, t, cl, crds)
-		waitEstablished(ctx, t, cl, crds)
-		// A fresh client re-discovers the API, now with the new kinds.
-		fresh, err := client.New(configs[c.Name], client.Options{Scheme: scheme})
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[c.Name] = fresh
+		cfg := cfgs[i]
+		testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirCRDs))
 		if c.Name == cs.Spec.Broker.Cluster {
-			apply(ctx, t, fresh, build(t, fsys, kustomize.DirBroker))
+			testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirBroker))
 		}
-		apply(ctx, t, fresh, build(t, fsys, path.Join(kustomize.DirClusters, c.Name)))
+		testenv.Apply(ctx, t, cfg, repo.Build(t, path.Join(kustomize.DirClusters, c.Name)))
+		// A client made after the CRDs exist discovers the new kinds.
+		clients[c.Name], configs[c.Name] = testenv.Client(t, cfg), cfg
 	}
 	if t.Failed() {
 		t.FailNow()
@@ -247,26 +107,8 @@ func flatten(v any) []string {
 // ServiceAccount, as the component using it would.
 func impersonate(ctx context.Context, t *testing.T, admin *rest.Config, ns, sa string) client.Client {
 	t.Helper()
-	cs, err := kubernetes.NewForConfig(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(600))},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("token for %s/%s: %v", ns, sa, err)
-	}
-	cfg := rest.AnonymousClientConfig(admin)
-	cfg.BearerToken = tr.Status.Token
-	c, err := client.New(cfg, client.Options{Scheme: newScheme(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testenv.Client(t, testenv.As(ctx, t, admin, ns, sa))
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func endpoint(ns, cluster string) *mcnetv1.Endpoint {
 	return &mcnetv1.Endpoint{

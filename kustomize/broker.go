@@ -3,6 +3,7 @@ package kustomize
 import (
 	"fmt"
 	"path"
+	"slices"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 )
@@ -74,7 +75,15 @@ func brokerIdentity(ns, cluster string) []any {
 	meta := map[string]any{"name": name, "namespace": ns, "labels": labels}
 	return []any{
 		map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-		map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": brokerRules},
+		map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": append(slices.Clone(brokerRules),
+			// Its own ServiceAccount owns what it publishes, so removing the cluster from
+			// the fleet garbage-collects its objects on the broker.
+			map[string]any{
+				"apiGroups":     []string{""},
+				"resources":     []string{"serviceaccounts"},
+				"resourceNames": []string{name},
+				"verbs":         []string{"get"},
+			})},
 		map[string]any{
 			"apiVersion": "rbac.authorization.k8s.io/v1",
 			"kind":       "RoleBinding",

@@ -1,0 +1,271 @@
+// Package controller runs mcnet's per-cluster controller: it announces the cluster, keeps
+// it in step with the broker, and (with the discovery reconcilers) serves the clusterset
+// domain. cmd/mcnet-controller only parses flags and calls Run.
+package controller
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/controllers/brokersync"
+	"github.com/mcnet-io/mcnet/internal/version"
+)
+
+// Options are the controller's flags, as the rendered Deployment sets them.
+type Options struct {
+	ClusterID        string
+	ClusterSet       string
+	PodCIDRs         []string
+	ServiceCIDRs     []string
+	Cable            string
+	CablePort        int
+	BrokerServer     string
+	BrokerNamespace  string
+	BrokerKubeconfig string
+	Domain           string
+	DNSBindAddress   string
+	MetricsAddress   string
+	ProbeAddress     string
+	Kubeconfig       string
+	Namespace        string
+	LeaderElect      bool
+}
+
+// BindFlags registers the options on fs.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.ClusterID, "cluster-id", "", "This cluster's name in the fleet")
+	fs.StringVar(&o.ClusterSet, "clusterset", "", "The fleet's name")
+	fs.Func("pod-cidrs", "Comma-separated pod CIDRs of this cluster", csv(&o.PodCIDRs))
+	fs.Func("service-cidrs", "Comma-separated service CIDRs of this cluster", csv(&o.ServiceCIDRs))
+	fs.StringVar(&o.Cable, "cable", string(mcnetv1.CableWireGuard), "Cable driver of this cluster's gateways: wireguard or vxlan")
+	fs.IntVar(&o.CablePort, "cable-port", 0, "UDP port of the cable")
+	fs.StringVar(&o.BrokerServer, "broker-server", "", "The broker API server's URL (informational; the kubeconfig decides)")
+	fs.StringVar(&o.BrokerNamespace, "broker-namespace", mcnetv1.DefaultBrokerNamespace, "Namespace on the broker holding exchanged objects")
+	fs.StringVar(&o.BrokerKubeconfig, "broker-kubeconfig", "/var/run/mcnet/broker/kubeconfig", "Kubeconfig with this cluster's broker credentials")
+	fs.StringVar(&o.Domain, "domain", mcnetv1.DefaultDomain, "DNS zone of exported services")
+	fs.StringVar(&o.DNSBindAddress, "dns-bind-address", ":5353", "Address the clusterset DNS server listens on (UDP and TCP)")
+	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9450", "Address of the Prometheus metrics endpoint; 0 disables it")
+	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", ":9451", "Address of /healthz and /readyz; 0 disables it")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "Kubeconfig of this cluster (default: $KUBECONFIG, then in-cluster)")
+	fs.StringVar(&o.Namespace, "namespace", "", "Namespace mcnet runs in (default: $POD_NAMESPACE, then mcnet-system)")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "Elect one active controller through a Lease")
+}
+
+func csv(dst *[]string) func(string) error {
+	return func(s string) error {
+		*dst = nil
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				*dst = append(*dst, part)
+			}
+		}
+		return nil
+	}
+}
+
+// Complete fills in defaults from the environment.
+func (o *Options) Complete() {
+	if o.Namespace == "" {
+		o.Namespace = os.Getenv("POD_NAMESPACE")
+	}
+	if o.Namespace == "" {
+		o.Namespace = mcnetv1.SystemNamespace
+	}
+}
+
+// Validate reports every bad flag at once.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.ClusterID == "" {
+		errs = append(errs, errors.New("--cluster-id is required"))
+	}
+	for name, cidrs := range map[string][]string{"--pod-cidrs": o.PodCIDRs, "--service-cidrs": o.ServiceCIDRs} {
+		if len(cidrs) == 0 {
+			errs = append(errs, fmt.Errorf("%s is required", name))
+		}
+		for _, c := range cidrs {
+			if _, err := netip.ParsePrefix(c); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q is not a CIDR", name, c))
+			}
+		}
+	}
+	if o.Cable != string(mcnetv1.CableWireGuard) && o.Cable != string(mcnetv1.CableVXLAN) {
+		errs = append(errs, fmt.Errorf("--cable %q: use wireguard or vxlan", o.Cable))
+	}
+	return errors.Join(errs...)
+}
+
+// Scheme returns the types the controller reads and writes.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, mcnetv1.AddToScheme, mcsv1alpha1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func restConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", path)
+}
+
+// Run starts the controller and blocks until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	logger := log.FromContext(ctx)
+	scheme, err := Scheme()
+	if err != nil {
+		return err
+	}
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("connect to this cluster: %w", err)
+	}
+	brokerCfg, err := clientcmd.BuildConfigFromFlags("", o.BrokerKubeconfig)
+	if err != nil {
+		return fmt.Errorf("read broker credentials %s (create them with kubectl mcnet broker credentials --cluster %s): %w", o.BrokerKubeconfig, o.ClusterID, err)
+	}
+	leaseDuration, renew, retry := 8*time.Second, 5*time.Second, time.Second
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddress},
+		HealthProbeBindAddress:        o.ProbeAddress,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              "mcnet-controller",
+		LeaderElectionNamespace:       o.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renew,
+		RetryPeriod:                   &retry,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&mcnetv1.Cluster{}:  {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+			&mcnetv1.Endpoint{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+			&mcnetv1.Gateway{}:  {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	broker, err := cluster.New(brokerCfg, func(co *cluster.Options) {
+		co.Scheme = scheme
+		co.Cache.DefaultNamespaces = map[string]cache.Config{o.BrokerNamespace: {}}
+	})
+	if err != nil {
+		return fmt.Errorf("connect to the broker: %w", err)
+	}
+	if err := mgr.Add(broker); err != nil {
+		return err
+	}
+	owner, err := brokerOwner(ctx, brokerCfg, o)
+	if err != nil {
+		// Without it, objects are still published; they just are not garbage-collected
+		// when the cluster leaves the fleet.
+		logger.Info("broker identity not readable; published objects will not be garbage-collected", "error", err.Error())
+	}
+	if err := (&brokersync.Syncer[*mcnetv1.Cluster]{
+		Kind: brokersync.Clusters, ClusterID: o.ClusterID, Local: mgr.GetClient(), LocalNamespace: o.Namespace,
+		Broker: broker, BrokerNamespace: o.BrokerNamespace, Owner: owner,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&brokersync.Syncer[*mcnetv1.Endpoint]{
+		Kind: brokersync.Endpoints, ClusterID: o.ClusterID, Local: mgr.GetClient(), LocalNamespace: o.Namespace,
+		Broker: broker, BrokerNamespace: o.BrokerNamespace, Owner: owner,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return announce(ctx, mgr.GetClient(), o)
+	})); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("broker", func(*http.Request) error {
+		if !broker.GetCache().WaitForCacheSync(context.Background()) {
+			return errors.New("broker cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	logger.Info("starting mcnet controller", "version", version.Version, "cluster", o.ClusterID, "brokerNamespace", o.BrokerNamespace)
+	return mgr.Start(ctx)
+}
+
+// brokerOwner returns an owner reference to this cluster's ServiceAccount on the broker.
+func brokerOwner(ctx context.Context, cfg *rest.Config, o Options) (*metav1.OwnerReference, error) {
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return nil, err
+	}
+	var sa corev1.ServiceAccount
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.BrokerNamespace, Name: "cluster-" + o.ClusterID}, &sa); err != nil {
+		return nil, err
+	}
+	return &metav1.OwnerReference{APIVersion: "v1", Kind: "ServiceAccount", Name: sa.Name, UID: sa.UID}, nil
+}
+
+// announce keeps this cluster's own Cluster object as the flags describe it.
+func announce(ctx context.Context, c client.Client, o Options) error {
+	want := brokersync.LocalCluster(o.Namespace, mcnetv1.ClusterObjSpec{
+		ClusterID:    o.ClusterID,
+		PodCIDRs:     o.PodCIDRs,
+		ServiceCIDRs: o.ServiceCIDRs,
+		Cable:        mcnetv1.CableDriver(o.Cable),
+		Version:      version.Version,
+	})
+	// Poll the cache rather than wait for events: the object may not exist yet, and
+	// someone may edit or delete it later.
+	_ = wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+		var have mcnetv1.Cluster
+		err := c.Get(ctx, client.ObjectKeyFromObject(want), &have)
+		switch {
+		case apierrors.IsNotFound(err):
+			err = c.Create(ctx, want.DeepCopy())
+		case err == nil && !equality.Semantic.DeepEqual(have.Spec, want.Spec):
+			have.Spec = want.Spec
+			err = c.Update(ctx, &have)
+		}
+		if err != nil {
+			log.FromContext(ctx).Error(err, "announce this cluster")
+			return false, nil
+		}
+		return false, nil
+	})
+	return nil
+}
