@@ -1,0 +1,663 @@
+// Package gateway is the mcnet gateway engine. One gateway per cluster is active,
+// chosen by a Lease: it publishes the cluster's Endpoint, drives the dataplane to have
+// a cable to every remote cluster, probes each remote gateway through its cable and
+// reports the connections in its Gateway object, Events and metrics. The others stand
+// by warm (informers synced, WireGuard key loaded, probe socket open) and route their
+// own node's remote traffic to the active gateway, like any other node.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/version"
+)
+
+// DaemonSetName is the gateway's DaemonSet, checked on shutdown to tell an uninstall
+// from a restart.
+const DaemonSetName = "mcnet-gateway"
+
+// Options configure a gateway.
+type Options struct {
+	Common
+	MetricsBindAddress string
+	HealthCheckPort    int
+	// Lease timings: a standby takes over at most LeaseDuration+RetryPeriod after the
+	// active gateway stops renewing; the active one gives up after RenewDeadline.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// ProbeInterval is how often each remote gateway is probed.
+	ProbeInterval time.Duration
+	// StatusInterval bounds how often unchanged RTT figures are written to the
+	// Gateway status; status changes are written at once.
+	StatusInterval time.Duration
+}
+
+// AddFlags registers the gateway's flags.
+func (o *Options) AddFlags(fs interface {
+	StringVar(*string, string, string, string)
+	IntVar(*int, string, int, string)
+	DurationVar(*time.Duration, string, time.Duration, string)
+}) {
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9452", "address of the Prometheus metrics endpoint (0 disables it)")
+	fs.IntVar(&o.HealthCheckPort, "health-check-port", DefaultHealthCheckPort, "UDP port of the health-check responder")
+	fs.DurationVar(&o.LeaseDuration, "lease-duration", time.Second, "gateway Lease duration")
+	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 800*time.Millisecond, "how long the active gateway retries renewing before it steps down")
+	fs.DurationVar(&o.RetryPeriod, "lease-retry-period", 200*time.Millisecond, "how often the Lease is renewed or tried")
+	fs.DurationVar(&o.ProbeInterval, "probe-interval", time.Second, "health probe interval per remote gateway")
+	fs.DurationVar(&o.StatusInterval, "status-interval", 5*time.Second, "how often RTT figures are refreshed in the Gateway status")
+}
+
+// dataplaneAPI is what the gateway needs of *dataplane.Dataplane.
+type dataplaneAPI interface {
+	Apply(ctx context.Context, s dataplane.State) error
+	Cleanup(ctx context.Context) error
+	PublicKey() (dataplane.Key, error)
+	Stats(ctx context.Context) ([]dataplane.CableStatus, error)
+}
+
+// Run runs a gateway until ctx ends (SIGTERM), then releases the Lease and, when the
+// gateway is being uninstalled, removes its kernel state.
+func Run(ctx context.Context, log logr.Logger, o Options) error {
+	o.Complete()
+	local, err := o.Local()
+	if err != nil {
+		return err
+	}
+	cfg, err := o.RESTConfig()
+	if err != nil {
+		return err
+	}
+	dp, err := dataplane.New(o.DataplaneConfig())
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	g, err := newGateway(ctx, log, o, local, cfg, dp)
+	if err != nil {
+		return err
+	}
+	return g.run(ctx)
+}
+
+// Gateway is one gateway process.
+type Gateway struct {
+	opts     Options
+	local    Local
+	log      logr.Logger
+	cache    cache.Cache
+	client   client.Client
+	kube     kubernetes.Interface
+	dp       dataplaneAPI
+	metrics  *metrics
+	recorder record.EventRecorder
+	events   record.EventBroadcaster
+	prober   *prober
+	pubKey   dataplane.Key
+	kick     chan struct{}
+	now      func() time.Time
+
+	mu       sync.Mutex
+	leading  bool
+	leader   string
+	leaderAt time.Time
+
+	// Owned by the loop goroutine.
+	wasActive  bool
+	applied    *dataplane.State
+	appliedAt  time.Time
+	applyErr   error
+	badRemotes map[string]error
+	conns      map[string]mcnetv1.Connection
+	gwObj      *mcnetv1.Gateway
+	statusAt   time.Time
+	seeded     bool
+}
+
+func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cfg *rest.Config, dp dataplaneAPI) (*Gateway, error) {
+	scheme := Scheme()
+	c, err := cache.New(cfg, cache.Options{
+		Scheme:            scheme,
+		DefaultNamespaces: map[string]cache.Config{o.Namespace: {}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: c}})
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	key, err := dp.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := listenProbe(ctx, netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(o.HealthCheckPort)))
+	if err != nil {
+		return nil, fmt.Errorf("health-check socket: %w", err)
+	}
+	events := record.NewBroadcaster(record.WithContext(ctx))
+	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(o.Namespace)})
+	g := &Gateway{
+		opts: o, local: local, log: log, cache: c, client: cl, kube: kube, dp: dp,
+		metrics: newMetrics(), events: events,
+		recorder: events.NewRecorder(scheme, corev1.EventSource{Component: "mcnet-gateway", Host: o.NodeName}),
+		prober:   newProber(conn, o.ProbeInterval),
+		pubKey:   key,
+		kick:     make(chan struct{}, 1),
+		now:      time.Now,
+		conns:    map[string]mcnetv1.Connection{},
+	}
+	return g, nil
+}
+
+func (g *Gateway) trigger() {
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (g *Gateway) run(ctx context.Context) error {
+	log := g.log
+	defer g.events.Shutdown()
+	defer g.prober.conn.Close()
+	go g.prober.serve()
+
+	cctx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCache()
+	go func() { _ = g.cache.Start(cctx) }()
+	for _, obj := range []client.Object{&mcnetv1.Endpoint{}, &mcnetv1.Cluster{}, &mcnetv1.Gateway{}, &corev1.Node{}} {
+		inf, err := g.cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("informer: %w", err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { g.trigger() },
+			UpdateFunc: func(any, any) { g.trigger() },
+			DeleteFunc: func(any) { g.trigger() },
+		}); err != nil {
+			return err
+		}
+	}
+	if !g.cache.WaitForCacheSync(ctx) {
+		return errors.New("cache did not sync")
+	}
+	g.seed(ctx)
+
+	if g.opts.MetricsBindAddress != "" && g.opts.MetricsBindAddress != "0" {
+		srv := &http.Server{Addr: g.opts.MetricsBindAddress, Handler: promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		ln, err := net.Listen("tcp", g.opts.MetricsBindAddress)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+	}
+
+	leCtx, stopLE := context.WithCancel(ctx)
+	defer stopLE()
+	leDone := make(chan struct{})
+	go func() {
+		defer close(leDone)
+		g.elect(leCtx)
+	}()
+
+	log.Info("Gateway started", "node", g.opts.NodeName, "cluster", g.local.ClusterID, "cable", g.local.Cable, "publicKey", g.pubKey.String())
+	tick := time.NewTicker(g.opts.ProbeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Release the Lease first: the standby takes over while we finish.
+			stopLE()
+			<-leDone
+			return g.shutdown(ctx)
+		case <-g.kick:
+			g.sync(ctx, false)
+		case <-tick.C:
+			g.sync(ctx, true)
+		}
+	}
+}
+
+// elect takes part in the Lease election until ctx ends, over and over: losing the
+// Lease makes this gateway a candidate again.
+func (g *Gateway) elect(ctx context.Context) {
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: LeaseName},
+		Client:     g.kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
+	}
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   g.opts.LeaseDuration,
+			RenewDeadline:   g.opts.RenewDeadline,
+			RetryPeriod:     g.opts.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(context.Context) { g.setLeading(true) },
+				OnStoppedLeading: func() { g.setLeading(false) },
+				OnNewLeader: func(id string) {
+					g.mu.Lock()
+					g.leader, g.leaderAt = id, g.now()
+					g.mu.Unlock()
+					g.trigger()
+				},
+			},
+		})
+		if err != nil {
+			g.log.Error(err, "Leader election misconfigured")
+			return
+		}
+		le.Run(ctx)
+	}
+}
+
+func (g *Gateway) setLeading(v bool) {
+	g.mu.Lock()
+	g.leading = v
+	if v {
+		g.leader = g.opts.NodeName
+	}
+	g.mu.Unlock()
+	g.trigger()
+}
+
+func (g *Gateway) role() (leading bool, leader string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.leading, g.leader
+}
+
+// seed starts from the Gateway status the previous process of this node wrote, so a
+// restart reports no transitions and no flaps while the first probes are under way.
+func (g *Gateway) seed(ctx context.Context) {
+	var gw mcnetv1.Gateway
+	if err := g.client.Get(ctx, client.ObjectKey{Namespace: g.opts.Namespace, Name: g.opts.NodeName}, &gw); err != nil {
+		return
+	}
+	g.gwObj = gw.DeepCopy()
+	for _, c := range gw.Status.Connections {
+		g.conns[c.Cluster] = c
+	}
+}
+
+// sync makes everything match the current role and view; probe says whether this call
+// is the probe tick.
+func (g *Gateway) sync(ctx context.Context, probe bool) {
+	leading, leader := g.role()
+	var node corev1.Node
+	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, &node); err != nil {
+		g.log.Error(err, "Cannot read own Node")
+		return
+	}
+	var eps mcnetv1.EndpointList
+	if err := g.client.List(ctx, &eps, client.InNamespace(g.opts.Namespace)); err != nil {
+		g.log.Error(err, "Cannot list Endpoints")
+		return
+	}
+	if leading {
+		g.syncActive(ctx, &node, eps.Items, probe)
+	} else {
+		g.syncPassive(ctx, leader, eps.Items)
+	}
+}
+
+func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnetv1.Endpoint, probe bool) {
+	now := g.now()
+	if !g.wasActive {
+		g.wasActive = true
+		g.log.Info("Became the active gateway")
+		g.event(ctx, corev1.EventTypeNormal, ReasonBecameActive, fmt.Sprintf("Node %s is the active gateway of cluster %s", g.opts.NodeName, g.local.ClusterID))
+	}
+	addrs, err := g.nodeAddrs(node)
+	if err != nil {
+		g.log.Error(err, "Cannot determine the gateway's addresses")
+		return
+	}
+	spec := LocalEndpoint(g.local, g.opts.NodeName, addrs, g.pubKey)
+	// Endpoint first: remote clusters start switching to this gateway while the
+	// cables come up.
+	if err := g.publishEndpoint(ctx, spec); err != nil {
+		g.log.Error(err, "Cannot publish the Endpoint")
+	}
+	state, bad := BuildState(g.local, eps, GatewayPorts(g.local, addrs.HealthCheck), netip.Addr{})
+	g.badRemotes = bad
+	g.apply(ctx, state)
+
+	targets := map[string]netip.AddrPort{}
+	remotes := map[string]*mcnetv1.EndpointSpec{}
+	for _, ep := range RemoteEndpoints(g.local.ClusterID, eps) {
+		remotes[ep.Spec.ClusterID] = ep.Spec.DeepCopy()
+		if _, isBad := bad[ep.Spec.ClusterID]; isBad {
+			continue
+		}
+		for _, s := range ep.Spec.HealthCheckIPs {
+			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+				targets[ep.Spec.ClusterID] = netip.AddrPortFrom(a, uint16(g.opts.HealthCheckPort))
+				break
+			}
+		}
+	}
+	g.prober.setTargets(targets)
+	// Results first, then the next probes: a probe sent now is judged next tick.
+	stats := g.prober.stats()
+	if probe {
+		g.prober.tick(now)
+	}
+	cables := map[string]*dataplane.CableStatus{}
+	if cs, err := g.dp.Stats(ctx); err == nil {
+		for i := range cs {
+			cables[cs[i].ClusterID] = &cs[i]
+		}
+	}
+	// Every cluster of the fleet has a connection entry: mirrored Clusters without an
+	// Endpoint show up as errors instead of silently missing.
+	names := map[string]bool{}
+	for c := range remotes {
+		names[c] = true
+	}
+	var clusters mcnetv1.ClusterList
+	if err := g.client.List(ctx, &clusters, client.InNamespace(g.opts.Namespace)); err == nil {
+		for _, c := range clusters.Items {
+			if id := c.Spec.ClusterID; id != "" && id != g.local.ClusterID && c.Labels[mcnetv1.ClusterLabel] == id && c.DeletionTimestamp == nil {
+				names[id] = true
+			}
+		}
+	}
+	conns := map[string]mcnetv1.Connection{}
+	changed := false
+	for c := range names {
+		in := ConnInput{Cluster: c, Endpoint: remotes[c], EndpointErr: bad[c], ApplyErr: g.applyErr, Cable: cables[c], Probe: stats[c]}
+		if t, ok := targets[c]; ok {
+			in.ProbeTarget = t.String()
+		}
+		var prev *mcnetv1.Connection
+		if p, ok := g.conns[c]; ok {
+			prev = &p
+		}
+		next, ev := NextConnection(prev, in, now)
+		if prev == nil || prev.Status != next.Status || prev.Message != next.Message || !sameEndpoint(prev.Endpoint, next.Endpoint) {
+			changed = true
+		}
+		if ev != nil && !(prev == nil && next.Status == mcnetv1.Connected && !g.seeded) {
+			g.event(ctx, ev.Type, ev.Reason, ev.Message)
+			g.log.Info("Connection "+string(next.Status), "cluster", c, "message", next.Message)
+		}
+		conns[c] = next
+	}
+	if len(conns) != len(g.conns) {
+		changed = true
+	}
+	g.conns = conns
+	g.seeded = true
+	list := sortedConns(conns)
+	g.metrics.set(true, list)
+	if changed || now.Sub(g.statusAt) >= g.opts.StatusInterval {
+		g.writeStatus(ctx, mcnetv1.HAActive, &spec, list)
+	}
+}
+
+func (g *Gateway) syncPassive(ctx context.Context, leader string, eps []mcnetv1.Endpoint) {
+	// Nothing changes until another node holds the Lease. Right after a start the
+	// holder is not known yet (or is still this node, which will renew); a gateway
+	// that merely cannot renew (its API server is away) keeps its cables, since
+	// nobody else can have taken over, and traffic keeps flowing.
+	if leader == "" || leader == g.opts.NodeName {
+		return
+	}
+	if g.wasActive {
+		g.wasActive = false
+		g.log.Info("No longer the active gateway", "leader", leader)
+		g.event(ctx, corev1.EventTypeNormal, ReasonBecamePassive, fmt.Sprintf("Node %s stands by; active gateway: %s", g.opts.NodeName, leader))
+	}
+	g.prober.setTargets(nil)
+	g.conns = map[string]mcnetv1.Connection{}
+	g.metrics.set(false, nil)
+	// A standby is a normal node for routing: remote traffic goes to the active one.
+	var n corev1.Node
+	if err := g.client.Get(ctx, client.ObjectKey{Name: leader}, &n); err == nil {
+		if ip, ok := InternalIP(&n); ok {
+			state, _ := BuildState(g.local, eps, nil, ip)
+			g.apply(ctx, state)
+		}
+	}
+	if g.gwObj == nil || g.gwObj.Status.HAStatus != mcnetv1.HAPassive || len(g.gwObj.Status.Connections) > 0 {
+		g.writeStatus(ctx, mcnetv1.HAPassive, nil, nil)
+	}
+}
+
+// apply drives the dataplane when the state changed, and every 30 s to repair drift.
+func (g *Gateway) apply(ctx context.Context, s dataplane.State) {
+	now := g.now()
+	if g.applied != nil && g.applyErr == nil && reflect.DeepEqual(*g.applied, s) && now.Sub(g.appliedAt) < 30*time.Second {
+		return
+	}
+	err := g.dp.Apply(logr.NewContext(ctx, g.log), s)
+	if err != nil && (g.applyErr == nil || g.applyErr.Error() != err.Error()) {
+		g.log.Error(err, "Dataplane apply failed")
+		g.event(ctx, corev1.EventTypeWarning, ReasonApplyFailed, err.Error())
+	}
+	if err == nil && (g.applied == nil || !reflect.DeepEqual(*g.applied, s)) {
+		g.log.Info("Applied dataplane state", "gateway", s.Gateway != nil, "activeGateway", s.ActiveGateway, "remotes", len(s.Remotes))
+	}
+	g.applied, g.appliedAt, g.applyErr = &s, now, err
+}
+
+// nodeAddrs finds the addresses to publish: the public one (annotation or
+// ExternalIP), the private one the node sends from towards it, the health-check one.
+func (g *Gateway) nodeAddrs(node *corev1.Node) (NodeAddrs, error) {
+	var a NodeAddrs
+	var err error
+	if a.HealthCheck, err = HealthCheckIPs(node); err != nil {
+		return a, err
+	}
+	if a.Public, err = PublicIPs(node); err != nil {
+		return a, err
+	}
+	for _, pub := range a.Public {
+		if src, ok := sourceFor(pub); ok && !slices.Contains(a.Private, src) {
+			a.Private = append(a.Private, src)
+		}
+	}
+	if len(a.Private) == 0 {
+		ip, ok := InternalIP(node)
+		if !ok {
+			return a, fmt.Errorf("node %s has no InternalIP", node.Name)
+		}
+		a.Private = []netip.Addr{ip}
+	}
+	return a, nil
+}
+
+// sourceFor returns the local address the kernel picks to send to dst: dst itself
+// when it is local (no NAT), else the node's side of a NAT. Connecting a UDP socket
+// sends nothing.
+func sourceFor(dst netip.Addr) (netip.Addr, bool) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9)))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	defer c.Close()
+	ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	return ap.Addr().Unmap(), true
+}
+
+func (g *Gateway) publishEndpoint(ctx context.Context, spec mcnetv1.EndpointSpec) error {
+	var ep mcnetv1.Endpoint
+	err := g.client.Get(ctx, client.ObjectKey{Namespace: g.opts.Namespace, Name: g.local.ClusterID}, &ep)
+	if apierrors.IsNotFound(err) {
+		ep = mcnetv1.Endpoint{
+			ObjectMeta: metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: g.local.ClusterID, Labels: map[string]string{mcnetv1.ClusterLabel: g.local.ClusterID}},
+			Spec:       spec,
+		}
+		if err := g.client.Create(ctx, &ep); err != nil {
+			return fmt.Errorf("create Endpoint: %w", err)
+		}
+		g.log.Info("Published Endpoint", "privateIPs", spec.PrivateIPs, "publicIPs", spec.PublicIPs)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if apiequality.Semantic.DeepEqual(ep.Spec, spec) && ep.Labels[mcnetv1.ClusterLabel] == g.local.ClusterID {
+		return nil
+	}
+	ep.Spec = spec
+	if ep.Labels == nil {
+		ep.Labels = map[string]string{}
+	}
+	ep.Labels[mcnetv1.ClusterLabel] = g.local.ClusterID
+	if err := g.client.Update(ctx, &ep); err != nil {
+		return fmt.Errorf("update Endpoint: %w", err)
+	}
+	g.log.Info("Published Endpoint", "privateIPs", spec.PrivateIPs, "publicIPs", spec.PublicIPs)
+	return nil
+}
+
+// writeStatus creates this node's Gateway if needed and writes its status.
+func (g *Gateway) writeStatus(ctx context.Context, ha mcnetv1.HAStatus, ep *mcnetv1.EndpointSpec, conns []mcnetv1.Connection) {
+	if g.gwObj == nil {
+		gw := &mcnetv1.Gateway{ObjectMeta: metav1.ObjectMeta{
+			Namespace: g.opts.Namespace, Name: g.opts.NodeName,
+			Labels: map[string]string{mcnetv1.ClusterLabel: g.local.ClusterID},
+		}}
+		err := g.client.Create(ctx, gw)
+		if apierrors.IsAlreadyExists(err) {
+			err = g.client.Get(ctx, client.ObjectKeyFromObject(gw), gw)
+		}
+		if err != nil {
+			g.log.Error(err, "Cannot create the Gateway object")
+			return
+		}
+		g.gwObj = gw
+	}
+	base := g.gwObj.DeepCopy()
+	gw := g.gwObj.DeepCopy()
+	gw.Status = mcnetv1.GatewayStatus{
+		HAStatus: ha, Cable: g.local.Cable, Version: version.Version,
+		LocalEndpoint: ep, Connections: conns,
+		Conditions:         readyCondition(base.Status.Conditions, ha, conns, g.applyErr, g.now()),
+		ObservedGeneration: gw.Generation,
+	}
+	if err := g.client.Status().Patch(ctx, gw, client.MergeFrom(base)); err != nil {
+		if apierrors.IsNotFound(err) {
+			g.gwObj = nil // deleted under us: create again next time
+		}
+		g.log.Error(err, "Cannot write the Gateway status")
+		return
+	}
+	g.gwObj = gw
+	g.statusAt = g.now()
+}
+
+// readyCondition is Ready=True when every connection is connected (or, on a standby,
+// always): a Gateway whose cables all pass traffic.
+func readyCondition(old []metav1.Condition, ha mcnetv1.HAStatus, conns []mcnetv1.Connection, applyErr error, now time.Time) []metav1.Condition {
+	c := metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Standby", Message: "Standing by for the active gateway"}
+	if ha == mcnetv1.HAActive {
+		c.Reason, c.Message = "AllConnected", fmt.Sprintf("%d of %d connections connected", countConnected(conns), len(conns))
+		switch {
+		case applyErr != nil:
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonApplyFailed, applyErr.Error()
+		case countConnected(conns) < len(conns):
+			c.Status, c.Reason = metav1.ConditionFalse, "ConnectionsDown"
+		}
+	}
+	for _, o := range old {
+		if o.Type == c.Type && o.Status == c.Status {
+			c.LastTransitionTime = o.LastTransitionTime
+		}
+	}
+	if c.LastTransitionTime.IsZero() {
+		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
+	}
+	return []metav1.Condition{c}
+}
+
+func countConnected(conns []mcnetv1.Connection) int {
+	n := 0
+	for _, c := range conns {
+		if c.Status == mcnetv1.Connected {
+			n++
+		}
+	}
+	return n
+}
+
+func sortedConns(m map[string]mcnetv1.Connection) []mcnetv1.Connection {
+	out := make([]mcnetv1.Connection, 0, len(m))
+	for _, c := range m {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b mcnetv1.Connection) int {
+		switch {
+		case a.Cluster < b.Cluster:
+			return -1
+		case a.Cluster > b.Cluster:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (g *Gateway) event(ctx context.Context, typ, reason, msg string) {
+	obj := g.gwObj
+	if obj == nil {
+		var gw mcnetv1.Gateway
+		if err := g.client.Get(ctx, client.ObjectKey{Namespace: g.opts.Namespace, Name: g.opts.NodeName}, &gw); err != nil {
+			return
+		}
+		obj = &gw
+	}
+	g.recorder.Event(obj, typ, reason, msg)
+}
+
+// shutdown runs after the Lease is released: report passive and, when the gateway
+// is being uninstalled, remove the kernel state. A restart keeps it.
+func (g *Gateway) shutdown(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if Uninstalling(sctx, g.kube, g.opts.Namespace, DaemonSetName) {
+		g.log.Info("Gateway DaemonSet removed: cleaning up the node's kernel state")
+		return g.dp.Cleanup(sctx)
+	}
+	if g.wasActive {
+		// Passive, but the connections stay as the next process's starting point.
+		g.writeStatus(sctx, mcnetv1.HAPassive, nil, sortedConns(g.conns))
+	}
+	g.log.Info("Gateway stopped; kernel state kept for the next start")
+	return nil
+}
