@@ -7,7 +7,7 @@
 # Environment: VERSION, COMMIT (stamped; from git when unset), IMAGE_REPOSITORY (default
 # ghcr.io/mcnet-io/mcnet), IMAGE_TAG (default the version), SOURCE_DATE_EPOCH (archive and
 # image timestamps; default the Unix epoch). Extra arguments go to hack/dist (e.g.
-# --platforms=linux/amd64, --skip-image).
+# --skip-image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

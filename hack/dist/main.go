@@ -25,14 +25,12 @@ func main() {
 
 func run() error {
 	o := packaging.Options{Log: os.Stderr}
-	var platforms string
 	flag.StringVar(&o.Root, "root", ".", "repository root")
 	flag.StringVar(&o.OutDir, "out", "dist", "output directory")
 	flag.StringVar(&o.Version, "version", os.Getenv("VERSION"), "version to stamp and release ($VERSION)")
 	flag.StringVar(&o.Commit, "commit", os.Getenv("COMMIT"), "commit to stamp ($COMMIT)")
 	flag.StringVar(&o.ImageRepository, "image-repository", os.Getenv("IMAGE_REPOSITORY"), "image repository ($IMAGE_REPOSITORY, default "+packaging.DefaultImageRepository+")")
 	flag.StringVar(&o.ImageTag, "image-tag", os.Getenv("IMAGE_TAG"), "image tag ($IMAGE_TAG, default the version)")
-	flag.StringVar(&platforms, "platforms", "", "comma-separated os/arch list of archives to build (default all four)")
 	flag.BoolVar(&o.SkipImage, "skip-image", false, "do not build the image")
 	flag.Parse()
 
@@ -45,13 +43,6 @@ func run() error {
 			return fmt.Errorf("SOURCE_DATE_EPOCH=%q: %w", s, err)
 		}
 		o.Epoch = time.Unix(sec, 0)
-	}
-	for _, p := range strings.FieldsFunc(platforms, func(r rune) bool { return r == ',' }) {
-		os_, arch, ok := strings.Cut(strings.TrimSpace(p), "/")
-		if !ok {
-			return fmt.Errorf("platform %q is not os/arch", p)
-		}
-		o.Platforms = append(o.Platforms, packaging.Platform{OS: os_, Arch: arch})
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

@@ -36,9 +36,6 @@ type Options struct {
 	// ImageRepository and ImageTag name the image (tag defaults to the version).
 	ImageRepository string
 	ImageTag        string
-	// Platforms are the platforms to build archives for (default PluginPlatforms); the
-	// manifest template must only reference archives that were built.
-	Platforms []Platform
 	// SkipImage leaves the image out.
 	SkipImage bool
 	// Log receives one line per step (nil: discarded).
@@ -103,7 +100,7 @@ func Dist(ctx context.Context, o Options) (*Result, error) {
 
 	res := &Result{Version: o.Version, Archives: map[Platform]Artifact{}}
 	sums := map[string]string{}
-	for _, p := range o.Platforms {
+	for _, p := range PluginPlatforms {
 		o.logf("building %s for %s", pluginBinary, p)
 		bin := filepath.Join(build, p.suffix(), pluginBinary)
 		if err := goBuild(ctx, &o, pluginBinary, p, bin); err != nil {
@@ -168,9 +165,6 @@ func (o *Options) complete() error {
 	}
 	if _, err := name.NewTag(o.ImageRepository+":"+o.ImageTag, name.StrictValidation); err != nil {
 		errs = append(errs, fmt.Errorf("image %s:%s: %w (set IMAGE_REPOSITORY and IMAGE_TAG)", o.ImageRepository, o.ImageTag, err))
-	}
-	if len(o.Platforms) == 0 {
-		o.Platforms = PluginPlatforms
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
