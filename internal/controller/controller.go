@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -170,6 +171,8 @@ func Run(ctx context.Context, o Options) error {
 		LeaseDuration:                 &leaseDuration,
 		RenewDeadline:                 &renew,
 		RetryPeriod:                   &retry,
+		// One manager per process in a cluster; tests run several side by side.
+		Controller: config.Controller{SkipNameValidation: ptr(true)},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&mcnetv1.Cluster{}:  {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&mcnetv1.Endpoint{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
@@ -269,3 +272,5 @@ func announce(ctx context.Context, c client.Client, o Options) error {
 	})
 	return nil
 }
+
+func ptr[T any](v T) *T { return &v }
