@@ -182,6 +182,7 @@ func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag s
 	)
 	agentArgs := append(slices.Clone(common),
 		"--gateway-node-selector="+selectorString(c.Gateway.NodeSelector),
+		"--state-dir=/var/lib/mcnet",
 	)
 	patches := []any{
 		workloadPatch("Deployment", "mcnet-controller", "controller", controllerArgs, nil),

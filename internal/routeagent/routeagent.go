@@ -1,0 +1,230 @@
+// Package routeagent is the mcnet route agent: on every node that is not a gateway
+// node it routes the remote clusters' networks to the cluster's active gateway (the
+// holder of the gateway Lease) and follows it when it changes. On gateway nodes it
+// does nothing: the gateway process there owns the node's mcnet kernel state, as the
+// active gateway or, when standing by, as a normal node.
+package routeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/gateway"
+)
+
+// DaemonSetName is the route agent's DaemonSet, checked on shutdown to tell an
+// uninstall from a restart.
+const DaemonSetName = "mcnet-route-agent"
+
+// resync re-applies an unchanged state, repairing what someone else changed.
+const resync = 30 * time.Second
+
+// Options configure a route agent.
+type Options struct {
+	gateway.Common
+	// GatewayNodeSelector selects the gateway nodes (k=v,...), where the agent idles.
+	GatewayNodeSelector string
+}
+
+// AddFlags registers the agent's own flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.GatewayNodeSelector, "gateway-node-selector", mcnetv1.GatewayLabel+"=true", "label selector of the gateway nodes")
+}
+
+// dataplaneAPI is what the agent needs of *dataplane.Dataplane.
+type dataplaneAPI interface {
+	Apply(ctx context.Context, s dataplane.State) error
+	Cleanup(ctx context.Context) error
+}
+
+// Run runs the agent until ctx ends; on an uninstall it removes its kernel state.
+func Run(ctx context.Context, log logr.Logger, o Options) error {
+	o.Complete()
+	local, err := o.Local()
+	if err != nil {
+		return err
+	}
+	sel, err := labels.Parse(o.GatewayNodeSelector)
+	if err != nil {
+		return fmt.Errorf("--gateway-node-selector: %w", err)
+	}
+	cfg, err := o.RESTConfig()
+	if err != nil {
+		return err
+	}
+	dp, err := dataplane.New(o.DataplaneConfig())
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	a, err := newAgent(log, o, local, sel, cfg, dp)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+type agent struct {
+	opts   Options
+	local  gateway.Local
+	sel    labels.Selector
+	log    logr.Logger
+	cache  cache.Cache
+	client client.Client
+	kube   kubernetes.Interface
+	dp     dataplaneAPI
+	kick   chan struct{}
+
+	gatewayNode bool
+	applied     *dataplane.State
+	appliedAt   time.Time
+	applyErr    error
+}
+
+func newAgent(log logr.Logger, o Options, local gateway.Local, sel labels.Selector, cfg *rest.Config, dp dataplaneAPI) (*agent, error) {
+	scheme := gateway.Scheme()
+	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}})
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: c}})
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &agent{opts: o, local: local, sel: sel, log: log, cache: c, client: cl, kube: kube, dp: dp, kick: make(chan struct{}, 1)}, nil
+}
+
+func (a *agent) trigger() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *agent) run(ctx context.Context) error {
+	cctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	go func() { _ = a.cache.Start(cctx) }()
+	for _, obj := range []client.Object{&mcnetv1.Endpoint{}, &coordinationv1.Lease{}, &corev1.Node{}} {
+		inf, err := a.cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("informer: %w", err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { a.trigger() },
+			UpdateFunc: func(any, any) { a.trigger() },
+			DeleteFunc: func(any) { a.trigger() },
+		}); err != nil {
+			return err
+		}
+	}
+	if !a.cache.WaitForCacheSync(ctx) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errors.New("cache did not sync")
+	}
+	a.log.Info("Route agent started", "node", a.opts.NodeName, "cluster", a.local.ClusterID)
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return a.shutdown(ctx)
+		case <-a.kick:
+		case <-tick.C:
+		}
+		a.sync(ctx)
+	}
+}
+
+// sync routes remote CIDRs to the current Lease holder.
+func (a *agent) sync(ctx context.Context) {
+	var node corev1.Node
+	if err := a.client.Get(ctx, client.ObjectKey{Name: a.opts.NodeName}, &node); err != nil {
+		a.log.Error(err, "Cannot read own Node")
+		return
+	}
+	if gw := a.sel.Matches(labels.Set(node.Labels)); gw != a.gatewayNode {
+		a.gatewayNode = gw
+		if gw {
+			a.log.Info("This is a gateway node: the gateway process routes it")
+		}
+		a.applied = nil
+	}
+	if a.gatewayNode {
+		return
+	}
+	gw, ok := a.activeGateway(ctx)
+	if !ok {
+		return // between holders: keep the current routes
+	}
+	var eps mcnetv1.EndpointList
+	if err := a.client.List(ctx, &eps, client.InNamespace(a.opts.Namespace)); err != nil {
+		a.log.Error(err, "Cannot list Endpoints")
+		return
+	}
+	state, bad := gateway.BuildState(a.local, eps.Items, nil, gw)
+	for c, err := range bad {
+		a.log.V(1).Info("Remote cluster left out", "cluster", c, "reason", err.Error())
+	}
+	now := time.Now()
+	if a.applied != nil && a.applyErr == nil && reflect.DeepEqual(*a.applied, state) && now.Sub(a.appliedAt) < resync {
+		return
+	}
+	err := a.dp.Apply(logr.NewContext(ctx, a.log), state)
+	if err != nil {
+		a.log.Error(err, "Dataplane apply failed")
+	} else if a.applied == nil || !reflect.DeepEqual(*a.applied, state) {
+		a.log.Info("Routing remote clusters to the active gateway", "gateway", gw, "remotes", len(state.Remotes))
+	}
+	a.applied, a.appliedAt, a.applyErr = &state, now, err
+}
+
+// activeGateway is the cluster-network address of the gateway Lease's holder.
+func (a *agent) activeGateway(ctx context.Context) (netip.Addr, bool) {
+	var lease coordinationv1.Lease
+	if err := a.client.Get(ctx, client.ObjectKey{Namespace: a.opts.Namespace, Name: gateway.LeaseName}, &lease); err != nil {
+		return netip.Addr{}, false
+	}
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+		return netip.Addr{}, false
+	}
+	var n corev1.Node
+	if err := a.client.Get(ctx, client.ObjectKey{Name: *lease.Spec.HolderIdentity}, &n); err != nil {
+		return netip.Addr{}, false
+	}
+	return gateway.InternalIP(&n)
+}
+
+func (a *agent) shutdown(ctx context.Context) error {
+	if !a.gatewayNode && gateway.Uninstalling(ctx, a.kube, a.opts.Namespace, DaemonSetName) {
+		a.log.Info("Route agent DaemonSet removed: cleaning up the node's kernel state")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return a.dp.Cleanup(sctx)
+	}
+	a.log.Info("Route agent stopped; kernel state kept for the next start")
+	return nil
+}
