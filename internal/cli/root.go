@@ -12,6 +12,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/mcnet-io/mcnet/internal/cli/broker"
 	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/cli/render"
 	"github.com/mcnet-io/mcnet/internal/cli/versioncmd"
@@ -38,6 +39,7 @@ Flux apply it.`,
 	flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(
 		render.NewCommand(streams),
+		broker.NewCommand(flags, streams),
 		versioncmd.NewCommand(streams),
 	)
 	return root

@@ -1,0 +1,215 @@
+// Package broker implements `kubectl mcnet broker`: operations on the broker, such as
+// minting a cluster's broker credentials.
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/fleet"
+	"github.com/mcnet-io/mcnet/kustomize"
+)
+
+// NewCommand returns the broker command group.
+func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "broker",
+		Short: "Operate on the broker (credentials for member clusters)",
+	}
+	cmd.AddCommand(newCredentialsCommand(flags, streams))
+	return cmd
+}
+
+// CredentialsOptions are the flags of `broker credentials`.
+type CredentialsOptions struct {
+	Cluster         string
+	FleetFile       string
+	BrokerNamespace string
+	Server          string
+	Duration        time.Duration
+	Output          string
+
+	flags  *genericclioptions.ConfigFlags
+	config *rest.Config
+	genericiooptions.IOStreams
+}
+
+func newCredentialsCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &CredentialsOptions{flags: flags, IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:   "credentials --cluster NAME",
+		Short: "Mint a cluster's broker credentials and print them as a Secret for that cluster",
+		Long: `Credentials mints a token for the cluster's own identity on the broker (the
+ServiceAccount cluster-NAME that render put in the broker namespace) and prints the
+Secret mcnet-system/mcnet-broker-credentials that the cluster's controller reads.
+
+Run it against the broker's cluster (--context). The Secret goes to stdout only: seal
+or encrypt it (kubeseal, SOPS) before it goes anywhere near Git, or apply it directly.
+The token is bound to the ServiceAccount and expires after --duration (the API server
+may cap it); mint a new one before then.`,
+		Example: `  kubectl mcnet broker credentials --context hub --cluster east -f fleet.yaml | kubeseal -o yaml > east-broker.sealed.yaml
+  kubectl mcnet broker credentials --context hub --cluster east | kubectl --context east apply -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Cluster, "cluster", "", "Member cluster to mint credentials for")
+	f.StringVarP(&o.FleetFile, "filename", "f", "", "Fleet file: takes the broker namespace and server from it and checks the cluster is a member")
+	f.StringVar(&o.BrokerNamespace, "broker-namespace", "", "Broker namespace (default: the fleet's, else "+mcnetv1.DefaultBrokerNamespace+")")
+	f.StringVar(&o.Server, "server", "", "Broker URL as the member cluster reaches it (default: the fleet's broker server, else the current context's)")
+	f.DurationVar(&o.Duration, "duration", 365*24*time.Hour, "Token lifetime")
+	f.StringVarP(&o.Output, "output", "o", "yaml", "Output format: yaml or json")
+	_ = cmd.MarkFlagRequired("cluster")
+	return cmd
+}
+
+// Complete reads the fleet (if given) and the kubeconfig.
+func (o *CredentialsOptions) Complete() error {
+	if o.FleetFile != "" {
+		cs, err := fleet.Load(o.FleetFile)
+		if err != nil {
+			return cmdutil.Usage(err)
+		}
+		member := false
+		for _, c := range cs.Spec.Clusters {
+			member = member || c.Name == o.Cluster
+		}
+		if !member {
+			return cmdutil.Usage(fmt.Errorf("--cluster %q is not in fleet %s; add it to spec.clusters and render first", o.Cluster, cs.Name))
+		}
+		if o.BrokerNamespace == "" {
+			o.BrokerNamespace = cs.Spec.Broker.Namespace
+		}
+		if o.Server == "" {
+			o.Server = cs.Spec.Broker.Server
+		}
+	}
+	if o.BrokerNamespace == "" {
+		o.BrokerNamespace = mcnetv1.DefaultBrokerNamespace
+	}
+	cfg, err := o.flags.ToRESTConfig()
+	if err != nil {
+		return cmdutil.Usage(fmt.Errorf("connect to the broker's cluster: %w", err))
+	}
+	o.config = cfg
+	if o.Server == "" {
+		o.Server = cfg.Host
+	}
+	return nil
+}
+
+// Validate checks the flags.
+func (o *CredentialsOptions) Validate() error {
+	var errs []error
+	for _, msg := range validation.IsDNS1123Label(o.Cluster) {
+		errs = append(errs, fmt.Errorf("--cluster %q: %s", o.Cluster, msg))
+	}
+	if o.Duration < 10*time.Minute {
+		errs = append(errs, fmt.Errorf("--duration %s is too short; use at least 10m", o.Duration))
+	}
+	if o.Output != "yaml" && o.Output != "json" {
+		errs = append(errs, fmt.Errorf("--output %q: use yaml or json", o.Output))
+	}
+	return cmdutil.Usage(errors.Join(errs...))
+}
+
+// Run mints the token and prints the Secret.
+func (o *CredentialsOptions) Run(ctx context.Context) error {
+	cs, err := kubernetes.NewForConfig(o.config)
+	if err != nil {
+		return cmdutil.Usage(err)
+	}
+	sa := kustomize.BrokerServiceAccount(o.Cluster)
+	seconds := int64(o.Duration.Seconds())
+	tr, err := cs.CoreV1().ServiceAccounts(o.BrokerNamespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &seconds},
+	}, metav1.CreateOptions{})
+	if apierrors.IsNotFound(err) {
+		return cmdutil.Usage(fmt.Errorf("no broker identity %s/%s: is this the broker's cluster (--context), and has the rendered broker/ been applied with cluster %s in the fleet?", o.BrokerNamespace, sa, o.Cluster))
+	}
+	if err != nil {
+		return cmdutil.Usage(fmt.Errorf("mint a token for %s/%s: %w", o.BrokerNamespace, sa, err))
+	}
+	kubeconfig, err := o.kubeconfig(tr.Status.Token)
+	if err != nil {
+		return cmdutil.Failure(err)
+	}
+	secret := Secret(o.Cluster, kubeconfig, tr.Status.ExpirationTimestamp.Time)
+	if o.Output == "json" {
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(secret)
+	}
+	data, err := yaml.Marshal(secret)
+	if err != nil {
+		return cmdutil.Failure(err)
+	}
+	fmt.Fprintf(o.Out, "# Broker credentials of cluster %s, valid until %s. Secret material: seal or encrypt before storing.\n",
+		o.Cluster, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
+	_, err = o.Out.Write(data)
+	return err
+}
+
+func (o *CredentialsOptions) kubeconfig(token string) ([]byte, error) {
+	ca := o.config.CAData
+	if len(ca) == 0 && o.config.CAFile != "" {
+		var err error
+		if ca, err = os.ReadFile(o.config.CAFile); err != nil {
+			return nil, fmt.Errorf("read the broker's CA: %w", err)
+		}
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["broker"] = &clientcmdapi.Cluster{Server: o.Server, CertificateAuthorityData: ca}
+	kc.AuthInfos[o.Cluster] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["broker"] = &clientcmdapi.Context{Cluster: "broker", AuthInfo: o.Cluster, Namespace: o.BrokerNamespace}
+	kc.CurrentContext = "broker"
+	return clientcmd.Write(*kc)
+}
+
+// SecretName is the Secret in mcnet-system that holds a cluster's broker kubeconfig.
+const SecretName = "mcnet-broker-credentials"
+
+// Secret is the broker-credentials Secret for a member cluster.
+func Secret(cluster string, kubeconfig []byte, expires time.Time) *corev1.Secret {
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      SecretName,
+			Namespace: mcnetv1.SystemNamespace,
+			Labels:    map[string]string{"app.kubernetes.io/part-of": "mcnet", mcnetv1.ClusterLabel: cluster},
+			Annotations: map[string]string{
+				"mcnet.io/expires": expires.UTC().Format(time.RFC3339),
+			},
+		},
+		Type:       corev1.SecretTypeOpaque,
+		StringData: map[string]string{"kubeconfig": string(kubeconfig)},
+	}
+}
