@@ -29,6 +29,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&Cluster{}, &ClusterList{},
 		&Endpoint{}, &EndpointList{},
 		&Gateway{}, &GatewayList{},
+		&NetworkTest{}, &NetworkTestList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
