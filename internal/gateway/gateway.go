@@ -160,17 +160,13 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cf
 	if err != nil {
 		return nil, err
 	}
-	conn, err := listenProbe(ctx, netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(o.HealthCheckPort)))
-	if err != nil {
-		return nil, fmt.Errorf("health-check socket: %w", err)
-	}
 	events := record.NewBroadcaster(record.WithContext(ctx))
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(o.Namespace)})
 	g := &Gateway{
 		opts: o, local: local, log: log, cache: c, client: cl, kube: kube, dp: dp,
 		metrics: newMetrics(), events: events,
 		recorder: events.NewRecorder(scheme, corev1.EventSource{Component: "mcnet-gateway", Host: o.NodeName}),
-		prober:   newProber(conn, o.ProbeInterval),
+		prober:   newProber(o.ProbeInterval),
 		pubKey:   key,
 		kick:     make(chan struct{}, 1),
 		now:      time.Now,
@@ -189,8 +185,7 @@ func (g *Gateway) trigger() {
 func (g *Gateway) run(ctx context.Context) error {
 	log := g.log
 	defer g.events.Shutdown()
-	defer g.prober.conn.Close()
-	go g.prober.serve()
+	defer g.prober.close()
 
 	cctx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCache()
@@ -368,6 +363,14 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 				targets[ep.Spec.ClusterID] = netip.AddrPortFrom(a, uint16(g.opts.HealthCheckPort))
 				break
 			}
+		}
+	}
+	for _, hc := range addrs.HealthCheck {
+		if hc.Is4() {
+			if err := g.prober.listen(ctx, netip.AddrPortFrom(hc, uint16(g.opts.HealthCheckPort))); err != nil {
+				g.log.Error(err, "Cannot probe")
+			}
+			break
 		}
 	}
 	g.prober.setTargets(targets)

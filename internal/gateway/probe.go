@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"net/netip"
@@ -93,10 +94,11 @@ func Summarise(results []ProbeResult) ProbeStats {
 // socket. The socket binds with IP_FREEBIND, so it can be opened before the address
 // exists (it appears when the node becomes the active gateway).
 type prober struct {
-	conn    *net.UDPConn
 	timeout time.Duration
 
 	mu      sync.Mutex
+	conn    *net.UDPConn
+	addr    netip.AddrPort
 	seq     uint64
 	pending map[uint64]pendingProbe
 	results map[string][]ProbeResult // by cluster, at most Window each
@@ -125,15 +127,47 @@ func listenProbe(ctx context.Context, addr netip.AddrPort) (*net.UDPConn, error)
 	return pc.(*net.UDPConn), nil
 }
 
-func newProber(conn *net.UDPConn, timeout time.Duration) *prober {
-	return &prober{conn: conn, timeout: timeout, pending: map[uint64]pendingProbe{}, results: map[string][]ProbeResult{}, targets: map[string]netip.AddrPort{}}
+func newProber(timeout time.Duration) *prober {
+	return &prober{timeout: timeout, pending: map[uint64]pendingProbe{}, results: map[string][]ProbeResult{}, targets: map[string]netip.AddrPort{}}
+}
+
+// listen (re)opens the socket on addr, the local health-check address: probes must
+// leave from it, since only the cluster's CIDRs are routed through the cables and
+// allowed by the remote WireGuard peer.
+func (p *prober) listen(ctx context.Context, addr netip.AddrPort) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn != nil && p.addr == addr {
+		return nil
+	}
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+	conn, err := listenProbe(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("health-check socket on %s: %w", addr, err)
+	}
+	p.conn, p.addr = conn, addr
+	go p.serve(conn)
+	return nil
+}
+
+// close closes the socket.
+func (p *prober) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
 }
 
 // serve answers requests and records replies until the socket closes.
-func (p *prober) serve() {
+func (p *prober) serve(conn *net.UDPConn) {
 	buf := make([]byte, 64)
 	for {
-		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -147,7 +181,7 @@ func (p *prober) serve() {
 		switch buf[4] {
 		case kindRequest:
 			buf[4] = kindReply
-			_, _ = p.conn.WriteToUDPAddrPort(buf[:probeLen], from)
+			_, _ = conn.WriteToUDPAddrPort(buf[:probeLen], from)
 		case kindReply:
 			p.reply(seq, from, time.Now())
 		}
@@ -206,14 +240,18 @@ func (p *prober) tick(now time.Time) {
 		p.pending[p.seq] = pendingProbe{cluster: c, to: to, sent: now}
 		sends = append(sends, send{p.seq, to})
 	}
+	conn := p.conn
 	p.mu.Unlock()
+	if conn == nil {
+		return // judged lost next tick: nothing can be sent without the socket
+	}
 	var buf [probeLen]byte
 	copy(buf[:], probeMagic[:])
 	buf[4] = kindRequest
 	for _, s := range sends {
 		binary.BigEndian.PutUint64(buf[5:], s.seq)
 		// A send error (no route yet) shows up as a lost probe.
-		_, _ = p.conn.WriteToUDPAddrPort(buf[:], s.to)
+		_, _ = conn.WriteToUDPAddrPort(buf[:], s.to)
 	}
 }
 
@@ -226,13 +264,4 @@ func (p *prober) stats() map[string]ProbeStats {
 		out[c] = Summarise(p.results[c])
 	}
 	return out
-}
-
-// reset forgets every result, for a node that stopped being the gateway.
-func (p *prober) reset() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.pending = map[uint64]pendingProbe{}
-	p.results = map[string][]ProbeResult{}
-	p.targets = map[string]netip.AddrPort{}
 }

@@ -1,0 +1,212 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/e2e/fleetlab"
+	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
+	"github.com/mcnet-io/mcnet/internal/gateway"
+)
+
+// connectFleet is a fleet of clusters named after their cable driver preference, the
+// broker on the first. Two VXLAN clusters talk VXLAN; any pair with a WireGuard
+// cluster talks WireGuard.
+func connectFleet(drivers ...mcnetv1.CableDriver) *mcnetv1.ClusterSet {
+	cs := &mcnetv1.ClusterSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: mcnetv1.GroupVersion.String(), Kind: "ClusterSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: "lab"},
+	}
+	for i, d := range drivers {
+		name := fmt.Sprintf("c%d-%s", i+1, map[mcnetv1.CableDriver]string{mcnetv1.CableVXLAN: "vx", mcnetv1.CableWireGuard: "wg"}[d])
+		pod := fmt.Sprintf("10.%d.0.0/16", 10*i+10)
+		svc := fmt.Sprintf("10.%d.0.0/16", 10*i+11)
+		cs.Spec.Clusters = append(cs.Spec.Clusters, mcnetv1.ClusterSpec{Name: name, PodCIDRs: []string{pod}, ServiceCIDRs: []string{svc}, Cable: d})
+	}
+	cs.Spec.Broker = mcnetv1.BrokerSpec{Cluster: cs.Spec.Clusters[0].Name, Server: "https://broker.invalid:6443"}
+	return cs
+}
+
+// connectedLab is a lab with a fleet installed and every connection up.
+type connectedLab struct {
+	*lab.Lab
+	fleet *mcnetv1.ClusterSet
+	dir   string
+}
+
+// startConnected brings up the lab for cs with nodes per cluster, installs the fleet
+// and waits until every gateway reports every connection connected.
+func startConnected(t *testing.T, cs *mcnetv1.ClusterSet, nodes int, behindNAT ...string) *connectedLab {
+	t.Helper()
+	ctx := t.Context()
+	opts, err := fleetlab.LabOptions(cs, nodes, behindNAT...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range opts.Clusters {
+		opts.Clusters[i].Gateways = max(1, nodes-2) // a standby where there is room
+	}
+	l := labtest.Start(t, opts)
+	dir := filepath.Join(t.TempDir(), "fleet-repo")
+	if err := fleetlab.Install(ctx, l, cs, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
+		t.Fatal(fmt.Errorf("components: %w", err))
+	}
+	cl := &connectedLab{Lab: l, fleet: cs, dir: dir}
+	if err := cl.waitConnected(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// gateways returns a cluster's Gateway objects.
+func gateways(ctx context.Context, c *lab.Cluster) ([]mcnetv1.Gateway, error) {
+	cl, err := client.New(c.Config, client.Options{Scheme: gateway.Scheme()})
+	if err != nil {
+		return nil, err
+	}
+	var list mcnetv1.GatewayList
+	if err := cl.List(ctx, &list, client.InNamespace(mcnetv1.SystemNamespace)); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+// activeGateway returns the cluster's active Gateway object.
+func activeGateway(ctx context.Context, c *lab.Cluster) (*mcnetv1.Gateway, error) {
+	gws, err := gateways(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	for i := range gws {
+		if gws[i].Status.HAStatus == mcnetv1.HAActive && gws[i].Status.LocalEndpoint != nil {
+			return &gws[i], nil
+		}
+	}
+	return nil, fmt.Errorf("cluster %s: no active gateway", c.Name)
+}
+
+// waitConnected waits until each cluster's active gateway reports a connected
+// connection to every other cluster of the lab.
+func (l *connectedLab) waitConnected(ctx context.Context, timeout time.Duration) error {
+	return lab.Eventually(ctx, timeout, func(ctx context.Context) error {
+		var errs []error
+		for _, c := range l.Clusters() {
+			gw, err := activeGateway(ctx, c)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			byCluster := map[string]mcnetv1.Connection{}
+			for _, conn := range gw.Status.Connections {
+				byCluster[conn.Cluster] = conn
+			}
+			for _, o := range l.Clusters() {
+				if o == c {
+					continue
+				}
+				conn, ok := byCluster[o.Name]
+				switch {
+				case !ok:
+					errs = append(errs, fmt.Errorf("%s: no connection to %s", gw.Name, o.Name))
+				case conn.Status != mcnetv1.Connected:
+					errs = append(errs, fmt.Errorf("%s: connection to %s is %s: %s", gw.Name, o.Name, conn.Status, conn.Message))
+				}
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// serveOnWorkers starts an HTTP server in a pod on each cluster's first worker and
+// returns the pods by cluster; clients gets a client pod next to each.
+func serveOnWorkers(t *testing.T, l *lab.Lab) (servers, clients map[string]*lab.Pod) {
+	t.Helper()
+	ctx := t.Context()
+	servers, clients = map[string]*lab.Pod{}, map[string]*lab.Pod{}
+	for _, c := range l.Clusters() {
+		w := c.Workers()[0]
+		srv, err := l.AddPod(ctx, w, lab.PodOptions{Name: "web", Labels: map[string]string{"app": "web"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.ServeHTTP(ctx, 8080); err != nil {
+			t.Fatal(err)
+		}
+		cli, err := l.AddPod(ctx, w, lab.PodOptions{Name: "client"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers[c.Name], clients[c.Name] = srv, cli
+	}
+	return servers, clients
+}
+
+// get fetches url from pod with a short timeout per attempt and checks the answer
+// came from want with the client's own pod IP as source.
+func get(ctx context.Context, from, want *lab.Pod, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	body, err := from.HTTPGet(ctx, url)
+	if err != nil {
+		return err
+	}
+	if prefix := fmt.Sprintf("%s %s:", want, from.IP); !strings.HasPrefix(body, prefix) {
+		return fmt.Errorf("from %s: got %q, want %q... (source IP preserved)", from, strings.TrimSpace(body), prefix)
+	}
+	return nil
+}
+
+// checkAllPairs checks TCP from each cluster's client to every other cluster's
+// server, with the source pod IP preserved.
+func checkAllPairs(t *testing.T, l *lab.Lab, servers, clients map[string]*lab.Pod, timeout time.Duration) {
+	t.Helper()
+	for _, src := range l.Clusters() {
+		for _, dst := range l.Clusters() {
+			if src == dst {
+				continue
+			}
+			srv, cli := servers[dst.Name], clients[src.Name]
+			url := "http://" + net.JoinHostPort(srv.IP.String(), "8080") + "/"
+			err := lab.Eventually(t.Context(), timeout, func(ctx context.Context) error { return get(ctx, cli, srv, url) })
+			if err != nil {
+				t.Errorf("%s -> %s: %v", src.Name, dst.Name, err)
+			}
+		}
+	}
+}
+
+// TestConnect is the short end-to-end test in `make test`: three clusters, two
+// preferring VXLAN (so they talk VXLAN) and one WireGuard (so the others talk to it
+// through WireGuard); every gateway reports every connection connected, and TCP from
+// a worker's pod reaches a worker's pod in every other cluster with its source IP.
+func TestConnect(t *testing.T) {
+	labtest.RequireRoot(t)
+	l := startConnected(t, connectFleet(mcnetv1.CableVXLAN, mcnetv1.CableVXLAN, mcnetv1.CableWireGuard), 2)
+	servers, clients := serveOnWorkers(t, l.Lab)
+	checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
+
+	// The cables are the drivers the pairs agree on.
+	gw, err := activeGateway(t.Context(), l.Clusters()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range gw.Status.Connections {
+		if conn.RTT == nil || conn.RTT.Last.Duration <= 0 {
+			t.Errorf("%s: connection to %s has no RTT: %+v", gw.Name, conn.Cluster, conn)
+		}
+	}
+}
