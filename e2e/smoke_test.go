@@ -103,16 +103,31 @@ func TestLabSmoke(t *testing.T) {
 	}
 	conn.Close()
 
+	// What a failed test would print covers logs and objects.
+	dump := l.Dump(ctx)
+	for _, want := range []string{"kube-apiserver.log", "node east-gw1 ready=True", "pod default/web node=east-gw1", "endpointslice default/web-"} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("failure dump lacks %q", want)
+		}
+	}
+
 	// Tear down here rather than in cleanup, to check nothing is left.
+	procs := l.Processes()
 	if err := l.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	assertNothingLeft(t, l)
+	assertNothingLeft(t, l, procs)
 }
 
 // assertNothingLeft checks that no namespace, directory or process of the run remains.
-func assertNothingLeft(t *testing.T, l *lab.Lab) {
+func assertNothingLeft(t *testing.T, l *lab.Lab, procs []lab.Process) {
 	t.Helper()
+	for _, p := range procs {
+		// A zombie would still have a stat file; the lab reaps what it starts.
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.PID)); err == nil {
+			t.Errorf("process %s (pid %d) left behind", p.Name, p.PID)
+		}
+	}
 	ents, err := os.ReadDir("/run/netns")
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)

@@ -15,8 +15,8 @@ import (
 )
 
 // Dump returns what a failed test needs to explain itself: the last lines of every
-// process log and, per cluster, its nodes, pods, services, EndpointSlices and every
-// object of the mcnet.io and multicluster.x-k8s.io API groups.
+// process log and, per cluster, a line per node, pod, Service and EndpointSlice, and
+// every object of the mcnet.io and multicluster.x-k8s.io API groups in full.
 func (l *Lab) Dump(ctx context.Context) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "=== lab %s (dir %s, logs %s)\n", l.RunID, l.Dir, l.LogDir)
@@ -42,29 +42,69 @@ func (l *Lab) Dump(ctx context.Context) string {
 
 func (c *Cluster) dump(ctx context.Context) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "=== cluster %s objects\n", c.Name)
+	fmt.Fprintf(&b, "=== cluster %s\n", c.Name)
+	// Core objects as one line each: enough to see what ran where and what was ready.
+	if nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+		for _, n := range nodes.Items {
+			ready := ""
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == "Ready" {
+					ready = string(cond.Status)
+				}
+			}
+			fmt.Fprintf(&b, "node %s ready=%s labels=%v\n", n.Name, ready, n.Labels)
+		}
+	}
+	if pods, err := c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err == nil {
+		for _, p := range pods.Items {
+			ready := ""
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == "Ready" {
+					ready = string(cond.Status)
+				}
+			}
+			var waiting []string
+			for _, cs := range p.Status.ContainerStatuses {
+				if cs.State.Waiting != nil {
+					waiting = append(waiting, cs.Name+": "+cs.State.Waiting.Reason+" "+cs.State.Waiting.Message)
+				}
+				if cs.RestartCount > 0 {
+					waiting = append(waiting, fmt.Sprintf("%s: %d restarts", cs.Name, cs.RestartCount))
+				}
+			}
+			fmt.Fprintf(&b, "pod %s/%s node=%s ip=%s ready=%s %s\n", p.Namespace, p.Name, p.Spec.NodeName, p.Status.PodIP, ready, strings.Join(waiting, "; "))
+		}
+	}
+	if svcs, err := c.Client.CoreV1().Services("").List(ctx, metav1.ListOptions{}); err == nil {
+		for _, s := range svcs.Items {
+			fmt.Fprintf(&b, "service %s/%s clusterIP=%s\n", s.Namespace, s.Name, s.Spec.ClusterIP)
+		}
+	}
+	if eps, err := c.Client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{}); err == nil {
+		for _, e := range eps.Items {
+			var addrs []string
+			for _, ep := range e.Endpoints {
+				addrs = append(addrs, fmt.Sprintf("%v(ready=%v)", ep.Addresses, ep.Conditions.Ready != nil && *ep.Conditions.Ready))
+			}
+			fmt.Fprintf(&b, "endpointslice %s/%s %s\n", e.Namespace, e.Name, strings.Join(addrs, " "))
+		}
+	}
+
+	// mcnet's own objects and the Multi-Cluster Services ones in full.
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {
 		return b.String() + err.Error() + "\n"
 	}
-	gvrs := []schema.GroupVersionResource{
-		{Version: "v1", Resource: "nodes"},
-		{Version: "v1", Resource: "pods"},
-		{Version: "v1", Resource: "services"},
-		{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"},
-		{Group: "apps", Version: "v1", Resource: "deployments"},
-		{Group: "apps", Version: "v1", Resource: "daemonsets"},
-	}
-	if lists, err := c.Client.Discovery().ServerPreferredResources(); err == nil || len(lists) > 0 {
-		for _, list := range lists {
-			gv, err := schema.ParseGroupVersion(list.GroupVersion)
-			if err != nil || !(strings.HasSuffix(gv.Group, "mcnet.io") || gv.Group == "multicluster.x-k8s.io") {
-				continue
-			}
-			for _, r := range list.APIResources {
-				if !strings.Contains(r.Name, "/") {
-					gvrs = append(gvrs, gv.WithResource(r.Name))
-				}
+	var gvrs []schema.GroupVersionResource
+	lists, _ := c.Client.Discovery().ServerPreferredResources() // partial results are fine
+	for _, list := range lists {
+		gv, err := schema.ParseGroupVersion(list.GroupVersion)
+		if err != nil || !(strings.HasSuffix(gv.Group, "mcnet.io") || gv.Group == "multicluster.x-k8s.io") {
+			continue
+		}
+		for _, r := range list.APIResources {
+			if !strings.Contains(r.Name, "/") {
+				gvrs = append(gvrs, gv.WithResource(r.Name))
 			}
 		}
 	}

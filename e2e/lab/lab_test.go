@@ -1,0 +1,122 @@
+package lab
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+)
+
+func TestPodSlices(t *testing.T) {
+	tests := []struct {
+		pod   string
+		nodes int
+		want  []string
+	}{
+		{"10.10.0.0/16", 2, []string{"10.10.0.0/24", "10.10.1.0/24"}},
+		{"10.10.0.0/24", 2, []string{"10.10.0.0/25", "10.10.0.128/25"}},
+		{"10.10.0.0/24", 3, []string{"10.10.0.0/26", "10.10.0.64/26", "10.10.0.128/26"}},
+		{"10.10.0.0/28", 2, nil}, // too small
+	}
+	for _, tt := range tests {
+		got, err := podSlices(netip.MustParsePrefix(tt.pod), tt.nodes)
+		if tt.want == nil {
+			if err == nil {
+				t.Errorf("podSlices(%s, %d): no error, want one", tt.pod, tt.nodes)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gs []string
+		for _, p := range got {
+			gs = append(gs, p.String())
+		}
+		if diff := cmp.Diff(tt.want, gs); diff != "" {
+			t.Errorf("podSlices(%s, %d) (-want +got):\n%s", tt.pod, tt.nodes, diff)
+		}
+	}
+}
+
+func TestExpandVars(t *testing.T) {
+	e := &envList{m: map[string]string{}}
+	e.set("NODE", "east-gw1")
+	tests := map[string]string{
+		"plain":          "plain",
+		"$(NODE)":        "east-gw1",
+		"--id=$(NODE)-x": "--id=east-gw1-x",
+		"$(UNDEFINED)":   "$(UNDEFINED)",
+		"$$(NODE)":       "$(NODE)",
+		"cost $5":        "cost $5",
+		"$(NODE":         "$(NODE",
+		"$(NODE)$(NODE)": "east-gw1east-gw1",
+		"trailing $":     "trailing $",
+	}
+	for in, want := range tests {
+		if got := expandVars(in, e); got != want {
+			t.Errorf("expandVars(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRunIDOf(t *testing.T) {
+	tests := map[string]string{
+		"mclab12-east-gw1": "ab12",
+		"mclab12-wan":      "ab12",
+		"mcnt-26636-1-gwa": "", // another project's namespace
+		"mcl-":             "",
+		"mclnodash":        "",
+	}
+	for in, want := range tests {
+		if got := runIDOf(in); got != want {
+			t.Errorf("runIDOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestOptionsComplete(t *testing.T) {
+	o := Options{Clusters: []ClusterOptions{{Name: "east"}, {Name: "west", Nodes: 3, Gateways: 2}}}
+	if err := o.complete(); err != nil {
+		t.Fatal(err)
+	}
+	want := []ClusterOptions{
+		{Name: "east", PodCIDR: "10.10.0.0/16", ServiceCIDR: "10.11.0.0/16", Nodes: 2, Gateways: 1},
+		{Name: "west", PodCIDR: "10.20.0.0/16", ServiceCIDR: "10.21.0.0/16", Nodes: 3, Gateways: 2},
+	}
+	if diff := cmp.Diff(want, o.Clusters); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+
+	bad := Options{Clusters: []ClusterOptions{{Name: "East"}, {Name: "x", Nodes: 1}, {Name: "x", PodCIDR: "fd00::/64"}}, ProxyMode: "ipvs"}
+	err := bad.complete()
+	if err == nil {
+		t.Fatal("no error for bad options")
+	}
+	for _, want := range []string{`"East" is not a DNS label`, "need 2 to 200 nodes", `cluster "x" given twice`, "not an IPv4 CIDR", `proxy mode "ipvs"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestBinary(t *testing.T) {
+	l := &Lab{root: "/nonexistent", opts: Options{Binaries: map[string]string{"mcnet-gateway": "/bin/sh"}}}
+	tests := []struct {
+		ctr     corev1.Container
+		want    string
+		missing bool
+	}{
+		{corev1.Container{Name: "gw", Command: []string{"/mcnet-gateway"}}, "/bin/sh", false},
+		{corev1.Container{Name: "gw", Image: "ghcr.io/mcnet-io/mcnet-gateway:v1"}, "/bin/sh", false},
+		{corev1.Container{Name: "c", Command: []string{"/mcnet-controller"}}, "", true},
+	}
+	for _, tt := range tests {
+		got, err := l.binary(tt.ctr)
+		if (err != nil) != tt.missing || got != tt.want {
+			t.Errorf("binary(%v) = %q, %v; want %q, missing=%v", tt.ctr.Command, got, err, tt.want, tt.missing)
+		}
+	}
+}
