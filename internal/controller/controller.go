@@ -210,6 +210,9 @@ func Run(ctx context.Context, o Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
+	if err := setupDiscovery(mgr, broker, owner, o); err != nil {
+		return err
+	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		return announce(ctx, mgr.GetClient(), o)
 	})); err != nil {

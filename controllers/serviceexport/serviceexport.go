@@ -1,0 +1,432 @@
+// Package serviceexport publishes the local cluster's exported services to the broker,
+// following the Multi-Cluster Services API (KEP-1645).
+//
+// For every ServiceExport the reconciler reads the Service of the same name and its
+// EndpointSlices and writes to the broker namespace, labelled with the local cluster
+// (the only objects the broker's admission policy lets it write):
+//   - a ServiceImport named <namespace>.<service>.<cluster> with the service's ports, type
+//     (Headless when clusterIP is None, else ClusterSetIP), session affinity and IP
+//     families, and the ServiceExport's creation time (annotation
+//     mcnet.io/export-creation-timestamp), which decides conflicts: the oldest export wins;
+//   - EndpointSlices <namespace>.<service>.<cluster>.ipv4 / .ipv6 (then -1, -2, ... past
+//     1000 endpoints). For a ClusterSetIP service they hold the service's ClusterIP, ready
+//     when any of its pods is: mcnet's tunnels route the service CIDRs between clusters,
+//     so the remote cluster's kube-proxy balances over its own pods. For a headless
+//     service they hold the pods' addresses, readiness and hostnames, without node names
+//     or pod references, which mean nothing in another cluster.
+//
+// The ServiceExport's conditions say what happened: Valid (False with NoService or
+// InvalidServiceType for ExternalName services, which are never exported), Conflict
+// (True with PortConflict, TypeConflict, SessionAffinityConflict... when this export
+// disagrees with an older one; the message names the winner) and Ready (True, Exported,
+// once published; False, Failed when a type conflict keeps it out of the import).
+//
+// Withdrawal needs no finalizer: a pass for a service without a valid export deletes
+// the cluster's broker objects for it, and every broker object of the cluster is mapped
+// back to its service, so an export deleted while the controller was down is withdrawn at
+// the next start. The broker objects are owned by the cluster's broker ServiceAccount, so
+// removing the cluster from the fleet garbage-collects them.
+package serviceexport
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"github.com/mcnet-io/mcnet/controllers/serviceimport"
+)
+
+// maxEndpoints is the most endpoints the API allows in one EndpointSlice.
+const maxEndpoints = 1000
+
+// Reconciler publishes one cluster's ServiceExports. Requests name the service.
+type Reconciler struct {
+	// ClusterID is the local cluster's name.
+	ClusterID string
+	// Local is the local cluster's client (reads from its cache).
+	Local client.Client
+	// Broker is the broker cluster; its cache holds the broker namespace.
+	Broker cluster.Cluster
+	// BrokerNamespace holds the published exports.
+	BrokerNamespace string
+	// Owner, when set, owns every published object (the cluster's broker
+	// ServiceAccount), so that removing the cluster garbage-collects them.
+	Owner *metav1.OwnerReference
+}
+
+// SetupWithManager registers the reconciler with mgr.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	byName := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return request(o.GetNamespace(), o.GetName())
+	})
+	fromBroker := func(mine bool) handler.EventHandler {
+		return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			l := o.GetLabels()
+			if mine && l[mcsv1alpha1.LabelSourceCluster] != r.ClusterID {
+				return nil
+			}
+			return request(l[serviceimport.LabelServiceNamespace], l[mcsv1alpha1.LabelServiceName])
+		})
+	}
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("serviceexport").
+		For(&mcsv1alpha1.ServiceExport{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Watches(&corev1.Service{}, byName).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return request(o.GetNamespace(), o.GetLabels()[discoveryv1.LabelServiceName])
+		})).
+		// Every cluster's export of the service can change this one's conflicts.
+		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&mcsv1alpha1.ServiceImport{}), fromBroker(false))).
+		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&discoveryv1.EndpointSlice{}), fromBroker(true))).
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("set up serviceexport controller: %w", err)
+	}
+	return nil
+}
+
+func request(namespace, name string) []reconcile.Request {
+	if namespace == "" || name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}}
+}
+
+// Reconcile publishes or withdraws one service and reports on its ServiceExport.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (result reconcile.Result, retErr error) {
+	var se mcsv1alpha1.ServiceExport
+	if err := r.Local.Get(ctx, req.NamespacedName, &se); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{}, r.withdraw(ctx, req.NamespacedName)
+	}
+	if !se.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, r.withdraw(ctx, req.NamespacedName)
+	}
+	before := se.DeepCopy()
+	defer func() {
+		if err := r.patchStatus(ctx, before, &se); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+
+	svc, err := r.validate(ctx, &se)
+	if err != nil || svc == nil {
+		return reconcile.Result{}, err
+	}
+	published, err := r.publish(ctx, &se, svc)
+	if err != nil {
+		setCondition(&se, mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionFalse, mcsv1alpha1.ServiceExportReasonFailed, err.Error())
+		return reconcile.Result{}, err
+	}
+	conflict, err := r.conflicts(ctx, &se, published)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if slices.Contains(conflict.Reasons, mcsv1alpha1.ServiceExportReasonTypeConflict) {
+		setCondition(&se, mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionFalse, mcsv1alpha1.ServiceExportReasonFailed, "left out of the import: "+conflict.Message)
+	} else {
+		setCondition(&se, mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionTrue, mcsv1alpha1.ServiceExportReasonExported, "published to the broker")
+	}
+	return reconcile.Result{}, nil
+}
+
+// validate sets the Valid condition; it returns the Service when it can be exported and
+// otherwise withdraws it.
+func (r *Reconciler) validate(ctx context.Context, se *mcsv1alpha1.ServiceExport) (*corev1.Service, error) {
+	var svc corev1.Service
+	err := r.Local.Get(ctx, client.ObjectKeyFromObject(se), &svc)
+	var reason mcsv1alpha1.ServiceExportConditionReason
+	var msg string
+	switch {
+	case apierrors.IsNotFound(err) || (err == nil && !svc.DeletionTimestamp.IsZero()):
+		reason, msg = mcsv1alpha1.ServiceExportReasonNoService, "service "+se.Name+" does not exist"
+	case err != nil:
+		return nil, err
+	case svc.Spec.Type == corev1.ServiceTypeExternalName:
+		reason, msg = mcsv1alpha1.ServiceExportReasonInvalidServiceType, "ExternalName services cannot be exported: they have no endpoints"
+	default:
+		setCondition(se, mcsv1alpha1.ServiceExportConditionValid, metav1.ConditionTrue, mcsv1alpha1.ServiceExportReasonValid, "service is exported")
+		return &svc, nil
+	}
+	setCondition(se, mcsv1alpha1.ServiceExportConditionValid, metav1.ConditionFalse, reason, msg)
+	setCondition(se, mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionFalse, mcsv1alpha1.ServiceExportReasonPending, msg)
+	meta.RemoveStatusCondition(&se.Status.Conditions, string(mcsv1alpha1.ServiceExportConditionConflict))
+	return nil, r.withdraw(ctx, client.ObjectKeyFromObject(se))
+}
+
+// publish writes the broker ServiceImport and EndpointSlices of the service.
+func (r *Reconciler) publish(ctx context.Context, se *mcsv1alpha1.ServiceExport, svc *corev1.Service) (*mcsv1alpha1.ServiceImport, error) {
+	var local discoveryv1.EndpointSliceList
+	if err := r.Local.List(ctx, &local, client.InNamespace(svc.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+		return nil, err
+	}
+	want, slicesWant := Published(r.ClusterID, r.BrokerNamespace, se, svc, local.Items)
+	if r.Owner != nil {
+		want.OwnerReferences = []metav1.OwnerReference{*r.Owner}
+		for _, s := range slicesWant {
+			s.OwnerReferences = []metav1.OwnerReference{*r.Owner}
+		}
+	}
+	bc := r.Broker.GetClient()
+	var have mcsv1alpha1.ServiceImport
+	err := bc.Get(ctx, client.ObjectKeyFromObject(want), &have)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := bc.Create(ctx, want.DeepCopy()); err != nil {
+			return nil, fmt.Errorf("publish ServiceImport %s: %w", want.Name, err)
+		}
+		log.FromContext(ctx).Info("published export", "namespace", svc.Namespace, "service", svc.Name)
+	case err != nil:
+		return nil, err
+	case !equality.Semantic.DeepEqual(have.Spec, want.Spec) || !equality.Semantic.DeepEqual(have.Labels, want.Labels) ||
+		!equality.Semantic.DeepEqual(have.Annotations, want.Annotations) ||
+		(len(want.OwnerReferences) > 0 && !equality.Semantic.DeepEqual(have.OwnerReferences, want.OwnerReferences)):
+		have.Spec, have.Labels, have.Annotations = want.Spec, want.Labels, want.Annotations
+		if len(want.OwnerReferences) > 0 {
+			have.OwnerReferences = want.OwnerReferences
+		}
+		if err := bc.Update(ctx, &have); err != nil {
+			return nil, fmt.Errorf("update ServiceImport %s on the broker: %w", want.Name, err)
+		}
+	}
+	var existing discoveryv1.EndpointSliceList
+	if err := bc.List(ctx, &existing, client.InNamespace(r.BrokerNamespace), r.mine(svc.Namespace, svc.Name)); err != nil {
+		return nil, err
+	}
+	if _, err := serviceimport.SyncSlices(ctx, bc, existing.Items, slicesWant); err != nil {
+		return nil, fmt.Errorf("publish EndpointSlices: %w", err)
+	}
+	return want, nil
+}
+
+func (r *Reconciler) mine(namespace, name string) client.MatchingLabels {
+	return client.MatchingLabels(serviceimport.BrokerLabels(namespace, name, r.ClusterID))
+}
+
+// withdraw deletes the cluster's broker objects of a service, slices first.
+func (r *Reconciler) withdraw(ctx context.Context, key types.NamespacedName) error {
+	bc := r.Broker.GetClient()
+	var slicesHave discoveryv1.EndpointSliceList
+	if err := bc.List(ctx, &slicesHave, client.InNamespace(r.BrokerNamespace), r.mine(key.Namespace, key.Name)); err != nil {
+		return err
+	}
+	if _, err := serviceimport.SyncSlices(ctx, bc, slicesHave.Items, nil); err != nil {
+		return fmt.Errorf("withdraw EndpointSlices of %s: %w", key, err)
+	}
+	var imports mcsv1alpha1.ServiceImportList
+	if err := bc.List(ctx, &imports, client.InNamespace(r.BrokerNamespace), r.mine(key.Namespace, key.Name)); err != nil {
+		return err
+	}
+	for i := range imports.Items {
+		si := &imports.Items[i]
+		if err := bc.Delete(ctx, si, client.Preconditions{UID: &si.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("withdraw ServiceImport %s from the broker: %w", si.Name, err)
+		}
+		log.FromContext(ctx).Info("withdrew export", "namespace", key.Namespace, "service", key.Name)
+	}
+	return nil
+}
+
+// conflicts sets the Conflict condition from every cluster's export of the service;
+// this cluster's counts as published even before the broker cache has it.
+func (r *Reconciler) conflicts(ctx context.Context, se *mcsv1alpha1.ServiceExport, published *mcsv1alpha1.ServiceImport) (serviceimport.Conflict, error) {
+	var list mcsv1alpha1.ServiceImportList
+	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), serviceimport.ServiceSelector(se.Namespace, se.Name)); err != nil {
+		return serviceimport.Conflict{}, err
+	}
+	exports := []serviceimport.Export{serviceimport.ExportFrom(published)}
+	for i := range list.Items {
+		si := &list.Items[i]
+		c := si.Labels[mcsv1alpha1.LabelSourceCluster]
+		if c != r.ClusterID && si.Name == serviceimport.BrokerName(se.Namespace, se.Name, c) {
+			exports = append(exports, serviceimport.ExportFrom(si))
+		}
+	}
+	conflict, ok := serviceimport.Merge(exports).Conflicts[r.ClusterID]
+	if !ok {
+		setCondition(se, mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionFalse, mcsv1alpha1.ServiceExportReasonNoConflicts, "no conflicts with other clusters' exports")
+		return conflict, nil
+	}
+	reasons := make([]string, len(conflict.Reasons))
+	for i, rr := range conflict.Reasons {
+		reasons[i] = string(rr)
+	}
+	// The API allows combined reasons only as one CamelCase word.
+	setCondition(se, mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, mcsv1alpha1.ServiceExportConditionReason(strings.Join(reasons, "")), conflict.Message)
+	return conflict, nil
+}
+
+func setCondition(se *mcsv1alpha1.ServiceExport, t mcsv1alpha1.ServiceExportConditionType, s metav1.ConditionStatus, reason mcsv1alpha1.ServiceExportConditionReason, msg string) {
+	meta.SetStatusCondition(&se.Status.Conditions, metav1.Condition{
+		Type: string(t), Status: s, Reason: string(reason), Message: msg, ObservedGeneration: se.Generation,
+	})
+}
+
+func (r *Reconciler) patchStatus(ctx context.Context, before, after *mcsv1alpha1.ServiceExport) error {
+	if equality.Semantic.DeepEqual(before.Status, after.Status) {
+		return nil
+	}
+	if err := r.Local.Status().Patch(ctx, after, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("update ServiceExport %s/%s status: %w", after.Namespace, after.Name, err)
+	}
+	return nil
+}
+
+// Published returns what a cluster publishes on the broker for an exported service,
+// given the service's local EndpointSlices. Owners are left to the caller.
+func Published(clusterID, brokerNamespace string, se *mcsv1alpha1.ServiceExport, svc *corev1.Service, local []discoveryv1.EndpointSlice) (*mcsv1alpha1.ServiceImport, []*discoveryv1.EndpointSlice) {
+	name := serviceimport.BrokerName(svc.Namespace, svc.Name, clusterID)
+	si := &mcsv1alpha1.ServiceImport{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:   brokerNamespace,
+			Name:        name,
+			Labels:      serviceimport.BrokerLabels(svc.Namespace, svc.Name, clusterID),
+			Annotations: map[string]string{serviceimport.AnnotationExportCreated: se.CreationTimestamp.UTC().Format(time.RFC3339)},
+		},
+		Spec: mcsv1alpha1.ServiceImportSpec{
+			Type:                  mcsv1alpha1.ClusterSetIP,
+			SessionAffinity:       svc.Spec.SessionAffinity,
+			SessionAffinityConfig: svc.Spec.SessionAffinityConfig.DeepCopy(),
+			IPFamilies:            slices.Clone(svc.Spec.IPFamilies),
+		},
+	}
+	for _, p := range svc.Spec.Ports {
+		si.Spec.Ports = append(si.Spec.Ports, mcsv1alpha1.ServicePort{Name: p.Name, Protocol: p.Protocol, AppProtocol: p.AppProtocol, Port: p.Port})
+	}
+	headless := svc.Spec.ClusterIP == corev1.ClusterIPNone
+	if headless {
+		si.Spec.Type = mcsv1alpha1.Headless
+	}
+	byFamily := map[discoveryv1.AddressType][]discoveryv1.Endpoint{}
+	ports := map[discoveryv1.AddressType][]discoveryv1.EndpointPort{}
+	if headless {
+		podEndpoints(local, byFamily, ports)
+	} else {
+		ready := anyReady(local)
+		for _, ip := range svc.Spec.ClusterIPs {
+			a, err := netip.ParseAddr(ip)
+			if err != nil {
+				continue
+			}
+			fam := discoveryv1.AddressTypeIPv4
+			if a.Is6() {
+				fam = discoveryv1.AddressTypeIPv6
+			}
+			byFamily[fam] = append(byFamily[fam], discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}})
+		}
+		for _, p := range svc.Spec.Ports {
+			ep := discoveryv1.EndpointPort{Name: ptr(p.Name), Protocol: ptr(p.Protocol), Port: ptr(p.Port), AppProtocol: p.AppProtocol}
+			ports[discoveryv1.AddressTypeIPv4] = append(ports[discoveryv1.AddressTypeIPv4], ep)
+			ports[discoveryv1.AddressTypeIPv6] = append(ports[discoveryv1.AddressTypeIPv6], ep)
+		}
+	}
+	var out []*discoveryv1.EndpointSlice
+	for _, fam := range []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6} {
+		eps := byFamily[fam]
+		for i := 0; i == 0 || i*maxEndpoints < len(eps); i++ {
+			if len(eps) == 0 {
+				break
+			}
+			chunk := eps[i*maxEndpoints : min(len(eps), (i+1)*maxEndpoints)]
+			n := name + "." + strings.ToLower(string(fam))
+			if i > 0 {
+				n += "-" + strconv.Itoa(i)
+			}
+			labels := serviceimport.BrokerLabels(svc.Namespace, svc.Name, clusterID)
+			labels[discoveryv1.LabelManagedBy] = serviceimport.SliceManagedBy
+			out = append(out, &discoveryv1.EndpointSlice{
+				ObjectMeta:  metav1.ObjectMeta{Namespace: brokerNamespace, Name: n, Labels: labels},
+				AddressType: fam,
+				Endpoints:   chunk,
+				Ports:       ports[fam],
+			})
+		}
+	}
+	return si, out
+}
+
+// anyReady says whether a service has a ready endpoint; a missing condition means ready.
+func anyReady(local []discoveryv1.EndpointSlice) bool {
+	for _, s := range local {
+		for _, ep := range s.Endpoints {
+			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// podEndpoints collects a headless service's pods by address family, once each, in a
+// stable order, with the ports of each family.
+func podEndpoints(local []discoveryv1.EndpointSlice, byFamily map[discoveryv1.AddressType][]discoveryv1.Endpoint, ports map[discoveryv1.AddressType][]discoveryv1.EndpointPort) {
+	seen := map[string]bool{}
+	for _, s := range local {
+		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		for _, p := range s.Ports {
+			if !slices.ContainsFunc(ports[s.AddressType], func(q discoveryv1.EndpointPort) bool {
+				return equality.Semantic.DeepEqual(p.Name, q.Name) && equality.Semantic.DeepEqual(p.Protocol, q.Protocol)
+			}) {
+				ports[s.AddressType] = append(ports[s.AddressType], p)
+			}
+		}
+		for _, ep := range s.Endpoints {
+			if len(ep.Addresses) == 0 || seen[ep.Addresses[0]] {
+				continue
+			}
+			seen[ep.Addresses[0]] = true
+			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+			byFamily[s.AddressType] = append(byFamily[s.AddressType], discoveryv1.Endpoint{
+				Addresses:  ep.Addresses,
+				Hostname:   ep.Hostname,
+				Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: ep.Conditions.Serving, Terminating: ep.Conditions.Terminating},
+			})
+		}
+	}
+	for fam := range byFamily {
+		slices.SortFunc(byFamily[fam], func(a, b discoveryv1.Endpoint) int {
+			return cmp.Compare(a.Addresses[0], b.Addresses[0])
+		})
+	}
+	for fam := range ports {
+		slices.SortFunc(ports[fam], func(a, b discoveryv1.EndpointPort) int {
+			return cmp.Compare(deref(a.Name), deref(b.Name))
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,282 @@
+// Package serviceimport imports the services exported anywhere in the fleet into the local
+// cluster, following the Multi-Cluster Services API (KEP-1645).
+//
+// Every exporting cluster publishes, in the broker namespace, one ServiceImport per
+// exported service named <namespace>.<service>.<cluster> and EndpointSlices named after it
+// (see controllers/serviceexport). They carry the labels
+// multicluster.kubernetes.io/service-name, multicluster.kubernetes.io/service-namespace,
+// multicluster.kubernetes.io/source-cluster and mcnet.io/cluster (the broker's admission
+// policy only lets a cluster write objects carrying its own name), and the ServiceImport
+// the export's creation time in the mcnet.io/export-creation-timestamp annotation.
+//
+// For each service this package keeps, in the service's namespace of the local cluster:
+//   - one ServiceImport named like the service, merged from every cluster's export
+//     (Merge: the oldest export decides type and session affinity, ports are the union,
+//     contradicting ports are dropped); status.clusters lists the clusters it includes;
+//   - one EndpointSlice per broker EndpointSlice of an included cluster, named
+//     <service>.<cluster>.<family>, labelled multicluster.kubernetes.io/service-name and
+//     multicluster.kubernetes.io/source-cluster, and managed by mcnet.io/controller so
+//     Kubernetes' EndpointSlice controllers leave them alone. They deliberately lack
+//     kubernetes.io/service-name: kube-proxy must not mix them into a local Service of the
+//     same name. The slices are owned by the ServiceImport.
+//
+// Namespace sameness: imports appear only in namespaces that exist locally; a namespace
+// created later gets its imports at once. The controller never creates namespaces, which
+// GitOps owns. A ServiceImport of the same name that mcnet did not write is left alone.
+//
+// Like brokersync, a pass compares both sides by name and label, so unexporting, deleting
+// the service, a cluster leaving the fleet (its broker objects are garbage-collected with
+// its broker identity) or a change made while the controller was down all converge on the
+// next pass without finalizers.
+package serviceimport
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+)
+
+// Reconciler keeps the local ServiceImports and EndpointSlices of every exported service.
+// Requests name the service (namespace/name).
+type Reconciler struct {
+	// Local is the local cluster's client (reads from its cache).
+	Local client.Client
+	// Broker is the broker cluster; its cache holds the broker namespace.
+	Broker cluster.Cluster
+	// BrokerNamespace holds the published exports.
+	BrokerNamespace string
+}
+
+// SetupWithManager registers the reconciler with mgr.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	fromBroker := func(_ context.Context, o client.Object) []reconcile.Request {
+		return serviceRequest(o.GetLabels()[LabelServiceNamespace], o.GetLabels()[mcsv1alpha1.LabelServiceName])
+	}
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("serviceimport").
+		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&mcsv1alpha1.ServiceImport{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
+		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&discoveryv1.EndpointSlice{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
+		Watches(&mcsv1alpha1.ServiceImport{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if o.GetLabels()[ManagedByLabel] != ManagedBy {
+				return nil
+			}
+			return serviceRequest(o.GetNamespace(), o.GetName())
+		})).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if o.GetLabels()[discoveryv1.LabelManagedBy] != SliceManagedBy {
+				return nil
+			}
+			return serviceRequest(o.GetNamespace(), o.GetLabels()[mcsv1alpha1.LabelServiceName])
+		})).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceRequests)).
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("set up serviceimport controller: %w", err)
+	}
+	return nil
+}
+
+func serviceRequest(namespace, name string) []reconcile.Request {
+	if namespace == "" || name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}}
+}
+
+// namespaceRequests names every service exported from a namespace, so that creating or
+// deleting the namespace locally adds or removes its imports.
+func (r *Reconciler) namespaceRequests(ctx context.Context, o client.Object) []reconcile.Request {
+	var list mcsv1alpha1.ServiceImportList
+	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), client.MatchingLabels{LabelServiceNamespace: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "list exports of a namespace", "namespace", o.GetName())
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, si := range list.Items {
+		reqs = append(reqs, serviceRequest(o.GetName(), si.Labels[mcsv1alpha1.LabelServiceName])...)
+	}
+	return reqs
+}
+
+// Reconcile makes one service's local import match the exports on the broker.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	exports, err := r.exports(ctx, req.Namespace, req.Name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	present, err := r.namespacePresent(ctx, req.Namespace)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if len(exports) == 0 || !present {
+		return reconcile.Result{}, r.remove(ctx, req.NamespacedName)
+	}
+	merged := Merge(exports)
+	si, err := r.upsertImport(ctx, req.NamespacedName, merged)
+	if err != nil || si == nil {
+		return reconcile.Result{}, err
+	}
+	if err := r.syncSlices(ctx, si, merged.Clusters); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, r.updateStatus(ctx, si, merged.Clusters)
+}
+
+func (r *Reconciler) exports(ctx context.Context, namespace, name string) ([]Export, error) {
+	var list mcsv1alpha1.ServiceImportList
+	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), ServiceSelector(namespace, name)); err != nil {
+		return nil, fmt.Errorf("list exports of %s/%s on the broker: %w", namespace, name, err)
+	}
+	var out []Export
+	for i := range list.Items {
+		si := &list.Items[i]
+		// Only what its own cluster wrote counts, whoever else could write the broker.
+		if c := si.Labels[mcsv1alpha1.LabelSourceCluster]; c != "" && si.Name == BrokerName(namespace, name, c) && si.DeletionTimestamp.IsZero() {
+			out = append(out, ExportFrom(si))
+		}
+	}
+	return out, nil
+}
+
+func (r *Reconciler) namespacePresent(ctx context.Context, name string) (bool, error) {
+	var ns corev1.Namespace
+	err := r.Local.Get(ctx, client.ObjectKey{Name: name}, &ns)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return ns.DeletionTimestamp.IsZero(), nil
+}
+
+// remove deletes the service's import: its slices first, then the ServiceImport.
+func (r *Reconciler) remove(ctx context.Context, key types.NamespacedName) error {
+	if _, err := r.sync(ctx, key, nil); err != nil {
+		return err
+	}
+	var si mcsv1alpha1.ServiceImport
+	if err := r.Local.Get(ctx, key, &si); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if si.Labels[ManagedByLabel] != ManagedBy {
+		return nil
+	}
+	if err := r.Local.Delete(ctx, &si, client.Preconditions{UID: &si.UID}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("remove ServiceImport %s: %w", key, err)
+	}
+	log.FromContext(ctx).Info("removed import", "namespace", key.Namespace, "service", key.Name)
+	return nil
+}
+
+// upsertImport writes the merged ServiceImport; it returns nil when a ServiceImport of
+// that name belongs to someone else.
+func (r *Reconciler) upsertImport(ctx context.Context, key types.NamespacedName, m Merged) (*mcsv1alpha1.ServiceImport, error) {
+	var si mcsv1alpha1.ServiceImport
+	err := r.Local.Get(ctx, key, &si)
+	switch {
+	case apierrors.IsNotFound(err):
+		si = mcsv1alpha1.ServiceImport{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{ManagedByLabel: ManagedBy}},
+			Spec:       m.Spec,
+		}
+		if err := r.Local.Create(ctx, &si); err != nil {
+			return nil, fmt.Errorf("create ServiceImport %s: %w", key, err)
+		}
+		log.FromContext(ctx).Info("imported service", "namespace", key.Namespace, "service", key.Name, "clusters", m.Clusters)
+		return &si, nil
+	case err != nil:
+		return nil, err
+	case si.Labels[ManagedByLabel] != ManagedBy:
+		log.FromContext(ctx).Info("a ServiceImport mcnet did not create is in the way; not importing", "namespace", key.Namespace, "service", key.Name)
+		return nil, nil
+	case equality.Semantic.DeepEqual(si.Spec, m.Spec):
+		return &si, nil
+	}
+	si.Spec = m.Spec
+	if err := r.Local.Update(ctx, &si); err != nil {
+		return nil, fmt.Errorf("update ServiceImport %s: %w", key, err)
+	}
+	return &si, nil
+}
+
+func (r *Reconciler) updateStatus(ctx context.Context, si *mcsv1alpha1.ServiceImport, clusters []string) error {
+	want := make([]mcsv1alpha1.ClusterStatus, len(clusters))
+	for i, c := range clusters {
+		want[i] = mcsv1alpha1.ClusterStatus{Cluster: c}
+	}
+	if equality.Semantic.DeepEqual(si.Status.Clusters, want) {
+		return nil
+	}
+	si.Status.Clusters = want
+	if err := r.Local.Status().Update(ctx, si); err != nil {
+		return fmt.Errorf("update ServiceImport %s/%s status: %w", si.Namespace, si.Name, err)
+	}
+	return nil
+}
+
+// syncSlices copies the broker EndpointSlices of the included clusters.
+func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImport, clusters []string) error {
+	var list discoveryv1.EndpointSliceList
+	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), ServiceSelector(si.Namespace, si.Name)); err != nil {
+		return fmt.Errorf("list EndpointSlices of %s/%s on the broker: %w", si.Namespace, si.Name, err)
+	}
+	owner := metav1.OwnerReference{APIVersion: mcsv1alpha1.GroupVersion.String(), Kind: "ServiceImport", Name: si.Name, UID: si.UID}
+	var want []*discoveryv1.EndpointSlice
+	for i := range list.Items {
+		src := &list.Items[i]
+		c := src.Labels[mcsv1alpha1.LabelSourceCluster]
+		stem := BrokerName(si.Namespace, si.Name, c) + "."
+		if !slices.Contains(clusters, c) || !strings.HasPrefix(src.Name, stem) || !src.DeletionTimestamp.IsZero() {
+			continue
+		}
+		want = append(want, &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace:       si.Namespace,
+				Name:            si.Name + "." + c + "." + strings.TrimPrefix(src.Name, stem),
+				Labels:          ImportedSliceLabels(si.Name, c),
+				OwnerReferences: []metav1.OwnerReference{owner},
+			},
+			AddressType: src.AddressType,
+			Endpoints:   src.Endpoints,
+			Ports:       src.Ports,
+		})
+	}
+	_, err := r.sync(ctx, types.NamespacedName{Namespace: si.Namespace, Name: si.Name}, want)
+	return err
+}
+
+func (r *Reconciler) sync(ctx context.Context, key types.NamespacedName, want []*discoveryv1.EndpointSlice) (bool, error) {
+	var have discoveryv1.EndpointSliceList
+	if err := r.Local.List(ctx, &have, client.InNamespace(key.Namespace), ImportedSliceSelector(key.Name)); err != nil {
+		return false, err
+	}
+	return SyncSlices(ctx, r.Local, have.Items, want)
+}
+
+// ImportedSliceLabels are the labels of an imported EndpointSlice.
+func ImportedSliceLabels(service, cluster string) map[string]string {
+	return maps.Clone(map[string]string{
+		mcsv1alpha1.LabelServiceName:   service,
+		mcsv1alpha1.LabelSourceCluster: cluster,
+		discoveryv1.LabelManagedBy:     SliceManagedBy,
+		ManagedByLabel:                 ManagedBy,
+	})
+}

@@ -1,0 +1,401 @@
+package dns
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/miekg/dns"
+)
+
+// DefaultTTL is the TTL of answers and of negative answers, in seconds.
+const DefaultTTL = 5
+
+// ednsSize is the UDP payload size the server advertises: the DNS flag day 2020 value,
+// which avoids IP fragmentation on common paths.
+const ednsSize = 1232
+
+// Server answers queries for one domain from an Index.
+type Server struct {
+	// Index holds the services and the clusters' health.
+	Index *Index
+	// LocalCluster is this cluster's name: its endpoints are preferred.
+	LocalCluster string
+	// TTL of every record, in seconds.
+	TTL uint32
+
+	zone string // lower-case, fully qualified: "clusterset.local."
+	// random returns a uniform number in [0, 1); tests replace it.
+	random func() float64
+}
+
+// NewServer returns a server authoritative for domain (e.g. "clusterset.local").
+func NewServer(domain, localCluster string, ix *Index) *Server {
+	return &Server{
+		Index:        ix,
+		LocalCluster: localCluster,
+		TTL:          DefaultTTL,
+		zone:         dns.Fqdn(strings.ToLower(domain)),
+		random:       rand.Float64,
+	}
+}
+
+// ListenAndServe serves on addr over UDP and TCP until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for DNS on udp %s: %w", addr, err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("listen for DNS on tcp %s: %w", addr, err)
+	}
+	return s.Serve(ctx, pc, l)
+}
+
+// Serve answers queries arriving on pc (UDP) and l (TCP) until ctx ends, then closes
+// both.
+func (s *Server) Serve(ctx context.Context, pc net.PacketConn, l net.Listener) error {
+	udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: dns.MaxMsgSize}
+	tcp := &dns.Server{Listener: l, Handler: s}
+	errs := make(chan error, 2)
+	var wg sync.WaitGroup
+	for _, srv := range []*dns.Server{udp, tcp} {
+		wg.Go(func() { errs <- srv.ActivateAndServe() })
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	for _, srv := range []*dns.Server{udp, tcp} {
+		_ = srv.Shutdown()
+	}
+	wg.Wait()
+	return err
+}
+
+// ServeDNS implements dns.Handler.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	_, tcp := w.RemoteAddr().(*net.TCPAddr)
+	_ = w.WriteMsg(s.Reply(req, tcp))
+}
+
+// Reply answers one query; tcp says whether the reply may exceed the UDP limits.
+func (s *Server) Reply(req *dns.Msg, tcp bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	m.RecursionAvailable = false
+	size := dns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
+		if opt.Version() != 0 {
+			m.Rcode = dns.RcodeBadVers
+			m.SetEdns0(ednsSize, false)
+			return m
+		}
+		size = max(dns.MinMsgSize, min(int(opt.UDPSize()), ednsSize))
+		m.SetEdns0(ednsSize, false)
+	}
+	switch {
+	case req.Opcode != dns.OpcodeQuery:
+		m.Rcode = dns.RcodeNotImplemented
+		return m
+	case len(req.Question) != 1:
+		m.Rcode = dns.RcodeFormatError
+		return m
+	case req.Question[0].Qclass != dns.ClassINET && req.Question[0].Qclass != dns.ClassANY:
+		m.Rcode = dns.RcodeRefused
+		return m
+	}
+	s.resolve(m, req.Question[0])
+	if tcp {
+		size = dns.MaxMsgSize
+	}
+	m.Truncate(size)
+	return m
+}
+
+// query is one question being answered.
+type query struct {
+	s      *Server
+	m      *dns.Msg
+	name   string // as asked, to echo its case
+	qtype  uint16
+	health map[string]Health
+}
+
+func (s *Server) resolve(m *dns.Msg, q dns.Question) {
+	lname := strings.ToLower(q.Name)
+	if !dns.IsSubDomain(s.zone, lname) {
+		m.Rcode = dns.RcodeRefused
+		m.Authoritative = false
+		return
+	}
+	qq := &query{s: s, m: m, name: q.Name, qtype: q.Qtype, health: *s.Index.health.Load()}
+	if lname == s.zone {
+		qq.apex()
+		return
+	}
+	rest := strings.TrimSuffix(lname, "."+s.zone) // e.g. "db.app.svc"
+	if rest == "svc" {
+		qq.nodata()
+		return
+	}
+	rest, ok := strings.CutSuffix(rest, ".svc")
+	if !ok {
+		qq.nxdomain()
+		return
+	}
+	labels := strings.Split(rest, ".")
+	n := len(labels)
+	if n == 1 {
+		if s.Index.hasNamespace(labels[0]) {
+			qq.nodata()
+		} else {
+			qq.nxdomain()
+		}
+		return
+	}
+	e := s.Index.lookup(labels[n-1], labels[n-2])
+	if e == nil {
+		qq.nxdomain()
+		return
+	}
+	prefix := labels[:n-2]
+	var port, proto string
+	if len(prefix) >= 2 && strings.HasPrefix(prefix[0], "_") && strings.HasPrefix(prefix[1], "_") {
+		port, proto, prefix = prefix[0][1:], prefix[1][1:], prefix[2:]
+	}
+	var b *Backend
+	if len(prefix) >= 1 {
+		if b = e.byCluster[prefix[len(prefix)-1]]; b == nil {
+			qq.nxdomain()
+			return
+		}
+	}
+	switch {
+	case len(prefix) == 2 && port == "":
+		ep := e.byHost[prefix[1]][prefix[0]]
+		if !e.svc.Headless || ep == nil {
+			qq.nxdomain()
+			return
+		}
+		qq.endpoint(ep)
+	case len(prefix) > 1:
+		qq.nxdomain()
+	case port != "":
+		qq.srv(e, b, port, proto)
+	case b != nil:
+		qq.cluster(e, b)
+	default:
+		qq.service(e)
+	}
+}
+
+func (q *query) hdr(name string, t uint16) dns.RR_Header {
+	return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: q.s.TTL}
+}
+
+func (q *query) soa() dns.RR {
+	return &dns.SOA{
+		Hdr: q.hdr(q.s.zone, dns.TypeSOA), Ns: "ns.dns." + q.s.zone, Mbox: "hostmaster." + q.s.zone,
+		Serial: q.s.Index.serial.Load(), Refresh: 60, Retry: 10, Expire: 3600, Minttl: q.s.TTL,
+	}
+}
+
+func (q *query) nxdomain() {
+	q.m.Rcode = dns.RcodeNameError
+	q.m.Ns = append(q.m.Ns, q.soa())
+}
+
+func (q *query) nodata() { q.m.Ns = append(q.m.Ns, q.soa()) }
+
+// done adds the SOA when the answer is empty: the name exists, the type does not.
+func (q *query) done() {
+	if len(q.m.Answer) == 0 {
+		q.nodata()
+	}
+}
+
+func (q *query) apex() {
+	switch q.qtype {
+	case dns.TypeSOA:
+		q.m.Answer = append(q.m.Answer, q.soa())
+	case dns.TypeNS:
+		q.m.Answer = append(q.m.Answer, &dns.NS{Hdr: q.hdr(q.name, dns.TypeNS), Ns: "ns.dns." + q.s.zone})
+	case dns.TypeANY:
+		q.m.Answer = append(q.m.Answer, q.soa(), &dns.NS{Hdr: q.hdr(q.name, dns.TypeNS), Ns: "ns.dns." + q.s.zone})
+	}
+	q.done()
+}
+
+// wants says whether the query asks for addresses of a family.
+func (q *query) wants(fam int) bool {
+	switch q.qtype {
+	case dns.TypeA:
+		return fam == 4
+	case dns.TypeAAAA:
+		return fam == 6
+	case dns.TypeANY:
+		return true
+	}
+	return false
+}
+
+// addr appends an address record to sec if the query asks for its family.
+func (q *query) addr(sec []dns.RR, name string, a netip.Addr, filter bool) []dns.RR {
+	a = a.Unmap()
+	if filter && !q.wants(family(a)) {
+		return sec
+	}
+	if a.Is4() {
+		return append(sec, &dns.A{Hdr: q.hdr(name, dns.TypeA), A: a.AsSlice()})
+	}
+	return append(sec, &dns.AAAA{Hdr: q.hdr(name, dns.TypeAAAA), AAAA: a.AsSlice()})
+}
+
+func (q *query) endpoint(ep *Endpoint) {
+	if ep.Ready {
+		for _, a := range ep.Addrs {
+			q.m.Answer = q.addr(q.m.Answer, q.name, a, true)
+		}
+	}
+	q.done()
+}
+
+// service answers <svc>.<ns>.svc.<domain>.
+func (q *query) service(e *entry) {
+	if q.qtype == dns.TypeSRV {
+		q.srv(e, nil, "", "")
+		return
+	}
+	if e.svc.Headless {
+		for i := range e.svc.Backends {
+			b := &e.svc.Backends[i]
+			if healthy(b.Cluster, q.s.LocalCluster, q.health) {
+				q.readyAddrs(b)
+			}
+		}
+		q.done()
+		return
+	}
+	for _, fam := range []int{4, 6} {
+		if !q.wants(fam) {
+			continue
+		}
+		if b := choose(e.svc.Backends, q.s.LocalCluster, q.health, fam, q.s.random()); b != nil {
+			q.familyAddrs(b, fam, true)
+		}
+	}
+	q.done()
+}
+
+func (q *query) readyAddrs(b *Backend) {
+	for i := range b.Endpoints {
+		if b.Endpoints[i].Ready {
+			for _, a := range b.Endpoints[i].Addrs {
+				q.m.Answer = q.addr(q.m.Answer, q.name, a, true)
+			}
+		}
+	}
+}
+
+func (q *query) familyAddrs(b *Backend, fam int, readyOnly bool) {
+	for i := range b.Endpoints {
+		if readyOnly && !b.Endpoints[i].Ready {
+			continue
+		}
+		for _, a := range b.Endpoints[i].Addrs {
+			if family(a) == fam {
+				q.m.Answer = q.addr(q.m.Answer, q.name, a, false)
+			}
+		}
+	}
+}
+
+// cluster answers <cluster>.<svc>.<ns>.svc.<domain>: that cluster, whatever its health.
+func (q *query) cluster(e *entry, b *Backend) {
+	switch {
+	case q.qtype == dns.TypeSRV:
+		q.srv(e, b, "", "")
+		return
+	case e.svc.Headless:
+		q.readyAddrs(b)
+	default:
+		for _, fam := range []int{4, 6} {
+			if q.wants(fam) {
+				q.familyAddrs(b, fam, false)
+			}
+		}
+	}
+	q.done()
+}
+
+// srv answers SRV queries: for every named port matching port and proto (all named
+// ports when port is empty), the service's name or, for headless services, every ready
+// pod's, restricted to one cluster when b is set.
+func (q *query) srv(e *entry, b *Backend, port, proto string) {
+	if q.qtype != dns.TypeSRV && q.qtype != dns.TypeANY {
+		q.done()
+		return
+	}
+	base := strings.ToLower(e.svc.Name + "." + e.svc.Namespace + ".svc." + q.s.zone)
+	matched := false
+	for _, p := range e.svc.Ports {
+		if p.Name == "" || (port != "" && (!strings.EqualFold(p.Name, port) || !strings.EqualFold(p.Protocol, proto))) {
+			continue
+		}
+		matched = true
+		if !e.svc.Headless {
+			target := base
+			if b != nil {
+				target = strings.ToLower(b.Cluster) + "." + base
+			}
+			q.m.Answer = append(q.m.Answer, &dns.SRV{Hdr: q.hdr(q.name, dns.TypeSRV), Priority: 0, Weight: 100, Port: uint16(p.Port), Target: target})
+			continue
+		}
+		for i := range e.svc.Backends {
+			bb := &e.svc.Backends[i]
+			if (b != nil && bb != b) || (b == nil && !healthy(bb.Cluster, q.s.LocalCluster, q.health)) {
+				continue
+			}
+			pn := backendPort(bb, p)
+			for j := range bb.Endpoints {
+				ep := &bb.Endpoints[j]
+				if !ep.Ready || len(ep.Addrs) == 0 {
+					continue
+				}
+				host := ep.Hostname
+				if host == "" {
+					host = dashed(ep.Addrs[0])
+				}
+				target := strings.ToLower(host + "." + bb.Cluster + "." + base)
+				q.m.Answer = append(q.m.Answer, &dns.SRV{Hdr: q.hdr(q.name, dns.TypeSRV), Priority: 0, Weight: 100, Port: uint16(pn), Target: target})
+				for _, a := range ep.Addrs {
+					q.m.Extra = q.addr(q.m.Extra, target, a, false)
+				}
+			}
+		}
+	}
+	if port != "" && !matched {
+		q.nxdomain()
+		return
+	}
+	q.done()
+}
+
+// backendPort is the port a cluster's pods listen on for a service port.
+func backendPort(b *Backend, p Port) int32 {
+	for _, bp := range b.Ports {
+		if bp.Name == p.Name && strings.EqualFold(bp.Protocol, p.Protocol) {
+			return bp.Port
+		}
+	}
+	return p.Port
+}

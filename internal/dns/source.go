@@ -1,0 +1,199 @@
+package dns
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/controllers/serviceimport"
+)
+
+// Source keeps an Index in step with the local cluster: the ServiceImports and
+// EndpointSlices that controllers/serviceimport writes, and the connections the local
+// active Gateway reports. It only reads, so it runs in every controller replica, leader
+// or not, and each replica's DNS server answers alike.
+type Source struct {
+	Index *Index
+	// Client reads from the manager's cache.
+	Client client.Client
+	// Namespace holds the local Gateways (mcnet-system).
+	Namespace string
+}
+
+// SetupWithManager registers the source's two watches with mgr.
+func (s *Source) SetupWithManager(mgr ctrl.Manager) error {
+	noLeader := controller.Options{NeedLeaderElection: ptr(false)}
+	managed := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[serviceimport.ManagedByLabel] == serviceimport.ManagedBy
+	})
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("dns-services").
+		WithOptions(noLeader).
+		For(&mcsv1alpha1.ServiceImport{}, builder.WithPredicates(managed)).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if o.GetLabels()[discoveryv1.LabelManagedBy] != serviceimport.SliceManagedBy {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetLabels()[mcsv1alpha1.LabelServiceName]}}}
+		})).
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			return reconcile.Result{}, s.UpdateService(ctx, req.NamespacedName)
+		}))
+	if err != nil {
+		return fmt.Errorf("set up DNS service source: %w", err)
+	}
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("dns-health").
+		WithOptions(noLeader).
+		For(&mcnetv1.Gateway{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetNamespace() == s.Namespace }))).
+		Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+			return reconcile.Result{}, s.UpdateHealth(ctx)
+		}))
+	if err != nil {
+		return fmt.Errorf("set up DNS health source: %w", err)
+	}
+	return nil
+}
+
+// Sync rebuilds the whole index from the cache; call it once the cache has synced and
+// before serving, so the server never answers from a partial view.
+func (s *Source) Sync(ctx context.Context) error {
+	var list mcsv1alpha1.ServiceImportList
+	if err := s.Client.List(ctx, &list, client.MatchingLabels{serviceimport.ManagedByLabel: serviceimport.ManagedBy}); err != nil {
+		return err
+	}
+	for _, si := range list.Items {
+		if err := s.UpdateService(ctx, types.NamespacedName{Namespace: si.Namespace, Name: si.Name}); err != nil {
+			return err
+		}
+	}
+	return s.UpdateHealth(ctx)
+}
+
+// UpdateService re-reads one service into the index.
+func (s *Source) UpdateService(ctx context.Context, key types.NamespacedName) error {
+	var si mcsv1alpha1.ServiceImport
+	err := s.Client.Get(ctx, key, &si)
+	if apierrors.IsNotFound(err) || (err == nil && (si.Labels[serviceimport.ManagedByLabel] != serviceimport.ManagedBy || !si.DeletionTimestamp.IsZero())) {
+		s.Index.Delete(key.Namespace, key.Name)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := s.Client.List(ctx, &slices, client.InNamespace(key.Namespace), serviceimport.ImportedSliceSelector(key.Name)); err != nil {
+		return err
+	}
+	s.Index.Set(ServiceFrom(&si, slices.Items))
+	return nil
+}
+
+// ServiceFrom converts an imported service to the index's form.
+func ServiceFrom(si *mcsv1alpha1.ServiceImport, slices []discoveryv1.EndpointSlice) *Service {
+	svc := &Service{Namespace: si.Namespace, Name: si.Name, Headless: si.Spec.Type == mcsv1alpha1.Headless}
+	for _, p := range si.Spec.Ports {
+		svc.Ports = append(svc.Ports, Port{Name: p.Name, Protocol: protocol(string(p.Protocol)), Port: p.Port})
+	}
+	byCluster := map[string]*Backend{}
+	var order []string
+	for _, sl := range slices {
+		c := sl.Labels[mcsv1alpha1.LabelSourceCluster]
+		if c == "" || sl.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		b := byCluster[c]
+		if b == nil {
+			b = &Backend{Cluster: c}
+			byCluster[c] = b
+			order = append(order, c)
+		}
+		for _, p := range sl.Ports {
+			bp := Port{Protocol: "TCP"}
+			if p.Name != nil {
+				bp.Name = *p.Name
+			}
+			if p.Protocol != nil {
+				bp.Protocol = protocol(string(*p.Protocol))
+			}
+			if p.Port != nil {
+				bp.Port = *p.Port
+			}
+			b.Ports = append(b.Ports, bp)
+		}
+		for _, ep := range sl.Endpoints {
+			e := Endpoint{Ready: ep.Conditions.Ready == nil || *ep.Conditions.Ready}
+			if ep.Hostname != nil {
+				e.Hostname = *ep.Hostname
+			}
+			for _, a := range ep.Addresses {
+				if addr, err := netip.ParseAddr(a); err == nil {
+					e.Addrs = append(e.Addrs, addr)
+				}
+			}
+			b.Endpoints = append(b.Endpoints, e)
+		}
+	}
+	for _, c := range order {
+		svc.Backends = append(svc.Backends, *byCluster[c])
+	}
+	return svc
+}
+
+func protocol(p string) string {
+	if p == "" {
+		return "TCP"
+	}
+	return p
+}
+
+// UpdateHealth re-reads the connections of the local active gateways.
+func (s *Source) UpdateHealth(ctx context.Context) error {
+	var list mcnetv1.GatewayList
+	if err := s.Client.List(ctx, &list, client.InNamespace(s.Namespace)); err != nil {
+		return err
+	}
+	s.Index.SetHealth(HealthFrom(list.Items))
+	return nil
+}
+
+// HealthFrom reads the clusters' health from the local Gateways: a cluster is connected
+// when an active gateway says so; its RTT is that gateway's average. Passive gateways
+// carry no traffic, so their view does not count.
+func HealthFrom(gateways []mcnetv1.Gateway) map[string]Health {
+	h := map[string]Health{}
+	for _, gw := range gateways {
+		if gw.Status.HAStatus != mcnetv1.HAActive {
+			continue
+		}
+		for _, c := range gw.Status.Connections {
+			if c.Status != mcnetv1.Connected || h[c.Cluster].Connected {
+				continue
+			}
+			rtt := Health{Connected: true}
+			if c.RTT != nil {
+				rtt.RTT = c.RTT.Avg.Duration
+				if rtt.RTT == 0 {
+					rtt.RTT = c.RTT.Last.Duration
+				}
+			}
+			h[c.Cluster] = rtt
+		}
+	}
+	return h
+}
+
+func ptr[T any](v T) *T { return &v }
