@@ -105,6 +105,13 @@ func TestWorkloadTools(t *testing.T) {
 	if out, err := client.Exec(ctx, "ping", "-c1", "-W2", server.IP.String()); err != nil {
 		t.Fatalf("ping: %v\n%s", err, out)
 	}
+	// A pod's resolver, for dig and friends without @server.
+	if err := client.SetResolver(server.IP, "clusterset.local"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := client.Exec(ctx, "cat", "/etc/resolv.conf"); err != nil || !strings.Contains(out, "nameserver "+server.IP.String()) {
+		t.Errorf("resolv.conf in pod: %q, %v", out, err)
+	}
 	if err := server.StartIperf3(ctx, 5201); err != nil {
 		t.Fatal(err)
 	}

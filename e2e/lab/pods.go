@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -301,3 +303,26 @@ func trimOutput(s string) string {
 	}
 	return s
 }
+
+// SetResolver makes the pod's /etc/resolv.conf name server ns (for example the ClusterIP
+// of mcnet's DNS Service) with the given search domains, so `dig name` and other
+// resolvers work without @server. It uses `ip netns exec`'s convention of bind-mounting
+// /etc/netns/NAME/resolv.conf, so it applies to commands run with Exec and Command.
+func (p *Pod) SetResolver(ns netip.Addr, search ...string) error {
+	if p.HostNetwork {
+		return fmt.Errorf("pod %s shares its node's namespace; set the resolver on a pod of its own", p)
+	}
+	dir := filepath.Join(etcNetns, p.Netns)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf("nameserver %s\n", ns)
+	if len(search) > 0 {
+		conf += "search " + strings.Join(search, " ") + "\n"
+	}
+	conf += "options ndots:5\n"
+	return os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(conf), 0o644)
+}
+
+// etcNetns is where `ip netns exec` looks for per-namespace /etc files.
+const etcNetns = "/etc/netns"

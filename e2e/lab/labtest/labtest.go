@@ -29,7 +29,8 @@ func RequireRoot(tb testing.TB) {
 	tb.Skip("the lab needs root: it creates network namespaces")
 }
 
-// Start brings up a lab for the test and stops it when the test ends. On failure the
+// Start brings up a lab for the test and stops it when the test ends. The environment
+// variable MCNET_LAB_PROXY_MODE picks kube-proxy's mode when opts does not. On failure the
 // logs are kept and their tails printed together with a dump of each cluster.
 func Start(tb testing.TB, opts lab.Options) *lab.Lab {
 	tb.Helper()
@@ -40,6 +41,10 @@ func Start(tb testing.TB, opts lab.Options) *lab.Lab {
 			tb.Fatal(err)
 		}
 		opts.LogDir = dir
+	}
+	if opts.ProxyMode == "" {
+		// CI runs the suites once per kube-proxy mode.
+		opts.ProxyMode = os.Getenv("MCNET_LAB_PROXY_MODE")
 	}
 	if opts.Progress == nil && testing.Verbose() {
 		opts.Progress = tbWriter{tb}
