@@ -47,7 +47,7 @@ type connectedLab struct {
 
 // startConnected brings up the lab for cs with nodes per cluster, installs the fleet
 // and waits until every gateway reports every connection connected.
-func startConnected(t *testing.T, cs *mcnetv1.ClusterSet, nodes int, behindNAT ...string) *connectedLab {
+func startConnected(t testing.TB, cs *mcnetv1.ClusterSet, nodes int, behindNAT ...string) *connectedLab {
 	t.Helper()
 	ctx := t.Context()
 	opts, err := fleetlab.LabOptions(cs, nodes, behindNAT...)
@@ -55,7 +55,9 @@ func startConnected(t *testing.T, cs *mcnetv1.ClusterSet, nodes int, behindNAT .
 		t.Fatal(err)
 	}
 	for i := range opts.Clusters {
-		opts.Clusters[i].Gateways = max(1, nodes-2) // a standby where there is room
+		if nodes >= 3 {
+			opts.Clusters[i].Gateways = nodes - 1 // standbys, and one worker
+		}
 	}
 	l := labtest.Start(t, opts)
 	dir := filepath.Join(t.TempDir(), "fleet-repo")
@@ -133,7 +135,7 @@ func (l *connectedLab) waitConnected(ctx context.Context, timeout time.Duration)
 
 // serveOnWorkers starts an HTTP server in a pod on each cluster's first worker and
 // returns the pods by cluster; clients gets a client pod next to each.
-func serveOnWorkers(t *testing.T, l *lab.Lab) (servers, clients map[string]*lab.Pod) {
+func serveOnWorkers(t testing.TB, l *lab.Lab) (servers, clients map[string]*lab.Pod) {
 	t.Helper()
 	ctx := t.Context()
 	servers, clients = map[string]*lab.Pod{}, map[string]*lab.Pod{}

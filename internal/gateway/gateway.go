@@ -252,6 +252,7 @@ func (g *Gateway) elect(ctx context.Context) {
 		Client:     g.kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
 	}
+	g.yieldAfterCrash(ctx)
 	for ctx.Err() == nil {
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:            lock,
@@ -276,6 +277,22 @@ func (g *Gateway) elect(ctx context.Context) {
 			return
 		}
 		le.Run(ctx)
+	}
+}
+
+// yieldAfterCrash waits out the Lease when it still names this node: the previous
+// process died without releasing it (a crash, a SIGKILL), so a standby, if there is
+// one, should take over rather than a process that may crash again. Without a
+// standby this node takes the Lease back one Lease duration later.
+func (g *Gateway) yieldAfterCrash(ctx context.Context) {
+	lease, err := g.kube.CoordinationV1().Leases(g.opts.Namespace).Get(ctx, LeaseName, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
+		return
+	}
+	g.log.Info("The gateway Lease still names this node after an unclean exit: giving standbys a chance first")
+	select {
+	case <-ctx.Done():
+	case <-time.After(g.opts.LeaseDuration + g.opts.RetryPeriod):
 	}
 }
 

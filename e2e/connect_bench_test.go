@@ -1,0 +1,142 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
+	"github.com/mcnet-io/mcnet/internal/gateway"
+)
+
+// leaseHolder returns the node holding a cluster's gateway Lease.
+func leaseHolder(ctx context.Context, c *lab.Cluster) (string, error) {
+	lease, err := c.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, gateway.LeaseName, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+		return "", fmt.Errorf("cluster %s: gateway Lease has no holder", c.Name)
+	}
+	return *lease.Spec.HolderIdentity, nil
+}
+
+// failover breaks the active gateway of dst's cluster with breakGW and returns the
+// time from then to the first successful HTTP exchange from cli to srv, and the node
+// that holds the Lease afterwards.
+func failover(ctx context.Context, c *lab.Cluster, cli, srv *lab.Pod, breakGW func(ctx context.Context, node string) error) (time.Duration, string, error) {
+	old, err := leaseHolder(ctx, c)
+	if err != nil {
+		return 0, "", err
+	}
+	url := "http://" + net.JoinHostPort(srv.IP.String(), "8080") + "/"
+	start := time.Now()
+	if err := breakGW(ctx, old); err != nil {
+		return 0, "", err
+	}
+	var took time.Duration
+	err = lab.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		if err := get(actx, cli, srv, url); err != nil {
+			return err
+		}
+		took = time.Since(start)
+		return nil
+	})
+	if err != nil {
+		return 0, "", err
+	}
+	now, _ := leaseHolder(ctx, c)
+	return took, now, nil
+}
+
+// iperf measures TCP throughput from cli to srv in bit/s.
+func iperf(ctx context.Context, cli, srv *lab.Pod, port int) (float64, error) {
+	if err := srv.StartIperf3(ctx, port); err != nil {
+		return 0, err
+	}
+	out, err := cli.Exec(ctx, "iperf3", "-c", srv.IP.String(), "-p", fmt.Sprint(port), "-t", "3", "-J")
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 %s -> %s: %w\n%s", cli, srv, err, out)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return 0, fmt.Errorf("iperf3 output: %w", err)
+	}
+	return r.End.SumReceived.BitsPerSecond, nil
+}
+
+// BenchmarkConnect brings up three clusters of three nodes (two gateways, one worker)
+// preferring VXLAN, VXLAN and WireGuard, and prints: convergence (from applying the
+// rendered trees to every connection connected), throughput worker pod to worker pod
+// through each driver as a ratio of the lab's plain routed path inside a cluster, and
+// failover (from killing the active gateway process, or powering its node off, to the
+// first successful cross-cluster TCP exchange).
+func BenchmarkConnect(b *testing.B) {
+	labtest.RequireRoot(b)
+	for b.Loop() {
+		b.StopTimer()
+		ctx := b.Context()
+		start := time.Now()
+		l := startConnected(b, connectFleet(mcnetv1.CableVXLAN, mcnetv1.CableVXLAN, mcnetv1.CableWireGuard), 3)
+		// startConnected includes bringing the lab up; count from the install.
+		fmt.Printf("convergence (lab start, install, all connected): %.2f s\n", time.Since(start).Seconds())
+		servers, clients := serveOnWorkers(b, l.Lab)
+		c1, c2, c3 := l.Clusters()[0], l.Clusters()[1], l.Clusters()[2]
+
+		plainSrv, err := l.AddPod(ctx, c1.Gateways()[0], lab.PodOptions{Name: "iperf-plain"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		plain, err := iperf(ctx, clients[c1.Name], plainSrv, 5201)
+		if err != nil {
+			b.Fatal(err)
+		}
+		vx, err := iperf(ctx, clients[c1.Name], servers[c2.Name], 5202)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg, err := iperf(ctx, clients[c1.Name], servers[c3.Name], 5203)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("throughput plain routed pod to pod: %.2f Gbit/s\n", plain/1e9)
+		fmt.Printf("throughput ratio vxlan/plain: %.2f (%.2f Gbit/s)\n", vx/plain, vx/1e9)
+		fmt.Printf("throughput ratio wireguard/plain: %.2f (%.2f Gbit/s)\n", wg/plain, wg/1e9)
+
+		kill := func(c *lab.Cluster) func(context.Context, string) error {
+			return func(ctx context.Context, node string) error { return c.Kill(ctx, "mcnet-gateway", node) }
+		}
+		for _, c := range []*lab.Cluster{c2, c3} {
+			took, holder, err := failover(ctx, c, clients[c1.Name], servers[c.Name], kill(c))
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Printf("failover %s (SIGKILL active gateway, %s now active): %.2f s\n", c.Name, holder, took.Seconds())
+			if err := l.waitConnected(ctx, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+		took, holder, err := failover(ctx, c3, clients[c1.Name], servers[c3.Name], func(ctx context.Context, node string) error {
+			return c3.Node(node).SetDown(ctx, true)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("failover %s (active gateway node powered off, %s now active): %.2f s\n", c3.Name, holder, took.Seconds())
+	}
+}
