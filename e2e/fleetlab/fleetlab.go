@@ -14,7 +14,6 @@ import (
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -23,15 +22,9 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
+	brokercmd "github.com/mcnet-io/mcnet/internal/cli/broker"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/kustomize"
-)
-
-// BrokerCredentialsSecret is the Secret in mcnet-system holding a cluster's broker
-// kubeconfig under key BrokerKubeconfigKey (the rendered controller mounts it).
-const (
-	BrokerCredentialsSecret = "mcnet-broker-credentials"
-	BrokerKubeconfigKey     = "kubeconfig"
 )
 
 // LabOptions derives lab clusters from a fleet: one per fleet cluster, with its first
@@ -120,7 +113,8 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 }
 
 // DeliverBrokerCredentials mints a token for cluster c's identity on the broker and
-// stores a kubeconfig using it in c's mcnet-system/mcnet-broker-credentials Secret.
+// applies the Secret `kubectl mcnet broker credentials` prints to c, as an operator
+// delivering it out of band would.
 func DeliverBrokerCredentials(ctx context.Context, broker, c *lab.Cluster, brokerNamespace string) error {
 	sa := kustomize.BrokerServiceAccount(c.Name)
 	tr, err := broker.Client.CoreV1().ServiceAccounts(brokerNamespace).CreateToken(ctx, sa, &authv1.TokenRequest{
@@ -131,19 +125,14 @@ func DeliverBrokerCredentials(ctx context.Context, broker, c *lab.Cluster, broke
 	}
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["broker"] = &clientcmdapi.Cluster{Server: "https://" + broker.PublicAPIServer.String(), CertificateAuthorityData: broker.Config.CAData}
-	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	cfg.Contexts["broker"] = &clientcmdapi.Context{Cluster: "broker", AuthInfo: sa, Namespace: brokerNamespace}
+	cfg.AuthInfos[c.Name] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	cfg.Contexts["broker"] = &clientcmdapi.Context{Cluster: "broker", AuthInfo: c.Name, Namespace: brokerNamespace}
 	cfg.CurrentContext = "broker"
 	kc, err := clientcmd.Write(*cfg)
 	if err != nil {
 		return err
 	}
-	secret := &corev1.Secret{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-		ObjectMeta: metav1.ObjectMeta{Name: BrokerCredentialsSecret, Namespace: mcnetv1.SystemNamespace},
-		Data:       map[string][]byte{BrokerKubeconfigKey: kc},
-	}
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(secret)
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(brokercmd.Secret(c.Name, kc, tr.Status.ExpirationTimestamp.Time))
 	if err != nil {
 		return err
 	}
