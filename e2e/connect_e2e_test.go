@@ -1,0 +1,139 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/e2e/lab"
+)
+
+// TestConnectMatrix runs the end-to-end checks on three clusters of three
+// nodes (two gateways, one worker), the last behind the NAT router, once per driver:
+// every pair connects, TCP between workers' pods keeps the source IP, a SIGKILLed
+// active gateway is replaced by its standby and traffic recovers, and restarting every
+// agent flaps no connection and duplicates no kernel state.
+func TestConnectMatrix(t *testing.T) {
+	for _, d := range mcnetv1.CableDrivers {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := t.Context()
+			cs := connectFleet(d, d, d)
+			l := startConnected(t, cs, 3, cs.Spec.Clusters[2].Name)
+			servers, clients := serveOnWorkers(t, l.Lab)
+			checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
+
+			// NAT: the others reach the last cluster at its public address.
+			gw, err := activeGateway(ctx, l.Clusters()[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range gw.Status.Connections {
+				if want := c.Cluster == cs.Spec.Clusters[2].Name; c.NAT != want {
+					t.Errorf("connection to %s: nat=%v, want %v", c.Cluster, c.NAT, want)
+				}
+			}
+
+			// Failover of every cluster's active gateway, one after the other.
+			for _, c := range l.Clusters() {
+				from := clients[l.Clusters()[(c.Index+1)%3].Name]
+				old, _ := leaseHolder(ctx, c)
+				took, holder, err := failover(ctx, c, from, servers[c.Name], func(ctx context.Context, node string) error {
+					return c.Kill(ctx, "mcnet-gateway", node)
+				})
+				if err != nil {
+					t.Fatalf("failover of %s: %v", c.Name, err)
+				}
+				if holder == old {
+					t.Errorf("failover of %s: %s still holds the Lease; want the standby", c.Name, holder)
+				}
+				t.Logf("failover of %s: %s -> %s, traffic back after %s", c.Name, old, holder, took.Round(10*time.Millisecond))
+				if err := l.waitConnected(ctx, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+			}
+			checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
+
+			// Restart every agent: no connection leaves connected, no kernel state doubles.
+			before := kernelState(t, l.Lab)
+			stop := watchFlaps(t, l)
+			for _, c := range l.Clusters() {
+				for _, n := range c.Nodes {
+					for _, w := range []string{"mcnet-route-agent", "mcnet-gateway"} {
+						if err := c.Restart(ctx, w, n.Name); err != nil && !strings.Contains(err.Error(), "no pod") {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			if err := l.waitConnected(ctx, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
+			if flaps := stop(); len(flaps) > 0 {
+				t.Errorf("connections flapped while agents restarted:\n%s", strings.Join(flaps, "\n"))
+			}
+			after := kernelState(t, l.Lab)
+			for node, b := range before {
+				if a := after[node]; a != b {
+					t.Errorf("node %s kernel state changed across restarts:\nbefore:\n%s\nafter:\n%s", node, b, a)
+				}
+			}
+		})
+	}
+}
+
+// kernelState renders each node's mcnet routes, rules and links, for comparisons.
+func kernelState(t *testing.T, l *lab.Lab) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, c := range l.Clusters() {
+		for _, n := range c.Nodes {
+			pod := &lab.Pod{Node: n, Netns: n.Netns, HostNetwork: true}
+			var b strings.Builder
+			for _, cmd := range [][]string{
+				{"ip", "-o", "rule", "show", "table", "2711"},
+				{"ip", "-o", "route", "show", "table", "2711"},
+				{"sh", "-c", "ip -o link show | grep -o 'mcnet-[a-z]*' | sort"},
+			} {
+				s, err := pod.Exec(t.Context(), cmd...)
+				if err != nil {
+					t.Fatalf("%s: %v: %s", n.Name, err, s)
+				}
+				b.WriteString(s)
+			}
+			out[n.Name] = b.String()
+		}
+	}
+	return out
+}
+
+// watchFlaps polls every active gateway's connections and records each one seen not
+// connected, until the returned stop is called.
+func watchFlaps(t *testing.T, l *connectedLab) (stop func() []string) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan []string)
+	go func() {
+		var flaps []string
+		for ctx.Err() == nil {
+			for _, c := range l.Clusters() {
+				gw, err := activeGateway(ctx, c)
+				if err != nil {
+					continue
+				}
+				for _, conn := range gw.Status.Connections {
+					if conn.Status != mcnetv1.Connected {
+						flaps = append(flaps, fmt.Sprintf("%s -> %s: %s %s", gw.Name, conn.Cluster, conn.Status, conn.Message))
+					}
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		done <- flaps
+	}()
+	return func() []string { cancel(); return <-done }
+}
