@@ -2,9 +2,9 @@ package e2e
 
 import (
 	"cmp"
+	"context"
 	"encoding/base64"
 	"encoding/json"
-	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
