@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the pinned third-party binaries the tests and the lab run (etcd, kube-apiserver,
-# kube-controller-manager, kube-proxy, controller-gen, krew, wireguard-go) from the Go module proxy into
+# kube-controller-manager, kube-proxy, controller-gen, krew, wireguard-go, Flux's source-controller and
+# kustomize-controller) from the Go module proxy into
 # bin/, one directory per version, so a second run is a no-op. Nothing prebuilt is fetched.
 #
-# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|controller-gen|krew|wireguard-go|all]...
+# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|all]...
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +14,7 @@ ETCD_VERSION=v3.6.8
 CONTROLLER_GEN_VERSION=v0.23.0
 KREW_VERSION=v0.4.3
 WIREGUARD_GO_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
+FLUX_VERSION=v1.9.6 # source-controller and kustomize-controller (v1.10 needs Go 1.27)
 
 kube_bin="$root/bin/k8s/$KUBE_VERSION"
 etcd_bin="$root/bin/etcd/$ETCD_VERSION"
@@ -46,7 +48,9 @@ one() {
 	controller-gen) build controller-gen "$root/bin/controller-gen/$CONTROLLER_GEN_VERSION/controller-gen" sigs.k8s.io/controller-tools/cmd/controller-gen ;;
 	wireguard-go) build wireguard-go "$root/bin/wireguard-go/$WIREGUARD_GO_VERSION/wireguard-go" golang.zx2c4.com/wireguard ;;
 	krew) build krew "$root/bin/krew/$KREW_VERSION/krew" sigs.k8s.io/krew/cmd/krew ;;
-	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy krew wireguard-go; do one "$t"; done ;;
+	flux-source-controller | flux-kustomize-controller)
+		build "$1" "$root/bin/$1/$FLUX_VERSION/${1#flux-}" "github.com/fluxcd/${1#flux-}" ;;
+	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy krew wireguard-go flux-source-controller flux-kustomize-controller; do one "$t"; done ;;
 	*) log "unknown tool $1"; exit 2 ;;
 	esac
 }
