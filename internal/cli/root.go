@@ -13,8 +13,12 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/mcnet-io/mcnet/internal/cli/broker"
+	"github.com/mcnet-io/mcnet/internal/cli/benchmark"
 	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cli/diagnose"
+	"github.com/mcnet-io/mcnet/internal/cli/export"
 	"github.com/mcnet-io/mcnet/internal/cli/render"
+	"github.com/mcnet-io/mcnet/internal/cli/show"
 	"github.com/mcnet-io/mcnet/internal/cli/versioncmd"
 )
 
@@ -41,6 +45,11 @@ Flux apply it.`,
 		render.NewCommand(streams),
 		broker.NewCommand(flags, streams),
 		versioncmd.NewCommand(streams),
+		show.NewCommand(flags, streams),
+		diagnose.NewCommand(flags, streams),
+		benchmark.NewCommand(flags, streams),
+		export.NewCommand(flags, streams),
+		export.NewUnexportCommand(flags, streams),
 	)
 	return root
 }

@@ -1,0 +1,318 @@
+// Package benchmark implements `kubectl mcnet benchmark throughput|latency`.
+package benchmark
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cli/multicluster"
+	"github.com/mcnet-io/mcnet/internal/cli/output"
+	"github.com/mcnet-io/mcnet/internal/inspect"
+	"github.com/mcnet-io/mcnet/internal/netest"
+	"github.com/mcnet-io/mcnet/internal/version"
+)
+
+// Kind is the kind of benchmark's document.
+const Kind = "BenchmarkReport"
+
+// Options are the flags and state of benchmark.
+type Options struct {
+	Clusters     multicluster.Options
+	Output       string
+	Test         mcnetv1.NetworkTestType
+	From, To     string
+	Mode         string
+	Duration     time.Duration
+	Streams      int32
+	Count        int32
+	Interval     time.Duration
+	AgentTimeout time.Duration
+
+	flags   *genericclioptions.ConfigFlags
+	targets []*multicluster.Target
+	getenv  func(string) string
+	genericiooptions.IOStreams
+}
+
+// NewCommand returns the benchmark command.
+func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv}
+	cmd := &cobra.Command{
+		Use:       "benchmark throughput|latency",
+		Short:     "Measure throughput or latency between clusters, gateway to gateway and worker to worker",
+		ValidArgs: []string{"throughput", "latency"},
+		Long: `Benchmark measures between every ordered pair of clusters (or --from/--to) through
+the tunnels, the way pods' traffic crosses them. The agents already running on the
+nodes do the measuring — mcnet-gateway on gateway nodes, mcnet-route-agent on workers —
+asked through NetworkTest objects whose status carries the result; no pod or image
+is added. throughput sends TCP streams (like iperf3) and reports Gbit/s at the
+receiver; latency sends UDP echoes and reports RTT min/avg/p99/max and loss.
+
+--mode gateway measures between the active gateways, worker between a non-gateway
+node of each cluster, both does both.`,
+		Example: `  # Throughput between every pair, gateways and workers
+  kubectl mcnet benchmark throughput
+
+  # Latency from east to west's active gateway, as JSON
+  kubectl mcnet benchmark latency --from east --to west --mode gateway -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(cmd.Context(), args); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.Clusters.AddFlags(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVarP(&o.Output, "output", "o", output.Table, "Output format: table, json or yaml")
+	f.StringVar(&o.From, "from", "", "Client cluster (fleet name or context); default every cluster")
+	f.StringVar(&o.To, "to", "", "Server cluster (fleet name or context); default every other cluster")
+	f.StringVar(&o.Mode, "mode", "both", "gateway, worker or both")
+	f.DurationVar(&o.Duration, "duration", 5*time.Second, "Throughput: how long each run sends")
+	f.Int32Var(&o.Streams, "streams", 1, "Throughput: parallel TCP streams")
+	f.Int32Var(&o.Count, "count", 100, "Latency: echoes per pair")
+	f.DurationVar(&o.Interval, "interval", 20*time.Millisecond, "Latency: time between echoes")
+	f.DurationVar(&o.AgentTimeout, "agent-timeout", 15*time.Second, "How long to wait for an agent to start a test")
+	return cmd
+}
+
+// Complete checks the arguments and finds the clusters.
+func (o *Options) Complete(ctx context.Context, args []string) error {
+	if err := output.ValidateFormat(o.Output); err != nil {
+		return err
+	}
+	switch args[0] {
+	case "throughput", "tput":
+		o.Test = mcnetv1.TestThroughput
+	case "latency", "rtt":
+		o.Test = mcnetv1.TestLatency
+	default:
+		return cmdutil.Usage(fmt.Errorf("unknown benchmark %q; use throughput or latency", args[0]))
+	}
+	if !slices.Contains([]string{"gateway", "worker", "both"}, o.Mode) {
+		return cmdutil.Usage(fmt.Errorf("--mode %q: use gateway, worker or both", o.Mode))
+	}
+	if o.Streams < 1 || o.Streams > 64 || o.Count < 1 || o.Duration <= 0 || o.Duration > 2*time.Minute {
+		return cmdutil.Usage(errors.New("--streams must be 1..64, --count at least 1, --duration up to 2m"))
+	}
+	var err error
+	o.targets, err = o.Clusters.Resolve(ctx, o.flags)
+	return err
+}
+
+// Report is benchmark's document.
+type Report struct {
+	output.TypeMeta `json:",inline"`
+	PluginVersion   string   `json:"pluginVersion"`
+	Test            string   `json:"test"`
+	Results         []Result `json:"results"`
+}
+
+// Result is one measured pair.
+type Result struct {
+	From       string   `json:"from"`
+	To         string   `json:"to"`
+	Mode       string   `json:"mode"`
+	FromNode   string   `json:"fromNode,omitempty"`
+	ToNode     string   `json:"toNode,omitempty"`
+	Target     string   `json:"target,omitempty"`
+	Gbps       *float64 `json:"gbps,omitempty"`
+	Streams    int32    `json:"streams,omitempty"`
+	RTTMinMs   *float64 `json:"rttMinMs,omitempty"`
+	RTTAvgMs   *float64 `json:"rttAvgMs,omitempty"`
+	RTTP99Ms   *float64 `json:"rttP99Ms,omitempty"`
+	RTTMaxMs   *float64 `json:"rttMaxMs,omitempty"`
+	LossPct    *float64 `json:"lossPercent,omitempty"`
+	Error      string   `json:"error,omitempty"`
+	DurationMs int64    `json:"durationMs,omitempty"`
+}
+
+// Run measures every pair, one at a time so runs do not share the path.
+func (o *Options) Run(ctx context.Context) error {
+	spin := output.StartSpinner(o.ErrOut, o.getenv, "reading clusters")
+	defer spin.Stop()
+	results := multicluster.Parallel(ctx, o.targets, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (*inspect.Snapshot, error) {
+		return inspect.Collect(ctx, t.Client, t.Kube, t.Context)
+	})
+	var snaps []*inspect.Snapshot
+	var clients []*multicluster.Target
+	for i, r := range results {
+		if r.Err != nil {
+			spin.Stop()
+			return &cmdutil.ExitError{Code: cmdutil.ExitUsage, Err: fmt.Errorf("context %s: %w", o.targets[i].Context, r.Err)}
+		}
+		snaps, clients = append(snaps, r.Value), append(clients, o.targets[i])
+	}
+	match := func(s *inspect.Snapshot, name string) bool { return name == "" || s.ClusterID == name || s.Context == name }
+	rep := Report{TypeMeta: output.Meta(Kind), PluginVersion: version.Version, Test: string(o.Test)}
+	modes := []string{"gateway", "worker"}
+	if o.Mode != "both" {
+		modes = []string{o.Mode}
+	}
+	for i, a := range snaps {
+		for j, b := range snaps {
+			if i == j || !match(a, o.From) || !match(b, o.To) {
+				continue
+			}
+			for _, mode := range modes {
+				spin.Set(fmt.Sprintf("%s %s → %s (%s)", o.Test, a.ClusterID, b.ClusterID, mode))
+				rep.Results = append(rep.Results, o.measure(ctx, a, b, clients[i], clients[j], mode))
+			}
+		}
+	}
+	spin.Stop()
+	if len(rep.Results) == 0 {
+		return cmdutil.Usage(errors.New("no pair of clusters matches --from/--to"))
+	}
+	var err error
+	if o.Output == output.Table {
+		Print(o.Out, output.StyleFor(o.Out, o.getenv), &rep)
+	} else {
+		err = output.Document(o.Out, o.Output, &rep)
+	}
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return &cmdutil.ExitError{Code: cmdutil.ExitFindings, Err: fmt.Errorf("%d of %d measurements failed", failed, len(rep.Results))}
+	}
+	return nil
+}
+
+func (o *Options) measure(ctx context.Context, a, b *inspect.Snapshot, ta, tb *multicluster.Target, mode string) Result {
+	res := Result{From: a.ClusterID, To: b.ClusterID, Mode: mode}
+	server, cl, err := sides(a, b, mode)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	server.Client, cl.Client = tb.Client, ta.Client
+	res.FromNode, res.ToNode = cl.Node, server.Node
+	start := time.Now()
+	st, err := netest.Run(ctx, server, cl, netest.Spec{Type: o.Test, Duration: o.Duration, Streams: o.Streams, Count: o.Count, Interval: o.Interval, AgentTimeout: o.AgentTimeout})
+	res.DurationMs = time.Since(start).Milliseconds()
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	if st.Phase != mcnetv1.TestSucceeded {
+		res.Error = st.Message
+	}
+	if t := st.Throughput; t != nil {
+		g := float64(t.BitsPerSecond) / 1e9
+		res.Gbps, res.Streams = &g, t.Streams
+	}
+	if l := st.Latency; l != nil && l.Received > 0 {
+		ms := func(d time.Duration) *float64 { v := float64(d) / 1e6; return &v }
+		res.RTTMinMs, res.RTTAvgMs, res.RTTP99Ms, res.RTTMaxMs = ms(l.Min.Duration), ms(l.Avg.Duration), ms(l.P99.Duration), ms(l.Max.Duration)
+		loss := 100 * float64(l.Sent-l.Received) / float64(l.Sent)
+		res.LossPct = &loss
+	}
+	return res
+}
+
+// sides picks the nodes: the active gateways, or a non-gateway node of each cluster.
+// The server address is the gateway's health-check IP or, for workers, the node's
+// address inside its cluster's pod CIDRs; the client sends from its own pod CIDRs so
+// replies return through the tunnel.
+func sides(a, b *inspect.Snapshot, mode string) (server, cl netest.Side, err error) {
+	podCIDRs := func(s *inspect.Snapshot) []netip.Prefix {
+		var out []netip.Prefix
+		if self := s.Self(); self != nil {
+			for _, c := range self.Spec.PodCIDRs {
+				if p, err := netip.ParsePrefix(c); err == nil {
+					out = append(out, p)
+				}
+			}
+		}
+		return out
+	}
+	if mode == "gateway" {
+		ga, gb := a.ActiveGateways(), b.ActiveGateways()
+		if len(ga) != 1 || len(gb) != 1 {
+			return server, cl, fmt.Errorf("needs exactly one active gateway in %s and %s", a.ClusterID, b.ClusterID)
+		}
+		var prefer []netip.Addr
+		if ep := b.Endpoint(b.ClusterID); ep != nil {
+			for _, s := range ep.Spec.HealthCheckIPs {
+				if ip, err := netip.ParseAddr(s); err == nil {
+					prefer = append(prefer, ip)
+				}
+			}
+		}
+		server = netest.Side{Node: gb[0].Name, Agent: mcnetv1.AgentGateway, Prefer: prefer, Within: podCIDRs(b)}
+		cl = netest.Side{Node: ga[0].Name, Agent: mcnetv1.AgentGateway, Within: podCIDRs(a)}
+		return server, cl, nil
+	}
+	wa, wb := worker(a), worker(b)
+	if wa == "" || wb == "" {
+		return server, cl, fmt.Errorf("needs a node without the gateway label in %s and %s", a.ClusterID, b.ClusterID)
+	}
+	server = netest.Side{Node: wb, Agent: mcnetv1.AgentRouteAgent, Within: podCIDRs(b)}
+	cl = netest.Side{Node: wa, Agent: mcnetv1.AgentRouteAgent, Within: podCIDRs(a)}
+	return server, cl, nil
+}
+
+func worker(s *inspect.Snapshot) string {
+	sel := s.GatewaySelector()
+	var names []string
+	for _, n := range s.Nodes {
+		if !inspect.Matches(n.Labels, sel) && n.Spec.Unschedulable == false {
+			names = append(names, n.Name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
+}
+
+// Print writes the results as a table.
+func Print(w io.Writer, st output.Style, r *Report) {
+	tw := output.NewTable(w)
+	defer tw.Flush()
+	f := func(p *float64, format string) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf(format, *p)
+	}
+	if r.Test == string(mcnetv1.TestThroughput) {
+		fmt.Fprintln(tw, "FROM\tTO\tMODE\tFROM NODE\tTO NODE\tSTREAMS\tTHROUGHPUT\tRESULT")
+	} else {
+		fmt.Fprintln(tw, "FROM\tTO\tMODE\tFROM NODE\tTO NODE\tRTT MIN\tRTT AVG\tRTT P99\tLOSS\tRESULT")
+	}
+	for _, x := range r.Results {
+		result := st.Good("ok")
+		if x.Error != "" {
+			result = st.Bad("error: " + strings.ReplaceAll(x.Error, "\n", " "))
+		}
+		if r.Test == string(mcnetv1.TestThroughput) {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", x.From, x.To, x.Mode, output.Dash(x.FromNode), output.Dash(x.ToNode), x.Streams, f(x.Gbps, "%.2f Gbit/s"), result)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.From, x.To, x.Mode, output.Dash(x.FromNode), output.Dash(x.ToNode),
+				f(x.RTTMinMs, "%.3f ms"), f(x.RTTAvgMs, "%.3f ms"), f(x.RTTP99Ms, "%.3f ms"), f(x.LossPct, "%.0f%%"), result)
+		}
+	}
+}

@@ -1,0 +1,248 @@
+// Package diagnose implements `kubectl mcnet diagnose`.
+package diagnose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cli/multicluster"
+	"github.com/mcnet-io/mcnet/internal/cli/output"
+	"github.com/mcnet-io/mcnet/internal/diagnose"
+	"github.com/mcnet-io/mcnet/internal/inspect"
+	"github.com/mcnet-io/mcnet/internal/version"
+	"github.com/mcnet-io/mcnet/kustomize"
+)
+
+// Options are the flags and state of diagnose.
+type Options struct {
+	Clusters     multicluster.Options
+	Output       string
+	Offline      bool
+	FleetFile    string
+	RepoDir      string
+	Probe        bool
+	AgentTimeout time.Duration
+
+	flags   *genericclioptions.ConfigFlags
+	targets []*multicluster.Target
+	getenv  func(string) string
+	now     func() time.Time
+	genericiooptions.IOStreams
+}
+
+// NewCommand returns the diagnose command.
+func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv, now: time.Now}
+	cmd := &cobra.Command{
+		Use:   "diagnose",
+		Short: "Check clusters, tunnels, broker, DNS and the GitOps tree; say what is wrong and what to do",
+		Long: `Diagnose runs checks grouped by area and prints one line per check. Each finding
+has a stable code (MCN1001...) documented in docs/diagnose.md, and a hint.
+
+Online (the default), it reads every cluster with mcnet in the kubeconfig (or
+--contexts) in parallel and checks components, broker credentials, networks,
+gateways, each tunnel, the cable port and path MTU (measured by the gateways
+through NetworkTest objects; --probe=false skips that), CNI and kube-proxy,
+version skew and DNS forwarding. With --repo DIR it also builds every kustomization
+of the rendered tree and compares it with the live objects (drift).
+
+--offline checks a fleet file (-f) and/or a rendered tree (--repo) with no cluster.
+
+Exit codes: 0 no failed check (warnings allowed), 1 a check failed, 2 bad usage or a
+cluster could not be reached.`,
+		Example: `  # Check every cluster with mcnet in the kubeconfig
+  kubectl mcnet diagnose
+
+  # Check a fleet file and its rendered tree before committing
+  kubectl mcnet diagnose --offline -f fleet.yaml --repo ./fleet-repo
+
+  # Drift between Git and two clusters, as JSON
+  kubectl mcnet diagnose --contexts east,west --repo ./fleet-repo -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(cmd.Context()); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.Clusters.AddFlags(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVarP(&o.Output, "output", "o", output.Table, "Output format: table, json or yaml")
+	f.BoolVar(&o.Offline, "offline", false, "Check only the fleet file and/or rendered tree; contact no cluster")
+	f.StringVarP(&o.FleetFile, "filename", "f", "", "Fleet file to check")
+	f.StringVar(&o.RepoDir, "repo", "", "Rendered tree (kubectl mcnet render --out) to build and compare with the live objects")
+	f.BoolVar(&o.Probe, "probe", true, "Ask the gateways to measure path MTU and cable port reachability")
+	f.DurationVar(&o.AgentTimeout, "agent-timeout", 15*time.Second, "How long to wait for an agent to start a probe")
+	_ = cmd.MarkFlagFilename("filename", "yaml", "yml")
+	_ = cmd.MarkFlagDirname("repo")
+	return cmd
+}
+
+// Complete checks flags and, online, finds the clusters.
+func (o *Options) Complete(ctx context.Context) error {
+	if err := output.ValidateFormat(o.Output); err != nil {
+		return err
+	}
+	if o.Offline {
+		if o.FleetFile == "" && o.RepoDir == "" {
+			return cmdutil.Usage(errors.New("--offline needs -f FLEET and/or --repo DIR"))
+		}
+		return nil
+	}
+	var err error
+	o.targets, err = o.Clusters.Resolve(ctx, o.flags)
+	return err
+}
+
+// Run runs the checks and prints the report.
+func (o *Options) Run(ctx context.Context) error {
+	rep := &diagnose.Report{TypeMeta: output.Meta(diagnose.Kind), PluginVersion: version.Version}
+	spin := output.StartSpinner(o.ErrOut, o.getenv, "checking")
+	var tree *diagnose.Tree
+	if o.FleetFile != "" {
+		cs, checks := diagnose.FleetFile(o.FleetFile)
+		rep.Add(checks...)
+		if cs != nil && o.RepoDir != "" {
+			t, checks := diagnose.RenderedTree(o.RepoDir)
+			rep.Add(checks...)
+			tree = t
+			if t != nil {
+				rep.Add(diagnose.UpToDate(cs, t, kustomize.Options{Version: version.Version})...)
+			}
+		}
+	}
+	if o.RepoDir != "" && tree == nil && o.FleetFile == "" {
+		t, checks := diagnose.RenderedTree(o.RepoDir)
+		rep.Add(checks...)
+		tree = t
+	}
+	unreachable := 0
+	if !o.Offline {
+		unreachable = o.online(ctx, rep, tree, spin)
+	}
+	spin.Stop()
+	rep.Sort()
+	if o.Output == output.Table {
+		diagnose.Print(o.Out, output.StyleFor(o.Out, o.getenv), rep)
+	} else if err := output.Document(o.Out, o.Output, rep); err != nil {
+		return err
+	}
+	switch {
+	case unreachable > 0:
+		return &cmdutil.ExitError{Code: cmdutil.ExitUsage, Err: fmt.Errorf("%d of %d clusters could not be reached", unreachable, len(o.targets))}
+	case rep.Summary.Fail > 0:
+		return &cmdutil.ExitError{Code: cmdutil.ExitFindings, Err: fmt.Errorf("%d checks failed", rep.Summary.Fail)}
+	}
+	return nil
+}
+
+func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagnose.Tree, spin *output.Spinner) int {
+	spin.Set(fmt.Sprintf("reading %d clusters", len(o.targets)))
+	results := multicluster.Parallel(ctx, o.targets, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (*inspect.Snapshot, error) {
+		return inspect.Collect(ctx, t.Client, t.Kube, t.Context)
+	})
+	var snaps []*inspect.Snapshot
+	var targets []*multicluster.Target
+	unreachable := 0
+	for i, r := range results {
+		if r.Err != nil {
+			unreachable++
+			rep.Add(diagnose.Check{Area: "kubernetes", Name: "cluster is reachable", Result: diagnose.Fail, Code: "MCN1005",
+				Cluster: o.targets[i].Context, Message: r.Err.Error(), Hint: diagnose.Catalog["MCN1005"].Hint})
+			continue
+		}
+		snaps, targets = append(snaps, r.Value), append(targets, o.targets[i])
+		rep.Clusters = append(rep.Clusters, r.Value.ClusterID)
+	}
+	var nets []diagnose.Network
+	for _, s := range snaps {
+		for _, c := range s.Clusters {
+			nets = append(nets, diagnose.Network{Cluster: c.Spec.ClusterID, PodCIDRs: c.Spec.PodCIDRs, ServiceCIDRs: c.Spec.ServiceCIDRs})
+		}
+	}
+	spin.Set(fmt.Sprintf("checking %d clusters", len(snaps)))
+	var mu sync.Mutex
+	add := func(cs []diagnose.Check) {
+		mu.Lock()
+		defer mu.Unlock()
+		rep.Add(cs...)
+	}
+	add(diagnose.Fleet(snaps, version.Version))
+	per := make([]*multicluster.Target, len(snaps))
+	copy(per, targets)
+	multicluster.Parallel(ctx, per, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (struct{}, error) {
+		var s *inspect.Snapshot
+		for i := range targets {
+			if targets[i] == t {
+				s = snaps[i]
+			}
+		}
+		for _, p := range s.Problems {
+			add([]diagnose.Check{{Area: "kubernetes", Name: "objects are readable", Result: diagnose.Warn, Code: "MCN1005", Cluster: s.ClusterID, Message: p, Hint: diagnose.Catalog["MCN1005"].Hint}})
+		}
+		add(diagnose.Install(s))
+		if s.Controller == nil {
+			return struct{}{}, nil
+		}
+		add(diagnose.Broker(ctx, t, s))
+		add(diagnose.NodeCIDRs(s))
+		add(diagnose.Gateways(s))
+		add(diagnose.Connections(s, o.now()))
+		var remote []diagnose.Network
+		for _, n := range nets {
+			if n.Cluster != s.ClusterID {
+				remote = append(remote, n)
+			}
+		}
+		add(diagnose.Datapath(ctx, t.Client, s, dedupe(remote)))
+		add(diagnose.DNS(ctx, t.Client, s))
+		if tree != nil {
+			add(diagnose.Drift(ctx, t.Client, s.ClusterID, tree))
+		}
+		return struct{}{}, nil
+	})
+	if o.Probe && len(snaps) > 1 {
+		spin.Set("measuring path MTU and cable ports through the gateways")
+		type pair struct{ a, b int }
+		var pairs []pair
+		for i := range snaps {
+			for j := range snaps {
+				if i != j && snaps[i].Controller != nil && snaps[j].Controller != nil {
+					pairs = append(pairs, pair{i, j})
+				}
+			}
+		}
+		var wg sync.WaitGroup
+		for _, p := range pairs {
+			wg.Go(func() {
+				pctx, cancel := context.WithTimeout(ctx, o.AgentTimeout+40*time.Second)
+				defer cancel()
+				add(diagnose.Probe(pctx, diagnose.Pair{A: snaps[p.a], B: snaps[p.b], ClientA: targets[p.a].Client, ClientB: targets[p.b].Client, AgentTimeout: o.AgentTimeout}))
+			})
+		}
+		wg.Wait()
+	}
+	return unreachable
+}
+
+func dedupe(nets []diagnose.Network) []diagnose.Network {
+	seen := map[string]bool{}
+	var out []diagnose.Network
+	for _, n := range nets {
+		if !seen[n.Cluster] {
+			seen[n.Cluster] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -1,0 +1,278 @@
+package diagnose
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/inspect"
+)
+
+// ConnectingGrace is how long a connection may stay "connecting" before it is a
+// finding rather than a tunnel being set up.
+const ConnectingGrace = 30 * time.Second
+
+// LossThreshold is the probe loss, in percent, above which a connected tunnel is
+// reported.
+const LossThreshold = 5
+
+// Install checks that mcnet's components run.
+func Install(s *inspect.Snapshot) []Check {
+	id := s.ClusterID
+	if id == "" {
+		id = s.Context
+	}
+	if s.Controller == nil {
+		return []Check{fail("MCN1001", id, "mcnet is installed", "Deployment mcnet-system/mcnet-controller not found")}
+	}
+	out := []Check{ok("kubernetes", id, "mcnet is installed")}
+	if s.Controller.Status.AvailableReplicas < 1 {
+		out = append(out, fail("MCN1002", id, "controller is available", "mcnet-controller has %d available replicas", s.Controller.Status.AvailableReplicas))
+	} else {
+		out = append(out, ok("kubernetes", id, "controller is available"))
+	}
+	for _, w := range []struct {
+		ds   *inspectDS
+		code string
+		name string
+	}{{dsOf(s.GatewayDS), "MCN1003", "gateway pods are ready"}, {dsOf(s.RouteAgent), "MCN1004", "route agent pods are ready"}} {
+		switch {
+		case w.ds == nil:
+			out = append(out, fail(w.code, id, w.name, "DaemonSet not found"))
+		case w.ds.ready < w.ds.desired:
+			out = append(out, fail(w.code, id, w.name, "%d of %d pods ready", w.ds.ready, w.ds.desired))
+		default:
+			out = append(out, ok("kubernetes", id, w.name))
+		}
+	}
+	return out
+}
+
+type inspectDS struct{ desired, ready int32 }
+
+func dsOf(d *appsv1.DaemonSet) *inspectDS {
+	if d == nil {
+		return nil
+	}
+	return &inspectDS{d.Status.DesiredNumberScheduled, d.Status.NumberReady}
+}
+
+// Gateways checks gateway labels, the single active gateway and its Endpoint.
+func Gateways(s *inspect.Snapshot) []Check {
+	id := s.ClusterID
+	var out []Check
+	nodes := s.GatewayNodes()
+	if len(nodes) == 0 {
+		out = append(out, fail("MCN1301", id, "gateway nodes are labelled", "no node matches the gateway selector %s", selString(s.GatewaySelector())))
+	} else {
+		out = append(out, ok("gateways", id, fmt.Sprintf("gateway nodes are labelled (%d)", len(nodes))))
+	}
+	active := s.ActiveGateways()
+	switch len(active) {
+	case 0:
+		out = append(out, fail("MCN1302", id, "exactly one gateway is active", "no Gateway reports haStatus active (%d Gateway objects)", len(s.Gateways)))
+	case 1:
+		out = append(out, ok("gateways", id, "exactly one gateway is active ("+active[0].Name+")"))
+	default:
+		var names []string
+		for _, g := range active {
+			names = append(names, g.Name)
+		}
+		out = append(out, fail("MCN1303", id, "exactly one gateway is active", "%d gateways report active: %s", len(active), strings.Join(names, ", ")))
+	}
+	sel := s.GatewaySelector()
+	for _, g := range active {
+		if n := s.Node(g.Name); n != nil && !inspect.Matches(n.Labels, sel) {
+			out = append(out, fail("MCN1304", id, "active gateway's node is labelled", "node %s runs the active gateway but does not match %s", g.Name, selString(sel)))
+		}
+	}
+	if len(active) == 1 {
+		ep := s.Endpoint(id)
+		switch {
+		case ep == nil:
+			out = append(out, fail("MCN1305", id, "Endpoint is published", "no Endpoint for cluster %s", id))
+		case ep.Spec.Hostname != active[0].Name:
+			out = append(out, fail("MCN1305", id, "Endpoint is published", "the Endpoint names gateway %s but %s is active", ep.Spec.Hostname, active[0].Name))
+		default:
+			out = append(out, ok("gateways", id, "Endpoint is published by the active gateway"))
+		}
+	}
+	return out
+}
+
+// Connections checks every tunnel of the active gateway(s) against the clusters known.
+func Connections(s *inspect.Snapshot, now time.Time) []Check {
+	id := s.ClusterID
+	var out []Check
+	active := s.ActiveGateways()
+	if len(active) == 0 {
+		return []Check{skip("connections", id, "tunnels carry traffic", "no active gateway")}
+	}
+	g := active[0]
+	have := map[string]mcnetv1.Connection{}
+	for _, c := range g.Status.Connections {
+		have[c.Cluster] = c
+	}
+	for _, cl := range s.Clusters {
+		if cl.Spec.ClusterID == id {
+			continue
+		}
+		name := fmt.Sprintf("tunnel to %s carries traffic", cl.Spec.ClusterID)
+		c, found := have[cl.Spec.ClusterID]
+		switch {
+		case !found:
+			out = append(out, fail("MCN1403", id, name, "gateway %s reports no connection to %s", g.Name, cl.Spec.ClusterID))
+		case c.Status == mcnetv1.ConnectionError:
+			out = append(out, fail("MCN1401", id, name, "%s", connMessage(c)))
+		case c.Status == mcnetv1.Connecting:
+			since := "since an unknown time"
+			if c.LastTransitionTime != nil {
+				if now.Sub(c.LastTransitionTime.Time) < ConnectingGrace {
+					out = append(out, warn("MCN1402", id, name, "connecting for %s", now.Sub(c.LastTransitionTime.Time).Round(time.Second)))
+					continue
+				}
+				since = "for " + now.Sub(c.LastTransitionTime.Time).Round(time.Second).String()
+			}
+			out = append(out, fail("MCN1402", id, name, "still connecting %s: %s", since, connMessage(c)))
+		case c.LossPercent > LossThreshold:
+			out = append(out, warn("MCN1404", id, name, "connected, but %d%% of probes to %s are lost", c.LossPercent, cl.Spec.ClusterID))
+		default:
+			rtt := ""
+			if c.RTT != nil && c.RTT.Avg.Duration > 0 {
+				rtt = fmt.Sprintf(" (rtt %s)", c.RTT.Avg.Duration.Round(10*time.Microsecond))
+			}
+			out = append(out, ok("connections", id, name+rtt))
+		}
+	}
+	return out
+}
+
+func connMessage(c mcnetv1.Connection) string {
+	if c.Message == "" {
+		return string(c.Status)
+	}
+	return c.Message
+}
+
+// NodeCIDRs checks that nodes' pod CIDRs lie inside the announced pod CIDRs.
+func NodeCIDRs(s *inspect.Snapshot) []Check {
+	self := s.Self()
+	if self == nil {
+		return nil
+	}
+	var announced []netip.Prefix
+	for _, c := range self.Spec.PodCIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			announced = append(announced, p.Masked())
+		}
+	}
+	var bad []string
+	for _, n := range s.Nodes {
+		for _, c := range nodePodCIDRs(&n) {
+			p, err := netip.ParsePrefix(c)
+			if err != nil {
+				continue
+			}
+			inside := false
+			for _, a := range announced {
+				if a.Bits() <= p.Bits() && a.Contains(p.Addr()) {
+					inside = true
+				}
+			}
+			if !inside {
+				bad = append(bad, fmt.Sprintf("%s (%s)", n.Name, c))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return []Check{fail("MCN1204", s.ClusterID, "nodes' pod CIDRs are announced", "outside %s: %s", strings.Join(self.Spec.PodCIDRs, ","), strings.Join(bad, ", "))}
+	}
+	return []Check{ok("networks", s.ClusterID, "nodes' pod CIDRs are announced")}
+}
+
+func nodePodCIDRs(n *corev1.Node) []string {
+	if len(n.Spec.PodCIDRs) > 0 {
+		return n.Spec.PodCIDRs
+	}
+	if n.Spec.PodCIDR != "" {
+		return []string{n.Spec.PodCIDR}
+	}
+	return nil
+}
+
+// DNS checks that the mcnet DNS Service exists and CoreDNS forwards the domain to it.
+func DNS(ctx context.Context, c client.Client, s *inspect.Snapshot) []Check {
+	id := s.ClusterID
+	domain := s.Domain()
+	var svc corev1.Service
+	if err := c.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: inspect.DNSServiceName}, &svc); err != nil || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return []Check{fail("MCN1701", id, "mcnet DNS service exists", "Service %s/%s: %v", mcnetv1.SystemNamespace, inspect.DNSServiceName, errOr(err, "no ClusterIP"))}
+	}
+	out := []Check{ok("dns", id, "mcnet DNS service exists ("+svc.Spec.ClusterIP+")")}
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "coredns"}, &cm); err != nil {
+		return append(out, warn("MCN1703", id, "CoreDNS forwards "+domain, "ConfigMap kube-system/coredns: %v", err))
+	}
+	if !ForwardsDomain(cm.Data["Corefile"], domain, svc.Spec.ClusterIP) {
+		return append(out, fail("MCN1702", id, "CoreDNS forwards "+domain, "the Corefile has no server block for %s forwarding to %s", domain, svc.Spec.ClusterIP))
+	}
+	return append(out, ok("dns", id, "CoreDNS forwards "+domain+" to mcnet DNS"))
+}
+
+// ForwardsDomain says whether a Corefile has a server block for domain whose forward
+// plugin sends to ip.
+func ForwardsDomain(corefile, domain, ip string) bool {
+	domain = strings.TrimSuffix(domain, ".")
+	blocks := strings.Split(corefile, "}")
+	for _, b := range blocks {
+		head, body, found := strings.Cut(b, "{")
+		if !found {
+			continue
+		}
+		matches := false
+		for _, key := range strings.Fields(head) {
+			key = strings.TrimPrefix(key, "dns://")
+			key, _, _ = strings.Cut(key, ":")
+			if strings.TrimSuffix(key, ".") == domain {
+				matches = true
+			}
+		}
+		if !matches {
+			continue
+		}
+		for _, line := range strings.Split(body, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 3 && f[0] == "forward" {
+				for _, to := range f[2:] {
+					to = strings.TrimPrefix(to, "dns://")
+					if host, _, _ := strings.Cut(to, ":"); host == ip {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+func errOr(err error, s string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return s
+}
+
+func selString(sel map[string]string) string {
+	var parts []string
+	for k, v := range sel {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
