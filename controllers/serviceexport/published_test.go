@@ -92,7 +92,7 @@ func TestPublished(t *testing.T) {
 				t.Errorf("EndpointSlices (-want +got):\n%s", diff)
 			}
 			for _, s := range slices {
-				if s.Labels[discoveryv1.LabelManagedBy] != "mcnet.io/controller" || s.Labels["mcnet.io/cluster"] != "east" || s.Labels[discoveryv1.LabelServiceName] != "" {
+				if s.Labels[discoveryv1.LabelManagedBy] != "controller.mcnet.io" || s.Labels["mcnet.io/cluster"] != "east" || s.Labels[discoveryv1.LabelServiceName] != "" {
 					t.Errorf("slice %s labels %v", s.Name, s.Labels)
 				}
 				for _, ep := range s.Endpoints {

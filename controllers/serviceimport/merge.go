@@ -30,7 +30,7 @@ const (
 	ManagedBy = "mcnet-controller"
 	// SliceManagedBy is the endpointslice.kubernetes.io/managed-by value of mcnet's
 	// EndpointSlices, so the EndpointSlice controllers of Kubernetes leave them alone.
-	SliceManagedBy = "mcnet.io/controller"
+	SliceManagedBy = "controller.mcnet.io"
 )
 
 // BrokerName is the name of the broker ServiceImport a cluster publishes for a service,

@@ -15,7 +15,7 @@
 //     contradicting ports are dropped); status.clusters lists the clusters it includes;
 //   - one EndpointSlice per broker EndpointSlice of an included cluster, named
 //     <service>.<cluster>.<family>, labelled multicluster.kubernetes.io/service-name and
-//     multicluster.kubernetes.io/source-cluster, and managed by mcnet.io/controller so
+//     multicluster.kubernetes.io/source-cluster, and managed by controller.mcnet.io so
 //     Kubernetes' EndpointSlice controllers leave them alone. They deliberately lack
 //     kubernetes.io/service-name: kube-proxy must not mix them into a local Service of the
 //     same name. The slices are owned by the ServiceImport.

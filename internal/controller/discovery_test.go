@@ -1,0 +1,467 @@
+package controller_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/controller"
+	"github.com/mcnet-io/mcnet/internal/fleet"
+	"github.com/mcnet-io/mcnet/internal/testenv"
+	"github.com/mcnet-io/mcnet/kustomize"
+)
+
+// freeAddr returns a loopback address whose port is free for UDP and TCP.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		l, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err == nil {
+			l.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+// fleetEnv is three clusters with their real controllers, DNS servers on loopback.
+type fleetEnv struct {
+	members map[string]*member
+	broker  client.Client
+	ns      string
+}
+
+func startFleet(t testing.TB) *fleetEnv {
+	t.Helper()
+	ctx := t.Context()
+	cs, err := fleet.Load("../../kustomize/testdata/fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v1.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := testenv.NewRepo(t, tree)
+	cfgs := testenv.StartAPIServers(t, len(cs.Spec.Clusters))
+	dir := t.TempDir()
+	var brokerCfg *rest.Config
+	for i, c := range cs.Spec.Clusters {
+		if c.Name == cs.Spec.Broker.Cluster {
+			brokerCfg = cfgs[i]
+		}
+	}
+	f := &fleetEnv{members: map[string]*member{}, broker: testenv.Client(t, brokerCfg), ns: cs.Spec.Broker.Namespace}
+	for i, c := range cs.Spec.Clusters {
+		testenv.Apply(ctx, t, cfgs[i], repo.Build(t, kustomize.DirCRDs))
+		if c.Name == cs.Spec.Broker.Cluster {
+			testenv.Apply(ctx, t, cfgs[i], repo.Build(t, kustomize.DirBroker))
+		}
+		testenv.Apply(ctx, t, cfgs[i], repo.Build(t, path.Join(kustomize.DirClusters, c.Name)))
+	}
+	for i, c := range cs.Spec.Clusters {
+		local := testenv.WriteKubeconfig(t, dir, c.Name, testenv.As(ctx, t, cfgs[i], mcnetv1.SystemNamespace, "mcnet-controller"))
+		broker := testenv.WriteKubeconfig(t, dir, c.Name+"-broker", testenv.As(ctx, t, brokerCfg, f.ns, kustomize.BrokerServiceAccount(c.Name)))
+		m := &member{name: c.Name, cfg: cfgs[i], client: testenv.Client(t, cfgs[i]), opts: controller.Options{
+			ClusterID: c.Name, ClusterSet: cs.Name, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs,
+			Cable: string(c.Cable), BrokerNamespace: f.ns, BrokerKubeconfig: broker, Kubeconfig: local,
+			Namespace: mcnetv1.SystemNamespace, MetricsAddress: "0", ProbeAddress: "0", LeaderElect: true,
+			Domain: "clusterset.local", DNSBindAddress: freeAddr(t),
+		}}
+		f.members[c.Name] = m
+		m.startTB(ctx, t)
+	}
+	t.Cleanup(func() {
+		for _, m := range f.members {
+			m.haltTB(t)
+		}
+	})
+	return f
+}
+
+// startTB is start for tests and benchmarks; benchmarks discard the controllers' logs.
+func (m *member) startTB(ctx context.Context, t testing.TB) {
+	t.Helper()
+	ctx, m.stop = context.WithCancel(ctx)
+	m.done = make(chan error, 1)
+	logger := logr.Discard()
+	if tt, ok := t.(*testing.T); ok {
+		logger = zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{tt, m.name}))
+	}
+	go func() { m.done <- controller.Run(log.IntoContext(ctx, logger), m.opts) }()
+}
+
+func (m *member) haltTB(t testing.TB) {
+	t.Helper()
+	m.stop()
+	select {
+	case err := <-m.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("%s controller: %v", m.name, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s controller did not stop", m.name)
+	}
+}
+
+// resolve asks m's DNS server over UDP; it returns the rcode and the answers' addresses.
+func (m *member) resolve(name string, qtype uint16) (int, []string, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), qtype)
+	c := &dns.Client{Timeout: time.Second}
+	resp, _, err := c.Exchange(q, m.opts.DNSBindAddress)
+	if err != nil {
+		return 0, nil, err
+	}
+	var out []string
+	for _, rr := range resp.Answer {
+		switch r := rr.(type) {
+		case *dns.A:
+			out = append(out, r.A.String())
+		case *dns.AAAA:
+			out = append(out, r.AAAA.String())
+		case *dns.SRV:
+			out = append(out, fmt.Sprintf("%d %s", r.Port, r.Target))
+		}
+	}
+	slices.Sort(out)
+	return resp.Rcode, out, nil
+}
+
+func answers(m *member, name string, qtype uint16, want ...string) func(context.Context) error {
+	return func(context.Context) error {
+		rcode, got, err := m.resolve(name, qtype)
+		if err != nil {
+			return err
+		}
+		if want == nil {
+			if rcode != dns.RcodeNameError {
+				return fmt.Errorf("%s: %s %v, want NXDOMAIN", name, dns.RcodeToString[rcode], got)
+			}
+			return nil
+		}
+		if rcode != dns.RcodeSuccess || !slices.Equal(got, want) {
+			return fmt.Errorf("%s: %s %v, want %v", name, dns.RcodeToString[rcode], got, want)
+		}
+		return nil
+	}
+}
+
+func answersOneOf(m *member, name string, options ...string) func(context.Context) error {
+	return func(context.Context) error {
+		rcode, got, err := m.resolve(name, dns.TypeA)
+		if err != nil {
+			return err
+		}
+		if rcode != dns.RcodeSuccess || len(got) != 1 || !slices.Contains(options, got[0]) {
+			return fmt.Errorf("%s: %s %v, want one of %v", name, dns.RcodeToString[rcode], got, options)
+		}
+		return nil
+	}
+}
+
+// exportService creates namespace, Service, its EndpointSlice (no kube-controller-manager
+// here) and ServiceExport; it returns the ClusterIP.
+func exportService(ctx context.Context, t testing.TB, c client.Client, ns, name string, ports []corev1.ServicePort, export bool) string {
+	t.Helper()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{Ports: ports, Selector: map[string]string{"app": name}}}
+	if err := c.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	ready := true
+	var eps []discoveryv1.EndpointPort
+	for _, p := range ports {
+		eps = append(eps, discoveryv1.EndpointPort{Name: &p.Name, Protocol: &p.Protocol, Port: &p.Port})
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.250.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       eps,
+	}
+	if err := c.Create(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	if export {
+		if err := c.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return svc.Spec.ClusterIP
+}
+
+// setGateway writes the local active Gateway's view of the other clusters.
+func setGateway(ctx context.Context, t testing.TB, c client.Client, conns map[string]time.Duration) {
+	t.Helper()
+	gw := &mcnetv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: mcnetv1.SystemNamespace, Name: "gw-0"}}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(gw), gw); apierrors.IsNotFound(err) {
+		if err := c.Create(ctx, gw); err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	gw.Status = mcnetv1.GatewayStatus{HAStatus: mcnetv1.HAActive}
+	names := make([]string, 0, len(conns))
+	for n := range conns {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		st := mcnetv1.Connected
+		if conns[n] < 0 {
+			st = mcnetv1.ConnectionError
+		}
+		gw.Status.Connections = append(gw.Status.Connections, mcnetv1.Connection{Cluster: n, Status: st, RTT: &mcnetv1.RTTStats{Avg: metav1.Duration{Duration: conns[n]}}})
+	}
+	if err := c.Status().Update(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func condition(ctx context.Context, c client.Client, ns, name string, typ mcsv1alpha1.ServiceExportConditionType, status metav1.ConditionStatus, reason string) func(context.Context) error {
+	return func(context.Context) error {
+		var se mcsv1alpha1.ServiceExport
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &se); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(se.Status.Conditions, string(typ))
+		if cond == nil || cond.Status != status || cond.Reason != reason {
+			return fmt.Errorf("%s is %+v, want %s/%s", typ, cond, status, reason)
+		}
+		return nil
+	}
+}
+
+func importOf(c client.Client, ns, name string, clusters ...string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var si mcsv1alpha1.ServiceImport
+		err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &si)
+		var slices discoveryv1.EndpointSliceList
+		if lerr := c.List(ctx, &slices, client.InNamespace(ns), client.MatchingLabels{mcsv1alpha1.LabelServiceName: name}); lerr != nil {
+			return lerr
+		}
+		var sources []string
+		for _, s := range slices.Items {
+			sources = append(sources, s.Labels[mcsv1alpha1.LabelSourceCluster])
+		}
+		if clusters == nil {
+			if !apierrors.IsNotFound(err) || len(sources) > 0 {
+				return fmt.Errorf("import still there (%v), slices from %v", err, sources)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, c := range si.Status.Clusters {
+			got = append(got, c.Cluster)
+		}
+		if !slicesEqual(got, clusters) || !slicesEqual(sorted(sources), clusters) {
+			return fmt.Errorf("import lists clusters %v with slices from %v, want %v", got, sources, clusters)
+		}
+		return nil
+	}
+}
+
+func slicesEqual(a, b []string) bool { return slices.Equal(a, b) }
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// TestDiscovery exports services in real clusters and follows them through the broker
+// into the other clusters' ServiceImports, EndpointSlices and DNS answers.
+func TestDiscovery(t *testing.T) {
+	ctx := t.Context()
+	f := startFleet(t)
+	hub, east, west := f.members["hub"], f.members["east"], f.members["west"]
+	pg := []corev1.ServicePort{{Name: "pg", Protocol: corev1.ProtocolTCP, Port: 5432}}
+	const wait = 20 * time.Second
+
+	// hub's gateway reaches both clusters; east is closer.
+	setGateway(ctx, t, hub.client, map[string]time.Duration{"east": time.Millisecond, "west": 3 * time.Millisecond})
+
+	var eastIP, westIP string
+	t.Run("an export in two clusters is imported everywhere, and resolves", func(t *testing.T) {
+		eastIP = exportService(ctx, t, east.client, "app", "db", pg, true)
+		testenv.Eventually(ctx, t, wait, "east's export is ready", condition(ctx, east.client, "app", "db", mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported"))
+		westIP = exportService(ctx, t, west.client, "app", "db", pg, true)
+		// The namespace appears in hub only now: the import follows it.
+		if err := hub.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "app"}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range f.members {
+			testenv.Eventually(ctx, t, wait, m.name+" imports app/db from east and west", importOf(m.client, "app", "db", "east", "west"))
+		}
+		testenv.Eventually(ctx, t, wait, "west's export has no conflict", condition(ctx, west.client, "app", "db", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionFalse, "NoConflicts"))
+		testenv.Eventually(ctx, t, wait, "hub resolves db", answersOneOf(hub, "db.app.svc.clusterset.local", eastIP, westIP))
+		testenv.Eventually(ctx, t, wait, "hub resolves east.db", answers(hub, "east.db.app.svc.clusterset.local", dns.TypeA, eastIP))
+		testenv.Eventually(ctx, t, wait, "hub resolves west.db", answers(hub, "west.db.app.svc.clusterset.local", dns.TypeA, westIP))
+		testenv.Eventually(ctx, t, wait, "hub resolves the SRV", answers(hub, "_pg._tcp.db.app.svc.clusterset.local", dns.TypeSRV, "5432 db.app.svc.clusterset.local."))
+		// east has ready endpoints of its own: its own copy answers, whatever the gateways say.
+		testenv.Eventually(ctx, t, wait, "east resolves db to itself", answers(east, "db.app.svc.clusterset.local", dns.TypeA, eastIP))
+	})
+
+	t.Run("a disconnected cluster drops out of answers", func(t *testing.T) {
+		setGateway(ctx, t, hub.client, map[string]time.Duration{"east": -1, "west": 3 * time.Millisecond})
+		testenv.Eventually(ctx, t, wait, "only west answers", func(ctx context.Context) error {
+			for range 20 {
+				if err := answers(hub, "db.app.svc.clusterset.local", dns.TypeA, westIP)(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		setGateway(ctx, t, hub.client, map[string]time.Duration{"east": time.Millisecond, "west": 3 * time.Millisecond})
+	})
+
+	t.Run("a conflicting port is flagged on the younger export and left out", func(t *testing.T) {
+		exportService(ctx, t, east.client, "app", "cache", []corev1.ServicePort{{Name: "redis", Protocol: corev1.ProtocolTCP, Port: 6379}}, true)
+		testenv.Eventually(ctx, t, wait, "east's cache export is ready", condition(ctx, east.client, "app", "cache", mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported"))
+		exportService(ctx, t, west.client, "app", "cache", []corev1.ServicePort{{Name: "redis", Protocol: corev1.ProtocolTCP, Port: 6380}}, true)
+		testenv.Eventually(ctx, t, wait, "west's export has a port conflict", condition(ctx, west.client, "app", "cache", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, "PortConflict"))
+		testenv.Eventually(ctx, t, wait, "east's export has none", condition(ctx, east.client, "app", "cache", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionFalse, "NoConflicts"))
+		testenv.Eventually(ctx, t, wait, "hub imports the oldest port", func(ctx context.Context) error {
+			var si mcsv1alpha1.ServiceImport
+			if err := hub.client.Get(ctx, client.ObjectKey{Namespace: "app", Name: "cache"}, &si); err != nil {
+				return err
+			}
+			if len(si.Spec.Ports) != 1 || si.Spec.Ports[0].Port != 6379 {
+				return fmt.Errorf("ports %+v", si.Spec.Ports)
+			}
+			return nil
+		})
+	})
+
+	t.Run("an ExternalName service is not valid and not exported", func(t *testing.T) {
+		if err := hub.client.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "ext"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := hub.client.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "ext"}}); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(ctx, t, wait, "Valid=False", condition(ctx, hub.client, "app", "ext", mcsv1alpha1.ServiceExportConditionValid, metav1.ConditionFalse, "InvalidServiceType"))
+		testenv.Eventually(ctx, t, wait, "not resolvable", answers(east, "ext.app.svc.clusterset.local", dns.TypeA))
+	})
+
+	t.Run("unexport removes the cluster from imports and DNS", func(t *testing.T) {
+		if err := west.client.Delete(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db"}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range f.members {
+			testenv.Eventually(ctx, t, wait, m.name+" imports app/db from east only", importOf(m.client, "app", "db", "east"))
+		}
+		testenv.Eventually(ctx, t, wait, "west.db is gone", answers(hub, "west.db.app.svc.clusterset.local", dns.TypeA))
+		testenv.Eventually(ctx, t, wait, "db is east", answers(hub, "db.app.svc.clusterset.local", dns.TypeA, eastIP))
+	})
+
+	t.Run("deleting the service removes its imports everywhere", func(t *testing.T) {
+		if err := east.client.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db"}}); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(ctx, t, wait, "Valid=False NoService", condition(ctx, east.client, "app", "db", mcsv1alpha1.ServiceExportConditionValid, metav1.ConditionFalse, "NoService"))
+		for _, m := range f.members {
+			testenv.Eventually(ctx, t, wait, m.name+" has no app/db import", importOf(m.client, "app", "db"))
+		}
+		testenv.Eventually(ctx, t, wait, "NXDOMAIN", answers(hub, "db.app.svc.clusterset.local", dns.TypeA))
+	})
+
+	t.Run("a removed cluster's slices disappear", func(t *testing.T) {
+		var si mcsv1alpha1.ServiceImport
+		if err := f.broker.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "app.cache.west"}, &si); err != nil {
+			t.Fatal(err)
+		}
+		if refs := si.OwnerReferences; len(refs) != 1 || refs[0].Name != "cluster-west" {
+			t.Fatalf("west's broker objects are not owned by its broker identity: %+v", refs)
+		}
+		// Removing west from the fleet stops its controller and prunes its broker identity;
+		// the garbage collector (absent here) then deletes what it owned, as done below.
+		west.haltTB(t)
+		if err := f.broker.Delete(ctx, &si); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.broker.DeleteAllOf(ctx, &discoveryv1.EndpointSlice{}, client.InNamespace(f.ns), client.MatchingLabels{mcnetv1.ClusterLabel: "west"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"hub", "east"} {
+			testenv.Eventually(ctx, t, wait, name+" imports app/cache from east only", importOf(f.members[name].client, "app", "cache", "east"))
+		}
+		testenv.Eventually(ctx, t, wait, "west.cache is gone", answers(hub, "west.cache.app.svc.clusterset.local", dns.TypeA))
+		west.startTB(ctx, t) // for the cleanup's halt
+	})
+}
+
+// BenchmarkExportToResolve measures the time from creating a ServiceExport in one
+// cluster to its name resolving at another cluster's DNS server, through the broker.
+func BenchmarkExportToResolve(b *testing.B) {
+	ctx := b.Context()
+	f := startFleet(b)
+	east, west := f.members["east"], f.members["west"]
+	pg := []corev1.ServicePort{{Name: "pg", Protocol: corev1.ProtocolTCP, Port: 5432}}
+	if err := west.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
+		b.Fatal(err)
+	}
+	setGateway(ctx, b, west.client, map[string]time.Duration{"east": time.Millisecond})
+	// Warm up: the controllers have started and the DNS server is serving.
+	warm := exportService(ctx, b, east.client, "bench", "warmup", pg, true)
+	testenv.Eventually(ctx, b, 60*time.Second, "warm-up export resolves", answersOneOf(west, "warmup.bench.svc.clusterset.local", warm))
+	var total, worst time.Duration
+	n := max(b.N, 5)
+	for i := range n {
+		name := fmt.Sprintf("svc-%d", i)
+		ip := exportService(ctx, b, east.client, "bench", name, pg, false)
+		start := time.Now()
+		if err := east.client.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name}}); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, got, err := west.resolve(name+".bench.svc.clusterset.local", dns.TypeA); err == nil && len(got) == 1 && got[0] == ip {
+				break
+			}
+			if time.Since(start) > 30*time.Second {
+				b.Fatalf("%s did not resolve", name)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		d := time.Since(start)
+		total += d
+		worst = max(worst, d)
+	}
+	mean := total / time.Duration(n)
+	b.ReportMetric(float64(mean.Milliseconds()), "ms/export")
+	fmt.Printf("discovery: export-to-resolvable (ServiceExport created in east → A record at west's DNS, via the broker): mean %s, max %s over %d exports (target < 2s)\n",
+		mean.Round(time.Millisecond), worst.Round(time.Millisecond), n)
+}
