@@ -12,8 +12,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/mcnet-io/mcnet/internal/cli/broker"
 	"github.com/mcnet-io/mcnet/internal/cli/benchmark"
+	"github.com/mcnet-io/mcnet/internal/cli/broker"
 	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/cli/diagnose"
 	"github.com/mcnet-io/mcnet/internal/cli/export"

@@ -157,7 +157,9 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		snaps, clients = append(snaps, r.Value), append(clients, o.targets[i])
 	}
-	match := func(s *inspect.Snapshot, name string) bool { return name == "" || s.ClusterID == name || s.Context == name }
+	match := func(s *inspect.Snapshot, name string) bool {
+		return name == "" || s.ClusterID == name || s.Context == name
+	}
 	rep := Report{TypeMeta: output.Meta(Kind), PluginVersion: version.Version, Test: string(o.Test)}
 	modes := []string{"gateway", "worker"}
 	if o.Mode != "both" {

@@ -1,0 +1,187 @@
+// Package operate_test runs show, diagnose and export against real API servers with
+// mcnet objects written directly, as the gateway and controller would.
+package operate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/cli"
+	"github.com/mcnet-io/mcnet/internal/fleet"
+	"github.com/mcnet-io/mcnet/internal/testenv"
+	"github.com/mcnet-io/mcnet/kustomize"
+)
+
+// kubeconfig writes one kubeconfig with a context per cluster.
+func kubeconfig(t *testing.T, names []string, cfgs []*rest.Config) string {
+	kc := clientcmdapi.NewConfig()
+	for i, n := range names {
+		kc.Clusters[n] = &clientcmdapi.Cluster{Server: cfgs[i].Host, CertificateAuthorityData: cfgs[i].CAData}
+		kc.AuthInfos[n] = &clientcmdapi.AuthInfo{ClientCertificateData: cfgs[i].CertData, ClientKeyData: cfgs[i].KeyData, Token: cfgs[i].BearerToken}
+		kc.Contexts[n] = &clientcmdapi.Context{Cluster: n, AuthInfo: n}
+	}
+	kc.CurrentContext = names[0]
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func run(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := cli.Run(t.Context(), genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, args)
+	t.Logf("kubectl mcnet %s → %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	return code, out.String()
+}
+
+// install applies the rendered CRDs and cluster overlay, then writes the objects the
+// controller and gateway would: Clusters, Endpoint, Gateways with status.
+func install(t *testing.T, cfg *rest.Config, repo *testenv.Repo, id string, clusters map[string][2]string, gateways map[string]mcnetv1.GatewayStatus, gatewayLabel map[string]bool) {
+	ctx := t.Context()
+	testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirCRDs))
+	testenv.Apply(ctx, t, cfg, repo.Build(t, "clusters/"+id))
+	c := testenv.Client(t, cfg)
+	for cid, nets := range clusters {
+		cl := &mcnetv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cid, Namespace: mcnetv1.SystemNamespace},
+			Spec: mcnetv1.ClusterObjSpec{ClusterID: cid, PodCIDRs: []string{nets[0]}, ServiceCIDRs: []string{nets[1]}, Cable: mcnetv1.CableVXLAN}}
+		must(t, c.Create(ctx, cl))
+	}
+	for node, st := range gateways {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}
+		if gatewayLabel[node] {
+			n.Labels = map[string]string{mcnetv1.GatewayLabel: "true"}
+		}
+		must(t, c.Create(ctx, n))
+		gw := &mcnetv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: mcnetv1.SystemNamespace}}
+		must(t, c.Create(ctx, gw))
+		gw.Status = st
+		must(t, c.Status().Update(ctx, gw))
+		if st.HAStatus == mcnetv1.HAActive {
+			ep := &mcnetv1.Endpoint{ObjectMeta: metav1.ObjectMeta{Name: id, Namespace: mcnetv1.SystemNamespace},
+				Spec: mcnetv1.EndpointSpec{ClusterID: id, Hostname: node, Cable: mcnetv1.CableVXLAN, Port: 4789, PrivateIPs: []string{"198.18.0.1"}, Subnets: []string{clusters[id][0]}}}
+			must(t, client.IgnoreAlreadyExists(c.Create(ctx, ep)))
+		}
+	}
+	var d appsv1.Deployment
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: "mcnet-controller"}, &d))
+	d.Status = appsv1.DeploymentStatus{Replicas: 1, ReadyReplicas: 1, AvailableReplicas: 1}
+	must(t, c.Status().Update(ctx, &d))
+}
+
+func loadFleet(t *testing.T) *mcnetv1.ClusterSet {
+	t.Helper()
+	cs, err := fleet.Load("../../../kustomize/testdata/fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestShowDiagnoseExport(t *testing.T) {
+	cfgs := testenv.StartAPIServers(t, 2)
+	cs := loadFleet(t)
+	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v0.1.0"})
+	must(t, err)
+	repo := testenv.NewRepo(t, tree)
+	east, west := cs.Spec.Clusters[0], cs.Spec.Clusters[1]
+	nets := map[string][2]string{}
+	for _, c := range cs.Spec.Clusters[:2] {
+		nets[c.Name] = [2]string{c.PodCIDRs[0], c.ServiceCIDRs[0]}
+	}
+	now := metav1.NewTime(time.Now().Add(-time.Hour))
+	install(t, cfgs[0], repo, east.Name, nets, map[string]mcnetv1.GatewayStatus{
+		"east-gw1": {HAStatus: mcnetv1.HAActive, Cable: mcnetv1.CableVXLAN, Connections: []mcnetv1.Connection{{
+			Cluster: west.Name, Status: mcnetv1.ConnectionError, Message: "no probe replies from 10.2.0.1 for 9 s", LastTransitionTime: &now}}},
+	}, map[string]bool{"east-gw1": true})
+	install(t, cfgs[1], repo, west.Name, nets, map[string]mcnetv1.GatewayStatus{
+		"west-gw1": {HAStatus: mcnetv1.HAActive, Cable: mcnetv1.CableVXLAN, Connections: []mcnetv1.Connection{{Cluster: east.Name, Status: mcnetv1.Connected, RTT: &mcnetv1.RTTStats{Avg: metav1.Duration{Duration: time.Millisecond}}}}},
+		"west-gw2": {HAStatus: mcnetv1.HAActive},
+	}, map[string]bool{"west-gw1": true})
+	kc := kubeconfig(t, []string{"ctx-east", "ctx-west"}, cfgs)
+
+	code, out := run(t, "show", "all", "--kubeconfig", kc)
+	if code != 0 || !strings.Contains(out, "cluster "+east.Name+" (context ctx-east)") || !strings.Contains(out, "error") {
+		t.Errorf("show all: exit %d, want 0 with a block per cluster and the error connection", code)
+	}
+	code, out = run(t, "show", "connections", "--kubeconfig", kc, "-o", "json")
+	var rep map[string]any
+	must(t, json.Unmarshal([]byte(out), &rep))
+	if code != 0 || rep["kind"] != "ShowReport" || rep["apiVersion"] != "mcnet.io/v1alpha1" {
+		t.Errorf("show -o json: exit %d kind %v", code, rep["kind"])
+	}
+
+	repoDir := t.TempDir()
+	must(t, kustomize.Write(repoDir, tree))
+	// Drift: change a live object the tree renders.
+	c := testenv.Client(t, cfgs[0])
+	var ds appsv1.DaemonSet
+	must(t, c.Get(t.Context(), client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: "mcnet-gateway"}, &ds))
+	ds.Spec.Template.Spec.Containers[0].Args = append(ds.Spec.Template.Spec.Containers[0].Args, "--probe-interval=5s")
+	must(t, c.Update(t.Context(), &ds))
+
+	code, out = run(t, "diagnose", "--kubeconfig", kc, "--probe=false", "--repo", repoDir, "-o", "json")
+	var drep struct {
+		Kind   string
+		Checks []struct{ Code, Cluster, Result, Message string }
+	}
+	must(t, json.Unmarshal([]byte(out), &drep))
+	found := map[string]string{}
+	for _, ch := range drep.Checks {
+		if ch.Code != "" {
+			found[ch.Code+"/"+ch.Cluster] = ch.Message
+		}
+	}
+	for _, want := range []string{"MCN1401/" + east.Name, "MCN1303/" + west.Name, "MCN1304/" + west.Name, "MCN1804/" + east.Name} {
+		if _, ok := found[want]; !ok {
+			t.Errorf("diagnose did not report %s; found %v", want, found)
+		}
+	}
+	if code != 1 || drep.Kind != "DiagnoseReport" {
+		t.Errorf("diagnose: exit %d kind %q, want 1 DiagnoseReport", code, drep.Kind)
+	}
+
+	// Export against a real API server.
+	must(t, c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "app"}}))
+	must(t, c.Create(t.Context(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "app"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 5432}}}}))
+	if code, _ := run(t, "export", "service/db", "-n", "app", "--kubeconfig", kc, "--context", "ctx-east"); code != 0 {
+		t.Errorf("export: exit %d", code)
+	}
+	var se mcsv1alpha1.ServiceExport
+	must(t, c.Get(t.Context(), client.ObjectKey{Namespace: "app", Name: "db"}, &se))
+	if code, _ := run(t, "export", "service/nope", "-n", "app", "--kubeconfig", kc, "--context", "ctx-east"); code != 1 {
+		t.Errorf("export of a missing service: exit %d, want 1", code)
+	}
+	if code, out := run(t, "export", "svc/db", "-n", "app", "--dry-run=client", "-o", "yaml", "--kubeconfig", kc); code != 0 || !strings.Contains(out, "kind: ServiceExport") {
+		t.Errorf("dry run: exit %d", code)
+	}
+	if code, _ := run(t, "unexport", "service/db", "-n", "app", "--kubeconfig", kc, "--context", "ctx-east"); code != 0 {
+		t.Errorf("unexport: exit %d", code)
+	}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: "app", Name: "db"}, &se); client.IgnoreNotFound(err) != nil || err == nil {
+		t.Errorf("ServiceExport still there after unexport: %v", err)
+	}
+}

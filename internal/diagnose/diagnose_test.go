@@ -1,0 +1,102 @@
+package diagnose
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var codeRE = regexp.MustCompile(`MCN\d{4}`)
+
+// TestCodesDocumented keeps docs/diagnose.md and the codes used in code in step.
+func TestCodesDocumented(t *testing.T) {
+	used := map[string]bool{}
+	files, _ := filepath.Glob("*.go")
+	cli, _ := filepath.Glob("../cli/diagnose/*.go")
+	for _, f := range append(files, cli...) {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range codeRE.FindAllString(string(data), -1) {
+			used[c] = true
+		}
+	}
+	doc, err := os.ReadFile("../../docs/diagnose.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^### (MCN\d{4})$`).FindAllStringSubmatch(string(doc), -1) {
+		documented[m[1]] = true
+	}
+	if diff := cmp.Diff(keys(used), keys(documented)); diff != "" {
+		t.Errorf("codes used in code (-) vs documented in docs/diagnose.md (+):\n%s", diff)
+	}
+	for c := range used {
+		if _, ok := Catalog[c]; !ok {
+			t.Errorf("%s is used but not in Catalog", c)
+		}
+	}
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestOverlaps(t *testing.T) {
+	got := Overlaps([]Network{
+		{Cluster: "east", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.101.0.0/16"}},
+		{Cluster: "west", PodCIDRs: []string{"10.1.128.0/17"}, ServiceCIDRs: []string{"10.102.0.0/16"}},
+	})
+	if len(got) != 1 || got[0].Code != "MCN1201" || got[0].Result != Fail || !strings.Contains(got[0].Message, "east pod 10.1.0.0/16 overlaps west pod 10.1.128.0/17") {
+		t.Errorf("got %+v, want one MCN1201 naming both networks", got)
+	}
+	if got := Overlaps([]Network{{Cluster: "a", PodCIDRs: []string{"10.1.0.0/16"}}, {Cluster: "b", PodCIDRs: []string{"10.2.0.0/16"}}}); got[0].Result != OK {
+		t.Errorf("disjoint networks: got %+v", got)
+	}
+}
+
+func TestForwardsDomain(t *testing.T) {
+	corefile := `.:53 {
+    errors
+    forward . /etc/resolv.conf
+}
+clusterset.local:53 {
+    forward . 10.96.0.53
+}
+`
+	for _, tc := range []struct {
+		domain, ip string
+		want       bool
+	}{{"clusterset.local", "10.96.0.53", true}, {"clusterset.local.", "10.96.0.53", true}, {"clusterset.local", "10.96.0.54", false}, {"other.local", "10.96.0.53", false}} {
+		if got := ForwardsDomain(corefile, tc.domain, tc.ip); got != tc.want {
+			t.Errorf("ForwardsDomain(%s, %s) = %v, want %v", tc.domain, tc.ip, got, tc.want)
+		}
+	}
+}
+
+func TestSubset(t *testing.T) {
+	want := map[string]any{"spec": map[string]any{"replicas": float64(1), "args": []any{"--a=1"}}, "status": map[string]any{"x": "y"}}
+	live := map[string]any{"spec": map[string]any{"replicas": float64(1), "args": []any{"--a=1"}, "defaulted": true}}
+	if d := Subset(want, live, ""); len(d) != 0 {
+		t.Errorf("defaults and status counted as drift: %v", d)
+	}
+	live["spec"].(map[string]any)["args"] = []any{"--a=2"}
+	if d := Subset(want, live, ""); !slices.Equal(d, []string{".spec.args[0]"}) {
+		t.Errorf("got %v, want .spec.args[0]", d)
+	}
+}
