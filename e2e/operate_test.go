@@ -1,0 +1,200 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/mcnet-io/mcnet/e2e/fleetlab"
+	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
+	"github.com/mcnet-io/mcnet/internal/cli"
+	"github.com/mcnet-io/mcnet/internal/fleet"
+)
+
+// mcnet runs the plugin in-process with a kubeconfig listing every lab cluster.
+func mcnet(t *testing.T, kubeconfig string, args ...string) (int, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := cli.Run(t.Context(), genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, append(args, "--kubeconfig", kubeconfig))
+	t.Logf("kubectl mcnet %s → %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	return code, out.String()
+}
+
+// codes runs diagnose -o json and returns the finding codes.
+func codes(t *testing.T, kubeconfig string, extra ...string) map[string]bool {
+	t.Helper()
+	_, out := mcnet(t, kubeconfig, append([]string{"diagnose", "-o", "json"}, extra...)...)
+	var rep struct{ Checks []struct{ Code string } }
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("diagnose -o json: %v", err)
+	}
+	got := map[string]bool{}
+	for _, c := range rep.Checks {
+		if c.Code != "" {
+			got[c.Code] = true
+		}
+	}
+	return got
+}
+
+func netns(ctx context.Context, t *testing.T, ns string, args ...string) {
+	t.Helper()
+	if out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns exec %s %v: %v\n%s", ns, args, err, out)
+	}
+}
+
+// TestOperate runs show, diagnose and benchmark against the lab and injects the faults
+// diagnose must name: a blocked cable port, a shrunk WAN MTU, a stopped broker, a
+// deleted gateway label, overlapping CIDRs in a fleet file and a live edit (drift).
+func TestOperate(t *testing.T) {
+	ctx := t.Context()
+	root, err := lab.RepoRoot("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := fleet.Load(filepath.Join(root, "examples", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := fleetlab.LabOptions(cs, 2, cs.Spec.Clusters[len(cs.Spec.Clusters)-1].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := labtest.Start(t, opts)
+	repoDir := filepath.Join(t.TempDir(), "fleet-repo")
+	if err := fleetlab.Install(ctx, l, cs, repoDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// One kubeconfig with every cluster's context.
+	var paths []string
+	for _, c := range l.Clusters() {
+		paths = append(paths, c.Kubeconfig)
+	}
+	t.Setenv("KUBECONFIG", strings.Join(paths, string(os.PathListSeparator)))
+	merged := filepath.Join(t.TempDir(), "kubeconfig")
+	if out, err := exec.CommandContext(ctx, "kubectl", "config", "view", "--flatten").Output(); err == nil {
+		_ = os.WriteFile(merged, out, 0o600)
+	} else {
+		merged = strings.Join(paths, string(os.PathListSeparator))
+	}
+
+	if err := lab.Eventually(ctx, 2*time.Minute, func(context.Context) error {
+		if code, _ := mcnet(t, merged, "diagnose", "--probe=false"); code != 0 {
+			return errFindings
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("healthy lab: diagnose never passed: %v", err)
+	}
+	if code, _ := mcnet(t, merged, "show", "all"); code != 0 {
+		t.Errorf("show all: exit %d", code)
+	}
+	code, out := mcnet(t, merged, "benchmark", "throughput", "--mode", "gateway", "-o", "json", "--duration", "3s")
+	if code != 0 || !strings.Contains(out, `"gbps"`) {
+		t.Errorf("benchmark throughput: exit %d", code)
+	}
+	if code, _ := mcnet(t, merged, "benchmark", "latency", "--mode", "both"); code != 0 {
+		t.Errorf("benchmark latency: exit %d", code)
+	}
+
+	a := l.Clusters()[0]
+	gw := a.Gateways()[0]
+	port := "4789"
+	if cs.Spec.Cable != "vxlan" {
+		port = "51820"
+	}
+	t.Run("cable port blocked", func(t *testing.T) {
+		netns(ctx, t, l.WANNetns, "iptables", "-I", "FORWARD", "-p", "udp", "--dport", port, "-j", "DROP")
+		defer netns(context.WithoutCancel(ctx), t, l.WANNetns, "iptables", "-D", "FORWARD", "-p", "udp", "--dport", port, "-j", "DROP")
+		eventuallyCodes(t, merged, "MCN1401", "MCN1405")
+	})
+	t.Run("WAN MTU shrunk", func(t *testing.T) {
+		netns(ctx, t, gw.Netns, "ip", "link", "set", "wan0", "mtu", "1280")
+		defer netns(context.WithoutCancel(ctx), t, gw.Netns, "ip", "link", "set", "wan0", "mtu", "1500")
+		eventuallyCodes(t, merged, "MCN1406")
+	})
+	t.Run("gateway label deleted", func(t *testing.T) {
+		patch := []byte(`{"metadata":{"labels":{"mcnet.io/gateway":null}}}`)
+		for _, n := range a.Gateways() {
+			if _, err := a.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer func() {
+			for _, n := range a.Gateways() {
+				_, _ = a.Client.CoreV1().Nodes().Patch(context.WithoutCancel(ctx), n.Name, types.MergePatchType, []byte(`{"metadata":{"labels":{"mcnet.io/gateway":"true"}}}`), metav1.PatchOptions{})
+			}
+		}()
+		eventuallyCodes(t, merged, "MCN1301")
+	})
+	t.Run("drift", func(t *testing.T) {
+		patch := []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"gateway","args":["--cluster-id=` + a.Name + `","--probe-interval=9s"]}]}}}}`)
+		if _, err := a.Client.AppsV1().DaemonSets("mcnet-system").Patch(ctx, "mcnet-gateway", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := codes(t, merged, "--probe=false", "--repo", repoDir); !got["MCN1804"] {
+			t.Errorf("drift not reported as MCN1804: %v", got)
+		}
+	})
+	t.Run("overlapping CIDRs offline", func(t *testing.T) {
+		data, err := os.ReadFile(filepath.Join(root, "examples", "fleet.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := strings.Replace(string(data), cs.Spec.Clusters[1].PodCIDRs[0], cs.Spec.Clusters[0].PodCIDRs[0], 1)
+		p := filepath.Join(t.TempDir(), "fleet.yaml")
+		if err := os.WriteFile(p, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := codes(t, merged, "--offline", "-f", p); !got["MCN1201"] {
+			t.Errorf("overlap not reported as MCN1201: %v", got)
+		}
+	})
+	t.Run("broker stopped", func(t *testing.T) {
+		broker := l.Cluster(cs.Spec.Broker.Cluster)
+		netns(ctx, t, l.WANNetns, "iptables", "-I", "FORWARD", "-d", broker.PublicAPIServer.Addr().String(), "-p", "tcp", "--dport", strconv.Itoa(int(broker.PublicAPIServer.Port())), "-j", "REJECT")
+		defer netns(context.WithoutCancel(ctx), t, l.WANNetns, "iptables", "-D", "FORWARD", "-d", broker.PublicAPIServer.Addr().String(), "-p", "tcp", "--dport", strconv.Itoa(int(broker.PublicAPIServer.Port())), "-j", "REJECT")
+		eventuallyCodes(t, merged, "MCN1103")
+	})
+}
+
+var errFindings = &findingsError{}
+
+type findingsError struct{}
+
+func (*findingsError) Error() string { return "diagnose reported findings" }
+
+func eventuallyCodes(t *testing.T, kubeconfig string, want ...string) {
+	t.Helper()
+	var got map[string]bool
+	err := lab.Eventually(t.Context(), 90*time.Second, func(context.Context) error {
+		got = codes(t, kubeconfig)
+		for _, w := range want {
+			if !got[w] {
+				return errFindings
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("diagnose never reported %v (last: %v)", want, got)
+	}
+}
