@@ -32,8 +32,9 @@ const WorkloadNamespace = "mcnet-system"
 // as processes in the node's namespace (hostNetwork) or a pod namespace of its own.
 //
 // Placement: a DaemonSet gets one pod on each node matching its nodeSelector; a
-// Deployment's replicas go to matching nodes round-robin, workers before gateways. A
-// changed pod template replaces the pod; a deleted workload removes it.
+// Deployment's replicas go to matching nodes that are up, round-robin, workers before
+// gateways, and stay there. A changed pod template replaces the pod (on the same node);
+// a deleted workload removes it.
 type kubelet struct {
 	c       *Cluster
 	factory informers.SharedInformerFactory
@@ -188,13 +189,33 @@ func (k *kubelet) desired() map[string]podPlan {
 		if len(nodes) == 0 {
 			continue
 		}
+		// New replicas go to nodes that are up; a placed replica stays where it is
+		// while its node still matches, as a scheduled pod does (nothing evicts it).
+		up := slices.DeleteFunc(slices.Clone(nodes), (*Node).isDown)
+		if len(up) == 0 {
+			up = nodes
+		}
 		owner := *metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))
 		for r := range replicas {
 			name := fmt.Sprintf("%s-%d", d.Name, r)
-			want[name] = plan(name, d.Name, owner, nodes[r%len(nodes)], d.Spec.Template)
+			node := up[r%len(up)]
+			if cur := k.placed(name); cur != nil && slices.Contains(nodes, cur) {
+				node = cur
+			}
+			want[name] = plan(name, d.Name, owner, node, d.Spec.Template)
 		}
 	}
 	return want
+}
+
+// placed returns the node a running pod was placed on, or nil.
+func (k *kubelet) placed(name string) *Node {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.pods[name]; ok {
+		return p.plan.node
+	}
+	return nil
 }
 
 func plan(name, workload string, owner metav1.OwnerReference, n *Node, t corev1.PodTemplateSpec) podPlan {
