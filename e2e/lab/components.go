@@ -22,7 +22,8 @@ type WorkloadPod struct {
 	PIDs map[string]int
 	// Restarts counts container restarts over the pod's life.
 	Restarts int
-	// Ready is what the Pod object's Ready condition says.
+	// Ready is true when every container runs and passes its readiness probe, which is
+	// what the Pod object's Ready condition is set to.
 	Ready bool
 	// Err says why the pod's containers are not running, if they are not.
 	Err error

@@ -347,8 +347,8 @@ const saMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 // created as empty directories on the host's filesystem and left there: removing one
 // would detach the mounts of another lab running at the same time.
 func (p *labPod) command(ctr corev1.Container) (argv, env []string, err error) {
-	c, pod := p.k.c, p.pod
-	bin, err := p.k.c.lab.binary(ctr)
+	c := p.k.c
+	bin, err := c.lab.binary(ctr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -431,7 +431,6 @@ func (p *labPod) command(ctr corev1.Container) (argv, env []string, err error) {
 	}
 	script.WriteString(`exec "$@"` + "\n")
 	argv = append([]string{"sh", "-c", script.String(), "sh", bin}, args...)
-	_ = pod
 	return argv, env, nil
 }
 

@@ -295,15 +295,6 @@ func Eventually(ctx context.Context, timeout time.Duration, cond func(context.Co
 	}
 }
 
-// trimOutput shortens command output for error messages.
-func trimOutput(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) > 2000 {
-		return s[:2000] + "…"
-	}
-	return s
-}
-
 // SetResolver makes the pod's /etc/resolv.conf name server ns (for example the ClusterIP
 // of mcnet's DNS Service) with the given search domains, so `dig name` and other
 // resolvers work without @server. It uses `ip netns exec`'s convention of bind-mounting
