@@ -36,6 +36,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/probe"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
 
@@ -102,6 +103,16 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Benchmarks and diagnose ask this agent for measurements through NetworkTests.
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return err
+	}
+	go func() {
+		_ = probe.RunAgent(logr.NewContext(ctx, log), wc, probe.AgentOptions{
+			Namespace: o.Namespace, NodeName: o.NodeName, Agent: mcnetv1.AgentGateway,
+		})
+	}()
 	return g.run(ctx)
 }
 

@@ -26,6 +26,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/probe"
 	"github.com/mcnet-io/mcnet/internal/gateway"
 )
 
@@ -78,6 +79,16 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Benchmarks and diagnose ask this agent for measurements through NetworkTests.
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: gateway.Scheme()})
+	if err != nil {
+		return err
+	}
+	go func() {
+		_ = probe.RunAgent(logr.NewContext(ctx, log), wc, probe.AgentOptions{
+			Namespace: o.Namespace, NodeName: o.NodeName, Agent: mcnetv1.AgentRouteAgent,
+		})
+	}()
 	return a.run(ctx)
 }
 
