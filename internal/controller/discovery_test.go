@@ -335,6 +335,24 @@ func TestDiscovery(t *testing.T) {
 		testenv.Eventually(ctx, t, wait, "east resolves db to itself", answers(east, "db.app.svc.clusterset.local", dns.TypeA, eastIP))
 	})
 
+	t.Run("CoreDNS gets a server block forwarding the domain to mcnet-dns", func(t *testing.T) {
+		var svc corev1.Service
+		if err := hub.client.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: "mcnet-dns"}, &svc); err != nil {
+			t.Fatal(err)
+		}
+		want := controller.CoreDNSServerBlock("clusterset.local", svc.Spec.ClusterIPs)
+		testenv.Eventually(ctx, t, wait, "kube-system/mcnet-coredns", func(ctx context.Context) error {
+			var cm corev1.ConfigMap
+			if err := hub.client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: controller.CoreDNSConfigMap}, &cm); err != nil {
+				return err
+			}
+			if got := cm.Data[controller.CoreDNSServerKey]; got != want {
+				return fmt.Errorf("server block:\n%s\nwant:\n%s", got, want)
+			}
+			return nil
+		})
+	})
+
 	t.Run("a disconnected cluster drops out of answers", func(t *testing.T) {
 		setGateway(ctx, t, hub.client, map[string]time.Duration{"east": -1, "west": 3 * time.Millisecond})
 		testenv.Eventually(ctx, t, wait, "only west answers", func(ctx context.Context) error {
