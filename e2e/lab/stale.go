@@ -75,7 +75,7 @@ func clean(ctx context.Context, progress io.Writer, stale func(owner, bool) bool
 			continue
 		}
 		if progress != nil {
-			fmt.Fprintf(progress, "removing stale lab %s (%d namespaces)\n", id, len(names))
+			fmt.Fprintf(progress, "removing lab %s (%d namespaces)\n", id, len(names))
 		}
 		errs = append(errs, removeNetns(ctx, names))
 		if rerr == nil && o.Dir != "" && strings.Contains(filepath.Base(o.Dir), "mcnet-lab") {
