@@ -114,7 +114,7 @@ func New(cfg Config) (*Dataplane, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("dataplane config: %w", err)
 	}
-	nl, err := netlink.NewHandle()
+	nl, err := newRTNL()
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
@@ -487,7 +487,7 @@ func (d *Dataplane) linkMatches(l netlink.Link, spec linkSpec) bool {
 	switch spec.Kind {
 	case DriverVXLAN:
 		vx, ok := l.(*netlink.Vxlan)
-		return ok && vx.VxlanId == spec.VNI && vx.Port == int(spec.Port) && !vx.Learning
+		return ok && vx.VxlanId == spec.VNI && vx.Port == int(spec.Port) && !vx.Learning && vx.UDPCSum == !spec.ZeroUDPCsum
 	case DriverWireGuard:
 		// A kernel device, or a TUN only if it is the userspace device we run (a
 		// leftover TUN from a dead process has nobody behind it).
@@ -506,6 +506,7 @@ func (d *Dataplane) createLink(ctx context.Context, spec linkSpec) error {
 			// FDB entries are static: learning would let any sender on the port
 			// redirect a cluster's traffic.
 			Learning: false,
+			UDPCSum:  !spec.ZeroUDPCsum,
 		}
 		if err := d.k.nl.LinkAdd(vx); err != nil {
 			return fmt.Errorf("create vxlan: %w", err)

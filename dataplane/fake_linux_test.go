@@ -492,7 +492,7 @@ func (f *fakeKernel) String() string {
 		names[a.Index] = name
 		s := fmt.Sprintf("link %s type %s mtu %d mac %s up %v", name, l.link.Type(), a.MTU, a.HardwareAddr, a.Flags&net.FlagUp != 0)
 		if vx, ok := l.link.(*netlink.Vxlan); ok {
-			s += fmt.Sprintf(" vni %d port %d learning %v", vx.VxlanId, vx.Port, vx.Learning)
+			s += fmt.Sprintf(" vni %d port %d learning %v udpcsum %v", vx.VxlanId, vx.Port, vx.Learning, vx.UDPCSum)
 		}
 		for _, p := range l.addrs {
 			s += " addr " + p.String()

@@ -20,6 +20,9 @@ type linkSpec struct {
 	VNI  int     // vxlan
 	Port uint16  // vxlan destination port
 	MAC  [6]byte // vxlan
+	// ZeroUDPCsum sends the VXLAN's outer UDP checksum as zero (the cable; see
+	// planVXLANCable).
+	ZeroUDPCsum bool
 	// Addr is an IPv4 address for the link, when it needs one (see gatewayAddr).
 	Addr netip.Prefix
 	// HealthAddrs are further IPv4 host addresses (global scope) the link carries:
@@ -237,6 +240,12 @@ func planVXLANCable(c Config, s State, resolve resolver, mtuFor func(Driver, ...
 	p.Links = append(p.Links, linkSpec{
 		Name: c.vxLink(), Kind: DriverVXLAN, VNI: interVNI, Port: s.Gateway.vxlanPort(),
 		MAC: clusterMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN, eps...),
+		// RFC 7348 section 5: the outer UDP checksum SHOULD be zero over IPv4. It
+		// also must be: Linux fills it in at once (local checksum offload) while the
+		// packet stays CHECKSUM_PARTIAL for the inner header, and a NAT on the way
+		// (a veth or VM host doing 1:1 NAT) then updates it as if it were a partial
+		// sum, so the NATed gateway drops every packet (UdpInCsumErrors).
+		ZeroUDPCsum: true,
 	})
 	return []uint16{s.Gateway.vxlanPort()}
 }
