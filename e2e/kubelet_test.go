@@ -101,6 +101,22 @@ spec:
         ports: [{name: http, containerPort: 8080}]
         readinessProbe: {httpGet: {path: /readyz, port: http}}
 ---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fake-hung, namespace: mcnet-system}
+spec:
+  selector: {matchLabels: {app: fake-hung}}
+  template:
+    metadata: {labels: {app: fake-hung}}
+    spec:
+      serviceAccountName: fake
+      containers:
+      - name: hung
+        image: mcnet
+        command: [/fake-component]
+        # Serves nothing on 9999: the liveness probe fails and the container is restarted.
+        livenessProbe: {tcpSocket: {port: 9999}, periodSeconds: 1, failureThreshold: 2}
+---
 apiVersion: v1
 kind: Service
 metadata: {name: fake-controller, namespace: mcnet-system}
@@ -253,6 +269,22 @@ func TestKubeletLite(t *testing.T) {
 			return nil
 		})
 		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("liveness probe restarts", func(t *testing.T) {
+		err := lab.Eventually(ctx, 20*time.Second, func(context.Context) error {
+			if ps := c.WorkloadPods("fake-hung"); len(ps) != 1 || ps[0].Restarts == 0 {
+				return fmt.Errorf("fake-hung pods %+v, want one restarted", ps)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Out of the way: a crash-looping pod is never reliably ready.
+		if err := c.Client.AppsV1().Deployments("mcnet-system").Delete(ctx, "fake-hung", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -119,6 +119,13 @@ func (p *labPod) run(ctx context.Context) {
 				p.probe(ctx, ctr, probe)
 			}()
 		}
+		if probe := ctr.LivenessProbe; probe != nil {
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.liveness(ctx, ctr, probe)
+			}()
+		}
 	}
 }
 
@@ -743,6 +750,58 @@ func (p *labPod) probe(ctx context.Context, ctr corev1.Container, pr *corev1.Pro
 		p.mu.Unlock()
 		if changed {
 			p.updateStatus()
+		}
+	}
+}
+
+// liveness runs a liveness probe at the spec's period (default 10 s: killing a slow
+// starter would be worse than noticing a hang late) after its initial delay, counted
+// from each container start, and kills the container after failureThreshold failures
+// in a row, as a kubelet does.
+func (p *labPod) liveness(ctx context.Context, ctr corev1.Container, pr *corev1.Probe) {
+	st := p.containers[ctr.Name]
+	period := time.Duration(max(pr.PeriodSeconds, 1)) * time.Second
+	if pr.PeriodSeconds == 0 {
+		period = 10 * time.Second
+	}
+	threshold := int(pr.FailureThreshold)
+	if threshold == 0 {
+		threshold = 3
+	}
+	var current *proc
+	var started time.Time
+	failures := 0
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		p.mu.Lock()
+		pr2 := st.proc
+		p.mu.Unlock()
+		if pr2 == nil {
+			continue
+		}
+		if pr2 != current {
+			current, started, failures = pr2, time.Now(), 0
+		}
+		if time.Since(started) < time.Duration(pr.InitialDelaySeconds)*time.Second {
+			continue
+		}
+		if err := p.check(ctx, ctr, pr); err == nil {
+			failures = 0
+			continue
+		}
+		if failures++; failures >= threshold {
+			appendLog(p.k.c.logPath(p.plan.name, p.plan.node.Name), "container %s failed its liveness probe %d times; killing it", ctr.Name, failures)
+			select {
+			case st.kill <- syscall.SIGKILL:
+			default:
+			}
+			failures = 0
 		}
 	}
 }
