@@ -101,6 +101,16 @@ spec:
         ports: [{name: http, containerPort: 8080}]
         readinessProbe: {httpGet: {path: /readyz, port: http}}
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: fake-controller, namespace: mcnet-system}
+spec:
+  selector: {app: fake-controller}
+  ports: [{port: 80, targetPort: http}]
+`
+
+// hungWorkload fails its liveness probe: it serves nothing on 9999.
+const hungWorkload = `
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: fake-hung, namespace: mcnet-system}
@@ -114,15 +124,7 @@ spec:
       - name: hung
         image: mcnet
         command: [/fake-component]
-        # Serves nothing on 9999: the liveness probe fails and the container is restarted.
         livenessProbe: {tcpSocket: {port: 9999}, periodSeconds: 1, failureThreshold: 2}
----
-apiVersion: v1
-kind: Service
-metadata: {name: fake-controller, namespace: mcnet-system}
-spec:
-  selector: {app: fake-controller}
-  ports: [{port: 80, targetPort: http}]
 `
 
 // TestKubeletLite runs hand-written workloads through the lab's kubelet-lite with a
@@ -274,6 +276,9 @@ func TestKubeletLite(t *testing.T) {
 	})
 
 	t.Run("liveness probe restarts", func(t *testing.T) {
+		if err := c.ApplyYAML(ctx, []byte(hungWorkload)); err != nil {
+			t.Fatal(err)
+		}
 		err := lab.Eventually(ctx, 20*time.Second, func(context.Context) error {
 			if ps := c.WorkloadPods("fake-hung"); len(ps) != 1 || ps[0].Restarts == 0 {
 				return fmt.Errorf("fake-hung pods %+v, want one restarted", ps)
