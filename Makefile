@@ -69,7 +69,7 @@ demo: build ## Render the bundled example fleet into a new Git repository, fleet
 	bin/kubectl-mcnet render -f examples/fleet.yaml --out fleet-repo --commit
 
 .PHONY: lab
-lab: tools build ## Bring up a two-cluster lab with the example fleet applied; Ctrl-C tears it down (root).
+lab: tools build ## Bring up a lab of real clusters with the example fleet applied (three clusters); Ctrl-C tears it down (root).
 	go run ./e2e/cmd/mcnet-lab up
 
 .PHONY: lab-down
