@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sync/errgroup"
 )
 
 // Options says what to build and where.
@@ -98,15 +99,18 @@ func Dist(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer os.RemoveAll(build)
 
+	imageCmds := slices.DeleteFunc(slices.Clone(cmds), func(c string) bool { return c == pluginBinary })
+	if o.SkipImage {
+		imageCmds = nil
+	}
+	if err := o.buildAll(ctx, build, imageCmds); err != nil {
+		return nil, err
+	}
+
 	res := &Result{Version: o.Version, Archives: map[Platform]Artifact{}}
 	sums := map[string]string{}
 	for _, p := range PluginPlatforms {
-		o.logf("building %s for %s", pluginBinary, p)
-		bin := filepath.Join(build, p.suffix(), pluginBinary)
-		if err := goBuild(ctx, &o, pluginBinary, p, bin); err != nil {
-			return nil, err
-		}
-		data, err := os.ReadFile(bin)
+		data, err := os.ReadFile(filepath.Join(build, p.suffix(), pluginBinary))
 		if err != nil {
 			return nil, err
 		}
@@ -139,7 +143,7 @@ func Dist(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
-	if err := o.image(ctx, res, cmds, build, license); err != nil {
+	if err := o.image(res, imageCmds, build, license); err != nil {
 		return nil, err
 	}
 	return res, writeSums(o.OutDir, res)
@@ -176,11 +180,38 @@ func (o *Options) logf(format string, args ...any) {
 	fmt.Fprintf(o.Log, "dist: "+format+"\n", args...)
 }
 
-// image builds the in-cluster commands (every cmd/ but the plugin) for ImagePlatforms and
-// writes their image.
-func (o *Options) image(ctx context.Context, res *Result, cmds []string, build string, license []byte) error {
-	cmds = slices.DeleteFunc(slices.Clone(cmds), func(c string) bool { return c == pluginBinary })
-	if o.SkipImage || len(cmds) == 0 {
+// buildAll builds kubectl-mcnet for PluginPlatforms and the in-cluster commands for
+// ImagePlatforms into build/<os>_<arch>/<name>, two builds at a time: compiling is
+// parallel within a build already, linking is not.
+func (o *Options) buildAll(ctx context.Context, build string, imageCmds []string) error {
+	type job struct {
+		name string
+		p    Platform
+	}
+	var jobs []job
+	for _, p := range PluginPlatforms {
+		jobs = append(jobs, job{pluginBinary, p})
+	}
+	for _, p := range ImagePlatforms {
+		for _, c := range imageCmds {
+			jobs = append(jobs, job{c, p})
+		}
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(2)
+	for _, j := range jobs {
+		g.Go(func() error {
+			o.logf("building %s for %s", j.name, j.p)
+			return goBuild(ctx, o, j.name, j.p, filepath.Join(build, j.p.suffix(), j.name))
+		})
+	}
+	return g.Wait()
+}
+
+// image writes the image of the in-cluster commands (every cmd/ but the plugin), built
+// for ImagePlatforms by buildAll.
+func (o *Options) image(res *Result, cmds []string, build string, license []byte) error {
+	if len(cmds) == 0 {
 		o.logf("no in-cluster commands under cmd/ (or skipped): no image")
 		return nil
 	}
@@ -191,12 +222,7 @@ func (o *Options) image(ctx context.Context, res *Result, cmds []string, build s
 			{Name: "tmp/", Mode: 0o777 | os.ModeSticky},
 		}
 		for _, c := range cmds {
-			o.logf("building %s for %s", c, p)
-			bin := filepath.Join(build, "image-"+p.suffix(), c)
-			if err := goBuild(ctx, o, c, p, bin); err != nil {
-				return err
-			}
-			data, err := os.ReadFile(bin)
+			data, err := os.ReadFile(filepath.Join(build, p.suffix(), c))
 			if err != nil {
 				return err
 			}

@@ -71,7 +71,8 @@ func TestDist(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds kubectl-mcnet for four platforms and krew")
 	}
-	root := repoRoot(t)
+	repo := repoRoot(t)
+	root := snapshot(t, repo)
 	license, err := os.ReadFile(filepath.Join(root, "LICENSE"))
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +100,38 @@ func TestDist(t *testing.T) {
 		}
 	})
 
-	t.Run("krew install", func(t *testing.T) { krewInstall(t, root, res) })
+	t.Run("krew install", func(t *testing.T) { krewInstall(t, repo, res) })
+}
+
+// snapshot copies the module's sources (what Git tracks or would track, as they are in the
+// work tree) to a temporary directory, so that both builds of TestDist see one tree even
+// while someone edits the repository.
+func snapshot(t *testing.T, root string) string {
+	t.Helper()
+	ls := exec.CommandContext(t.Context(), "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	ls.Dir = root
+	out, err := ls.Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	dst := t.TempDir()
+	for _, f := range strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted in the work tree
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dst, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
 }
 
 // sums maps each artifact's file name to its sha256.
