@@ -28,9 +28,10 @@ func leaseHolder(ctx context.Context, c *lab.Cluster) (string, error) {
 	return *lease.Spec.HolderIdentity, nil
 }
 
-// failover breaks the active gateway of dst's cluster with breakGW and returns the
-// time from then to the first successful HTTP exchange from cli to srv, and the node
-// that holds the Lease afterwards.
+// failover breaks the active gateway of c with breakGW and returns the time from then
+// to the first successful HTTP exchange from cli to srv once another node holds the
+// Lease, and that node. (A VXLAN cable lives in the kernel and keeps carrying traffic
+// after its process dies, so traffic alone does not show that a standby took over.)
 func failover(ctx context.Context, c *lab.Cluster, cli, srv *lab.Pod, breakGW func(ctx context.Context, node string) error) (time.Duration, string, error) {
 	old, err := leaseHolder(ctx, c)
 	if err != nil {
@@ -42,7 +43,18 @@ func failover(ctx context.Context, c *lab.Cluster, cli, srv *lab.Pod, breakGW fu
 		return 0, "", err
 	}
 	var took time.Duration
-	err = lab.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+	var holder string
+	err = poll(ctx, time.Minute, func(ctx context.Context) error {
+		if holder == "" || holder == old {
+			h, err := leaseHolder(ctx, c)
+			if err != nil {
+				return err
+			}
+			if h == old {
+				return fmt.Errorf("%s still holds the Lease", old)
+			}
+			holder = h
+		}
 		actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
 		if err := get(actx, cli, srv, url); err != nil {
@@ -54,8 +66,27 @@ func failover(ctx context.Context, c *lab.Cluster, cli, srv *lab.Pod, breakGW fu
 	if err != nil {
 		return 0, "", err
 	}
-	now, _ := leaseHolder(ctx, c)
-	return took, now, nil
+	return took, holder, nil
+}
+
+// poll is lab.Eventually at a fixed 50 ms interval, for conditions whose timing is
+// measured.
+func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("after %s: %w", timeout, err)
+		case <-tick.C:
+		}
+	}
 }
 
 // iperf measures TCP throughput from cli to srv in bit/s.

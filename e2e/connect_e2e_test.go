@@ -58,8 +58,13 @@ func TestConnectMatrix(t *testing.T) {
 			}
 			checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
 
-			// Restart every agent: no connection leaves connected, no kernel state doubles.
+			// Restart every agent: no connection leaves connected, no Lease moves, no
+			// kernel state doubles.
 			before := kernelState(t, l.Lab)
+			holders := map[string]string{}
+			for _, c := range l.Clusters() {
+				holders[c.Name], _ = leaseHolder(ctx, c)
+			}
 			stop := watchFlaps(t, l)
 			for _, c := range l.Clusters() {
 				for _, n := range c.Nodes {
@@ -77,6 +82,11 @@ func TestConnectMatrix(t *testing.T) {
 			if flaps := stop(); len(flaps) > 0 {
 				t.Errorf("connections flapped while agents restarted:\n%s", strings.Join(flaps, "\n"))
 			}
+			for _, c := range l.Clusters() {
+				if h, _ := leaseHolder(ctx, c); h != holders[c.Name] {
+					t.Errorf("%s: the gateway Lease moved from %s to %s across restarts", c.Name, holders[c.Name], h)
+				}
+			}
 			after := kernelState(t, l.Lab)
 			for node, b := range before {
 				if a := after[node]; a != b {
@@ -87,7 +97,8 @@ func TestConnectMatrix(t *testing.T) {
 	}
 }
 
-// kernelState renders each node's mcnet routes, rules and links, for comparisons.
+// kernelState renders each node's mcnet routes, rules, links and iptables chains, for
+// comparisons.
 func kernelState(t *testing.T, l *lab.Lab) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -99,6 +110,7 @@ func kernelState(t *testing.T, l *lab.Lab) map[string]string {
 				{"ip", "-o", "rule", "show", "table", "2711"},
 				{"ip", "-o", "route", "show", "table", "2711"},
 				{"sh", "-c", "ip -o link show | grep -o 'mcnet-[a-z]*' | sort"},
+				{"sh", "-c", "for t in filter nat mangle; do iptables -t $t -S | grep MCNET; done; true"},
 			} {
 				s, err := pod.Exec(t.Context(), cmd...)
 				if err != nil {
@@ -112,8 +124,9 @@ func kernelState(t *testing.T, l *lab.Lab) map[string]string {
 	return out
 }
 
-// watchFlaps polls every active gateway's connections and records each one seen not
-// connected, until the returned stop is called.
+// watchFlaps polls every cluster's active gateway's connections and records each one
+// seen not connected, and each moment a cluster shows no active gateway, until the
+// returned stop is called.
 func watchFlaps(t *testing.T, l *connectedLab) (stop func() []string) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan []string)
@@ -123,6 +136,9 @@ func watchFlaps(t *testing.T, l *connectedLab) (stop func() []string) {
 			for _, c := range l.Clusters() {
 				gw, err := activeGateway(ctx, c)
 				if err != nil {
+					if ctx.Err() == nil {
+						flaps = append(flaps, err.Error())
+					}
 					continue
 				}
 				for _, conn := range gw.Status.Connections {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
@@ -52,6 +54,10 @@ type Options struct {
 	// Lease timings: a standby takes over at most LeaseDuration+RetryPeriod after the
 	// active gateway stops renewing; the active one gives up after RenewDeadline.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// RestartGrace is how long the Lease is held for a restarting active gateway: a
+	// SIGTERM that is not an uninstall renews it once for this long instead of
+	// releasing it, and the restarted process takes it back at once.
+	RestartGrace time.Duration
 	// ProbeInterval is how often each remote gateway is probed.
 	ProbeInterval time.Duration
 	// StatusInterval bounds how often unchanged RTT figures are written to the
@@ -70,6 +76,7 @@ func (o *Options) AddFlags(fs interface {
 	fs.DurationVar(&o.LeaseDuration, "lease-duration", time.Second, "gateway Lease duration")
 	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 800*time.Millisecond, "how long the active gateway retries renewing before it steps down")
 	fs.DurationVar(&o.RetryPeriod, "lease-retry-period", 200*time.Millisecond, "how often the Lease is renewed or tried")
+	fs.DurationVar(&o.RestartGrace, "lease-restart-grace", 15*time.Second, "how long a restarting active gateway keeps the Lease for its next process (0 releases it on every stop)")
 	fs.DurationVar(&o.ProbeInterval, "probe-interval", time.Second, "health probe interval per remote gateway")
 	fs.DurationVar(&o.StatusInterval, "status-interval", 5*time.Second, "how often RTT figures are refreshed in the Gateway status")
 }
@@ -82,8 +89,10 @@ type dataplaneAPI interface {
 	Stats(ctx context.Context) ([]dataplane.CableStatus, error)
 }
 
-// Run runs a gateway until ctx ends (SIGTERM), then releases the Lease and, when the
-// gateway is being uninstalled, removes its kernel state.
+// Run runs a gateway until ctx ends (SIGTERM). On a restart the active gateway keeps
+// the Lease for its next process and the kernel state stays, so traffic keeps flowing
+// and no connection flaps; on an uninstall it releases the Lease and removes its
+// kernel state.
 func Run(ctx context.Context, log logr.Logger, o Options) error {
 	o.Complete()
 	local, err := o.Local()
@@ -218,6 +227,14 @@ func (g *Gateway) run(ctx context.Context) error {
 		return errors.New("cache did not sync")
 	}
 	g.seed(ctx)
+	// Answer remote gateways' probes from the start: a restarted active gateway must
+	// not miss them while it takes the Lease back.
+	var node corev1.Node
+	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, &node); err == nil {
+		if hcs, err := HealthCheckIPs(&node); err == nil {
+			g.listenHealth(ctx, hcs)
+		}
+	}
 
 	if g.opts.MetricsBindAddress != "" && g.opts.MetricsBindAddress != "0" {
 		srv := &http.Server{Addr: g.opts.MetricsBindAddress, Handler: promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
@@ -243,10 +260,14 @@ func (g *Gateway) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			// Release the Lease first: the standby takes over while we finish.
+			// Decide while still renewing, then stop the election and hand the Lease
+			// over at once (it lasts only LeaseDuration).
+			uninstall := Uninstalling(ctx, g.kube, g.opts.Namespace, DaemonSetName)
+			restart := !uninstall && g.stillGateway(ctx)
 			stopLE()
 			<-leDone
-			return g.shutdown(ctx)
+			g.handOver(ctx, restart)
+			return g.shutdown(ctx, restart, uninstall)
 		case <-g.kick:
 			g.sync(ctx, false)
 		case <-tick.C:
@@ -270,7 +291,8 @@ func (g *Gateway) elect(ctx context.Context) {
 			LeaseDuration:   g.opts.LeaseDuration,
 			RenewDeadline:   g.opts.RenewDeadline,
 			RetryPeriod:     g.opts.RetryPeriod,
-			ReleaseOnCancel: true,
+			// handOver releases or keeps it, depending on why the process stops.
+			ReleaseOnCancel: false,
 			Name:            LeaseName,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(context.Context) { g.setLeading(true) },
@@ -292,12 +314,17 @@ func (g *Gateway) elect(ctx context.Context) {
 }
 
 // yieldAfterCrash waits out the Lease when it still names this node: the previous
-// process died without releasing it (a crash, a SIGKILL), so a standby, if there is
-// one, should take over rather than a process that may crash again. Without a
-// standby this node takes the Lease back one Lease duration later.
+// process died without handing it over (a crash, a SIGKILL), so a standby, if there
+// is one, should take over rather than a process that may crash again. Without a
+// standby this node takes the Lease back one Lease duration later. A Lease the
+// previous process kept for its restart (see handOver) is taken back at once.
 func (g *Gateway) yieldAfterCrash(ctx context.Context) {
 	lease, err := g.kube.CoordinationV1().Leases(g.opts.Namespace).Get(ctx, LeaseName, metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
+		return
+	}
+	if keptForRestart(lease, g.opts) {
+		g.log.Info("Taking the gateway Lease back after a restart")
 		return
 	}
 	g.log.Info("The gateway Lease still names this node after an unclean exit: giving standbys a chance first")
@@ -331,6 +358,7 @@ func (g *Gateway) seed(ctx context.Context) {
 		return
 	}
 	g.gwObj = gw.DeepCopy()
+	g.wasActive = gw.Status.HAStatus == mcnetv1.HAActive
 	for _, c := range gw.Status.Connections {
 		g.conns[c.Cluster] = c
 	}
@@ -393,14 +421,7 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 			}
 		}
 	}
-	for _, hc := range addrs.HealthCheck {
-		if hc.Is4() {
-			if err := g.prober.listen(ctx, netip.AddrPortFrom(hc, uint16(g.opts.HealthCheckPort))); err != nil {
-				g.log.Error(err, "Cannot probe")
-			}
-			break
-		}
-	}
+	g.listenHealth(ctx, addrs.HealthCheck)
 	g.prober.setTargets(targets)
 	// Results first, then the next probes: a probe sent now is judged next tick.
 	stats := g.prober.stats()
@@ -457,6 +478,18 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 	g.metrics.set(true, list)
 	if changed || now.Sub(g.statusAt) >= g.opts.StatusInterval {
 		g.writeStatus(ctx, mcnetv1.HAActive, &spec, list)
+	}
+}
+
+// listenHealth opens the probe socket on the first IPv4 health-check address.
+func (g *Gateway) listenHealth(ctx context.Context, hcs []netip.Addr) {
+	for _, hc := range hcs {
+		if hc.Is4() {
+			if err := g.prober.listen(ctx, netip.AddrPortFrom(hc, uint16(g.opts.HealthCheckPort))); err != nil {
+				g.log.Error(err, "Cannot probe")
+			}
+			return
+		}
 	}
 }
 
@@ -676,19 +709,88 @@ func (g *Gateway) event(ctx context.Context, typ, reason, msg string) {
 	g.recorder.Event(obj, typ, reason, msg)
 }
 
-// shutdown runs after the Lease is released: report passive and, when the gateway
-// is being uninstalled, remove the kernel state. A restart keeps it.
-func (g *Gateway) shutdown(ctx context.Context) error {
+// shutdown runs after handOver. A restart keeps the kernel state and the Gateway
+// status (still active, connections as the next process's starting point); otherwise
+// the gateway reports passive and, when it is being uninstalled, removes its kernel
+// state.
+func (g *Gateway) shutdown(ctx context.Context, restart, uninstall bool) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
-	if Uninstalling(sctx, g.kube, g.opts.Namespace, DaemonSetName) {
+	switch {
+	case restart:
+		g.log.Info("Gateway stopped for a restart; Lease, status and kernel state kept for the next start")
+		return nil
+	case uninstall:
 		g.log.Info("Gateway DaemonSet removed: cleaning up the node's kernel state")
 		return g.dp.Cleanup(sctx)
 	}
 	if g.wasActive {
-		// Passive, but the connections stay as the next process's starting point.
 		g.writeStatus(sctx, mcnetv1.HAPassive, nil, sortedConns(g.conns))
 	}
-	g.log.Info("Gateway stopped; kernel state kept for the next start")
+	g.log.Info("Gateway stopped; kernel state kept")
 	return nil
+}
+
+// stillGateway reports whether this node still matches the gateway DaemonSet's node
+// selector: a node that stops being a gateway node hands the Lease over at once.
+// Unreadable objects count as yes (a restart).
+func (g *Gateway) stillGateway(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	ds, err := g.kube.AppsV1().DaemonSets(g.opts.Namespace).Get(ctx, DaemonSetName, metav1.GetOptions{})
+	if err != nil {
+		return true
+	}
+	node, err := g.kube.CoreV1().Nodes().Get(ctx, g.opts.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return true
+	}
+	for k, v := range ds.Spec.Template.Spec.NodeSelector {
+		if node.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// handOver runs once the election stopped, if this node holds the Lease. On a
+// restart it renews the Lease one last time for RestartGrace: standbys wait, and the
+// restarted process (same identity, the node name) takes it back at once and returns
+// it to LeaseDuration. Otherwise it releases the Lease, as client-go does, so a
+// standby takes over at once. A crash does neither: the short Lease runs out.
+func (g *Gateway) handOver(ctx context.Context, restart bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	leases := g.kube.CoordinationV1().Leases(g.opts.Namespace)
+	lease, err := leases.Get(ctx, LeaseName, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
+		return
+	}
+	now := metav1.NewMicroTime(g.now())
+	lease.Spec.RenewTime = &now
+	if restart && g.opts.RestartGrace > g.opts.LeaseDuration {
+		lease.Spec.LeaseDurationSeconds = ptr.To(int32(g.opts.RestartGrace / time.Second))
+	} else {
+		restart = false
+		lease.Spec.HolderIdentity = ptr.To("")
+		lease.Spec.AcquireTime = &now
+		lease.Spec.LeaseDurationSeconds = ptr.To(int32(1))
+	}
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		g.log.Error(err, "Cannot hand the gateway Lease over", "restart", restart)
+		return
+	}
+	if restart {
+		g.log.Info("Gateway Lease kept for the restart", "grace", g.opts.RestartGrace)
+	} else {
+		g.log.Info("Gateway Lease released")
+	}
+}
+
+// keptForRestart reports whether handOver kept the Lease for a restart and nobody
+// renewed it since: its duration is the restart grace, which the election never
+// writes.
+func keptForRestart(lease *coordinationv1.Lease, o Options) bool {
+	d := lease.Spec.LeaseDurationSeconds
+	return o.RestartGrace > o.LeaseDuration && d != nil && time.Duration(*d)*time.Second == o.RestartGrace.Truncate(time.Second)
 }
