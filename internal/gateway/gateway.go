@@ -32,8 +32,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
@@ -287,10 +287,10 @@ func (g *Gateway) elect(ctx context.Context) {
 	g.yieldAfterCrash(ctx)
 	for ctx.Err() == nil {
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock:            lock,
-			LeaseDuration:   g.opts.LeaseDuration,
-			RenewDeadline:   g.opts.RenewDeadline,
-			RetryPeriod:     g.opts.RetryPeriod,
+			Lock:          lock,
+			LeaseDuration: g.opts.LeaseDuration,
+			RenewDeadline: g.opts.RenewDeadline,
+			RetryPeriod:   g.opts.RetryPeriod,
 			// handOver releases or keeps it, depending on why the process stops.
 			ReleaseOnCancel: false,
 			Name:            LeaseName,

@@ -26,8 +26,8 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
-	"github.com/mcnet-io/mcnet/internal/probe"
 	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/probe"
 )
 
 // DaemonSetName is the route agent's DaemonSet, checked on shutdown to tell an
