@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
@@ -57,12 +58,26 @@ func ServiceSelector(namespace, service string) client.MatchingLabels {
 }
 
 // ImportedSliceSelector selects the EndpointSlices mcnet imported for a service, in the
-// service's namespace.
+// service's namespace. Broker objects, which live in the broker cluster's API server
+// beside local ones, carry mcnet.io/cluster; imports never do.
 func ImportedSliceSelector(service string) client.MatchingLabelsSelector {
-	return client.MatchingLabelsSelector{Selector: labels.SelectorFromSet(labels.Set{
+	sel := labels.SelectorFromSet(labels.Set{
 		mcsv1alpha1.LabelServiceName: service,
 		discoveryv1.LabelManagedBy:   SliceManagedBy,
-	})}
+	})
+	notBroker, err := labels.NewRequirement(mcnetv1.ClusterLabel, selection.DoesNotExist, nil)
+	if err != nil {
+		panic(err) // a constant, valid requirement
+	}
+	return client.MatchingLabelsSelector{Selector: sel.Add(*notBroker)}
+}
+
+// IsImport says whether a local object is one of mcnet's imports, as opposed to a broker
+// object when the broker is on this cluster's API server, or someone else's object.
+func IsImport(o client.Object) bool {
+	l := o.GetLabels()
+	_, broker := l[mcnetv1.ClusterLabel]
+	return l[ManagedByLabel] == ManagedBy && !broker
 }
 
 // Export is one cluster's export of a service as published on the broker.

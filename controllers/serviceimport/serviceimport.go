@@ -74,13 +74,13 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&mcsv1alpha1.ServiceImport{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
 		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&discoveryv1.EndpointSlice{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
 		Watches(&mcsv1alpha1.ServiceImport{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if o.GetLabels()[ManagedByLabel] != ManagedBy {
+			if !IsImport(o) {
 				return nil
 			}
 			return serviceRequest(o.GetNamespace(), o.GetName())
 		})).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if o.GetLabels()[discoveryv1.LabelManagedBy] != SliceManagedBy {
+			if !IsImport(o) || o.GetLabels()[discoveryv1.LabelManagedBy] != SliceManagedBy {
 				return nil
 			}
 			return serviceRequest(o.GetNamespace(), o.GetLabels()[mcsv1alpha1.LabelServiceName])
@@ -117,6 +117,9 @@ func (r *Reconciler) namespaceRequests(ctx context.Context, o client.Object) []r
 
 // Reconcile makes one service's local import match the exports on the broker.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if req.Namespace == r.BrokerNamespace {
+		return reconcile.Result{}, nil // the broker's own objects, never imports
+	}
 	exports, err := r.exports(ctx, req.Namespace, req.Name)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -176,7 +179,7 @@ func (r *Reconciler) remove(ctx context.Context, key types.NamespacedName) error
 	if err := r.Local.Get(ctx, key, &si); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if si.Labels[ManagedByLabel] != ManagedBy {
+	if !IsImport(&si) {
 		return nil
 	}
 	if err := r.Local.Delete(ctx, &si, client.Preconditions{UID: &si.UID}); client.IgnoreNotFound(err) != nil {
@@ -204,7 +207,7 @@ func (r *Reconciler) upsertImport(ctx context.Context, key types.NamespacedName,
 		return &si, nil
 	case err != nil:
 		return nil, err
-	case si.Labels[ManagedByLabel] != ManagedBy:
+	case !IsImport(&si):
 		log.FromContext(ctx).Info("a ServiceImport mcnet did not create is in the way; not importing", "namespace", key.Namespace, "service", key.Name)
 		return nil, nil
 	case equality.Semantic.DeepEqual(si.Spec, m.Spec):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path"
 	"slices"
 	"testing"
@@ -111,6 +112,9 @@ func (m *member) startTB(ctx context.Context, t testing.TB) {
 	ctx, m.stop = context.WithCancel(ctx)
 	m.done = make(chan error, 1)
 	logger := logr.Discard()
+	if os.Getenv("MCNET_BENCH_LOG") != "" {
+		logger = zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)).WithName(m.name)
+	}
 	if tt, ok := t.(*testing.T); ok {
 		logger = zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{tt, m.name}))
 	}
@@ -315,6 +319,7 @@ func TestDiscovery(t *testing.T) {
 	setGateway(ctx, t, hub.client, map[string]time.Duration{"east": time.Millisecond, "west": 3 * time.Millisecond})
 
 	var eastIP, westIP string
+	parent := t
 	t.Run("an export in two clusters is imported everywhere, and resolves", func(t *testing.T) {
 		eastIP = exportService(ctx, t, east.client, "app", "db", pg, true)
 		testenv.Eventually(ctx, t, wait, "east's export is ready", condition(ctx, east.client, "app", "db", mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported"))
@@ -331,6 +336,21 @@ func TestDiscovery(t *testing.T) {
 		testenv.Eventually(ctx, t, wait, "hub resolves east.db", answers(hub, "east.db.app.svc.clusterset.local", dns.TypeA, eastIP))
 		testenv.Eventually(ctx, t, wait, "hub resolves west.db", answers(hub, "west.db.app.svc.clusterset.local", dns.TypeA, westIP))
 		testenv.Eventually(ctx, t, wait, "hub resolves the SRV", answers(hub, "_pg._tcp.db.app.svc.clusterset.local", dns.TypeSRV, "5432 db.app.svc.clusterset.local."))
+		// The broker lives on hub's API server: hub's importer must leave it alone.
+		var published mcsv1alpha1.ServiceImport
+		if err := f.broker.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "app.db.east"}, &published); err != nil {
+			t.Fatal(err)
+		}
+		parent.Cleanup(func() { // after every later step, before the fleet stops
+			var now mcsv1alpha1.ServiceImport
+			if err := f.broker.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "app.db.east"}, &now); err == nil && now.UID != published.UID {
+				t.Errorf("east's broker ServiceImport was deleted and re-created while it stayed exported")
+			}
+		})
+		var strays mcsv1alpha1.ServiceImportList
+		if err := hub.client.List(ctx, &strays, client.InNamespace(f.ns), client.MatchingLabels{mcsv1alpha1.LabelServiceName: "app.db.east"}); err != nil || len(strays.Items) > 0 {
+			t.Errorf("hub imported a broker object as a service: %v %v", strays.Items, err)
+		}
 		// east has ready endpoints of its own: its own copy answers, whatever the gateways say.
 		testenv.Eventually(ctx, t, wait, "east resolves db to itself", answers(east, "db.app.svc.clusterset.local", dns.TypeA, eastIP))
 	})

@@ -36,15 +36,13 @@ type Source struct {
 // SetupWithManager registers the source's two watches with mgr.
 func (s *Source) SetupWithManager(mgr ctrl.Manager) error {
 	noLeader := controller.Options{NeedLeaderElection: ptr(false)}
-	managed := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[serviceimport.ManagedByLabel] == serviceimport.ManagedBy
-	})
+	managed := predicate.NewPredicateFuncs(serviceimport.IsImport)
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("dns-services").
 		WithOptions(noLeader).
 		For(&mcsv1alpha1.ServiceImport{}, builder.WithPredicates(managed)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if o.GetLabels()[discoveryv1.LabelManagedBy] != serviceimport.SliceManagedBy {
+			if !serviceimport.IsImport(o) || o.GetLabels()[discoveryv1.LabelManagedBy] != serviceimport.SliceManagedBy {
 				return nil
 			}
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetLabels()[mcsv1alpha1.LabelServiceName]}}}
@@ -76,6 +74,9 @@ func (s *Source) Sync(ctx context.Context) error {
 		return err
 	}
 	for _, si := range list.Items {
+		if !serviceimport.IsImport(&si) {
+			continue
+		}
 		if err := s.UpdateService(ctx, types.NamespacedName{Namespace: si.Namespace, Name: si.Name}); err != nil {
 			return err
 		}
@@ -87,7 +88,7 @@ func (s *Source) Sync(ctx context.Context) error {
 func (s *Source) UpdateService(ctx context.Context, key types.NamespacedName) error {
 	var si mcsv1alpha1.ServiceImport
 	err := s.Client.Get(ctx, key, &si)
-	if apierrors.IsNotFound(err) || (err == nil && (si.Labels[serviceimport.ManagedByLabel] != serviceimport.ManagedBy || !si.DeletionTimestamp.IsZero())) {
+	if apierrors.IsNotFound(err) || (err == nil && (!serviceimport.IsImport(&si) || !si.DeletionTimestamp.IsZero())) {
 		s.Index.Delete(key.Namespace, key.Name)
 		return nil
 	}
