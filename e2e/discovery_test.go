@@ -147,7 +147,9 @@ func TestDiscovery(t *testing.T) {
 				}
 				return err
 			}); err != nil {
-				t.Errorf("TCP to %s's answer %s: %v", c.Name, ips[c.Name], err)
+				// Tell a service routing problem from a tunnel problem.
+				direct := "http://" + net.JoinHostPort(servers[c.Name].IP.String(), "8080") + "/"
+				t.Errorf("TCP to %s's answer %s: %v (same pod by its pod IP: %v)", c.Name, ips[c.Name], err, get(ctx, clients[c3.Name], servers[c.Name], direct))
 			}
 		}
 	})

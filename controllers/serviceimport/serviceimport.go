@@ -17,8 +17,9 @@
 //     <service>.<cluster>.<family>, labelled multicluster.kubernetes.io/service-name and
 //     multicluster.kubernetes.io/source-cluster, and managed by controller.mcnet.io so
 //     Kubernetes' EndpointSlice controllers leave them alone. They deliberately lack
-//     kubernetes.io/service-name: kube-proxy must not mix them into a local Service of the
-//     same name. The slices are owned by the ServiceImport.
+//     kubernetes.io/service-name, and carry service.kubernetes.io/service-proxy-name=mcnet,
+//     so kube-proxy neither mixes them into a local Service of the same name nor
+//     watches them at all. The slices are owned by the ServiceImport.
 //
 // Namespace sameness: imports appear only in namespaces that exist locally; a namespace
 // created later gets its imports at once. The controller never creates namespaces, which
@@ -228,8 +229,9 @@ func (r *Reconciler) updateStatus(ctx context.Context, si *mcsv1alpha1.ServiceIm
 	if equality.Semantic.DeepEqual(si.Status.Clusters, want) {
 		return nil
 	}
+	before := si.DeepCopy()
 	si.Status.Clusters = want
-	if err := r.Local.Status().Update(ctx, si); err != nil {
+	if err := r.Local.Status().Patch(ctx, si, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("update ServiceImport %s/%s status: %w", si.Namespace, si.Name, err)
 	}
 	return nil
@@ -281,5 +283,6 @@ func ImportedSliceLabels(service, cluster string) map[string]string {
 		mcsv1alpha1.LabelSourceCluster: cluster,
 		discoveryv1.LabelManagedBy:     SliceManagedBy,
 		ManagedByLabel:                 ManagedBy,
+		ServiceProxyNameLabel:          ServiceProxyName,
 	})
 }
