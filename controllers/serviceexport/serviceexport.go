@@ -359,7 +359,7 @@ func Published(clusterID, brokerNamespace string, se *mcsv1alpha1.ServiceExport,
 			}
 			labels := serviceimport.BrokerLabels(svc.Namespace, svc.Name, clusterID)
 			labels[discoveryv1.LabelManagedBy] = serviceimport.SliceManagedBy
-			labels[serviceimport.ServiceProxyNameLabel] = serviceimport.ServiceProxyName // the broker may be a member
+			labels[serviceimport.NoProxyLabel] = "" // the broker may be a member cluster
 			out = append(out, &discoveryv1.EndpointSlice{
 				ObjectMeta:  metav1.ObjectMeta{Namespace: brokerNamespace, Name: n, Labels: labels},
 				AddressType: fam,

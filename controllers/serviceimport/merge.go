@@ -32,11 +32,11 @@ const (
 	// SliceManagedBy is the endpointslice.kubernetes.io/managed-by value of mcnet's
 	// EndpointSlices, so the EndpointSlice controllers of Kubernetes leave them alone.
 	SliceManagedBy = "controller.mcnet.io"
-	// ServiceProxyNameLabel set on mcnet's EndpointSlices makes kube-proxy ignore them:
-	// clients reach the addresses DNS hands out, no proxy rules are needed for them.
-	ServiceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
-	// ServiceProxyName is the value of ServiceProxyNameLabel.
-	ServiceProxyName = "mcnet"
+	// NoProxyLabel set (empty) on mcnet's EndpointSlices keeps them out of kube-proxy's
+	// informer, which selects slices without it (cmd/kube-proxy/app/server.go): clients
+	// reach the addresses DNS hands out, so there is nothing to proxy, as for a headless
+	// service.
+	NoProxyLabel = corev1.IsHeadlessService
 )
 
 // BrokerName is the name of the broker ServiceImport a cluster publishes for a service,

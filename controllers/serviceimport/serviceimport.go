@@ -17,9 +17,9 @@
 //     <service>.<cluster>.<family>, labelled multicluster.kubernetes.io/service-name and
 //     multicluster.kubernetes.io/source-cluster, and managed by controller.mcnet.io so
 //     Kubernetes' EndpointSlice controllers leave them alone. They deliberately lack
-//     kubernetes.io/service-name, and carry service.kubernetes.io/service-proxy-name=mcnet,
-//     so kube-proxy neither mixes them into a local Service of the same name nor
-//     watches them at all. The slices are owned by the ServiceImport.
+//     kubernetes.io/service-name, and carry service.kubernetes.io/headless, so
+//     kube-proxy neither mixes them into a local Service of the same name nor even
+//     watches them. The slices are owned by the ServiceImport.
 //
 // Namespace sameness: imports appear only in namespaces that exist locally; a namespace
 // created later gets its imports at once. The controller never creates namespaces, which
@@ -283,6 +283,6 @@ func ImportedSliceLabels(service, cluster string) map[string]string {
 		mcsv1alpha1.LabelSourceCluster: cluster,
 		discoveryv1.LabelManagedBy:     SliceManagedBy,
 		ManagedByLabel:                 ManagedBy,
-		ServiceProxyNameLabel:          ServiceProxyName,
+		NoProxyLabel:                   "",
 	})
 }
