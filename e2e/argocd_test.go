@@ -36,6 +36,7 @@ import (
 // restrictions, from a checkout), applies cleanly to its destination in sync-wave order,
 // and the clusters end up with mcnet's CRDs, components and broker.
 func TestArgoCD(t *testing.T) {
+	testenv.RequireAssets(t)
 	ctx := t.Context()
 	root, err := lab.RepoRoot("")
 	if err != nil {

@@ -142,6 +142,7 @@ func gitopsFleet(drivers map[string]mcnetv1.CableDriver) *mcnetv1.ClusterSet {
 		})
 	}
 	cs.Spec.Broker = mcnetv1.BrokerSpec{Cluster: "hub"}
+	fleet.Default(cs)
 	return cs
 }
 

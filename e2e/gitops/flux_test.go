@@ -22,6 +22,7 @@ import (
 // server: a commit pushed to the loopback Git server ends up applied, and a second commit
 // replaces it.
 func TestFlux(t *testing.T) {
+	testenv.RequireAssets(t)
 	ctx := t.Context()
 	root, err := lab.RepoRoot("")
 	if err != nil {
