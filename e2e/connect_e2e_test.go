@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,8 +17,9 @@ import (
 // TestConnectMatrix runs the end-to-end checks on three clusters of three
 // nodes (two gateways, one worker), the last behind the NAT router, once per driver:
 // every pair connects, TCP between workers' pods keeps the source IP, a SIGKILLed
-// active gateway is replaced by its standby and traffic recovers, and restarting every
-// agent flaps no connection and duplicates no kernel state.
+// active gateway is replaced by its standby and traffic recovers, restarting every
+// agent flaps no connection and duplicates no kernel state, and a minute without the
+// broker's API server loses no traffic and delays only what changed meanwhile.
 func TestConnectMatrix(t *testing.T) {
 	for _, d := range mcnetv1.CableDrivers {
 		t.Run(string(d), func(t *testing.T) {
@@ -60,6 +62,9 @@ func TestConnectMatrix(t *testing.T) {
 
 			// Restart every agent: no connection leaves connected, no Lease moves, no
 			// kernel state doubles.
+			if err := waitStandbysPassive(ctx, l.Lab); err != nil {
+				t.Fatal(err)
+			}
 			before := kernelState(t, l.Lab)
 			holders := map[string]string{}
 			for _, c := range l.Clusters() {
@@ -93,6 +98,9 @@ func TestConnectMatrix(t *testing.T) {
 					t.Errorf("node %s kernel state changed across restarts:\nbefore:\n%s\nafter:\n%s", node, b, a)
 				}
 			}
+
+			// The broker's API server stops for a minute: no traffic lost, sync resumes.
+			checkBrokerOutage(t, l, servers, clients)
 		})
 	}
 }
@@ -122,6 +130,37 @@ func kernelState(t *testing.T, l *lab.Lab) map[string]string {
 		}
 	}
 	return out
+}
+
+// waitStandbysPassive waits until no gateway node but the Lease holder of its cluster
+// has a cable: a killed gateway's cables stay until its next process learns that a
+// standby took over.
+func waitStandbysPassive(ctx context.Context, l *lab.Lab) error {
+	return lab.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		var errs []error
+		for _, c := range l.Clusters() {
+			holder, err := leaseHolder(ctx, c)
+			if err != nil {
+				return err
+			}
+			for _, n := range c.Gateways() {
+				if n.Name == holder {
+					continue
+				}
+				pod := &lab.Pod{Node: n, Netns: n.Netns, HostNetwork: true}
+				out, err := pod.Exec(ctx, "ip", "-o", "link", "show")
+				if err != nil {
+					return err
+				}
+				for _, cable := range []string{"mcnet-vx:", "mcnet-wg:"} {
+					if strings.Contains(out, cable) {
+						errs = append(errs, fmt.Errorf("standby %s still has cable %s", n.Name, strings.TrimSuffix(cable, ":")))
+					}
+				}
+			}
+		}
+		return errors.Join(errs...)
+	})
 }
 
 // watchFlaps polls every cluster's active gateway's connections and records each one

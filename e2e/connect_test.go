@@ -87,14 +87,21 @@ func gateways(ctx context.Context, c *lab.Cluster) ([]mcnetv1.Gateway, error) {
 	return list.Items, nil
 }
 
-// activeGateway returns the cluster's active Gateway object.
+// activeGateway returns the Gateway object of the cluster's Lease holder when it
+// reports itself active. (A killed gateway's object says active until its next
+// process learns that a standby took over.)
 func activeGateway(ctx context.Context, c *lab.Cluster) (*mcnetv1.Gateway, error) {
+	lease, err := c.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, gateway.LeaseName, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
 	gws, err := gateways(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	for i := range gws {
-		if gws[i].Status.HAStatus == mcnetv1.HAActive && gws[i].Status.LocalEndpoint != nil {
+		if lease.Spec.HolderIdentity != nil && gws[i].Name == *lease.Spec.HolderIdentity &&
+			gws[i].Status.HAStatus == mcnetv1.HAActive && gws[i].Status.LocalEndpoint != nil {
 			return &gws[i], nil
 		}
 	}
@@ -102,14 +109,22 @@ func activeGateway(ctx context.Context, c *lab.Cluster) (*mcnetv1.Gateway, error
 }
 
 // waitConnected waits until each cluster's active gateway reports a connected
-// connection to every other cluster of the lab.
+// connection to every other cluster of the lab, through that cluster's active gateway.
 func (l *connectedLab) waitConnected(ctx context.Context, timeout time.Duration) error {
 	return lab.Eventually(ctx, timeout, func(ctx context.Context) error {
 		var errs []error
+		active := map[string]*mcnetv1.Gateway{}
 		for _, c := range l.Clusters() {
 			gw, err := activeGateway(ctx, c)
 			if err != nil {
 				errs = append(errs, err)
+				continue
+			}
+			active[c.Name] = gw
+		}
+		for _, c := range l.Clusters() {
+			gw := active[c.Name]
+			if gw == nil {
 				continue
 			}
 			byCluster := map[string]mcnetv1.Connection{}
@@ -126,6 +141,8 @@ func (l *connectedLab) waitConnected(ctx context.Context, timeout time.Duration)
 					errs = append(errs, fmt.Errorf("%s: no connection to %s", gw.Name, o.Name))
 				case conn.Status != mcnetv1.Connected:
 					errs = append(errs, fmt.Errorf("%s: connection to %s is %s: %s", gw.Name, o.Name, conn.Status, conn.Message))
+				case active[o.Name] != nil && (conn.Endpoint == nil || conn.Endpoint.Hostname != active[o.Name].Name):
+					errs = append(errs, fmt.Errorf("%s: connection to %s does not go to its active gateway %s yet", gw.Name, o.Name, active[o.Name].Name))
 				}
 			}
 		}

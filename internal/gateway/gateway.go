@@ -132,6 +132,7 @@ type Gateway struct {
 	log      logr.Logger
 	cache    cache.Cache
 	client   client.Client
+	direct   client.Reader // uncached, for when the cache lags
 	kube     kubernetes.Interface
 	dp       dataplaneAPI
 	metrics  *metrics
@@ -172,6 +173,10 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cf
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -183,7 +188,7 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cf
 	events := record.NewBroadcaster(record.WithContext(ctx))
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(o.Namespace)})
 	g := &Gateway{
-		opts: o, local: local, log: log, cache: c, client: cl, kube: kube, dp: dp,
+		opts: o, local: local, log: log, cache: c, client: cl, direct: direct, kube: kube, dp: dp,
 		metrics: newMetrics(), events: events,
 		recorder: events.NewRecorder(scheme, corev1.EventSource{Component: "mcnet-gateway", Host: o.NodeName}),
 		prober:   newProber(o.ProbeInterval),
@@ -279,11 +284,11 @@ func (g *Gateway) run(ctx context.Context) error {
 // elect takes part in the Lease election until ctx ends, over and over: losing the
 // Lease makes this gateway a candidate again.
 func (g *Gateway) elect(ctx context.Context) {
-	lock := &resourcelock.LeaseLock{
+	lock := &afterOutageLock{Interface: &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: LeaseName},
 		Client:     g.kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
-	}
+	}}
 	g.yieldAfterCrash(ctx)
 	for ctx.Err() == nil {
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
@@ -579,35 +584,42 @@ func sourceFor(dst netip.Addr) (netip.Addr, bool) {
 }
 
 func (g *Gateway) publishEndpoint(ctx context.Context, spec mcnetv1.EndpointSpec) error {
+	key := client.ObjectKey{Namespace: g.opts.Namespace, Name: g.local.ClusterID}
 	var ep mcnetv1.Endpoint
-	err := g.client.Get(ctx, client.ObjectKey{Namespace: g.opts.Namespace, Name: g.local.ClusterID}, &ep)
-	if apierrors.IsNotFound(err) {
-		ep = mcnetv1.Endpoint{
-			ObjectMeta: metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: g.local.ClusterID, Labels: map[string]string{mcnetv1.ClusterLabel: g.local.ClusterID}},
-			Spec:       spec,
+	err := g.client.Get(ctx, key, &ep)
+	for retried := false; ; retried = true {
+		switch {
+		case apierrors.IsNotFound(err):
+			ep = mcnetv1.Endpoint{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+			ep.Labels, ep.Spec = map[string]string{mcnetv1.ClusterLabel: g.local.ClusterID}, spec
+			if err = g.client.Create(ctx, &ep); err != nil {
+				err = fmt.Errorf("create Endpoint: %w", err)
+			}
+		case err != nil:
+			return err
+		case apiequality.Semantic.DeepEqual(ep.Spec, spec) && ep.Labels[mcnetv1.ClusterLabel] == g.local.ClusterID:
+			return nil
+		default:
+			ep.Spec = spec
+			if ep.Labels == nil {
+				ep.Labels = map[string]string{}
+			}
+			ep.Labels[mcnetv1.ClusterLabel] = g.local.ClusterID
+			if err = g.client.Update(ctx, &ep); err != nil {
+				err = fmt.Errorf("update Endpoint: %w", err)
+			}
 		}
-		if err := g.client.Create(ctx, &ep); err != nil {
-			return fmt.Errorf("create Endpoint: %w", err)
+		if err == nil {
+			g.log.Info("Published Endpoint", "privateIPs", spec.PrivateIPs, "publicIPs", spec.PublicIPs)
+			return nil
 		}
-		g.log.Info("Published Endpoint", "privateIPs", spec.PrivateIPs, "publicIPs", spec.PublicIPs)
-		return nil
+		if retried || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
+			return err
+		}
+		// The cache lags behind the API server (for up to a minute after an outage,
+		// while informers relist): once more on the live object.
+		err = g.direct.Get(ctx, key, &ep)
 	}
-	if err != nil {
-		return err
-	}
-	if apiequality.Semantic.DeepEqual(ep.Spec, spec) && ep.Labels[mcnetv1.ClusterLabel] == g.local.ClusterID {
-		return nil
-	}
-	ep.Spec = spec
-	if ep.Labels == nil {
-		ep.Labels = map[string]string{}
-	}
-	ep.Labels[mcnetv1.ClusterLabel] = g.local.ClusterID
-	if err := g.client.Update(ctx, &ep); err != nil {
-		return fmt.Errorf("update Endpoint: %w", err)
-	}
-	g.log.Info("Published Endpoint", "privateIPs", spec.PrivateIPs, "publicIPs", spec.PublicIPs)
-	return nil
 }
 
 // writeStatus creates this node's Gateway if needed and writes its status.
