@@ -30,6 +30,7 @@
 package dns
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -57,6 +58,8 @@ type Endpoint struct {
 	Addrs []netip.Addr
 	// Ready is false while the endpoint (for a ClusterIP: every backing pod) is not ready.
 	Ready bool
+
+	raw []net.IP // Addrs in wire form, made once per update rather than per answer
 }
 
 // Backend is one cluster's copy of a service.
@@ -197,6 +200,11 @@ func compile(s *Service) *entry {
 		hosts := map[string]*Endpoint{}
 		for j := range b.Endpoints {
 			ep := &b.Endpoints[j]
+			ep.raw = make([]net.IP, len(ep.Addrs))
+			for k, a := range ep.Addrs {
+				ep.Addrs[k] = a.Unmap()
+				ep.raw[k] = ep.Addrs[k].AsSlice()
+			}
 			if ep.Hostname != "" {
 				hosts[strings.ToLower(ep.Hostname)] = ep
 			}

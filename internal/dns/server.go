@@ -30,7 +30,8 @@ type Server struct {
 	// TTL of every record, in seconds.
 	TTL uint32
 
-	zone string // lower-case, fully qualified: "clusterset.local."
+	zone    string // lower-case, fully qualified: "clusterset.local."
+	dotZone string // "." + zone
 	// random returns a uniform number in [0, 1); tests replace it.
 	random func() float64
 }
@@ -42,6 +43,7 @@ func NewServer(domain, localCluster string, ix *Index) *Server {
 		LocalCluster: localCluster,
 		TTL:          DefaultTTL,
 		zone:         dns.Fqdn(strings.ToLower(domain)),
+		dotZone:      "." + dns.Fqdn(strings.ToLower(domain)),
 		random:       rand.Float64,
 	}
 }
@@ -90,7 +92,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, l net.Listener) e
 func (s *Server) serveUDP(pc net.PacketConn) error {
 	in := make([]byte, dns.MaxMsgSize)
 	out := make([]byte, dns.MaxMsgSize)
-	var req dns.Msg
+	var req, resp dns.Msg
 	udp, _ := pc.(*net.UDPConn)
 	for {
 		var n int
@@ -108,18 +110,17 @@ func (s *Server) serveUDP(pc net.PacketConn) error {
 			}
 			continue
 		}
-		var resp *dns.Msg
 		if err := req.Unpack(in[:n]); err != nil {
 			if n < 12 || in[2]&0x80 != 0 { // no header, or a response: drop it
 				continue
 			}
-			resp = new(dns.Msg)
+			resp = dns.Msg{}
 			resp.Id = uint16(in[0])<<8 | uint16(in[1])
 			resp.Response, resp.Rcode = true, dns.RcodeFormatError
 		} else if req.Response {
 			continue
 		} else {
-			resp = s.Reply(&req, false)
+			s.reply(&resp, &req, false)
 		}
 		b, err := resp.PackBuffer(out)
 		if err != nil {
@@ -142,36 +143,64 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // Reply answers one query; tcp says whether the reply may exceed the UDP limits.
 func (s *Server) Reply(req *dns.Msg, tcp bool) *dns.Msg {
 	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Authoritative = true
-	m.RecursionAvailable = false
+	s.reply(m, req, tcp)
+	return m
+}
+
+// ednsOPT is the OPT record of every EDNS0 reply. Replies share it: packing only reads
+// it (except for extended rcodes, which get an OPT of their own).
+var ednsOPT = func() *dns.OPT {
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(ednsSize)
+	return o
+}()
+
+// reply answers req into m, reusing m's slices: the UDP loop keeps one m, so that a
+// query allocates little and the garbage collector, which on one core delays answers,
+// runs rarely.
+func (s *Server) reply(m *dns.Msg, req *dns.Msg, tcp bool) {
+	*m = dns.Msg{
+		MsgHdr:   dns.MsgHdr{Id: req.Id, Response: true, Opcode: req.Opcode, Authoritative: true},
+		Question: m.Question[:0],
+		Answer:   m.Answer[:0],
+		Ns:       m.Ns[:0],
+		Extra:    m.Extra[:0],
+	}
+	if req.Opcode == dns.OpcodeQuery {
+		m.RecursionDesired, m.CheckingDisabled = req.RecursionDesired, req.CheckingDisabled
+	}
+	if len(req.Question) > 0 {
+		m.Question = append(m.Question, req.Question[0])
+	}
 	size := dns.MinMsgSize
 	if opt := req.IsEdns0(); opt != nil {
 		if opt.Version() != 0 {
 			m.Rcode = dns.RcodeBadVers
 			m.SetEdns0(ednsSize, false)
-			return m
+			return
 		}
 		size = max(dns.MinMsgSize, min(int(opt.UDPSize()), ednsSize))
-		m.SetEdns0(ednsSize, false)
+		defer func() { m.Extra = append(m.Extra, ednsOPT) }() // before packing, after any early return
 	}
 	switch {
 	case req.Opcode != dns.OpcodeQuery:
 		m.Rcode = dns.RcodeNotImplemented
-		return m
+		return
 	case len(req.Question) != 1:
 		m.Rcode = dns.RcodeFormatError
-		return m
+		return
 	case req.Question[0].Qclass != dns.ClassINET && req.Question[0].Qclass != dns.ClassANY:
 		m.Rcode = dns.RcodeRefused
-		return m
+		return
 	}
 	s.resolve(m, req.Question[0])
 	if tcp {
 		size = dns.MaxMsgSize
 	}
+	if req.IsEdns0() != nil {
+		size -= dns.Len(ednsOPT) // the OPT record is appended after truncation
+	}
 	m.Truncate(size)
-	return m
 }
 
 // query is one question being answered.
@@ -185,7 +214,7 @@ type query struct {
 
 func (s *Server) resolve(m *dns.Msg, q dns.Question) {
 	lname := strings.ToLower(q.Name)
-	if lname != s.zone && !strings.HasSuffix(lname, "."+s.zone) {
+	if lname != s.zone && !strings.HasSuffix(lname, s.dotZone) {
 		m.Rcode = dns.RcodeRefused
 		m.Authoritative = false
 		return
@@ -195,7 +224,7 @@ func (s *Server) resolve(m *dns.Msg, q dns.Question) {
 		qq.apex()
 		return
 	}
-	rest := strings.TrimSuffix(lname, "."+s.zone) // e.g. "db.app.svc"
+	rest := strings.TrimSuffix(lname, s.dotZone) // e.g. "db.app.svc"
 	if rest == "svc" {
 		qq.nodata()
 		return
@@ -322,22 +351,22 @@ func (q *query) wants(fam int) bool {
 	return false
 }
 
-// addr appends an address record to sec if the query asks for its family.
-func (q *query) addr(sec []dns.RR, name string, a netip.Addr, filter bool) []dns.RR {
-	a = a.Unmap()
+// addr appends a record for ep's i-th address to sec if the query asks for its family.
+func (q *query) addr(sec []dns.RR, name string, ep *Endpoint, i int, filter bool) []dns.RR {
+	a := ep.Addrs[i]
 	if filter && !q.wants(family(a)) {
 		return sec
 	}
-	if a.Is4() {
-		return append(sec, &dns.A{Hdr: q.hdr(name, dns.TypeA), A: a.AsSlice()})
+	if family(a) == 4 {
+		return append(sec, &dns.A{Hdr: q.hdr(name, dns.TypeA), A: ep.raw[i]})
 	}
-	return append(sec, &dns.AAAA{Hdr: q.hdr(name, dns.TypeAAAA), AAAA: a.AsSlice()})
+	return append(sec, &dns.AAAA{Hdr: q.hdr(name, dns.TypeAAAA), AAAA: ep.raw[i]})
 }
 
 func (q *query) endpoint(ep *Endpoint) {
 	if ep.Ready {
-		for _, a := range ep.Addrs {
-			q.m.Answer = q.addr(q.m.Answer, q.name, a, true)
+		for i := range ep.Addrs {
+			q.m.Answer = q.addr(q.m.Answer, q.name, ep, i, true)
 		}
 	}
 	q.done()
@@ -372,9 +401,9 @@ func (q *query) service(e *entry) {
 
 func (q *query) readyAddrs(b *Backend) {
 	for i := range b.Endpoints {
-		if b.Endpoints[i].Ready {
-			for _, a := range b.Endpoints[i].Addrs {
-				q.m.Answer = q.addr(q.m.Answer, q.name, a, true)
+		if ep := &b.Endpoints[i]; ep.Ready {
+			for j := range ep.Addrs {
+				q.m.Answer = q.addr(q.m.Answer, q.name, ep, j, true)
 			}
 		}
 	}
@@ -385,9 +414,9 @@ func (q *query) familyAddrs(b *Backend, fam int, readyOnly bool) {
 		if readyOnly && !b.Endpoints[i].Ready {
 			continue
 		}
-		for _, a := range b.Endpoints[i].Addrs {
+		for j, a := range b.Endpoints[i].Addrs {
 			if family(a) == fam {
-				q.m.Answer = q.addr(q.m.Answer, q.name, a, false)
+				q.m.Answer = q.addr(q.m.Answer, q.name, &b.Endpoints[i], j, false)
 			}
 		}
 	}
@@ -451,8 +480,8 @@ func (q *query) srv(e *entry, b *Backend, port, proto string) {
 				}
 				target := strings.ToLower(host + "." + bb.Cluster + "." + base)
 				q.m.Answer = append(q.m.Answer, &dns.SRV{Hdr: q.hdr(q.name, dns.TypeSRV), Priority: 0, Weight: 100, Port: uint16(pn), Target: target})
-				for _, a := range ep.Addrs {
-					q.m.Extra = q.addr(q.m.Extra, target, a, false)
+				for k := range ep.Addrs {
+					q.m.Extra = q.addr(q.m.Extra, target, ep, k, false)
 				}
 			}
 		}
