@@ -481,7 +481,7 @@ func (g *gitopsLab) checkNoFight(cs *mcnetv1.ClusterSet, rev string) {
 	}
 	// Flux marks Ready Unknown while it reconciles, so sample through the window: never
 	// False, never another revision.
-	window := 3*gitopsKustomizationInterval + 5*time.Second
+	window := 3*gitopsKustomizationInterval + 10*time.Second
 	deadline := time.Now().Add(window)
 	for time.Now().Before(deadline) {
 		for _, c := range g.clusters(cs) {
