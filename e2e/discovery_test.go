@@ -141,6 +141,11 @@ func TestDiscovery(t *testing.T) {
 		for _, c := range []*lab.Cluster{c1, c2} {
 			url := "http://" + net.JoinHostPort(ips[c.Name], "80") + "/"
 			if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+				// A short attempt: a SYN sent before the remote kube-proxy programmed the
+				// Service would otherwise hold its un-NATed conntrack entry for the whole
+				// wait, retransmitting from the same port.
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
 				body, err := clients[c3.Name].HTTPGet(ctx, url)
 				if err == nil && !strings.HasPrefix(body, servers[c.Name].String()+" ") {
 					err = fmt.Errorf("answered by %q, want %s", body, servers[c.Name])
