@@ -107,7 +107,8 @@ func startFleet(t testing.TB) *fleetEnv {
 	return f
 }
 
-// startTB is start for tests and benchmarks; benchmarks discard the controllers' logs.
+// startTB is start for tests and benchmarks; benchmarks discard the controllers' logs
+// unless MCNET_BENCH_LOG is set.
 func (m *member) startTB(ctx context.Context, t testing.TB) {
 	t.Helper()
 	ctx, m.stop = context.WithCancel(ctx)
