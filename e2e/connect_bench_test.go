@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
 	"github.com/mcnet-io/mcnet/internal/gateway"
@@ -44,7 +46,7 @@ func failover(ctx context.Context, c *lab.Cluster, cli, srv *lab.Pod, breakGW fu
 	}
 	var took time.Duration
 	var holder string
-	err = poll(ctx, time.Minute, func(ctx context.Context) error {
+	err = poll(ctx, time.Minute, 50*time.Millisecond, func(ctx context.Context) error {
 		if holder == "" || holder == old {
 			h, err := leaseHolder(ctx, c)
 			if err != nil {
@@ -69,12 +71,12 @@ func failover(ctx context.Context, c *lab.Cluster, cli, srv *lab.Pod, breakGW fu
 	return took, holder, nil
 }
 
-// poll is lab.Eventually at a fixed 50 ms interval, for conditions whose timing is
+// poll is lab.Eventually at a fixed interval, for conditions whose timing is
 // measured.
-func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) error) error {
+func poll(ctx context.Context, timeout, interval time.Duration, cond func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		err := cond(ctx)
@@ -112,24 +114,56 @@ func iperf(ctx context.Context, cli, srv *lab.Pod, port int) (float64, error) {
 }
 
 // BenchmarkConnect brings up three clusters of three nodes (two gateways, one worker)
-// preferring VXLAN, VXLAN and WireGuard, and prints: convergence (from applying the
-// rendered trees to every connection connected), throughput worker pod to worker pod
-// through each driver as a ratio of the lab's plain routed path inside a cluster, and
-// failover (from killing the active gateway process, or powering its node off, to the
-// first successful cross-cluster TCP exchange).
+// preferring VXLAN, VXLAN and WireGuard, and prints: convergence (with the first two
+// connected, from applying the third cluster's rendered tree, and the broker and
+// member changes the new render brings, to every connection of the fleet connected),
+// throughput worker pod to worker pod through each driver as a ratio of the lab's
+// plain routed path inside a cluster, and failover (from killing the active gateway
+// process, or powering its node off, to the first successful cross-cluster TCP
+// exchange through the standby).
 func BenchmarkConnect(b *testing.B) {
 	labtest.RequireRoot(b)
 	for b.Loop() {
 		b.StopTimer()
 		ctx := b.Context()
-		start := time.Now()
-		l := startConnected(b, connectFleet(mcnetv1.CableVXLAN, mcnetv1.CableVXLAN, mcnetv1.CableWireGuard), 3)
-		// startConnected includes bringing the lab up; count from the install.
-		fmt.Printf("convergence (lab start, install, all connected): %.2f s\n", time.Since(start).Seconds())
-		servers, clients := serveOnWorkers(b, l.Lab)
-		c1, c2, c3 := l.Clusters()[0], l.Clusters()[1], l.Clusters()[2]
+		cs := connectFleet(mcnetv1.CableVXLAN, mcnetv1.CableVXLAN, mcnetv1.CableWireGuard)
+		opts, err := fleetlab.LabOptions(cs, 3)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range opts.Clusters {
+			opts.Clusters[i].Gateways = 2
+		}
+		lb := labtest.Start(b, opts)
+		c1, c2, c3 := lb.Clusters()[0], lb.Clusters()[1], lb.Clusters()[2]
 
-		plainSrv, err := l.AddPod(ctx, c1.Gateways()[0], lab.PodOptions{Name: "iperf-plain"})
+		first := cs.DeepCopy()
+		first.Spec.Clusters = first.Spec.Clusters[:2]
+		l := &connectedLab{Lab: lb, fleet: first, dir: filepath.Join(b.TempDir(), "fleet-repo"), only: []*lab.Cluster{c1, c2}}
+		if err := installMembers(ctx, lb, first, l.dir); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.waitConnected(ctx, 2*time.Minute); err != nil {
+			b.Fatal(err)
+		}
+
+		// The new cluster joins: its tree, and the broker and member trees of the new
+		// render, applied in Flux's order.
+		start := time.Now()
+		l.fleet, l.dir, l.only = cs, filepath.Join(b.TempDir(), "fleet-repo-2"), nil
+		if err := installMembers(ctx, lb, cs, l.dir); err != nil {
+			b.Fatal(err)
+		}
+		if err := poll(ctx, 2*time.Minute, 200*time.Millisecond, l.connected); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("convergence (new cluster %s applied to all its tunnels connected everywhere): %.2f s\n", c3.Name, time.Since(start).Seconds())
+		if err := fleetlab.Wait(ctx, lb, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+
+		servers, clients := serveOnWorkers(b, lb)
+		plainSrv, err := lb.AddPod(ctx, c1.Gateways()[0], lab.PodOptions{Name: "iperf-plain"})
 		if err != nil {
 			b.Fatal(err)
 		}

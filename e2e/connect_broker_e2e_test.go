@@ -189,6 +189,7 @@ func checkBrokerOutage(t *testing.T, l *connectedLab, servers, clients map[strin
 	}
 
 	pings, tcps := streams(all)
+	holder, _ := leaseHolder(ctx, broker)
 	start := time.Now()
 	if err := broker.StopAPIServer(ctx); err != nil {
 		t.Fatal(err)
@@ -220,7 +221,6 @@ func checkBrokerOutage(t *testing.T, l *connectedLab, servers, clients map[strin
 	wait(start.Add(60 * time.Second))
 	report("broker down 30-60 s", pings, tcps)
 
-	holder, _ := leaseHolder(ctx, broker)
 	if err := broker.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,7 +18,9 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
+	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/kustomize"
 )
 
 // connectFleet is a fleet of clusters named after their cable driver preference, the
@@ -43,6 +46,16 @@ type connectedLab struct {
 	*lab.Lab
 	fleet *mcnetv1.ClusterSet
 	dir   string
+	// only, when set, are the clusters of the fleet; by default all of the lab's.
+	only []*lab.Cluster
+}
+
+// members are the lab clusters the fleet has installed.
+func (l *connectedLab) members() []*lab.Cluster {
+	if l.only != nil {
+		return l.only
+	}
+	return l.Clusters()
 }
 
 // startConnected brings up the lab for cs with nodes per cluster, installs the fleet
@@ -111,43 +124,96 @@ func activeGateway(ctx context.Context, c *lab.Cluster) (*mcnetv1.Gateway, error
 // waitConnected waits until each cluster's active gateway reports a connected
 // connection to every other cluster of the lab, through that cluster's active gateway.
 func (l *connectedLab) waitConnected(ctx context.Context, timeout time.Duration) error {
-	return lab.Eventually(ctx, timeout, func(ctx context.Context) error {
-		var errs []error
-		active := map[string]*mcnetv1.Gateway{}
-		for _, c := range l.Clusters() {
-			gw, err := activeGateway(ctx, c)
-			if err != nil {
-				errs = append(errs, err)
+	return lab.Eventually(ctx, timeout, l.connected)
+}
+
+// connected is waitConnected's condition.
+func (l *connectedLab) connected(ctx context.Context) error {
+	var errs []error
+	active := map[string]*mcnetv1.Gateway{}
+	for _, c := range l.members() {
+		gw, err := activeGateway(ctx, c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		active[c.Name] = gw
+	}
+	for _, c := range l.members() {
+		gw := active[c.Name]
+		if gw == nil {
+			continue
+		}
+		byCluster := map[string]mcnetv1.Connection{}
+		for _, conn := range gw.Status.Connections {
+			byCluster[conn.Cluster] = conn
+		}
+		for _, o := range l.members() {
+			if o == c {
 				continue
 			}
-			active[c.Name] = gw
-		}
-		for _, c := range l.Clusters() {
-			gw := active[c.Name]
-			if gw == nil {
-				continue
-			}
-			byCluster := map[string]mcnetv1.Connection{}
-			for _, conn := range gw.Status.Connections {
-				byCluster[conn.Cluster] = conn
-			}
-			for _, o := range l.Clusters() {
-				if o == c {
-					continue
-				}
-				conn, ok := byCluster[o.Name]
-				switch {
-				case !ok:
-					errs = append(errs, fmt.Errorf("%s: no connection to %s", gw.Name, o.Name))
-				case conn.Status != mcnetv1.Connected:
-					errs = append(errs, fmt.Errorf("%s: connection to %s is %s: %s", gw.Name, o.Name, conn.Status, conn.Message))
-				case active[o.Name] != nil && (conn.Endpoint == nil || conn.Endpoint.Hostname != active[o.Name].Name):
-					errs = append(errs, fmt.Errorf("%s: connection to %s does not go to its active gateway %s yet", gw.Name, o.Name, active[o.Name].Name))
-				}
+			conn, ok := byCluster[o.Name]
+			switch {
+			case !ok:
+				errs = append(errs, fmt.Errorf("%s: no connection to %s", gw.Name, o.Name))
+			case conn.Status != mcnetv1.Connected:
+				errs = append(errs, fmt.Errorf("%s: connection to %s is %s: %s", gw.Name, o.Name, conn.Status, conn.Message))
+			case active[o.Name] != nil && (conn.Endpoint == nil || conn.Endpoint.Hostname != active[o.Name].Name):
+				errs = append(errs, fmt.Errorf("%s: connection to %s does not go to its active gateway %s yet", gw.Name, o.Name, active[o.Name].Name))
 			}
 		}
-		return errors.Join(errs...)
-	})
+	}
+	return errors.Join(errs...)
+}
+
+// renderFor renders cs into dir the way fleetlab.Install does (API server URLs of
+// the lab), without applying it.
+func renderFor(l *lab.Lab, cs *mcnetv1.ClusterSet, dir string) error {
+	cs = cs.DeepCopy()
+	cs.Spec.Broker.Server = "https://" + l.Cluster(cs.Spec.Broker.Cluster).PublicAPIServer.String()
+	for i := range cs.Spec.Clusters {
+		cs.Spec.Clusters[i].Server = "https://" + l.Cluster(cs.Spec.Clusters[i].Name).PublicAPIServer.String()
+	}
+	fleet.Default(cs)
+	if errs := fleet.Validate(cs); len(errs) > 0 {
+		return errs.ToAggregate()
+	}
+	tree, err := kustomize.Render(cs, kustomize.Options{Version: "lab"})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return kustomize.Write(dir, tree)
+}
+
+// installMembers renders cs into dir and applies it to its clusters in the lab as
+// fleetlab.Install does (CRDs, broker, each cluster, its broker credentials), for a
+// fleet of only some of the lab's clusters.
+func installMembers(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string) error {
+	if err := renderFor(l, cs, dir); err != nil {
+		return err
+	}
+	broker := l.Cluster(cs.Spec.Broker.Cluster)
+	for _, m := range cs.Spec.Clusters {
+		if err := l.Cluster(m.Name).ApplyKustomization(ctx, filepath.Join(dir, kustomize.DirCRDs)); err != nil {
+			return err
+		}
+	}
+	if err := broker.ApplyKustomization(ctx, filepath.Join(dir, kustomize.DirBroker)); err != nil {
+		return err
+	}
+	for _, m := range cs.Spec.Clusters {
+		c := l.Cluster(m.Name)
+		if err := c.ApplyKustomization(ctx, filepath.Join(dir, kustomize.DirClusters, c.Name)); err != nil {
+			return err
+		}
+		if err := fleetlab.DeliverBrokerCredentials(ctx, broker, c, mcnetv1.DefaultBrokerNamespace); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // serveOnWorkers starts an HTTP server in a pod on each cluster's first worker and
