@@ -2,7 +2,6 @@ package kustomize_test
 
 import (
 	"context"
-	"path"
 	"strings"
 	"testing"
 
@@ -15,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/testenv"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
@@ -26,30 +24,13 @@ import (
 // clusters' own identities.
 func TestRenderedTreeAppliesToRealAPIServers(t *testing.T) {
 	ctx := t.Context()
-	cs, err := fleet.Load("testdata/fleet.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v1.2.3"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := testenv.NewRepo(t, tree)
-	cfgs := testenv.StartAPIServers(t, len(cs.Spec.Clusters))
+	f := testenv.InstallFleet(ctx, t, "testdata/fleet.yaml")
+	cs := f.Set
 	clients := map[string]client.Client{}
-	configs := map[string]*rest.Config{}
-	for i, c := range cs.Spec.Clusters {
-		cfg := cfgs[i]
-		testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirCRDs))
-		if c.Name == cs.Spec.Broker.Cluster {
-			testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirBroker))
-		}
-		testenv.Apply(ctx, t, cfg, repo.Build(t, path.Join(kustomize.DirClusters, c.Name)))
+	configs := f.Configs
+	for name, cfg := range configs {
 		// A client made after the CRDs exist discovers the new kinds.
-		clients[c.Name], configs[c.Name] = testenv.Client(t, cfg), cfg
-	}
-	if t.Failed() {
-		t.FailNow()
+		clients[name] = testenv.Client(t, cfg)
 	}
 
 	t.Run("workloads are configured for their cluster", func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"testing"
 	"time"
 
@@ -17,9 +16,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/controller"
-	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/testenv"
-	"github.com/mcnet-io/mcnet/kustomize"
 )
 
 type member struct {
@@ -66,38 +63,17 @@ func (w testWriter) Write(p []byte) (int, error) {
 // servers (the broker on "hub"), with the broker credentials the rendered RBAC grants.
 func TestBrokerSync(t *testing.T) {
 	ctx := t.Context()
-	cs, err := fleet.Load("../../kustomize/testdata/fleet.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v1.2.3"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := testenv.NewRepo(t, tree)
-	cfgs := testenv.StartAPIServers(t, len(cs.Spec.Clusters))
+	f := testenv.InstallFleet(ctx, t, "../../kustomize/testdata/fleet.yaml")
+	cs, brokerCfg := f.Set, f.Broker
 	dir := t.TempDir()
-	var brokerCfg *rest.Config
-	for i, c := range cs.Spec.Clusters {
-		if c.Name == cs.Spec.Broker.Cluster {
-			brokerCfg = cfgs[i]
-		}
-	}
 	ns := cs.Spec.Broker.Namespace
 	members := map[string]*member{}
-	for i, c := range cs.Spec.Clusters {
-		testenv.Apply(ctx, t, cfgs[i], repo.Build(t, kustomize.DirCRDs))
-		if c.Name == cs.Spec.Broker.Cluster {
-			testenv.Apply(ctx, t, cfgs[i], repo.Build(t, kustomize.DirBroker))
-		}
-		testenv.Apply(ctx, t, cfgs[i], repo.Build(t, path.Join(kustomize.DirClusters, c.Name)))
-	}
-	for i, c := range cs.Spec.Clusters {
+	for _, c := range cs.Spec.Clusters {
 		// Each controller runs as its rendered ServiceAccount locally and as its own
 		// broker identity on the broker, exactly as in a cluster.
-		local := testenv.WriteKubeconfig(t, dir, c.Name, testenv.As(ctx, t, cfgs[i], mcnetv1.SystemNamespace, "mcnet-controller"))
-		broker := testenv.WriteKubeconfig(t, dir, c.Name+"-broker", testenv.As(ctx, t, brokerCfg, ns, kustomize.BrokerServiceAccount(c.Name)))
-		m := &member{name: c.Name, cfg: cfgs[i], client: testenv.Client(t, cfgs[i]), opts: controller.Options{
+		local, broker := f.ControllerKubeconfigs(ctx, t, dir, c.Name)
+		cfg := f.Configs[c.Name]
+		m := &member{name: c.Name, cfg: cfg, client: testenv.Client(t, cfg), opts: controller.Options{
 			ClusterID: c.Name, ClusterSet: cs.Name, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs,
 			Cable: string(c.Cable), BrokerNamespace: ns, BrokerKubeconfig: broker, Kubeconfig: local,
 			Namespace: mcnetv1.SystemNamespace, MetricsAddress: "0", ProbeAddress: "0", LeaderElect: true,

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path"
 	"slices"
 	"testing"
 	"time"
@@ -19,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -27,9 +25,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/controller"
-	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/testenv"
-	"github.com/mcnet-io/mcnet/kustomize"
 )
 
 // freeAddr returns a loopback address whose port is free for UDP and TCP.
@@ -62,35 +58,14 @@ type fleetEnv struct {
 func startFleet(t testing.TB) *fleetEnv {
 	t.Helper()
 	ctx := t.Context()
-	cs, err := fleet.Load("../../kustomize/testdata/fleet.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v1.2.3"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := testenv.NewRepo(t, tree)
-	cfgs := testenv.StartAPIServers(t, len(cs.Spec.Clusters))
+	fl := testenv.InstallFleet(ctx, t, "../../kustomize/testdata/fleet.yaml")
+	cs := fl.Set
 	dir := t.TempDir()
-	var brokerCfg *rest.Config
-	for i, c := range cs.Spec.Clusters {
-		if c.Name == cs.Spec.Broker.Cluster {
-			brokerCfg = cfgs[i]
-		}
-	}
-	f := &fleetEnv{members: map[string]*member{}, broker: testenv.Client(t, brokerCfg), ns: cs.Spec.Broker.Namespace}
-	for i, c := range cs.Spec.Clusters {
-		testenv.Apply(ctx, t, cfgs[i], repo.Build(t, kustomize.DirCRDs))
-		if c.Name == cs.Spec.Broker.Cluster {
-			testenv.Apply(ctx, t, cfgs[i], repo.Build(t, kustomize.DirBroker))
-		}
-		testenv.Apply(ctx, t, cfgs[i], repo.Build(t, path.Join(kustomize.DirClusters, c.Name)))
-	}
-	for i, c := range cs.Spec.Clusters {
-		local := testenv.WriteKubeconfig(t, dir, c.Name, testenv.As(ctx, t, cfgs[i], mcnetv1.SystemNamespace, "mcnet-controller"))
-		broker := testenv.WriteKubeconfig(t, dir, c.Name+"-broker", testenv.As(ctx, t, brokerCfg, f.ns, kustomize.BrokerServiceAccount(c.Name)))
-		m := &member{name: c.Name, cfg: cfgs[i], client: testenv.Client(t, cfgs[i]), opts: controller.Options{
+	f := &fleetEnv{members: map[string]*member{}, broker: testenv.Client(t, fl.Broker), ns: cs.Spec.Broker.Namespace}
+	for _, c := range cs.Spec.Clusters {
+		local, broker := fl.ControllerKubeconfigs(ctx, t, dir, c.Name)
+		cfg := fl.Configs[c.Name]
+		m := &member{name: c.Name, cfg: cfg, client: testenv.Client(t, cfg), opts: controller.Options{
 			ClusterID: c.Name, ClusterSet: cs.Name, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs,
 			Cable: string(c.Cable), BrokerNamespace: f.ns, BrokerKubeconfig: broker, Kubeconfig: local,
 			Namespace: mcnetv1.SystemNamespace, MetricsAddress: "0", ProbeAddress: "0", LeaderElect: true,

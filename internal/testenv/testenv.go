@@ -33,8 +33,11 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
+
+var loadFleet = fleet.Load
 
 // RequireAssets skips the test when the API server binaries are not available, or fails
 // it under CI=true.
@@ -229,4 +232,52 @@ func Eventually(ctx context.Context, t testing.TB, timeout time.Duration, what s
 	if err != nil {
 		t.Fatalf("%s: not within %s: %v", what, timeout, fmt.Errorf("%w (last: %v)", err, last))
 	}
+}
+
+// Fleet is a rendered fleet installed the way Flux installs it (CRDs, the broker on its
+// cluster, each cluster's overlay) on one real API server per cluster.
+type Fleet struct {
+	// Set is the loaded fleet.
+	Set *mcnetv1.ClusterSet
+	// Tree is what was rendered.
+	Tree kustomize.Tree
+	// Configs are administrator configs by cluster name.
+	Configs map[string]*rest.Config
+	// Broker is the administrator config of the broker's cluster.
+	Broker *rest.Config
+}
+
+// InstallFleet renders the fleet file and installs it on fresh API servers.
+func InstallFleet(ctx context.Context, t testing.TB, fleetFile string) *Fleet {
+	t.Helper()
+	cs, err := loadFleet(fleetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v1.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := NewRepo(t, tree)
+	cfgs := StartAPIServers(t, len(cs.Spec.Clusters))
+	f := &Fleet{Set: cs, Tree: tree, Configs: map[string]*rest.Config{}}
+	for i, c := range cs.Spec.Clusters {
+		f.Configs[c.Name] = cfgs[i]
+		Apply(ctx, t, cfgs[i], repo.Build(t, kustomize.DirCRDs))
+		if c.Name == cs.Spec.Broker.Cluster {
+			f.Broker = cfgs[i]
+			Apply(ctx, t, cfgs[i], repo.Build(t, kustomize.DirBroker))
+		}
+		Apply(ctx, t, cfgs[i], repo.Build(t, path.Join(kustomize.DirClusters, c.Name)))
+	}
+	return f
+}
+
+// ControllerKubeconfigs writes the two kubeconfigs a cluster's mcnet-controller runs
+// with: its rendered ServiceAccount locally and its own identity on the broker.
+func (f *Fleet) ControllerKubeconfigs(ctx context.Context, t testing.TB, dir, cluster string) (local, broker string) {
+	t.Helper()
+	local = WriteKubeconfig(t, dir, cluster, As(ctx, t, f.Configs[cluster], mcnetv1.SystemNamespace, "mcnet-controller"))
+	broker = WriteKubeconfig(t, dir, cluster+"-broker", As(ctx, t, f.Broker, f.Set.Spec.Broker.Namespace, kustomize.BrokerServiceAccount(cluster)))
+	return local, broker
 }
