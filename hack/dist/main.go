@@ -32,6 +32,7 @@ func run() error {
 	flag.StringVar(&o.ImageRepository, "image-repository", os.Getenv("IMAGE_REPOSITORY"), "image repository ($IMAGE_REPOSITORY, default "+packaging.DefaultImageRepository+")")
 	flag.StringVar(&o.ImageTag, "image-tag", os.Getenv("IMAGE_TAG"), "image tag ($IMAGE_TAG, default the version)")
 	flag.BoolVar(&o.SkipImage, "skip-image", false, "do not build the image")
+	flag.StringVar(&o.BaseLayout, "base-image-layout", os.Getenv("BASE_IMAGE_LAYOUT"), "OCI layout holding the base image per platform ($BASE_IMAGE_LAYOUT; default scratch)")
 	flag.Parse()
 
 	// SOURCE_DATE_EPOCH (reproducible-builds.org) sets the archives' mtimes; the default

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"io"
 	"os"
 	"path/filepath"
@@ -39,6 +40,11 @@ type Options struct {
 	ImageTag        string
 	// SkipImage leaves the image out.
 	SkipImage bool
+	// BaseLayout is an OCI image layout whose index holds the base image per platform
+	// (e.g. one with iptables, which the gateway and route agent run); empty builds the
+	// image from scratch. Pull it beforehand (crane pull --format=oci) so that dist itself
+	// never downloads.
+	BaseLayout string
 	// Log receives one line per step (nil: discarded).
 	Log io.Writer
 }
@@ -234,7 +240,13 @@ func (o *Options) image(res *Result, cmds []string, build string, license []byte
 		return err
 	}
 	o.logf("writing image %s", ref)
-	idx, err := BuildImage(files, ImageMeta{Version: o.Version, Revision: o.Commit, Created: o.Epoch})
+	meta := ImageMeta{Version: o.Version, Revision: o.Commit, Created: o.Epoch}
+	if o.BaseLayout != "" {
+		if meta.Base, err = layout.ImageIndexFromPath(o.BaseLayout); err != nil {
+			return fmt.Errorf("base image layout %s: %w", o.BaseLayout, err)
+		}
+	}
+	idx, err := BuildImage(files, meta)
 	if err != nil {
 		return err
 	}

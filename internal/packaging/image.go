@@ -23,6 +23,8 @@ type ImageMeta struct {
 	Version  string
 	Revision string
 	Created  time.Time
+	// Base, when set, holds the base image of each platform; nil means scratch.
+	Base v1.ImageIndex
 }
 
 // labels are the org.opencontainers.image.* labels of the image config (and the
@@ -57,16 +59,23 @@ func platformImage(p Platform, files []File, meta ImageMeta) (v1.Image, error) {
 		return nil, fmt.Errorf("image layer for %s: %w", p, err)
 	}
 	created := v1.Time{Time: meta.Created.UTC()}
-	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
-		Architecture: p.Arch,
-		OS:           p.OS,
-		Created:      created,
-		Config: v1.Config{
-			Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Labels: meta.labels(),
-		},
-		RootFS: v1.RootFS{Type: "layers"},
-	})
+	base, err := baseImage(meta.Base, p)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := base.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("base image for %s: %w", p, err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.Architecture, cfg.OS, cfg.Created = p.Arch, p.OS, created
+	cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cfg.Config.Labels = meta.labels()
+	cfg.Config.Entrypoint, cfg.Config.Cmd, cfg.Config.User = nil, nil, ""
+	if cfg.RootFS.Type == "" {
+		cfg.RootFS.Type = "layers"
+	}
+	img, err := mutate.ConfigFile(base, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +90,31 @@ func platformImage(p Platform, files []File, meta ImageMeta) (v1.Image, error) {
 		return nil, fmt.Errorf("image for %s: %w", p, err)
 	}
 	return img, nil
+}
+
+// baseImage returns the platform's image from the base index, or scratch.
+func baseImage(base v1.ImageIndex, p Platform) (v1.Image, error) {
+	if base == nil {
+		return empty.Image, nil
+	}
+	m, err := base.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("base image index: %w", err)
+	}
+	for _, d := range m.Manifests {
+		if d.Platform != nil && d.Platform.OS == p.OS && d.Platform.Architecture == p.Arch {
+			return base.Image(d.Digest)
+		}
+		// A layout written by crane pull holds the index itself as its one entry.
+		if d.MediaType.IsIndex() {
+			child, err := base.ImageIndex(d.Digest)
+			if err != nil {
+				return nil, err
+			}
+			return baseImage(child, p)
+		}
+	}
+	return nil, fmt.Errorf("base image has no %s image", p)
 }
 
 // BuildImage assembles the multi-platform image index from each platform's files.
