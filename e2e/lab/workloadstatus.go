@@ -57,19 +57,31 @@ func (k *kubelet) updateWorkloadStatus(ctx context.Context) {
 		if n.ready > 0 && (d.Spec.Replicas == nil || n.ready >= *d.Spec.Replicas) {
 			avail = corev1.ConditionTrue
 		}
+		// Progressing with reason NewReplicaSetAvailable is how the deployment controller
+		// says a rollout finished; kstatus (so Flux's health checks) waits for it.
+		progress := "ReplicaSetUpdated"
+		if avail == corev1.ConditionTrue {
+			progress = "NewReplicaSetAvailable"
+		}
 		st := appsv1.DeploymentStatus{
 			ObservedGeneration: d.Generation,
 			Replicas:           n.scheduled, UpdatedReplicas: n.scheduled, ReadyReplicas: n.ready,
 			AvailableReplicas: n.ready, UnavailableReplicas: n.scheduled - n.ready,
-			Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: avail, Reason: "Lab"}},
+			Conditions: []appsv1.DeploymentCondition{
+				{Type: appsv1.DeploymentAvailable, Status: avail, Reason: "Lab"},
+				{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: progress},
+			},
 		}
-		// Keep transition times stable so an unchanged status is not rewritten.
-		if len(d.Status.Conditions) == 1 && d.Status.Conditions[0].Status == avail {
-			st.Conditions[0].LastTransitionTime = d.Status.Conditions[0].LastTransitionTime
-			st.Conditions[0].LastUpdateTime = d.Status.Conditions[0].LastUpdateTime
-		} else {
-			now := metav1.Now()
-			st.Conditions[0].LastTransitionTime, st.Conditions[0].LastUpdateTime = now, now
+		// Keep the times of unchanged conditions so an unchanged status is not rewritten.
+		now := metav1.Now()
+		for i := range st.Conditions {
+			c := &st.Conditions[i]
+			c.LastTransitionTime, c.LastUpdateTime = now, now
+			for _, old := range d.Status.Conditions {
+				if old.Type == c.Type && old.Status == c.Status && old.Reason == c.Reason {
+					c.LastTransitionTime, c.LastUpdateTime = old.LastTransitionTime, old.LastUpdateTime
+				}
+			}
 		}
 		if apiequality.Semantic.DeepEqual(d.Status, st) {
 			continue
