@@ -97,6 +97,9 @@ func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcne
 	case prev != nil && prev.Status != "" && sameEndpoint(prev.Endpoint, in.Endpoint):
 		// Not enough probes yet (just started, or restarted): keep what was known.
 		c.Status, c.Message = prev.Status, prev.Message
+		if c.RTT == nil {
+			c.RTT = prev.RTT
+		}
 	default:
 		c.Status, c.Message = mcnetv1.Connecting, fmt.Sprintf("waiting for the first probe reply from %s", in.ProbeTarget)
 	}
