@@ -189,6 +189,11 @@ func TestConnectRemoveCluster(t *testing.T) {
 	}
 
 	// Uninstall: everything rendered for the removed cluster is deleted from it.
+	for _, n := range gone.Nodes {
+		if s, err := nodeState(ctx, n); err != nil || !strings.Contains(s, "mcnet-") {
+			t.Fatalf("%s: no mcnet state before the uninstall to remove (%v): %q", n.Name, err, s)
+		}
+	}
 	if err := applyPruned(ctx, gone, filepath.Join(l.dir, kustomize.DirClusters, gone.Name), ""); err != nil {
 		t.Fatal(err)
 	}
