@@ -127,21 +127,23 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 
 // Gateway is one gateway process.
 type Gateway struct {
-	opts     Options
-	local    Local
-	log      logr.Logger
-	cache    cache.Cache
-	client   client.Client
-	direct   client.Reader // uncached, for when the cache lags
-	kube     kubernetes.Interface
-	dp       dataplaneAPI
-	metrics  *metrics
-	recorder record.EventRecorder
-	events   record.EventBroadcaster
-	prober   *prober
-	pubKey   dataplane.Key
-	kick     chan struct{}
-	now      func() time.Time
+	opts   Options
+	local  Local
+	log    logr.Logger
+	cache  cache.Cache
+	client client.Client
+	direct client.Reader // uncached, for when the cache lags
+	kube   kubernetes.Interface
+	// leaseKube serves the Lease only (elect, handOver, yieldAfterCrash).
+	leaseKube kubernetes.Interface
+	dp        dataplaneAPI
+	metrics   *metrics
+	recorder  record.EventRecorder
+	events    record.EventBroadcaster
+	prober    *prober
+	pubKey    dataplane.Key
+	kick      chan struct{}
+	now       func() time.Time
 
 	mu       sync.Mutex
 	leading  bool
@@ -181,6 +183,13 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cf
 	if err != nil {
 		return nil, err
 	}
+	// The Lease has a client of its own, so renewals (due every RetryPeriod, lost
+	// after RenewDeadline) never wait in the rate limiter behind status writes and
+	// Events.
+	leaseKube, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
+	if err != nil {
+		return nil, err
+	}
 	key, err := dp.PublicKey()
 	if err != nil {
 		return nil, err
@@ -188,7 +197,7 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cf
 	events := record.NewBroadcaster(record.WithContext(ctx))
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(o.Namespace)})
 	g := &Gateway{
-		opts: o, local: local, log: log, cache: c, client: cl, direct: direct, kube: kube, dp: dp,
+		opts: o, local: local, log: log, cache: c, client: cl, direct: direct, kube: kube, leaseKube: leaseKube, dp: dp,
 		metrics: newMetrics(), events: events,
 		recorder: events.NewRecorder(scheme, corev1.EventSource{Component: "mcnet-gateway", Host: o.NodeName}),
 		prober:   newProber(o.ProbeInterval),
@@ -286,7 +295,7 @@ func (g *Gateway) run(ctx context.Context) error {
 func (g *Gateway) elect(ctx context.Context) {
 	lock := &afterOutageLock{Interface: &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: LeaseName},
-		Client:     g.kube.CoordinationV1(),
+		Client:     g.leaseKube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
 	}}
 	g.yieldAfterCrash(ctx)
@@ -324,7 +333,7 @@ func (g *Gateway) elect(ctx context.Context) {
 // standby this node takes the Lease back one Lease duration later. A Lease the
 // previous process kept for its restart (see handOver) is taken back at once.
 func (g *Gateway) yieldAfterCrash(ctx context.Context) {
-	lease, err := g.kube.CoordinationV1().Leases(g.opts.Namespace).Get(ctx, LeaseName, metav1.GetOptions{})
+	lease, err := g.leaseKube.CoordinationV1().Leases(g.opts.Namespace).Get(ctx, LeaseName, metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
 		return
 	}
@@ -773,7 +782,7 @@ func (g *Gateway) stillGateway(ctx context.Context) bool {
 func (g *Gateway) handOver(ctx context.Context, restart bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	leases := g.kube.CoordinationV1().Leases(g.opts.Namespace)
+	leases := g.leaseKube.CoordinationV1().Leases(g.opts.Namespace)
 	lease, err := leases.Get(ctx, LeaseName, metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
 		return
