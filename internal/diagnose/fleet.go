@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -139,6 +141,11 @@ func Versions(snaps []*inspect.Snapshot, pluginVersion string) []Check {
 		}
 		distinct := map[string][]string{}
 		for who, v := range vs {
+			// Image tags count only when they are versions: a tag like "latest" or a
+			// digest-pinned local build says nothing about skew.
+			if imageTag := who == "controller" || who == "gateway" || who == "route agent"; imageTag && !versionTag.MatchString(v) {
+				continue
+			}
 			if v != "" {
 				distinct[v] = append(distinct[v], who)
 			}
@@ -178,6 +185,9 @@ func Versions(snaps []*inspect.Snapshot, pluginVersion string) []Check {
 }
 
 // minor returns "v1.2" of "v1.2.3" (or the input when it is not semver-like).
+// versionTag matches image tags that name a release, e.g. v1.2.3 or 1.2.
+var versionTag = regexp.MustCompile(`^v?\d+\.\d+`)
+
 func minor(v string) string {
 	parts := strings.SplitN(v, ".", 3)
 	if len(parts) < 2 {
@@ -283,9 +293,27 @@ func calicoPools(ctx context.Context, c client.Client, id string, remote []Netwo
 	return []Check{ok("datapath", id, "Calico does not SNAT remote traffic")}
 }
 
+// BrokerHost returns the target whose cluster hosts the broker namespace ns, or nil.
+// Diagnose talks to the broker through it when it can: the broker URL in a cluster's
+// credentials is the one the clusters use, which need not be reachable from here.
+func BrokerHost(ctx context.Context, targets []*multicluster.Target, ns string) *multicluster.Target {
+	if ns == "" {
+		ns = mcnetv1.DefaultBrokerNamespace
+	}
+	for _, t := range targets {
+		var n corev1.Namespace
+		if err := t.Client.Get(ctx, client.ObjectKey{Name: ns}, &n); err == nil {
+			return t
+		}
+	}
+	return nil
+}
+
 // Broker checks the cluster's broker credentials against the broker: reachable, valid,
-// allowed to publish its own objects, not allowed to read Secrets, and published.
-func Broker(ctx context.Context, t *multicluster.Target, s *inspect.Snapshot) []Check {
+// allowed to publish its own objects, not allowed to read Secrets, and published. via,
+// when not nil, is the broker's own cluster as reached from here; the credentials are
+// then presented to it rather than to the URL they name.
+func Broker(ctx context.Context, t *multicluster.Target, s *inspect.Snapshot, via *multicluster.Target) []Check {
 	id := s.ClusterID
 	server, ns := s.Settings["broker-server"], s.Settings["broker-namespace"]
 	if ns == "" {
@@ -315,6 +343,13 @@ func Broker(ctx context.Context, t *multicluster.Target, s *inspect.Snapshot) []
 	if cfg.Host == "" {
 		cfg.Host = server
 	}
+	if via != nil {
+		// Same identity, through the connection to the broker's cluster that works here.
+		through := rest.AnonymousClientConfig(via.Config)
+		through.BearerToken, through.BearerTokenFile = cfg.BearerToken, cfg.BearerTokenFile
+		through.CertData, through.KeyData, through.CertFile, through.KeyFile = cfg.CertData, cfg.KeyData, cfg.CertFile, cfg.KeyFile
+		cfg = through
+	}
 	cfg.Timeout = 10e9
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -329,7 +364,11 @@ func Broker(ctx context.Context, t *multicluster.Target, s *inspect.Snapshot) []
 	case err != nil && !apierrors.IsForbidden(err):
 		return append(out, fail("MCN1103", id, "broker is reachable", "%s: %v", cfg.Host, err))
 	}
-	out = append(out, ok("broker", id, "broker is reachable ("+cfg.Host+")"), ok("broker", id, "broker credentials are valid"))
+	reached := cfg.Host
+	if via != nil {
+		reached = "through context " + via.Context
+	}
+	out = append(out, ok("broker", id, "broker is reachable ("+reached+")"), ok("broker", id, "broker credentials are valid"))
 	var lacking, broad []string
 	for _, want := range []struct {
 		verb, group, resource string

@@ -180,6 +180,13 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 	add(diagnose.Fleet(snaps, version.Version))
 	per := make([]*multicluster.Target, len(snaps))
 	copy(per, targets)
+	brokerNS := ""
+	for _, s := range snaps {
+		if ns := s.Settings["broker-namespace"]; ns != "" {
+			brokerNS = ns
+		}
+	}
+	brokerHost := diagnose.BrokerHost(ctx, targets, brokerNS)
 	multicluster.Parallel(ctx, per, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (struct{}, error) {
 		var s *inspect.Snapshot
 		for i := range targets {
@@ -194,7 +201,7 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 		if s.Controller == nil {
 			return struct{}{}, nil
 		}
-		add(diagnose.Broker(ctx, t, s))
+		add(diagnose.Broker(ctx, t, s, brokerHost))
 		add(diagnose.NodeCIDRs(s))
 		add(diagnose.Gateways(s))
 		add(diagnose.Connections(s, o.now()))
