@@ -2,6 +2,7 @@ package probe
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -82,5 +83,35 @@ func TestSummarise(t *testing.T) {
 	want := LatencyResult{Min: time.Millisecond, Avg: 50500 * time.Microsecond, P99: 99 * time.Millisecond, Max: 100 * time.Millisecond}
 	if r != want {
 		t.Errorf("got %+v, want %+v", r, want)
+	}
+}
+
+// TestEchoAnswersFromTheAddressAsked runs the server on every address, as the agents do,
+// and asks it at 127.0.0.2 from 127.0.0.1: the kernel's own choice of source for the
+// answer would be 127.0.0.1, which the client's connected socket (and, between
+// clusters, the tunnel) drops. The echo must leave from the address the request went to.
+func TestEchoAnswersFromTheAddressAsked(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs all of 127.0.0.0/8 on the loopback interface (Linux)")
+	}
+	srv, err := Listen(t.Context(), ":0", "session-0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	e := Endpoint{
+		Target:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), uint16(srv.Port())),
+		Session: "session-0123456789",
+		Source:  netip.MustParseAddr("127.0.0.1"),
+	}
+	r, err := Latency(t.Context(), e, 5, time.Millisecond)
+	if err != nil {
+		t.Fatalf("latency to %s from %s: %v", e.Target, e.Source, err)
+	}
+	if r.Received != 5 {
+		t.Errorf("received %d of 5 echoes", r.Received)
+	}
+	if _, err := PathMTU(t.Context(), e); err != nil {
+		t.Errorf("path MTU to %s from %s: %v", e.Target, e.Source, err)
 	}
 }
