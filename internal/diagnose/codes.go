@@ -19,7 +19,7 @@ var Catalog = map[string]Entry{
 
 	"MCN1101": {"broker", "broker settings missing", "the controller has no --broker-server/--broker-namespace: render the fleet again and sync it"},
 	"MCN1102": {"broker", "broker credentials missing", "create Secret mcnet-system/mcnet-broker-credentials with key kubeconfig (kubectl mcnet broker credentials --cluster NAME)"},
-	"MCN1103": {"broker", "broker unreachable", "the broker API server does not answer: is it up, and is its URL reachable from here and from the clusters?"},
+	"MCN1103": {"broker", "broker unreachable", "the broker API server does not answer, from here or from the cluster's own nodes: is it up, and do the clusters' firewalls and routes let them reach its URL?"},
 	"MCN1104": {"broker", "broker credentials rejected", "the broker refuses the token: mint new credentials for this cluster and replace the Secret"},
 	"MCN1105": {"broker", "broker credentials lack permissions", "the cluster cannot publish its own objects: sync broker/ (the cluster's Role and RoleBinding) on the broker"},
 	"MCN1106": {"broker", "broker credentials too broad", "a cluster's identity can read Secrets or write elsewhere; bind it only to its rendered Role in the broker namespace"},

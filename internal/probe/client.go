@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +38,16 @@ func (e Endpoint) dialer(network string) *net.Dialer {
 	}
 	return d
 }
+
+// connectFailed begins the message of a throughput test that could not open a TCP
+// connection at all, as opposed to one that reached something.
+const connectFailed = "connect to "
+
+// ConnectFailed says whether the message of a failed throughput NetworkTest means the
+// target refused or never answered the TCP connection. A target that accepts it but
+// does not speak the probe protocol (e.g. an API server) fails with another message,
+// so a throughput test is also a TCP reachability check.
+func ConnectFailed(message string) bool { return strings.HasPrefix(message, connectFailed) }
 
 // ThroughputResult is what the server received from all streams.
 type ThroughputResult struct {
@@ -69,7 +80,7 @@ func Throughput(ctx context.Context, e Endpoint, streams int, d time.Duration) (
 	for range streams {
 		c, err := e.dialer("tcp").DialContext(ctx, "tcp", e.Target.String())
 		if err != nil {
-			return ThroughputResult{}, fmt.Errorf("connect to %s: %w", e.Target, err)
+			return ThroughputResult{}, fmt.Errorf("%s%s: %w", connectFailed, e.Target, err)
 		}
 		conns = append(conns, c)
 		hello := make([]byte, helloLen)

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"net"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -113,5 +114,46 @@ func TestEchoAnswersFromTheAddressAsked(t *testing.T) {
 	}
 	if _, err := PathMTU(t.Context(), e); err != nil {
 		t.Errorf("path MTU to %s from %s: %v", e.Target, e.Source, err)
+	}
+}
+
+// TestConnectFailed tells a target that refuses TCP from one that accepts it but does
+// not speak the probe protocol (diagnose checks the broker's API port that way).
+func TestConnectFailed(t *testing.T) {
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := other.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().(*net.TCPAddr).AddrPort()
+	closed.Close()
+	t.Cleanup(func() { other.Close() })
+	for _, tc := range []struct {
+		name   string
+		target netip.AddrPort
+		want   bool
+	}{
+		{"refused", closedAddr, true},
+		{"another protocol", other.Addr().(*net.TCPAddr).AddrPort(), false},
+	} {
+		_, err := Throughput(t.Context(), Endpoint{Target: tc.target, Session: "s"}, 1, 100*time.Millisecond)
+		if err == nil {
+			t.Fatalf("%s: no error", tc.name)
+		}
+		if got := ConnectFailed(err.Error()); got != tc.want {
+			t.Errorf("%s: ConnectFailed(%q) = %v, want %v", tc.name, err, got, tc.want)
+		}
 	}
 }

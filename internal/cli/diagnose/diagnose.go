@@ -51,7 +51,8 @@ has a stable code (MCN1001...) documented in docs/diagnose.md, and a hint.
 Online (the default), it reads every cluster with mcnet in the kubeconfig (or
 --contexts) in parallel and checks components, broker credentials, networks,
 gateways, each tunnel, the cable port and path MTU (measured by the gateways
-through NetworkTest objects; --probe=false skips that), CNI and kube-proxy,
+through NetworkTest objects), whether each cluster reaches the broker (a TCP
+connection from the controller's node; --probe=false skips the measurements), CNI and kube-proxy,
 version skew and DNS forwarding. With --repo DIR it also builds every kustomization
 of the rendered tree and compares it with the live objects (drift).
 
@@ -81,7 +82,7 @@ cluster could not be reached.`,
 	f.BoolVar(&o.Offline, "offline", false, "Check only the fleet file and/or rendered tree; contact no cluster")
 	f.StringVarP(&o.FleetFile, "filename", "f", "", "Fleet file to check")
 	f.StringVar(&o.RepoDir, "repo", "", "Rendered tree (kubectl mcnet render --out) to build and compare with the live objects")
-	f.BoolVar(&o.Probe, "probe", true, "Ask the gateways to measure path MTU and cable port reachability")
+	f.BoolVar(&o.Probe, "probe", true, "Ask the agents to measure path MTU, cable port and broker reachability")
 	f.DurationVar(&o.AgentTimeout, "agent-timeout", 15*time.Second, "How long to wait for an agent to start a probe")
 	_ = cmd.MarkFlagFilename("filename", "yaml", "yml")
 	_ = cmd.MarkFlagDirname("repo")
@@ -202,6 +203,9 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 			return struct{}{}, nil
 		}
 		add(diagnose.Broker(ctx, t, s, brokerHost))
+		if o.Probe {
+			add(diagnose.BrokerFromCluster(ctx, t.Client, s, o.AgentTimeout))
+		}
 		add(diagnose.NodeCIDRs(s))
 		add(diagnose.Gateways(s))
 		add(diagnose.Connections(s, o.now()))
