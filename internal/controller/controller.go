@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -182,9 +183,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	brokerReady, err := readyProbe(brokerCfg)
+	if err != nil {
+		return err
+	}
 	broker, err := cluster.New(brokerCfg, func(co *cluster.Options) {
 		co.Scheme = scheme
 		co.Cache.DefaultNamespaces = map[string]cache.Config{o.BrokerNamespace: {}}
+		co.Cache.NewInformer = brokersync.PatientInformers(brokerReady, time.Second)
 	})
 	if err != nil {
 		return fmt.Errorf("connect to the broker: %w", err)
@@ -231,6 +237,18 @@ func Run(ctx context.Context, o Options) error {
 	}
 	logger.Info("starting mcnet controller", "version", version.Version, "cluster", o.ClusterID, "brokerNamespace", o.BrokerNamespace)
 	return mgr.Start(ctx)
+}
+
+// readyProbe returns a check of the API server's /readyz, which every authenticated
+// identity may read.
+func readyProbe(cfg *rest.Config) (func(context.Context) error, error) {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		return kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+	}, nil
 }
 
 // brokerOwner returns an owner reference to this cluster's ServiceAccount on the broker.
