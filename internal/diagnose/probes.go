@@ -63,11 +63,15 @@ func Probe(ctx context.Context, p Pair) []Check {
 		case err != nil:
 			return []Check{warn("MCN1407", a.ClusterID, pname, "%v", err)}
 		case st.Phase == mcnetv1.TestSucceeded:
-			return []Check{fail("MCN1405", a.ClusterID, pname, "gateway %s answers UDP from %s on the underlay, but nothing passes the %s cable on UDP %d", gb[0].Name, ga[0].Name, epB.Spec.Cable, epB.Spec.Port)}
+			driver, port := cableOf(ga[0].Status.Cable, epB)
+			return []Check{fail("MCN1405", a.ClusterID, pname, "gateway %s answers UDP from %s on the underlay, but nothing passes the %s cable on UDP %d", gb[0].Name, ga[0].Name, driver, port)}
 		default:
 			return []Check{skip("connections", a.ClusterID, pname, fmt.Sprintf("gateway %s does not answer UDP on the underlay either (%s): the WAN path or the remote gateway is down", gb[0].Name, st.Message))}
 		}
 	}
+	// Through the tunnel: from an address of A's pod CIDRs (the health-check IP), as
+	// only those pass the cables; the node's own address would never be answered.
+	cl.Within = podCIDRs(a)
 	spec.Type = mcnetv1.TestMTU
 	st, err := netest.Run(ctx, server, cl, spec)
 	switch {
@@ -76,9 +80,9 @@ func Probe(ctx context.Context, p Pair) []Check {
 	case st.MTU == nil || st.Phase != mcnetv1.TestSucceeded:
 		return []Check{fail("MCN1406", a.ClusterID, name, "probing failed: %s", st.Message)}
 	case st.MTU.PathMTU < st.MTU.InterfaceMTU:
-		return []Check{fail("MCN1406", a.ClusterID, name, "packets up to %d bytes cross the tunnel, but %s sends up to %d", st.MTU.PathMTU, st.MTU.Interface, st.MTU.InterfaceMTU)}
+		return []Check{fail("MCN1406", a.ClusterID, name, "packets up to %d bytes cross the tunnel, but %s sends up to %d", st.MTU.PathMTU, routeName(st.MTU.Interface), st.MTU.InterfaceMTU)}
 	}
-	return []Check{ok("connections", a.ClusterID, fmt.Sprintf("%s is %d (%s)", name, st.MTU.PathMTU, st.MTU.Interface))}
+	return []Check{ok("connections", a.ClusterID, fmt.Sprintf("%s is %d (%s)", name, st.MTU.PathMTU, routeName(st.MTU.Interface)))}
 }
 
 func addrs(ss []string) []netip.Addr {
@@ -89,4 +93,41 @@ func addrs(ss []string) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// podCIDRs are the pod CIDRs the cluster announces.
+func podCIDRs(s *inspect.Snapshot) []netip.Prefix {
+	self := s.Self()
+	if self == nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, c := range self.Spec.PodCIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// cableOf is the cable a gateway preferring local uses toward the remote Endpoint, and
+// the remote's UDP port for it. It follows the gateways' rule (gateway.PairDriver):
+// WireGuard when either side asks for it, VXLAN only when both do; the remote's
+// published port when the pair uses its preferred driver, else that driver's default.
+func cableOf(local mcnetv1.CableDriver, remote *mcnetv1.Endpoint) (mcnetv1.CableDriver, int32) {
+	driver := mcnetv1.CableWireGuard
+	if local == mcnetv1.CableVXLAN && remote.Spec.Cable == mcnetv1.CableVXLAN {
+		driver = mcnetv1.CableVXLAN
+	}
+	if driver == remote.Spec.Cable && remote.Spec.Port != 0 {
+		return driver, remote.Spec.Port
+	}
+	return driver, mcnetv1.DefaultCablePort(driver)
+}
+
+func routeName(ifName string) string {
+	if ifName == "" {
+		return "the route"
+	}
+	return ifName
 }

@@ -358,8 +358,12 @@ func (p *mtuProber) try(ctx context.Context, size int) (bool, error) {
 	return false, nil
 }
 
-// RouteMTU returns the local interface (and its MTU) the kernel sends to dst from,
-// from src when given. Connecting a UDP socket sends nothing.
+// RouteMTU returns the MTU of the kernel's route to dst (from src when given) and the
+// local interface it leaves by when that can be told, else "". Connecting a UDP socket
+// sends nothing. The route's MTU is asked of the socket (IP_MTU on Linux): the
+// interface holding the source address is not necessarily the one the route uses — a
+// gateway's health-check IP lives on the intra-cluster VXLAN while its routes to other
+// clusters go through the cable.
 func RouteMTU(dst, src netip.Addr) (string, int, error) {
 	var laddr *net.UDPAddr
 	if src.IsValid() {
@@ -369,8 +373,9 @@ func RouteMTU(dst, src netip.Addr) (string, int, error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("no route to %s: %w", dst, err)
 	}
+	defer c.Close()
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	c.Close()
+	routeMTU, known := socketMTU(c, dst.Is6() && !dst.Is4In6())
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return "", 0, fmt.Errorf("list interfaces: %w", err)
@@ -381,10 +386,22 @@ func RouteMTU(dst, src netip.Addr) (string, int, error) {
 			continue
 		}
 		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == local {
+			p, err := netip.ParsePrefix(a.String())
+			if err != nil || p.Addr().Unmap() != local {
+				continue
+			}
+			switch {
+			case !known:
 				return ifc.Name, ifc.MTU, nil
+			case min(ifc.MTU, 0xffff) == routeMTU: // an IP packet has at most 65535 bytes (lo: 65536)
+				return ifc.Name, routeMTU, nil
+			default:
+				return "", routeMTU, nil // leaves by another interface than its source's
 			}
 		}
+	}
+	if known {
+		return "", routeMTU, nil
 	}
 	return "", 0, fmt.Errorf("no interface holds %s, the source toward %s", local, dst)
 }

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,4 +23,25 @@ func setProbeDF(network string, rc syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// socketMTU is the MTU of a connected socket's route (IP_MTU, IPV6_MTU; see ip(7)).
+func socketMTU(c *net.UDPConn, v6 bool) (int, bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var mtu int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if v6 {
+			mtu, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU)
+			return
+		}
+		mtu, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU)
+	})
+	if err != nil || serr != nil || mtu <= 0 {
+		return 0, false
+	}
+	return mtu, true
 }

@@ -4,6 +4,7 @@ package probe
 
 import (
 	"errors"
+	"net"
 	"syscall"
 )
 
@@ -11,3 +12,6 @@ import (
 func setProbeDF(string, syscall.RawConn) error {
 	return errors.New("path MTU probing needs Linux")
 }
+
+// socketMTU is not known off Linux; RouteMTU falls back to the source's interface.
+func socketMTU(*net.UDPConn, bool) (int, bool) { return 0, false }
