@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
@@ -115,6 +117,28 @@ func TestOperate(t *testing.T) {
 		t.Errorf("benchmark latency: exit %d", code)
 	}
 
+	t.Run("benchmark agrees with iperf3", func(t *testing.T) {
+		benchmarkVsIperf3(t, l, merged)
+	})
+
+	t.Run("healthy tunnels pass the probes", func(t *testing.T) {
+		// Path MTU through each tunnel measured by the gateways: no connection finding
+		// (MCN14xx) on a healthy lab, so the faults below are named for their cause.
+		var got map[string]bool
+		err := lab.Eventually(ctx, time.Minute, func(context.Context) error {
+			got = codes(t, merged)
+			for c := range got {
+				if strings.HasPrefix(c, "MCN14") {
+					return errFindings
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("healthy lab: diagnose reports connection findings %v", got)
+		}
+	})
+
 	a := l.Clusters()[0]
 	gw := a.Gateways()[0]
 	port := "4789"
@@ -122,8 +146,12 @@ func TestOperate(t *testing.T) {
 		port = "51820"
 	}
 	t.Run("cable port blocked", func(t *testing.T) {
-		netns(ctx, t, l.WANNetns, "iptables", "-I", "FORWARD", "-p", "udp", "--dport", port, "-j", "DROP")
-		defer netns(context.WithoutCancel(ctx), t, l.WANNetns, "iptables", "-D", "FORWARD", "-p", "udp", "--dport", port, "-j", "DROP")
+		// The WAN namespace is a bridge (bridge-nf-call-iptables=0), so iptables there
+		// never sees gateway traffic: filter in the bridge family instead.
+		netns(ctx, t, l.WANNetns, "nft", "add table bridge mcnet-e2e")
+		defer netns(context.WithoutCancel(ctx), t, l.WANNetns, "nft", "delete table bridge mcnet-e2e")
+		netns(ctx, t, l.WANNetns, "nft", "add chain bridge mcnet-e2e forward { type filter hook forward priority 0 ; }")
+		netns(ctx, t, l.WANNetns, "nft", "add rule bridge mcnet-e2e forward udp dport "+port+" drop")
 		eventuallyCodes(t, merged, "MCN1401", "MCN1405")
 	})
 	t.Run("WAN MTU shrunk", func(t *testing.T) {
@@ -146,10 +174,31 @@ func TestOperate(t *testing.T) {
 		eventuallyCodes(t, merged, "MCN1301")
 	})
 	t.Run("drift", func(t *testing.T) {
-		patch := []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"gateway","args":["--cluster-id=` + a.Name + `","--probe-interval=9s"]}]}}}}`)
-		if _, err := a.Client.AppsV1().DaemonSets("mcnet-system").Patch(ctx, "mcnet-gateway", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		dss := a.Client.AppsV1().DaemonSets("mcnet-system")
+		orig, err := dss.Get(ctx, "mcnet-gateway", metav1.GetOptions{})
+		if err != nil {
 			t.Fatal(err)
 		}
+		patch := []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"gateway","args":["--cluster-id=` + a.Name + `","--probe-interval=9s"]}]}}}}`)
+		if _, err := dss.Patch(ctx, "mcnet-gateway", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// Put the rendered spec back, as Flux or Argo CD would, so later faults start
+		// from a healthy fleet.
+		defer func() {
+			ctx := context.WithoutCancel(ctx)
+			if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				cur, err := dss.Get(ctx, "mcnet-gateway", metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				cur.Spec.Template = orig.Spec.Template
+				_, err = dss.Update(ctx, cur, metav1.UpdateOptions{})
+				return err
+			}); err != nil {
+				t.Errorf("restore DaemonSet mcnet-gateway: %v", err)
+			}
+		}()
 		if got := codes(t, merged, "--probe=false", "--repo", repoDir); !got["MCN1804"] {
 			t.Errorf("drift not reported as MCN1804: %v", got)
 		}
@@ -169,11 +218,68 @@ func TestOperate(t *testing.T) {
 		}
 	})
 	t.Run("broker stopped", func(t *testing.T) {
+		// The broker's API port refuses connections from the WAN (every other cluster),
+		// while the host still reaches it through the lab's proxy and its own cluster
+		// through the LAN: only the clusters' own view can show it.
 		broker := l.Cluster(cs.Spec.Broker.Cluster)
-		netns(ctx, t, l.WANNetns, "iptables", "-I", "FORWARD", "-d", broker.PublicAPIServer.Addr().String(), "-p", "tcp", "--dport", strconv.Itoa(int(broker.PublicAPIServer.Port())), "-j", "REJECT")
-		defer netns(context.WithoutCancel(ctx), t, l.WANNetns, "iptables", "-D", "FORWARD", "-d", broker.PublicAPIServer.Addr().String(), "-p", "tcp", "--dport", strconv.Itoa(int(broker.PublicAPIServer.Port())), "-j", "REJECT")
+		rule := []string{"INPUT", "-i", "uplink", "-p", "tcp", "--dport", strconv.Itoa(int(broker.PublicAPIServer.Port())), "-j", "REJECT", "--reject-with", "tcp-reset"}
+		netns(ctx, t, broker.Netns, append([]string{"iptables", "-I"}, rule...)...)
+		defer netns(context.WithoutCancel(ctx), t, broker.Netns, append([]string{"iptables", "-D"}, rule...)...)
 		eventuallyCodes(t, merged, "MCN1103")
 	})
+}
+
+// benchmarkVsIperf3 measures worker to worker throughput between two clusters with
+// kubectl mcnet benchmark (the route agents on the workers) and with iperf3 between
+// pods on the same workers, and wants the two within 20%. CPU is shared in the lab, so
+// a pair of measurements that disagrees is taken again, up to three times.
+func benchmarkVsIperf3(t *testing.T, l *lab.Lab, kubeconfig string) {
+	ctx := t.Context()
+	from, to := l.Clusters()[0], l.Clusters()[len(l.Clusters())-1]
+	cli, err := l.AddPod(ctx, from.Workers()[0], lab.PodOptions{Name: "iperf-client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := l.AddPod(ctx, to.Workers()[0], lab.PodOptions{Name: "iperf-server"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.StartIperf3(ctx, 5201); err != nil {
+		t.Fatal(err)
+	}
+	var tries []string
+	for range 3 {
+		out, err := cli.Exec(ctx, "iperf3", "-c", srv.IP.String(), "-p", "5201", "-t", "3", "-J")
+		if err != nil {
+			t.Fatalf("iperf3 %s -> %s: %v\n%s", cli, srv, err, out)
+		}
+		var ip struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if err := json.Unmarshal([]byte(out), &ip); err != nil || ip.End.SumReceived.BitsPerSecond <= 0 {
+			t.Fatalf("iperf3 output (%v):\n%s", err, out)
+		}
+		code, bout := mcnet(t, kubeconfig, "benchmark", "throughput", "--mode", "worker", "--from", from.Name, "--to", to.Name, "-o", "json", "--duration", "3s")
+		var rep struct {
+			Results []struct {
+				Gbps float64 `json:"gbps"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal([]byte(bout), &rep); code != 0 || err != nil || len(rep.Results) != 1 {
+			t.Fatalf("benchmark throughput %s -> %s: exit %d, %d results, %v", from.Name, to.Name, code, len(rep.Results), err)
+		}
+		ref, got := ip.End.SumReceived.BitsPerSecond/1e9, rep.Results[0].Gbps
+		tries = append(tries, fmt.Sprintf("benchmark %.2f Gbit/s vs iperf3 %.2f Gbit/s", got, ref))
+		if got >= 0.8*ref && got <= 1.2*ref {
+			t.Logf("%s -> %s worker to worker: %s", from.Name, to.Name, tries[len(tries)-1])
+			return
+		}
+	}
+	t.Errorf("%s -> %s worker to worker: benchmark not within 20%% of iperf3: %s", from.Name, to.Name, strings.Join(tries, "; "))
 }
 
 var errFindings = &findingsError{}
