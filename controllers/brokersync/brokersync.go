@@ -15,14 +15,17 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -113,6 +116,7 @@ func (s *Syncer[T]) SetupWithManager(mgr ctrl.Manager) error {
 	// Publisher: requests name local objects; broker copies of ours map back to them.
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("publish-"+s.Kind.Name).
+		WithOptions(controller.Options{RateLimiter: RetryLimiter()}).
 		For(s.Kind.New(), builder.WithPredicates(inNS(s.LocalNamespace), local)).
 		WatchesRawSource(source.Kind(s.Broker.GetCache(), s.Kind.New(),
 			handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, o T) []reconcile.Request {
@@ -129,6 +133,7 @@ func (s *Syncer[T]) SetupWithManager(mgr ctrl.Manager) error {
 	// Mirror: requests name broker objects of other clusters; local mirrors map back.
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("mirror-"+s.Kind.Name).
+		WithOptions(controller.Options{RateLimiter: RetryLimiter()}).
 		WatchesRawSource(source.Kind(s.Broker.GetCache(), s.Kind.New(),
 			handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, o T) []reconcile.Request {
 				if !s.isRemote(o) || o.GetNamespace() != s.BrokerNamespace {
@@ -147,6 +152,13 @@ func (s *Syncer[T]) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("set up %s mirror: %w", s.Kind.Name, err)
 	}
 	return nil
+}
+
+// RetryLimiter retries a failed sync at most every 2 s. The default limiter doubles its
+// delay up to 1000 s, so a change made while the broker was down for a minute would wait
+// another minute or more after it came back.
+func RetryLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Second)
 }
 
 // publish makes the broker's copy of a local object match it, or removes the copy when

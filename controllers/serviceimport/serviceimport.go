@@ -47,11 +47,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"github.com/mcnet-io/mcnet/controllers/brokersync"
 )
 
 // Reconciler keeps the local ServiceImports and EndpointSlices of every exported service.
@@ -72,6 +75,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("serviceimport").
+		WithOptions(controller.Options{RateLimiter: brokersync.RetryLimiter()}).
 		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&mcsv1alpha1.ServiceImport{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
 		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&discoveryv1.EndpointSlice{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
 		Watches(&mcsv1alpha1.ServiceImport{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
