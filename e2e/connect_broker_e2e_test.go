@@ -15,7 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/internal/controller"
+	"github.com/mcnet-io/mcnet/internal/gateway"
 )
 
 // pingStream is ping(8) running from one pod to another until stopped.
@@ -204,6 +211,10 @@ func checkBrokerOutage(t *testing.T, l *connectedLab, servers, clients map[strin
 	}
 	wait(start.Add(30 * time.Second))
 	report("broker down 0-30 s", pings, tcps)
+	// Status tells the truth: the other clusters say they lost the broker.
+	if err := brokerCondition(ctx, last, metav1.ConditionFalse); err != nil {
+		t.Errorf("during the outage: %v", err)
+	}
 
 	pings, tcps = streams(unaffected)
 	old, _ := leaseHolder(ctx, last)
@@ -231,10 +242,32 @@ func checkBrokerOutage(t *testing.T, l *connectedLab, servers, clients map[strin
 		t.Fatalf("after the broker returned: %v", err)
 	}
 	t.Logf("every connection connected through the new %s gateway %s after the broker returned", last.Name, time.Since(back).Round(100*time.Millisecond))
+	if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		return brokerCondition(ctx, last, metav1.ConditionTrue)
+	}); err != nil {
+		t.Errorf("after the outage: %v", err)
+	}
 	if h, _ := leaseHolder(ctx, broker); h != holder {
 		// Not asserted: an API server that has just started is slow on two cores, and a
 		// renewal that misses the deadline is a failover by design.
 		t.Logf("note: %s's gateway Lease moved from %s to %s after the outage", broker.Name, holder, h)
 	}
 	checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
+}
+
+// brokerCondition checks the BrokerConnected condition of a cluster's own Cluster object.
+func brokerCondition(ctx context.Context, c *lab.Cluster, want metav1.ConditionStatus) error {
+	kc, err := client.New(c.Config, client.Options{Scheme: gateway.Scheme()})
+	if err != nil {
+		return err
+	}
+	var cl mcnetv1.Cluster
+	if err := kc.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: c.Name}, &cl); err != nil {
+		return err
+	}
+	got := meta.FindStatusCondition(cl.Status.Conditions, controller.ConditionBrokerConnected)
+	if got == nil || got.Status != want {
+		return fmt.Errorf("%s: BrokerConnected %+v, want %s", c.Name, got, want)
+	}
+	return nil
 }

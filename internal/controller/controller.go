@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -220,7 +221,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		return announce(ctx, mgr.GetClient(), o)
+		return announce(ctx, mgr.GetClient(), o, brokerReady)
 	})); err != nil {
 		return err
 	}
@@ -264,8 +265,19 @@ func brokerOwner(ctx context.Context, cfg *rest.Config, o Options) (*metav1.Owne
 	return &metav1.OwnerReference{APIVersion: "v1", Kind: "ServiceAccount", Name: sa.Name, UID: sa.UID}, nil
 }
 
-// announce keeps this cluster's own Cluster object as the flags describe it.
-func announce(ctx context.Context, c client.Client, o Options) error {
+// Condition types on the local Cluster's status.
+const (
+	// ConditionBrokerConnected says whether the broker's API server answers this
+	// cluster's controller; when False, remote changes stop arriving (existing tunnels
+	// keep working).
+	ConditionBrokerConnected = "BrokerConnected"
+	// ConditionReady is kstatus' summary: announced and connected to the broker.
+	ConditionReady = "Ready"
+)
+
+// announce keeps this cluster's own Cluster object as the flags describe it, and its
+// status saying whether the broker answers.
+func announce(ctx context.Context, c client.Client, o Options, brokerReady func(context.Context) error) error {
 	want := brokersync.LocalCluster(o.Namespace, mcnetv1.ClusterObjSpec{
 		ClusterID:    o.ClusterID,
 		PodCIDRs:     o.PodCIDRs,
@@ -284,14 +296,37 @@ func announce(ctx context.Context, c client.Client, o Options) error {
 		case err == nil && !equality.Semantic.DeepEqual(have.Spec, want.Spec):
 			have.Spec = want.Spec
 			err = c.Update(ctx, &have)
+		case err == nil:
+			err = reportBroker(ctx, c, &have, brokerReady)
 		}
 		if err != nil {
 			log.FromContext(ctx).Error(err, "announce this cluster")
-			return false, nil
 		}
 		return false, nil
 	})
 	return nil
+}
+
+// reportBroker sets the BrokerConnected and Ready conditions from a probe of the
+// broker's /readyz, writing only when they change.
+func reportBroker(ctx context.Context, c client.Client, cl *mcnetv1.Cluster, brokerReady func(context.Context) error) error {
+	probe, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := brokerReady(probe)
+	cancel()
+	conn := metav1.Condition{Type: ConditionBrokerConnected, Status: metav1.ConditionTrue, Reason: "BrokerReachable",
+		Message: "the broker's API server answers", ObservedGeneration: cl.Generation}
+	if err != nil {
+		conn.Status, conn.Reason = metav1.ConditionFalse, "BrokerUnreachable"
+		conn.Message = "the broker's API server does not answer: " + err.Error() + "; existing tunnels keep working, remote changes wait"
+	}
+	ready := conn
+	ready.Type = ConditionReady
+	changed := meta.SetStatusCondition(&cl.Status.Conditions, conn)
+	changed = meta.SetStatusCondition(&cl.Status.Conditions, ready) || changed
+	if !changed {
+		return nil
+	}
+	return c.Status().Update(ctx, cl)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -103,6 +104,19 @@ func TestBrokerSync(t *testing.T) {
 					return nil
 				})
 			}
+		}
+		for _, m := range members {
+			testenv.Eventually(ctx, t, 30*time.Second, m.name+" reports the broker connected", func(ctx context.Context) error {
+				var c mcnetv1.Cluster
+				if err := m.client.Get(ctx, client.ObjectKey{Namespace: sys, Name: m.name}, &c); err != nil {
+					return err
+				}
+				if !meta.IsStatusConditionTrue(c.Status.Conditions, controller.ConditionBrokerConnected) ||
+					!meta.IsStatusConditionTrue(c.Status.Conditions, controller.ConditionReady) {
+					return fmt.Errorf("conditions %+v", c.Status.Conditions)
+				}
+				return nil
+			})
 		}
 		var owned mcnetv1.Cluster
 		if err := brokerClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "east"}, &owned); err != nil {
