@@ -21,7 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -38,6 +37,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
+	"github.com/mcnet-io/mcnet/internal/patient"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
 
@@ -161,6 +161,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("read broker credentials %s (create them with kubectl mcnet broker credentials --cluster %s): %w", o.BrokerKubeconfig, o.ClusterID, err)
 	}
+	localInformers, err := patient.ForConfig(cfg)
+	if err != nil {
+		return err
+	}
 	leaseDuration, renew, retry := 8*time.Second, 5*time.Second, time.Second
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
@@ -175,7 +179,9 @@ func Run(ctx context.Context, o Options) error {
 		RetryPeriod:                   &retry,
 		// One manager per process in a cluster; tests run several side by side.
 		Controller: config.Controller{SkipNameValidation: ptr(true)},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+		// The broker's cluster loses its own API server in a broker outage; its
+		// informers must resume as soon as it is back.
+		Cache: cache.Options{NewInformer: localInformers, ByObject: map[client.Object]cache.ByObject{
 			&mcnetv1.Cluster{}:  {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&mcnetv1.Endpoint{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&mcnetv1.Gateway{}:  {Namespaces: map[string]cache.Config{o.Namespace: {}}},
@@ -184,14 +190,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	brokerReady, err := readyProbe(brokerCfg)
+	brokerReady, err := patient.ReadyProbe(brokerCfg)
 	if err != nil {
 		return err
 	}
 	broker, err := cluster.New(brokerCfg, func(co *cluster.Options) {
 		co.Scheme = scheme
 		co.Cache.DefaultNamespaces = map[string]cache.Config{o.BrokerNamespace: {}}
-		co.Cache.NewInformer = brokersync.PatientInformers(brokerReady, time.Second)
+		co.Cache.NewInformer = patient.Informers(brokerReady, time.Second)
 	})
 	if err != nil {
 		return fmt.Errorf("connect to the broker: %w", err)
@@ -238,18 +244,6 @@ func Run(ctx context.Context, o Options) error {
 	}
 	logger.Info("starting mcnet controller", "version", version.Version, "cluster", o.ClusterID, "brokerNamespace", o.BrokerNamespace)
 	return mgr.Start(ctx)
-}
-
-// readyProbe returns a check of the API server's /readyz, which every authenticated
-// identity may read.
-func readyProbe(cfg *rest.Config) (func(context.Context) error, error) {
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) error {
-		return kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
-	}, nil
 }
 
 // brokerOwner returns an owner reference to this cluster's ServiceAccount on the broker.

@@ -38,6 +38,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/patient"
 	"github.com/mcnet-io/mcnet/internal/probe"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
@@ -164,9 +165,15 @@ type Gateway struct {
 
 func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cfg *rest.Config, dp dataplaneAPI) (*Gateway, error) {
 	scheme := Scheme()
+	// Informers wait out an API server outage instead of backing off for up to a minute.
+	informers, err := patient.ForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	c, err := cache.New(cfg, cache.Options{
 		Scheme:            scheme,
 		DefaultNamespaces: map[string]cache.Config{o.Namespace: {}},
+		NewInformer:       informers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)

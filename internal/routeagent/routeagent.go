@@ -27,6 +27,7 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/patient"
 	"github.com/mcnet-io/mcnet/internal/probe"
 )
 
@@ -111,7 +112,12 @@ type agent struct {
 
 func newAgent(log logr.Logger, o Options, local gateway.Local, sel labels.Selector, cfg *rest.Config, dp dataplaneAPI) (*agent, error) {
 	scheme := gateway.Scheme()
-	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}})
+	// Informers wait out an API server outage instead of backing off for up to a minute.
+	informers, err := patient.ForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}, NewInformer: informers})
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}

@@ -1,4 +1,4 @@
-package brokersync
+package patient
 
 import (
 	"context"

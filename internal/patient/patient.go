@@ -1,4 +1,6 @@
-package brokersync
+// Package patient makes informers wait out an unreachable API server instead of backing
+// off, so watches resume within a second of the server answering again.
+package patient
 
 import (
 	"context"
@@ -12,19 +14,42 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 )
 
-// PatientInformers returns an informer constructor (for cache.Options.NewInformer) whose
+// ReadyProbe returns a check of the API server's /readyz, which every authenticated
+// identity may read.
+func ReadyProbe(cfg *rest.Config) (func(context.Context) error, error) {
+	kube, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		return kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+	}, nil
+}
+
+// ForConfig is Informers with a /readyz probe of cfg's API server, checked every second.
+func ForConfig(cfg *rest.Config) (func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer, error) {
+	ready, err := ReadyProbe(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return Informers(ready, time.Second), nil
+}
+
+// Informers returns an informer constructor (for cache.Options.NewInformer) whose
 // list and watch calls wait out an unreachable API server, checking it with ready every
 // interval, instead of failing at once.
 //
 // A failing reflector sleeps in an exponential backoff of up to 30 s with full jitter
 // (https://github.com/kubernetes/client-go/blob/v0.37.2/tools/cache/reflector.go), so
-// after a broker outage of a minute the mirrors could take another minute to hear from
-// it. Waiting here instead resumes the watches within one interval of the broker
+// after an outage of a minute an informer could take another minute to hear from the
+// server. Waiting here instead resumes the watches within one interval of the broker
 // answering again. Other errors pass through unchanged.
-func PatientInformers(ready func(context.Context) error, interval time.Duration) func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer {
+func Informers(ready func(context.Context) error, interval time.Duration) func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer {
 	return func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, idx toolscache.Indexers) toolscache.SharedIndexInformer {
 		return toolscache.NewSharedIndexInformer(&patientLW{
 			lw: toolscache.ToListerWatcherWithContext(lw), ready: ready, interval: interval,
