@@ -74,8 +74,8 @@ func (o *Options) AddFlags(fs interface {
 }) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9452", "address of the Prometheus metrics endpoint (0 disables it)")
 	fs.IntVar(&o.HealthCheckPort, "health-check-port", DefaultHealthCheckPort, "UDP port of the health-check responder")
-	fs.DurationVar(&o.LeaseDuration, "lease-duration", time.Second, "gateway Lease duration")
-	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 800*time.Millisecond, "how long the active gateway retries renewing before it steps down")
+	fs.DurationVar(&o.LeaseDuration, "lease-duration", 1500*time.Millisecond, "gateway Lease duration")
+	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 1200*time.Millisecond, "how long the active gateway retries renewing before it steps down")
 	fs.DurationVar(&o.RetryPeriod, "lease-retry-period", 200*time.Millisecond, "how often the Lease is renewed or tried")
 	fs.DurationVar(&o.RestartGrace, "lease-restart-grace", 15*time.Second, "how long a restarting active gateway keeps the Lease for its next process (0 releases it on every stop)")
 	fs.DurationVar(&o.ProbeInterval, "probe-interval", time.Second, "health probe interval per remote gateway")
