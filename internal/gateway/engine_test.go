@@ -249,7 +249,7 @@ func TestEngine(t *testing.T) {
 
 	t.Run("reports an error and an Event when the remote stops answering", func(t *testing.T) {
 		remote.close()
-		testenv.Eventually(ctx, t, 30*time.Second, "error", status(mcnetv1.ConnectionError, "no reply from 127.0.0.3"))
+		testenv.Eventually(ctx, t, 30*time.Second, "error", status(mcnetv1.ConnectionError, "no probe replies from 127.0.0.3"))
 		testenv.Eventually(ctx, t, 10*time.Second, "Event", func(ctx context.Context) error {
 			var evs corev1.EventList
 			if err := admin.List(ctx, &evs, client.InNamespace(sys)); err != nil {

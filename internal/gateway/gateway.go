@@ -78,7 +78,7 @@ func (o *Options) AddFlags(fs interface {
 	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 1200*time.Millisecond, "how long the active gateway retries renewing before it steps down")
 	fs.DurationVar(&o.RetryPeriod, "lease-retry-period", 200*time.Millisecond, "how often the Lease is renewed or tried")
 	fs.DurationVar(&o.RestartGrace, "lease-restart-grace", 15*time.Second, "how long a restarting active gateway keeps the Lease for its next process (0 releases it on every stop)")
-	fs.DurationVar(&o.ProbeInterval, "probe-interval", 500*time.Millisecond, "health probe interval per remote gateway")
+	fs.DurationVar(&o.ProbeInterval, "probe-interval", time.Second, "health probe interval per remote gateway")
 	fs.DurationVar(&o.StatusInterval, "status-interval", 5*time.Second, "how often RTT figures are refreshed in the Gateway status")
 }
 

@@ -127,9 +127,9 @@ func TestNextConnection(t *testing.T) {
 		{"waiting", nil, ConnInput{Cluster: "west", Endpoint: &ep, Cable: wg, Probe: few, ProbeTarget: "10.20.0.1:4801"}, mcnetv1.Connecting, "waiting for the first probe reply from 10.20.0.1:4801", ""},
 		{"one lost probe keeps connected", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: &shook, Probe: few}, mcnetv1.Connected, "", ""},
 		{"no handshake", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: wg, Probe: lost, ProbeTarget: "10.20.0.1:4801"}, mcnetv1.ConnectionError,
-			"no WireGuard handshake with 198.19.1.10 yet (is UDP 51820 reachable?); no reply from 10.20.0.1:4801 to the last 3 probes (loss 60%)", ReasonConnectionFailed},
+			"no WireGuard handshake with 198.19.1.10 yet (is UDP 51820 reachable?); no probe replies from 10.20.0.1:4801 for 3 s (loss 60%)", ReasonConnectionFailed},
 		{"handshake but no replies", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: &shook, Probe: lost, ProbeTarget: "10.20.0.1:4801"}, mcnetv1.ConnectionError,
-			"WireGuard handshake with 198.19.1.10 is recent but no reply from 10.20.0.1:4801 to the last 3 probes (loss 60%) (routes or packet filter inside the remote cluster?)", ReasonConnectionFailed},
+			"WireGuard handshake with 198.19.1.10 is recent but no probe replies from 10.20.0.1:4801 for 3 s (loss 60%) (routes or packet filter inside the remote cluster?)", ReasonConnectionFailed},
 		{"restart keeps status", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: wg}, mcnetv1.Connected, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,8 +23,7 @@ const (
 
 // LostProbesForError is how many probes in a row must go unanswered before a
 // connection is reported as an error: one lost UDP packet, or a gateway restarting
-// within about a second, is not an outage. With the default 500 ms probe interval a dead
-// gateway is reported within about 2 s.
+// within a second or two, is not an outage.
 const LostProbesForError = 3
 
 // HandshakeTooOld is when a WireGuard session is surely dead: the protocol rekeys
@@ -121,7 +120,7 @@ func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcne
 // failureMessage says what is wrong with a connection whose probes go unanswered,
 // from the most basic layer up.
 func failureMessage(in ConnInput, now time.Time) string {
-	lost := fmt.Sprintf("no reply from %s to the last %d probes (loss %d%%)", in.ProbeTarget, in.Probe.ConsecutiveLost, in.Probe.LossPercent)
+	lost := fmt.Sprintf("no probe replies from %s for %d s (loss %d%%)", in.ProbeTarget, in.Probe.ConsecutiveLost, in.Probe.LossPercent)
 	cable := in.Cable
 	switch {
 	case cable == nil:
