@@ -38,8 +38,6 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
-	"github.com/mcnet-io/mcnet/internal/patient"
-	"github.com/mcnet-io/mcnet/internal/probe"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
 
@@ -114,15 +112,9 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 		return err
 	}
 	// Benchmarks and diagnose ask this agent for measurements through NetworkTests.
-	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme()})
-	if err != nil {
+	if err := o.ServeNetworkTests(ctx, log, cfg, mcnetv1.AgentGateway); err != nil {
 		return err
 	}
-	go func() {
-		_ = probe.RunAgent(logr.NewContext(ctx, log), wc, probe.AgentOptions{
-			Namespace: o.Namespace, NodeName: o.NodeName, Agent: mcnetv1.AgentGateway,
-		})
-	}()
 	return g.run(ctx)
 }
 
@@ -165,22 +157,9 @@ type Gateway struct {
 
 func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cfg *rest.Config, dp dataplaneAPI) (*Gateway, error) {
 	scheme := Scheme()
-	// Informers wait out an API server outage instead of backing off for up to a minute.
-	informers, err := patient.ForConfig(cfg)
+	c, cl, err := o.NewCache(cfg)
 	if err != nil {
 		return nil, err
-	}
-	c, err := cache.New(cfg, cache.Options{
-		Scheme:            scheme,
-		DefaultNamespaces: map[string]cache.Config{o.Namespace: {}},
-		NewInformer:       informers,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
-	}
-	cl, err := client.New(cfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: c}})
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
 	}
 	direct, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {

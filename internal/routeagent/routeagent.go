@@ -27,8 +27,6 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/gateway"
-	"github.com/mcnet-io/mcnet/internal/patient"
-	"github.com/mcnet-io/mcnet/internal/probe"
 )
 
 // DaemonSetName is the route agent's DaemonSet, checked on shutdown to tell an
@@ -81,15 +79,9 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 		return err
 	}
 	// Benchmarks and diagnose ask this agent for measurements through NetworkTests.
-	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: gateway.Scheme()})
-	if err != nil {
+	if err := o.ServeNetworkTests(ctx, log, cfg, mcnetv1.AgentRouteAgent); err != nil {
 		return err
 	}
-	go func() {
-		_ = probe.RunAgent(logr.NewContext(ctx, log), wc, probe.AgentOptions{
-			Namespace: o.Namespace, NodeName: o.NodeName, Agent: mcnetv1.AgentRouteAgent,
-		})
-	}()
 	return a.run(ctx)
 }
 
@@ -111,19 +103,9 @@ type agent struct {
 }
 
 func newAgent(log logr.Logger, o Options, local gateway.Local, sel labels.Selector, cfg *rest.Config, dp dataplaneAPI) (*agent, error) {
-	scheme := gateway.Scheme()
-	// Informers wait out an API server outage instead of backing off for up to a minute.
-	informers, err := patient.ForConfig(cfg)
+	c, cl, err := o.NewCache(cfg)
 	if err != nil {
 		return nil, err
-	}
-	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}, NewInformer: informers})
-	if err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
-	}
-	cl, err := client.New(cfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: c}})
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
 	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
