@@ -134,9 +134,11 @@ type Gateway struct {
 	recorder  record.EventRecorder
 	events    record.EventBroadcaster
 	prober    *prober
-	pubKey    dataplane.Key
-	kick      chan struct{}
-	now       func() time.Time
+	// tickSyncAt is when a tick last ran sync.
+	tickSyncAt time.Time
+	pubKey     dataplane.Key
+	kick       chan struct{}
+	now        func() time.Time
 
 	mu       sync.Mutex
 	leading  bool
@@ -255,7 +257,9 @@ func (g *Gateway) run(ctx context.Context) error {
 	}()
 
 	log.Info("Gateway started", "node", g.opts.NodeName, "cluster", g.local.ClusterID, "cable", g.local.Cable, "publicKey", g.pubKey.String())
-	tick := time.NewTicker(g.opts.ProbeInterval)
+	// The prober needs ticks at its check interval; everything else is synced once
+	// per probe interval, or at once on an event.
+	tick := time.NewTicker(g.prober.checkInterval())
 	defer tick.Stop()
 	for {
 		select {
@@ -270,8 +274,11 @@ func (g *Gateway) run(ctx context.Context) error {
 			return g.shutdown(ctx, restart, uninstall)
 		case <-g.kick:
 			g.sync(ctx, false)
-		case <-tick.C:
-			g.sync(ctx, true)
+		case now := <-tick.C:
+			if g.prober.due(now) || now.Sub(g.tickSyncAt) >= g.opts.ProbeInterval-g.prober.checkInterval()/2 {
+				g.tickSyncAt = now
+				g.sync(ctx, true)
+			}
 		}
 	}
 }
@@ -423,11 +430,10 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 	}
 	g.listenHealth(ctx, addrs.HealthCheck)
 	g.prober.setTargets(targets)
-	// Results first, then the next probes: a probe sent now is judged next tick.
-	stats := g.prober.stats()
 	if probe {
 		g.prober.tick(now)
 	}
+	stats := g.prober.stats(now)
 	cables := map[string]*dataplane.CableStatus{}
 	if cs, err := g.dp.Stats(ctx); err == nil {
 		for i := range cs {

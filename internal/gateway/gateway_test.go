@@ -109,7 +109,9 @@ func TestNextConnection(t *testing.T) {
 	shook := *wg
 	shook.LastHandshake = now.Add(-10 * time.Second)
 	ok := ProbeStats{Sent: 3, Last: time.Millisecond, Min: time.Millisecond, Avg: time.Millisecond, Max: time.Millisecond}
-	lost := ProbeStats{Sent: 5, Lost: 3, LossPercent: 60, ConsecutiveLost: 3}
+	lost := ProbeStats{Sent: 5, Lost: 3, LossPercent: 60, ConsecutiveLost: 3, Silence: 3100 * time.Millisecond, DeadAfter: 3 * time.Second}
+	// Three lost in a row but not yet silent for long enough: a restarting remote.
+	quiet := ProbeStats{Sent: 5, Lost: 3, LossPercent: 60, ConsecutiveLost: 3, Silence: 2 * time.Second, DeadAfter: 3 * time.Second}
 	few := ProbeStats{Sent: 1, Lost: 1, ConsecutiveLost: 1}
 	connected := &mcnetv1.Connection{Cluster: "west", Endpoint: &ep, Status: mcnetv1.Connected}
 	for _, tc := range []struct {
@@ -127,9 +129,10 @@ func TestNextConnection(t *testing.T) {
 		{"waiting", nil, ConnInput{Cluster: "west", Endpoint: &ep, Cable: wg, Probe: few, ProbeTarget: "10.20.0.1:4801"}, mcnetv1.Connecting, "waiting for the first probe reply from 10.20.0.1:4801", ""},
 		{"one lost probe keeps connected", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: &shook, Probe: few}, mcnetv1.Connected, "", ""},
 		{"no handshake", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: wg, Probe: lost, ProbeTarget: "10.20.0.1:4801"}, mcnetv1.ConnectionError,
-			"no WireGuard handshake with 198.19.1.10 yet (is UDP 51820 reachable?); no probe replies from 10.20.0.1:4801 for 3 s (loss 60%)", ReasonConnectionFailed},
+			"no WireGuard handshake with 198.19.1.10 yet (is UDP 51820 reachable?); no probe replies from 10.20.0.1:4801 for 3s", ReasonConnectionFailed},
 		{"handshake but no replies", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: &shook, Probe: lost, ProbeTarget: "10.20.0.1:4801"}, mcnetv1.ConnectionError,
-			"WireGuard handshake with 198.19.1.10 is recent but no probe replies from 10.20.0.1:4801 for 3 s (loss 60%) (routes or packet filter inside the remote cluster?)", ReasonConnectionFailed},
+			"WireGuard handshake with 198.19.1.10 is recent but no probe replies from 10.20.0.1:4801 for 3s (routes or packet filter inside the remote cluster?)", ReasonConnectionFailed},
+		{"lost probes within the dead time keep connected", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: &shook, Probe: quiet}, mcnetv1.Connected, "", ""},
 		{"restart keeps status", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: wg}, mcnetv1.Connected, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

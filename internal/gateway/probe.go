@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -53,6 +54,18 @@ type ProbeStats struct {
 	ConsecutiveLost int
 	// LastReply is when the most recent answered probe was sent; zero if none.
 	LastReply time.Time
+	// Silence is how long the target has not answered: since the most recent answered
+	// probe was sent, or since probing it began when it never answered.
+	Silence time.Duration
+	// DeadAfter is the silence after which the target counts as down (with at least
+	// LostProbesForError probes lost in a row); zero means the count alone decides.
+	DeadAfter time.Duration
+}
+
+// Down says the target stopped answering: LostProbesForError probes in a row went
+// unanswered and it has been silent for DeadAfter.
+func (s ProbeStats) Down() bool {
+	return s.ConsecutiveLost >= LostProbesForError && s.Silence >= s.DeadAfter
 }
 
 // Summarise computes ProbeStats of results in sending order.
@@ -89,20 +102,40 @@ func Summarise(results []ProbeResult) ProbeStats {
 	return s
 }
 
-// prober sends one probe a second to each target through a UDP socket bound to the
-// local health-check address and answers the probes of remote gateways on the same
-// socket. The socket binds with IP_FREEBIND, so it can be opened before the address
-// exists (it appears when the node becomes the active gateway).
+// prober probes every target through a UDP socket bound to the local health-check
+// address and answers the probes of remote gateways on the same socket. The socket
+// binds with IP_FREEBIND, so it can be opened before the address exists (it appears
+// when the node becomes the active gateway).
+//
+// A healthy target gets one probe per interval. A target whose latest probe is late
+// (unanswered after a quarter interval, or twice its average RTT), whose last probe was
+// lost, or that never answered is probed every quarter interval instead. A target is
+// judged down once it has been silent for DeadAfter (LostProbesForError intervals)
+// with LostProbesForError probes lost in a row: a gateway that dies is reported two to
+// three intervals later, and one that restarts within about DeadAfter, or a lost
+// packet or two, do not make the connection flap. tick must be called every quarter
+// interval.
 type prober struct {
-	timeout time.Duration
+	interval, fast, timeout, deadAfter time.Duration
 
 	mu      sync.Mutex
 	conn    *net.UDPConn
 	addr    netip.AddrPort
 	seq     uint64
 	pending map[uint64]pendingProbe
-	results map[string][]ProbeResult // by cluster, at most Window each
-	targets map[string]netip.AddrPort
+	targets map[string]*target
+}
+
+// target is one probed gateway.
+type target struct {
+	to netip.AddrPort
+	// since is when probing this address began (the first send); zero before.
+	since time.Time
+	// lastSent is when the latest probe went.
+	lastSent time.Time
+	// lastReply is when the most recent answered probe was sent.
+	lastReply time.Time
+	results   []ProbeResult // at most Window
 }
 
 type pendingProbe struct {
@@ -127,9 +160,19 @@ func listenProbe(ctx context.Context, addr netip.AddrPort) (*net.UDPConn, error)
 	return pc.(*net.UDPConn), nil
 }
 
-func newProber(timeout time.Duration) *prober {
-	return &prober{timeout: timeout, pending: map[uint64]pendingProbe{}, results: map[string][]ProbeResult{}, targets: map[string]netip.AddrPort{}}
+// newProber probes each healthy target every interval. A probe still unanswered
+// seven eighths of an interval later is lost (875 ms at the default second: far above
+// any RTT between regions), so it is judged at the tick before the next probe.
+func newProber(interval time.Duration) *prober {
+	return &prober{
+		interval: interval, fast: interval / 4, timeout: interval - interval/8,
+		deadAfter: LostProbesForError * interval,
+		pending:   map[uint64]pendingProbe{}, targets: map[string]*target{},
+	}
 }
+
+// checkInterval is how often tick must run.
+func (p *prober) checkInterval() time.Duration { return p.fast }
 
 // listen (re)opens the socket on addr, the local health-check address: probes must
 // leave from it, since only the cluster's CIDRs are routed through the cables and
@@ -196,37 +239,50 @@ func (p *prober) reply(seq uint64, from netip.AddrPort, now time.Time) {
 		return
 	}
 	delete(p.pending, seq)
-	p.record(pp.cluster, ProbeResult{Sent: pp.sent, RTT: now.Sub(pp.sent)})
+	if t := p.targets[pp.cluster]; t != nil && t.to == pp.to {
+		t.record(ProbeResult{Sent: pp.sent, RTT: now.Sub(pp.sent)})
+		if pp.sent.After(t.lastReply) {
+			t.lastReply = pp.sent
+		}
+	}
 }
 
-func (p *prober) record(cluster string, r ProbeResult) {
-	rs := append(p.results[cluster], r)
-	if len(rs) > Window {
-		rs = rs[len(rs)-Window:]
+func (t *target) record(r ProbeResult) {
+	// Keep sending order: a reply can complete a probe sent before one already lost.
+	i := len(t.results)
+	for i > 0 && t.results[i-1].Sent.After(r.Sent) {
+		i--
 	}
-	p.results[cluster] = rs
+	t.results = slices.Insert(t.results, i, r)
+	if len(t.results) > Window {
+		t.results = t.results[len(t.results)-Window:]
+	}
 }
 
 // setTargets replaces the probed gateways; results of removed or moved ones go.
 func (p *prober) setTargets(targets map[string]netip.AddrPort) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for c, old := range p.targets {
-		if t, ok := targets[c]; !ok || t != old {
-			delete(p.results, c)
+	for c, t := range p.targets {
+		if to, ok := targets[c]; !ok || to != t.to {
+			delete(p.targets, c)
 		}
 	}
-	p.targets = targets
+	for c, to := range targets {
+		if _, ok := p.targets[c]; !ok {
+			p.targets[c] = &target{to: to}
+		}
+	}
 }
 
-// tick expires overdue probes and sends a new one to every target.
+// tick judges overdue probes lost and sends the probes that are due.
 func (p *prober) tick(now time.Time) {
 	p.mu.Lock()
 	for seq, pp := range p.pending {
 		if now.Sub(pp.sent) >= p.timeout {
 			delete(p.pending, seq)
-			if p.targets[pp.cluster] == pp.to {
-				p.record(pp.cluster, ProbeResult{Sent: pp.sent, Lost: true})
+			if t := p.targets[pp.cluster]; t != nil && t.to == pp.to {
+				t.record(ProbeResult{Sent: pp.sent, Lost: true})
 			}
 		}
 	}
@@ -235,15 +291,22 @@ func (p *prober) tick(now time.Time) {
 		to  netip.AddrPort
 	}
 	var sends []send
-	for c, to := range p.targets {
+	for c, t := range p.targets {
+		if !p.dueLocked(c, t, now) {
+			continue
+		}
+		if t.since.IsZero() {
+			t.since = now
+		}
 		p.seq++
-		p.pending[p.seq] = pendingProbe{cluster: c, to: to, sent: now}
-		sends = append(sends, send{p.seq, to})
+		p.pending[p.seq] = pendingProbe{cluster: c, to: t.to, sent: now}
+		t.lastSent = now
+		sends = append(sends, send{p.seq, t.to})
 	}
 	conn := p.conn
 	p.mu.Unlock()
 	if conn == nil {
-		return // judged lost next tick: nothing can be sent without the socket
+		return // judged lost later: nothing can be sent without the socket
 	}
 	var buf [probeLen]byte
 	copy(buf[:], probeMagic[:])
@@ -255,13 +318,68 @@ func (p *prober) tick(now time.Time) {
 	}
 }
 
-// stats returns the statistics of every probed cluster.
-func (p *prober) stats() map[string]ProbeStats {
+// dueLocked says whether target c gets a probe at now.
+func (p *prober) dueLocked(c string, t *target, now time.Time) bool {
+	if t.lastSent.IsZero() {
+		return true
+	}
+	// Ticks come every p.fast, give or take scheduling: a probe due within half a
+	// tick goes now rather than a whole tick late.
+	since := now.Sub(t.lastSent) + p.fast/2
+	if since >= p.interval {
+		return true
+	}
+	return since >= p.fast && p.suspectLocked(c, t, now)
+}
+
+// suspectLocked says whether target c may be down: it never answered, its last
+// probe was lost, or a probe to it is late.
+func (p *prober) suspectLocked(c string, t *target, now time.Time) bool {
+	s := Summarise(t.results)
+	if s.Sent == s.Lost || s.ConsecutiveLost > 0 {
+		return true
+	}
+	late := max(p.fast, 2*s.Avg)
+	for _, pp := range p.pending {
+		if pp.cluster == c && pp.to == t.to && now.Sub(pp.sent) >= late {
+			return true
+		}
+	}
+	return false
+}
+
+// due says whether tick has work at now: a probe to send or one to judge lost.
+func (p *prober) due(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c, t := range p.targets {
+		if p.dueLocked(c, t, now) {
+			return true
+		}
+	}
+	for _, pp := range p.pending {
+		if now.Sub(pp.sent) >= p.timeout {
+			return true
+		}
+	}
+	return false
+}
+
+// stats returns the statistics of every probed cluster at now.
+func (p *prober) stats(now time.Time) map[string]ProbeStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := map[string]ProbeStats{}
-	for c := range p.targets {
-		out[c] = Summarise(p.results[c])
+	for c, t := range p.targets {
+		s := Summarise(t.results)
+		s.DeadAfter = p.deadAfter
+		switch {
+		case !t.lastReply.IsZero():
+			s.Silence = now.Sub(t.lastReply)
+		case !t.since.IsZero():
+			s.Silence = now.Sub(t.since)
+		}
+		out[c] = s
 	}
 	return out
 }

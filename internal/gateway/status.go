@@ -21,9 +21,10 @@ const (
 	ReasonApplyFailed      = "DataplaneApplyFailed"
 )
 
-// LostProbesForError is how many probes in a row must go unanswered before a
-// connection is reported as an error: one lost UDP packet, or a gateway restarting
-// within a second or two, is not an outage.
+// LostProbesForError is how many probes in a row must go unanswered, and how many
+// probe intervals the remote must stay silent, before a connection is reported as an
+// error: one lost UDP packet, or a gateway restarting within a second or two, is not
+// an outage.
 const LostProbesForError = 3
 
 // HandshakeTooOld is when a WireGuard session is surely dead: the protocol rekeys
@@ -56,7 +57,8 @@ type Event struct {
 // NextConnection computes the connection's new state from the previous one (nil at
 // first) and returns an Event when its status changed to connected or error.
 // Connected only when probes through the tunnel are answered; once connected, it
-// takes LostProbesForError lost probes in a row to become an error.
+// takes LostProbesForError lost probes in a row and the remote's silence for
+// ProbeStats.DeadAfter to become an error.
 func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcnetv1.Connection, *Event) {
 	c := mcnetv1.Connection{Cluster: in.Cluster, Endpoint: in.Endpoint}
 	if prev != nil {
@@ -90,9 +92,9 @@ func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcne
 		c.Status, c.Message = mcnetv1.ConnectionError, "cable not configured: "+in.ApplyErr.Error()
 	case len(in.Endpoint.HealthCheckIPs) == 0:
 		c.Status, c.Message = mcnetv1.ConnectionError, "remote gateway publishes no health-check IP, so the datapath cannot be verified"
-	case p.Sent > p.Lost && p.ConsecutiveLost < LostProbesForError:
+	case p.Sent > p.Lost && !p.Down():
 		c.Status = mcnetv1.Connected
-	case p.ConsecutiveLost >= LostProbesForError:
+	case p.Down():
 		c.Status, c.Message = mcnetv1.ConnectionError, failureMessage(in, now)
 	case prev != nil && prev.Status != "" && sameEndpoint(prev.Endpoint, in.Endpoint):
 		// Not enough probes yet (just started, or restarted): keep what was known.
@@ -120,7 +122,9 @@ func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcne
 // failureMessage says what is wrong with a connection whose probes go unanswered,
 // from the most basic layer up.
 func failureMessage(in ConnInput, now time.Time) string {
-	lost := fmt.Sprintf("no probe replies from %s for %d s (loss %d%%)", in.ProbeTarget, in.Probe.ConsecutiveLost, in.Probe.LossPercent)
+	// The threshold, not the running silence: the message (and so the status) stays
+	// the same for the whole outage.
+	lost := fmt.Sprintf("no probe replies from %s for %s", in.ProbeTarget, in.Probe.DeadAfter)
 	cable := in.Cable
 	switch {
 	case cable == nil:
