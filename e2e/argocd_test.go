@@ -60,7 +60,7 @@ func TestArgoCD(t *testing.T) {
 	}
 
 	// The broker cluster doubles as Argo CD's management cluster.
-	cfgs := testenv.StartAPIServers(t, len(cs.Spec.Clusters))
+	cfgs := testenv.StartClusterAPIServers(t, cs.Spec.Clusters)
 	byName := map[string]*rest.Config{}
 	for i, c := range cs.Spec.Clusters {
 		byName[c.Name] = cfgs[i]

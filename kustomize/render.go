@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"path"
 	"slices"
 	"sort"
@@ -188,14 +189,22 @@ func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag s
 		workloadPatch("Deployment", "mcnet-controller", "controller", controllerArgs, nil),
 		workloadPatch("DaemonSet", "mcnet-gateway", "gateway", gatewayArgs, c.Gateway.NodeSelector),
 		workloadPatch("DaemonSet", "mcnet-route-agent", "route-agent", agentArgs, nil),
+		dnsServicePatch(c),
 	}
 	if err := t.putYAML(path.Join(dir, "config.yaml"),
 		"# What makes the shared components this cluster's: identity, networks, cable, broker.\n",
 		patches...); err != nil {
 		return err
 	}
+	if err := t.putYAML(path.Join(dir, "coredns.yaml"), `# CoreDNS forwards the clusterset domain to mcnet's DNS once its Corefile imports this
+# block: mount this ConfigMap into the CoreDNS Deployment (optional: true), e.g. at
+# /etc/coredns/mcnet, and add "import /etc/coredns/mcnet/*.server" to the Corefile.
+# Nothing in mcnet edits CoreDNS's own configuration.
+`, coreDNSConfigMap(cs, c)); err != nil {
+		return err
+	}
 	k := kustomization(map[string]any{
-		"resources": []string{"../../" + DirMCNet},
+		"resources": []string{"../../" + DirMCNet, "coredns.yaml"},
 		"labels": []any{map[string]any{
 			"pairs":            map[string]string{mcnetv1.ClusterLabel: c.Name},
 			"includeSelectors": false,
@@ -205,6 +214,63 @@ func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag s
 	})
 	return t.putYAML(path.Join(dir, "kustomization.yaml"),
 		fmt.Sprintf("# Cluster %s. CRDs come from ../../%s, applied first (Flux dependsOn, Argo CD sync wave).\n", c.Name, DirCRDs), k)
+}
+
+// dnsServicePatch pins the mcnet-dns Service's ClusterIPs to the cluster's
+// dnsServiceIPs, in the order of its service CIDRs, so CoreDNS can be told where it is.
+func dnsServicePatch(c *mcnetv1.ClusterSpec) map[string]any {
+	ips := dnsServiceIPs(c)
+	var families []string
+	for _, ip := range ips {
+		if strings.Contains(ip, ":") {
+			families = append(families, "IPv6")
+		} else {
+			families = append(families, "IPv4")
+		}
+	}
+	policy := "SingleStack"
+	if len(ips) > 1 {
+		policy = "RequireDualStack"
+	}
+	spec := map[string]any{"clusterIPs": ips, "ipFamilies": families, "ipFamilyPolicy": policy}
+	if len(ips) > 0 {
+		spec["clusterIP"] = ips[0]
+	}
+	return map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Service",
+		"metadata":   map[string]any{"name": mcnetv1.DNSServiceName, "namespace": mcnetv1.SystemNamespace},
+		"spec":       spec,
+	}
+}
+
+// dnsServiceIPs orders the cluster's DNS Service addresses like its service CIDRs.
+func dnsServiceIPs(c *mcnetv1.ClusterSpec) []string {
+	var out []string
+	for _, cidr := range c.ServiceCIDRs {
+		pfx, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			continue
+		}
+		for _, s := range c.DNSServiceIPs {
+			if a, err := netip.ParseAddr(s); err == nil && pfx.Contains(a) {
+				out = append(out, a.String())
+				break
+			}
+		}
+	}
+	return out
+}
+
+// coreDNSConfigMap holds the CoreDNS server block forwarding the fleet's domain to the
+// cluster's mcnet-dns Service.
+func coreDNSConfigMap(cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec) map[string]any {
+	return map[string]any{
+		"apiVersion": "v1",
+		"kind":       "ConfigMap",
+		"metadata":   map[string]any{"name": mcnetv1.CoreDNSConfigMap, "namespace": "kube-system"},
+		"data":       map[string]string{mcnetv1.CoreDNSServerKey: fleet.CoreDNSServerBlock(cs.Spec.Discovery.Domain, dnsServiceIPs(c))},
+	}
 }
 
 func selectorString(sel map[string]string) string {

@@ -19,6 +19,27 @@ const (
 // CableDrivers lists every supported cable driver, in the order help texts show them.
 var CableDrivers = []CableDriver{CableWireGuard, CableVXLAN}
 
+// PairDriver is the cable driver between two clusters that prefer a and b: WireGuard
+// when either side asks for it (a cluster that wants encryption gets it on every
+// connection), VXLAN only when both do. Both ends compute the same answer.
+func PairDriver(a, b CableDriver) CableDriver {
+	if a == CableVXLAN && b == CableVXLAN {
+		return CableVXLAN
+	}
+	return CableWireGuard
+}
+
+// CableTo is the driver and UDP port a cluster preferring local uses to reach the
+// gateway that published remote: the port remote publishes when the pair uses the
+// driver remote prefers, else 0 for the driver's default (DefaultCablePort).
+func CableTo(local CableDriver, remote *EndpointSpec) (CableDriver, int32) {
+	d := PairDriver(local, remote.Cable)
+	if d == remote.Cable {
+		return d, remote.Port
+	}
+	return d, 0
+}
+
 // DefaultCablePort returns the UDP port a driver listens on when the fleet names none.
 func DefaultCablePort(d CableDriver) int32 {
 	if d == CableVXLAN {
@@ -43,6 +64,12 @@ const (
 	ClusterLabel = "mcnet.io/cluster"
 	// SystemNamespace is where mcnet's components run in every cluster.
 	SystemNamespace = "mcnet-system"
+	// DNSServiceName is the Service in SystemNamespace that serves the clusterset domain.
+	DNSServiceName = "mcnet-dns"
+	// CoreDNSConfigMap is the ConfigMap in kube-system holding, under CoreDNSServerKey,
+	// the CoreDNS server block that forwards the clusterset domain to DNSServiceName.
+	CoreDNSConfigMap = "mcnet-coredns"
+	CoreDNSServerKey = "mcnet.server"
 )
 
 // ClusterSet describes a fleet: the clusters mcnet connects, how, and where their broker
@@ -161,6 +188,15 @@ type ClusterSpec struct {
 	// Cable overrides the fleet's default cable driver for connections of this cluster.
 	// +optional
 	Cable CableDriver `json:"cable,omitempty"`
+
+	// DNSServiceIPs are the ClusterIPs of the mcnet-dns Service, where CoreDNS forwards
+	// the clusterset domain: one per service CIDR. They are pinned so that the rendered
+	// CoreDNS server block can name them. Defaults to the 53rd address of each service
+	// CIDR (the 11th in ranges of fewer than 1024 addresses), inside the band Kubernetes
+	// keeps for ClusterIPs chosen by hand, so no dynamically allocated Service takes it.
+	// +kubebuilder:validation:MaxItems=2
+	// +optional
+	DNSServiceIPs []string `json:"dnsServiceIPs,omitempty"`
 
 	// Server is the cluster's own API server URL, used by GitOps objects that deploy to
 	// it from a hub (Argo CD's destination); optional.

@@ -45,6 +45,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -77,6 +78,9 @@ type Reconciler struct {
 	// Owner, when set, owns every published object (the cluster's broker
 	// ServiceAccount), so that removing the cluster garbage-collects them.
 	Owner *metav1.OwnerReference
+	// Recorder, when set, records an Event on the ServiceExport whenever one of its
+	// conditions changes, so `kubectl describe serviceexport` tells the story.
+	Recorder events.EventRecorder
 }
 
 // SetupWithManager registers the reconciler with mgr.
@@ -132,6 +136,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 	}
 	before := se.DeepCopy()
 	defer func() {
+		r.recordTransitions(before, &se)
 		if err := r.patchStatus(ctx, before, &se); err != nil && retErr == nil {
 			retErr = err
 		}
@@ -288,6 +293,52 @@ func setCondition(se *mcsv1alpha1.ServiceExport, t mcsv1alpha1.ServiceExportCond
 	meta.SetStatusCondition(&se.Status.Conditions, metav1.Condition{
 		Type: string(t), Status: s, Reason: string(reason), Message: msg, ObservedGeneration: se.Generation,
 	})
+}
+
+// Event reasons of ServiceExport transitions that are not condition reasons.
+const (
+	ReasonConflictResolved = "ConflictResolved"
+	ReasonValid            = "Valid"
+)
+
+// recordTransitions records an Event for each condition of after that differs in
+// status or reason from before: Warnings for an invalid export, a conflict or a
+// failure, Normal events for an export published, valid again or out of conflict.
+func (r *Reconciler) recordTransitions(before, after *mcsv1alpha1.ServiceExport) {
+	if r.Recorder == nil {
+		return
+	}
+	for _, t := range []mcsv1alpha1.ServiceExportConditionType{
+		mcsv1alpha1.ServiceExportConditionValid, mcsv1alpha1.ServiceExportConditionConflict, mcsv1alpha1.ServiceExportConditionReady,
+	} {
+		c := meta.FindStatusCondition(after.Status.Conditions, string(t))
+		if c == nil {
+			continue
+		}
+		old := meta.FindStatusCondition(before.Status.Conditions, string(t))
+		if old != nil && old.Status == c.Status && old.Reason == c.Reason {
+			continue
+		}
+		typ, reason := corev1.EventTypeNormal, c.Reason
+		switch {
+		case t == mcsv1alpha1.ServiceExportConditionValid && c.Status == metav1.ConditionTrue:
+			if old == nil {
+				continue // every export starts valid; Ready's event says it was published
+			}
+			reason = ReasonValid
+		case t == mcsv1alpha1.ServiceExportConditionConflict && c.Status == metav1.ConditionFalse:
+			if old == nil || old.Status != metav1.ConditionTrue {
+				continue
+			}
+			reason = ReasonConflictResolved
+		case t == mcsv1alpha1.ServiceExportConditionReady && c.Status == metav1.ConditionFalse &&
+			c.Reason == string(mcsv1alpha1.ServiceExportReasonPending):
+			continue // the Valid=False event already says why
+		case t != mcsv1alpha1.ServiceExportConditionReady || c.Status == metav1.ConditionFalse:
+			typ = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(after, nil, typ, reason, "Export", "%s", c.Message)
+	}
 }
 
 func (r *Reconciler) patchStatus(ctx context.Context, before, after *mcsv1alpha1.ServiceExport) error {

@@ -25,6 +25,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/controller"
+	"github.com/mcnet-io/mcnet/internal/diagnose"
 	"github.com/mcnet-io/mcnet/internal/testenv"
 )
 
@@ -50,9 +51,20 @@ func freeAddr(t testing.TB) string {
 
 // fleetEnv is three clusters with their real controllers, DNS servers on loopback.
 type fleetEnv struct {
+	set     *mcnetv1.ClusterSet
 	members map[string]*member
 	broker  client.Client
 	ns      string
+}
+
+// cluster returns the fleet's spec of a member.
+func (f *fleetEnv) cluster(name string) *mcnetv1.ClusterSpec {
+	for i := range f.set.Spec.Clusters {
+		if f.set.Spec.Clusters[i].Name == name {
+			return &f.set.Spec.Clusters[i]
+		}
+	}
+	return nil
 }
 
 func startFleet(t testing.TB) *fleetEnv {
@@ -61,7 +73,7 @@ func startFleet(t testing.TB) *fleetEnv {
 	fl := testenv.InstallFleet(ctx, t, "../../kustomize/testdata/fleet.yaml")
 	cs := fl.Set
 	dir := t.TempDir()
-	f := &fleetEnv{members: map[string]*member{}, broker: testenv.Client(t, fl.Broker), ns: cs.Spec.Broker.Namespace}
+	f := &fleetEnv{set: cs, members: map[string]*member{}, broker: testenv.Client(t, fl.Broker), ns: cs.Spec.Broker.Namespace}
 	for _, c := range cs.Spec.Clusters {
 		local, broker := fl.ControllerKubeconfigs(ctx, t, dir, c.Name)
 		cfg := fl.Configs[c.Name]
@@ -243,6 +255,27 @@ func condition(ctx context.Context, c client.Client, ns, name string, typ mcsv1a
 	}
 }
 
+// eventOn checks that an Event of the given type and reason regards the ServiceExport.
+func eventOn(c client.Client, ns, name, typ, reason string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var evs corev1.EventList
+		if err := c.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var seen []string
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind != "ServiceExport" || e.InvolvedObject.Name != name {
+				continue
+			}
+			if e.Type == typ && e.Reason == reason && e.Message != "" {
+				return nil
+			}
+			seen = append(seen, e.Type+"/"+e.Reason)
+		}
+		return fmt.Errorf("no %s/%s Event on ServiceExport %s/%s; seen %v", typ, reason, ns, name, seen)
+	}
+}
+
 func importOf(c client.Client, ns, name string, clusters ...string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		var si mcsv1alpha1.ServiceImport
@@ -300,6 +333,7 @@ func TestDiscovery(t *testing.T) {
 	t.Run("an export in two clusters is imported everywhere, and resolves", func(t *testing.T) {
 		eastIP = exportService(ctx, t, east.client, "app", "db", pg, true)
 		testenv.Eventually(ctx, t, wait, "east's export is ready", condition(ctx, east.client, "app", "db", mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported"))
+		testenv.Eventually(ctx, t, wait, "an Exported Event", eventOn(east.client, "app", "db", corev1.EventTypeNormal, "Exported"))
 		westIP = exportService(ctx, t, west.client, "app", "db", pg, true)
 		// The namespace appears in hub only now: the import follows it.
 		if err := hub.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "app"}}); err != nil {
@@ -327,22 +361,25 @@ func TestDiscovery(t *testing.T) {
 		testenv.Eventually(ctx, t, wait, "east resolves db to itself", answers(east, "db.app.svc.clusterset.local", dns.TypeA, eastIP))
 	})
 
-	t.Run("CoreDNS gets a server block forwarding the domain to mcnet-dns", func(t *testing.T) {
-		var svc corev1.Service
-		if err := hub.client.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: "mcnet-dns"}, &svc); err != nil {
-			t.Fatal(err)
-		}
-		want := controller.CoreDNSServerBlock("clusterset.local", svc.Spec.ClusterIPs)
-		testenv.Eventually(ctx, t, wait, "kube-system/mcnet-coredns", func(ctx context.Context) error {
+	t.Run("the rendered CoreDNS server block forwards the domain to mcnet-dns", func(t *testing.T) {
+		for _, m := range f.members {
+			c := f.cluster(m.name)
+			var svc corev1.Service
+			if err := m.client.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: mcnetv1.DNSServiceName}, &svc); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(svc.Spec.ClusterIPs, c.DNSServiceIPs) {
+				t.Errorf("%s: Service %s has ClusterIPs %v, want the fleet's dnsServiceIPs %v", m.name, mcnetv1.DNSServiceName, svc.Spec.ClusterIPs, c.DNSServiceIPs)
+			}
 			var cm corev1.ConfigMap
-			if err := hub.client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: controller.CoreDNSConfigMap}, &cm); err != nil {
-				return err
+			if err := m.client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: mcnetv1.CoreDNSConfigMap}, &cm); err != nil {
+				t.Fatal(err)
 			}
-			if got := cm.Data[controller.CoreDNSServerKey]; got != want {
-				return fmt.Errorf("server block:\n%s\nwant:\n%s", got, want)
+			block := cm.Data[mcnetv1.CoreDNSServerKey]
+			if !diagnose.ForwardsDomain(block, "clusterset.local", svc.Spec.ClusterIP) {
+				t.Errorf("%s: the server block does not forward clusterset.local to %s:\n%s", m.name, svc.Spec.ClusterIP, block)
 			}
-			return nil
-		})
+		}
 	})
 
 	t.Run("a disconnected cluster drops out of answers", func(t *testing.T) {
@@ -364,6 +401,7 @@ func TestDiscovery(t *testing.T) {
 		exportService(ctx, t, west.client, "app", "cache", []corev1.ServicePort{{Name: "redis", Protocol: corev1.ProtocolTCP, Port: 6380}}, true)
 		testenv.Eventually(ctx, t, wait, "west's export has a port conflict", condition(ctx, west.client, "app", "cache", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, "PortConflict"))
 		testenv.Eventually(ctx, t, wait, "east's export has none", condition(ctx, east.client, "app", "cache", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionFalse, "NoConflicts"))
+		testenv.Eventually(ctx, t, wait, "a PortConflict Warning on west's export", eventOn(west.client, "app", "cache", corev1.EventTypeWarning, "PortConflict"))
 		testenv.Eventually(ctx, t, wait, "hub imports the oldest port", func(ctx context.Context) error {
 			var si mcsv1alpha1.ServiceImport
 			if err := hub.client.Get(ctx, client.ObjectKey{Namespace: "app", Name: "cache"}, &si); err != nil {
@@ -384,6 +422,7 @@ func TestDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		testenv.Eventually(ctx, t, wait, "Valid=False", condition(ctx, hub.client, "app", "ext", mcsv1alpha1.ServiceExportConditionValid, metav1.ConditionFalse, "InvalidServiceType"))
+		testenv.Eventually(ctx, t, wait, "an InvalidServiceType Warning", eventOn(hub.client, "app", "ext", corev1.EventTypeWarning, "InvalidServiceType"))
 		testenv.Eventually(ctx, t, wait, "not resolvable", answers(east, "ext.app.svc.clusterset.local", dns.TypeA))
 	})
 

@@ -3,12 +3,15 @@ package diagnose
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
+	"path"
 	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
@@ -207,30 +210,109 @@ func nodePodCIDRs(n *corev1.Node) []string {
 	return nil
 }
 
-// DNS checks that the mcnet DNS Service exists and CoreDNS forwards the domain to it.
+// DNS checks that the mcnet DNS Service exists, that the rendered CoreDNS server block
+// (ConfigMap kube-system/mcnet-coredns) forwards the domain to it, and that CoreDNS uses
+// the block: its Corefile imports it from where the CoreDNS Deployment mounts the
+// ConfigMap, or forwards the domain to the Service itself.
 func DNS(ctx context.Context, c client.Client, s *inspect.Snapshot) []Check {
 	id := s.ClusterID
 	domain := s.Domain()
 	var svc corev1.Service
-	if err := c.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: inspect.DNSServiceName}, &svc); err != nil || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
-		return []Check{fail("MCN1701", id, "mcnet DNS service exists", "Service %s/%s: %v", mcnetv1.SystemNamespace, inspect.DNSServiceName, errOr(err, "no ClusterIP"))}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: mcnetv1.DNSServiceName}, &svc); err != nil || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return []Check{fail("MCN1701", id, "mcnet DNS service exists", "Service %s/%s: %v", mcnetv1.SystemNamespace, mcnetv1.DNSServiceName, errOr(err, "no ClusterIP"))}
 	}
-	out := []Check{ok("dns", id, "mcnet DNS service exists ("+svc.Spec.ClusterIP+")")}
+	ip := svc.Spec.ClusterIP
+	out := []Check{ok("dns", id, "mcnet DNS service exists ("+ip+")")}
+
+	blockName := "server block kube-system/" + mcnetv1.CoreDNSConfigMap + " forwards " + domain
+	var block corev1.ConfigMap
+	switch err := c.Get(ctx, client.ObjectKey{Namespace: metav1.NamespaceSystem, Name: mcnetv1.CoreDNSConfigMap}, &block); {
+	case err != nil:
+		out = append(out, fail("MCN1704", id, blockName, "ConfigMap kube-system/%s: %v", mcnetv1.CoreDNSConfigMap, err))
+	case !ForwardsDomain(block.Data[mcnetv1.CoreDNSServerKey], domain, ip):
+		out = append(out, fail("MCN1705", id, blockName, "the server block does not forward %s to %s, where Service %s is", domain, ip, mcnetv1.DNSServiceName))
+	default:
+		out = append(out, ok("dns", id, blockName+" to "+ip))
+	}
+
+	usesName := "CoreDNS uses the " + domain + " server block"
 	var cm corev1.ConfigMap
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "coredns"}, &cm); err != nil {
-		return append(out, warn("MCN1703", id, "CoreDNS forwards "+domain, "ConfigMap kube-system/coredns: %v", err))
+	if err := c.Get(ctx, client.ObjectKey{Namespace: metav1.NamespaceSystem, Name: "coredns"}, &cm); err != nil {
+		return append(out, warn("MCN1703", id, usesName, "ConfigMap kube-system/coredns: %v", err))
 	}
-	if !ForwardsDomain(cm.Data["Corefile"], domain, svc.Spec.ClusterIP) {
-		return append(out, fail("MCN1702", id, "CoreDNS forwards "+domain, "the Corefile has no server block for %s forwarding to %s", domain, svc.Spec.ClusterIP))
+	corefile := cm.Data["Corefile"]
+	if ForwardsDomain(corefile, domain, ip) {
+		return append(out, ok("dns", id, "CoreDNS forwards "+domain+" to mcnet DNS"))
 	}
-	return append(out, ok("dns", id, "CoreDNS forwards "+domain+" to mcnet DNS"))
+	pattern := ImportedServerBlocks(corefile)
+	if pattern == "" {
+		return append(out, fail("MCN1702", id, usesName, "the Corefile neither imports *.server files nor forwards %s to %s", domain, ip))
+	}
+	dir, file := path.Split(pattern)
+	if m, _ := path.Match(file, mcnetv1.CoreDNSServerKey); !m {
+		return append(out, fail("MCN1702", id, usesName, "the Corefile imports %s, which does not match %s", pattern, mcnetv1.CoreDNSServerKey))
+	}
+	mounted, checked, err := mountsConfigMap(ctx, c, mcnetv1.CoreDNSConfigMap, path.Clean(dir))
+	switch {
+	case err != nil:
+		return append(out, warn("MCN1703", id, usesName, "CoreDNS Deployment: %v", err))
+	case !checked:
+		return append(out, ok("dns", id, "the Corefile imports "+pattern+" (no CoreDNS Deployment labelled k8s-app=kube-dns to check the mount)"))
+	case !mounted:
+		return append(out, fail("MCN1702", id, usesName, "the Corefile imports %s but the CoreDNS Deployment does not mount ConfigMap %s at %s", pattern, mcnetv1.CoreDNSConfigMap, path.Clean(dir)))
+	}
+	return append(out, ok("dns", id, "CoreDNS imports the "+domain+" server block from "+pattern))
 }
 
-// ForwardsDomain says whether a Corefile has a server block for domain whose forward
-// plugin sends to ip.
+// ImportedServerBlocks returns the pattern of the Corefile's top-level import of
+// server block files, "" when it has none.
+func ImportedServerBlocks(corefile string) string {
+	depth := 0
+	for _, line := range strings.Split(stripComments(corefile), "\n") {
+		f := strings.Fields(line)
+		if depth == 0 && len(f) == 2 && f[0] == "import" {
+			return f[1]
+		}
+		depth += strings.Count(line, "{") - strings.Count(line, "}")
+	}
+	return ""
+}
+
+// mountsConfigMap says whether the CoreDNS Deployment (k8s-app=kube-dns in kube-system)
+// mounts ConfigMap name at dir; checked is false when there is no such Deployment.
+func mountsConfigMap(ctx context.Context, c client.Client, name, dir string) (mounted, checked bool, err error) {
+	var deps appsv1.DeploymentList
+	if err := c.List(ctx, &deps, client.InNamespace(metav1.NamespaceSystem), client.MatchingLabels{"k8s-app": "kube-dns"}); err != nil {
+		return false, false, err
+	}
+	for _, d := range deps.Items {
+		checked = true
+		vols := map[string]bool{}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.ConfigMap != nil && v.ConfigMap.Name == name {
+				vols[v.Name] = true
+			}
+		}
+		for _, ctr := range d.Spec.Template.Spec.Containers {
+			for _, m := range ctr.VolumeMounts {
+				if vols[m.Name] && path.Clean(m.MountPath) == dir {
+					return true, true, nil
+				}
+			}
+		}
+	}
+	return false, checked, nil
+}
+
+// ForwardsDomain says whether a Corefile (or server block) has a server block for
+// domain whose forward plugin sends to ip.
 func ForwardsDomain(corefile, domain, ip string) bool {
+	want, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
 	domain = strings.TrimSuffix(domain, ".")
-	blocks := strings.Split(corefile, "}")
+	blocks := strings.Split(stripComments(corefile), "}")
 	for _, b := range blocks {
 		head, body, found := strings.Cut(b, "{")
 		if !found {
@@ -239,7 +321,9 @@ func ForwardsDomain(corefile, domain, ip string) bool {
 		matches := false
 		for _, key := range strings.Fields(head) {
 			key = strings.TrimPrefix(key, "dns://")
-			key, _, _ = strings.Cut(key, ":")
+			if h, _, err := net.SplitHostPort(key); err == nil {
+				key = h
+			}
 			if strings.TrimSuffix(key, ".") == domain {
 				matches = true
 			}
@@ -249,17 +333,32 @@ func ForwardsDomain(corefile, domain, ip string) bool {
 		}
 		for _, line := range strings.Split(body, "\n") {
 			f := strings.Fields(line)
-			if len(f) >= 3 && f[0] == "forward" {
-				for _, to := range f[2:] {
-					to = strings.TrimPrefix(to, "dns://")
-					if host, _, _ := strings.Cut(to, ":"); host == ip {
-						return true
-					}
+			if len(f) < 3 || f[0] != "forward" {
+				continue
+			}
+			for _, to := range f[2:] {
+				to = strings.TrimPrefix(to, "dns://")
+				if ap, err := netip.ParseAddrPort(to); err == nil {
+					to = ap.Addr().String()
+				}
+				if a, err := netip.ParseAddr(to); err == nil && a == want {
+					return true
 				}
 			}
 		}
 	}
 	return false
+}
+
+// stripComments drops everything from # to the end of each line.
+func stripComments(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if j := strings.IndexByte(l, '#'); j >= 0 {
+			lines[i] = l[:j]
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 func errOr(err error, s string) string {

@@ -53,8 +53,10 @@ var Catalog = map[string]Entry{
 	"MCN1603": {"versions", "plugin and clusters at different versions", "use a kubectl-mcnet of the same minor version as the clusters (kubectl krew upgrade mcnet)"},
 
 	"MCN1701": {"dns", "mcnet DNS service missing", "Service mcnet-system/mcnet-dns is missing or has no ClusterIP: sync the cluster's overlay"},
-	"MCN1702": {"dns", "CoreDNS does not forward the clusterset domain", "add to the CoreDNS Corefile: DOMAIN:53 { forward . MCNET_DNS_CLUSTER_IP }"},
-	"MCN1703": {"dns", "CoreDNS configuration not found", "no coredns ConfigMap in kube-system: make sure the cluster DNS forwards the clusterset domain to Service mcnet-system/mcnet-dns"},
+	"MCN1702": {"dns", "CoreDNS does not use the clusterset server block", "mount ConfigMap kube-system/mcnet-coredns into the CoreDNS Deployment at /etc/coredns/mcnet (optional: true) and add `import /etc/coredns/mcnet/*.server` to the Corefile"},
+	"MCN1703": {"dns", "CoreDNS configuration not found", "no coredns ConfigMap (or Deployment) in kube-system could be read: make sure the cluster DNS forwards the clusterset domain to Service mcnet-system/mcnet-dns"},
+	"MCN1704": {"dns", "CoreDNS server block missing", "ConfigMap kube-system/mcnet-coredns is rendered into each cluster's overlay: sync the overlay (Flux Kustomization or Argo CD Application)"},
+	"MCN1705": {"dns", "CoreDNS server block points elsewhere", "the mcnet-dns Service is not at the fleet's dnsServiceIPs: render again and sync, or set dnsServiceIPs to the Service's ClusterIPs"},
 
 	"MCN1801": {"gitops", "fleet file invalid", "fix the fleet file; kubectl mcnet render refuses it too"},
 	"MCN1802": {"gitops", "kustomization does not build", "Flux and Argo CD fail on this directory: render again instead of editing generated files"},

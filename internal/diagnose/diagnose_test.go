@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/mcnet-io/mcnet/internal/fleet"
 )
 
 var codeRE = regexp.MustCompile(`MCN\d{4}`)
@@ -85,6 +86,31 @@ clusterset.local:53 {
 	}{{"clusterset.local", "10.96.0.53", true}, {"clusterset.local.", "10.96.0.53", true}, {"clusterset.local", "10.96.0.54", false}, {"other.local", "10.96.0.53", false}} {
 		if got := ForwardsDomain(corefile, tc.domain, tc.ip); got != tc.want {
 			t.Errorf("ForwardsDomain(%s, %s) = %v, want %v", tc.domain, tc.ip, got, tc.want)
+		}
+	}
+	// The rendered block: a comment naming the domain, dual-stack targets, ports.
+	block := fleet.CoreDNSServerBlock("clusterset.local", []string{"10.120.0.53", "fd00:120::35"})
+	for _, ip := range []string{"10.120.0.53", "fd00:120::35"} {
+		if !ForwardsDomain(block, "clusterset.local", ip) {
+			t.Errorf("rendered block does not forward to %s:\n%s", ip, block)
+		}
+	}
+	if ForwardsDomain("# clusterset.local:53 { forward . 10.1.1.1 }\n", "clusterset.local", "10.1.1.1") {
+		t.Error("a commented-out block counts")
+	}
+	if !ForwardsDomain("dns://clusterset.local:53 {\n forward . dns://[fd00::53]:53\n}\n", "clusterset.local", "fd00::53") {
+		t.Error("dns:// forms with an IPv6 target and port do not count")
+	}
+}
+
+func TestImportedServerBlocks(t *testing.T) {
+	for _, tc := range []struct{ corefile, want string }{
+		{".:53 {\n    errors\n}\nimport /etc/coredns/mcnet/*.server\n", "/etc/coredns/mcnet/*.server"},
+		{".:53 {\n    import /etc/coredns/custom/*.override\n}\n", ""}, // inside a block: a snippet, not server blocks
+		{"# import /etc/coredns/mcnet/*.server\n.:53 {\n}\n", ""},
+	} {
+		if got := ImportedServerBlocks(tc.corefile); got != tc.want {
+			t.Errorf("ImportedServerBlocks(%q) = %q, want %q", tc.corefile, got, tc.want)
 		}
 	}
 }

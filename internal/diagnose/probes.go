@@ -63,7 +63,10 @@ func Probe(ctx context.Context, p Pair) []Check {
 		case err != nil:
 			return []Check{warn("MCN1407", a.ClusterID, pname, "%v", err)}
 		case st.Phase == mcnetv1.TestSucceeded:
-			driver, port := cableOf(ga[0].Status.Cable, epB)
+			driver, port := mcnetv1.CableTo(ga[0].Status.Cable, &epB.Spec)
+			if port == 0 {
+				port = mcnetv1.DefaultCablePort(driver)
+			}
 			return []Check{fail("MCN1405", a.ClusterID, pname, "gateway %s answers UDP from %s on the underlay, but nothing passes the %s cable on UDP %d", gb[0].Name, ga[0].Name, driver, port)}
 		default:
 			return []Check{skip("connections", a.ClusterID, pname, fmt.Sprintf("gateway %s does not answer UDP on the underlay either (%s): the WAN path or the remote gateway is down", gb[0].Name, st.Message))}
@@ -108,21 +111,6 @@ func podCIDRs(s *inspect.Snapshot) []netip.Prefix {
 		}
 	}
 	return out
-}
-
-// cableOf is the cable a gateway preferring local uses toward the remote Endpoint, and
-// the remote's UDP port for it. It follows the gateways' rule (gateway.PairDriver):
-// WireGuard when either side asks for it, VXLAN only when both do; the remote's
-// published port when the pair uses its preferred driver, else that driver's default.
-func cableOf(local mcnetv1.CableDriver, remote *mcnetv1.Endpoint) (mcnetv1.CableDriver, int32) {
-	driver := mcnetv1.CableWireGuard
-	if local == mcnetv1.CableVXLAN && remote.Spec.Cable == mcnetv1.CableVXLAN {
-		driver = mcnetv1.CableVXLAN
-	}
-	if driver == remote.Spec.Cable && remote.Spec.Port != 0 {
-		return driver, remote.Spec.Port
-	}
-	return driver, mcnetv1.DefaultCablePort(driver)
 }
 
 func routeName(ifName string) string {

@@ -118,7 +118,50 @@ func Default(cs *mcnetv1.ClusterSet) {
 		if len(c.Gateway.NodeSelector) == 0 {
 			c.Gateway.NodeSelector = map[string]string{mcnetv1.GatewayLabel: "true"}
 		}
+		if len(c.DNSServiceIPs) == 0 {
+			c.DNSServiceIPs = defaultDNSServiceIPs(c.ServiceCIDRs)
+		}
 	}
+}
+
+// defaultDNSServiceIPs picks one address per service CIDR for the mcnet-dns Service:
+// the 53rd, or the 11th when the range has fewer than 1024 addresses. Both lie in the
+// lower band of the range (min(max(16, size/16), 256) addresses) that the API server
+// hands out only to Services asking for an address, never dynamically. Nothing is
+// returned when a CIDR does not parse: validation reports it.
+func defaultDNSServiceIPs(cidrs []string) []string {
+	var out []string
+	for _, s := range cidrs {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil
+		}
+		pfx = pfx.Masked()
+		offset := 53
+		if hostBits := pfx.Addr().BitLen() - pfx.Bits(); hostBits < 10 {
+			offset = 11
+		}
+		a := pfx.Addr()
+		for range offset {
+			a = a.Next()
+		}
+		if !pfx.Contains(a) {
+			return nil
+		}
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// CoreDNSServerBlock is the CoreDNS server block that forwards domain to mcnet's DNS
+// Service at addrs.
+func CoreDNSServerBlock(domain string, addrs []string) string {
+	return fmt.Sprintf(`# Forwards %s to Service %s/%s (rendered by kubectl mcnet render).
+%s:53 {
+    errors
+    forward . %s
+}
+`, domain, mcnetv1.SystemNamespace, mcnetv1.DNSServiceName, domain, strings.Join(addrs, " "))
 }
 
 // CablePort is the UDP port a cluster's gateways listen on.
@@ -172,6 +215,7 @@ func Validate(cs *mcnetv1.ClusterSet) field.ErrorList {
 		errs = append(errs, validateCIDRs(p.Child("podCIDRs"), c.PodCIDRs)...)
 		errs = append(errs, validateCIDRs(p.Child("serviceCIDRs"), c.ServiceCIDRs)...)
 		errs = append(errs, validateCable(p.Child("cable"), c.Cable)...)
+		errs = append(errs, validateDNSServiceIPs(p.Child("dnsServiceIPs"), c)...)
 		for k, v := range c.Gateway.NodeSelector {
 			for _, msg := range validation.IsQualifiedName(k) {
 				errs = append(errs, field.Invalid(p.Child("gateway", "nodeSelector").Key(k), k, msg))
@@ -264,6 +308,63 @@ func validateCIDRs(p *field.Path, cidrs []string) field.ErrorList {
 		families[pfx.Addr().Is4()] = true
 	}
 	return errs
+}
+
+// validateDNSServiceIPs wants one address inside each service CIDR, neither its
+// first (network) address nor, for IPv4, its last.
+func validateDNSServiceIPs(p *field.Path, c *mcnetv1.ClusterSpec) field.ErrorList {
+	var cidrs []netip.Prefix
+	for _, s := range c.ServiceCIDRs {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil // reported on serviceCIDRs
+		}
+		cidrs = append(cidrs, pfx.Masked())
+	}
+	if len(c.DNSServiceIPs) == 0 {
+		if len(cidrs) == 0 {
+			return nil // serviceCIDRs are reported
+		}
+		return field.ErrorList{field.Required(p, "the service CIDRs are too small for the default address: name one address per service CIDR for the mcnet-dns Service")}
+	}
+	var errs field.ErrorList
+	if len(c.DNSServiceIPs) != len(cidrs) {
+		errs = append(errs, field.Invalid(p, c.DNSServiceIPs, fmt.Sprintf("list one address per service CIDR (%s), or leave it out for the default", strings.Join(c.ServiceCIDRs, ", "))))
+	}
+	used := map[netip.Prefix]bool{}
+	for i, s := range c.DNSServiceIPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			errs = append(errs, field.Invalid(p.Index(i), s, "not an IP address"))
+			continue
+		}
+		var in netip.Prefix
+		for _, pfx := range cidrs {
+			if pfx.Contains(a) {
+				in = pfx
+			}
+		}
+		switch {
+		case !in.IsValid():
+			errs = append(errs, field.Invalid(p.Index(i), s, fmt.Sprintf("not inside the cluster's service CIDRs (%s)", strings.Join(c.ServiceCIDRs, ", "))))
+		case used[in]:
+			errs = append(errs, field.Invalid(p.Index(i), s, "a second address in "+in.String()+": list one per service CIDR"))
+		case a == in.Addr() || (a.Is4() && in.Bits() < 31 && a == lastAddr(in)):
+			errs = append(errs, field.Invalid(p.Index(i), s, "the network or broadcast address of "+in.String()+"; pick another, e.g. "+strings.Join(defaultDNSServiceIPs([]string{in.String()}), "")))
+		}
+		used[in] = true
+	}
+	return errs
+}
+
+// lastAddr is the highest address of pfx.
+func lastAddr(pfx netip.Prefix) netip.Addr {
+	b := pfx.Addr().AsSlice()
+	for i := pfx.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 type namedPrefix struct {

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -45,6 +46,9 @@ func TestParseDefaults(t *testing.T) {
 	if cs.Spec.Broker.Namespace != "mcnet-broker" || cs.Spec.Discovery.Domain != "clusterset.local" {
 		t.Errorf("defaults: broker namespace %q, domain %q", cs.Spec.Broker.Namespace, cs.Spec.Discovery.Domain)
 	}
+	if diff := cmp.Diff([]string{"10.110.0.53"}, cs.Spec.Clusters[0].DNSServiceIPs); diff != "" {
+		t.Errorf("default DNS Service IP (-want +got):\n%s", diff)
+	}
 	if got := CablePort(cs, &cs.Spec.Clusters[0]); got != 4789 {
 		t.Errorf("vxlan port: got %d, want 4789", got)
 	}
@@ -75,6 +79,11 @@ func TestParseRejects(t *testing.T) {
 		{"empty clusters", func(s string) string { return s[:strings.Index(s, "  clusters:")] + "  clusters: []\n" }, []string{"spec.clusters: Required value"}},
 		{"missing CIDRs", func(s string) string { return strings.Replace(s, "    serviceCIDRs: [10.110.0.0/16]\n", "", 1) }, []string{"spec.clusters[east].serviceCIDRs: Required value"}},
 		{"empty file", func(string) string { return "\n" }, []string{"empty"}},
+		{"DNS IP outside", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.111.0.53]", 1) }, []string{"spec.clusters[east].dnsServiceIPs[0]", "not inside the cluster's service CIDRs (10.110.0.0/16)"}},
+		{"DNS IP network address", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.0.0]", 1) }, []string{"spec.clusters[east].dnsServiceIPs[0]", "network or broadcast", "e.g. 10.110.0.53"}},
+		{"DNS IP count", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.0.53, 10.110.0.54]", 1) }, []string{"spec.clusters[east].dnsServiceIPs", "one address per service CIDR"}},
+		{"service CIDR too small for the default", func(s string) string { return strings.Replace(s, "[10.110.0.0/16]", "[10.110.0.0/29]", 1) }, []string{"spec.clusters[east].dnsServiceIPs: Required value", "too small"}},
+		{"DNS IP not an address", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [dns]", 1) }, []string{"spec.clusters[east].dnsServiceIPs[0]", "not an IP address"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +100,30 @@ func TestParseRejects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestDefaultDNSServiceIPs(t *testing.T) {
+	for _, tc := range []struct {
+		cidrs []string
+		want  []string
+	}{
+		{[]string{"10.96.0.0/12"}, []string{"10.96.0.53"}},
+		{[]string{"10.120.0.0/16", "fd00:120::/108"}, []string{"10.120.0.53", "fd00:120::35"}},
+		// Under 1024 addresses the band kept for chosen addresses may be only 16 long.
+		{[]string{"10.0.0.0/24"}, []string{"10.0.0.11"}},
+		{[]string{"10.0.0.0/22"}, []string{"10.0.0.53"}},
+		{[]string{"10.0.0.0/29"}, nil}, // too small: validation asks for an address
+		{[]string{"bad"}, nil},
+	} {
+		if got := defaultDNSServiceIPs(tc.cidrs); !slices.Equal(got, tc.want) {
+			t.Errorf("defaultDNSServiceIPs(%v) = %v, want %v", tc.cidrs, got, tc.want)
+		}
+	}
+	// An explicit choice is kept and validated.
+	cs, err := Parse([]byte(strings.Replace(valid, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.1.1]", 1)))
+	if err != nil || !slices.Equal(cs.Spec.Clusters[0].DNSServiceIPs, []string{"10.110.1.1"}) {
+		t.Errorf("explicit dnsServiceIPs: %v, %v", cs, err)
 	}
 }
 

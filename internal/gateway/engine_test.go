@@ -138,11 +138,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 // and releases it and cleans up on an uninstall.
 func TestEngine(t *testing.T) {
 	ctx := t.Context()
-	cfg := testenv.StartAPIServers(t, 1)[0]
 	cs, err := fleet.Load("../../kustomize/testdata/fleet.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := testenv.StartClusterAPIServers(t, cs.Spec.Clusters[1:2])[0] // east
 	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v1.2.3"})
 	if err != nil {
 		t.Fatal(err)

@@ -70,19 +70,6 @@ func TestBuildState(t *testing.T) {
 	}
 }
 
-func TestPairDriver(t *testing.T) {
-	for _, tc := range []struct{ a, b, want mcnetv1.CableDriver }{
-		{mcnetv1.CableVXLAN, mcnetv1.CableVXLAN, mcnetv1.CableVXLAN},
-		{mcnetv1.CableVXLAN, mcnetv1.CableWireGuard, mcnetv1.CableWireGuard},
-		{mcnetv1.CableWireGuard, mcnetv1.CableVXLAN, mcnetv1.CableWireGuard},
-		{mcnetv1.CableWireGuard, mcnetv1.CableWireGuard, mcnetv1.CableWireGuard},
-	} {
-		if got := PairDriver(tc.a, tc.b); got != tc.want || PairDriver(tc.b, tc.a) != got {
-			t.Errorf("PairDriver(%s, %s) = %s, want %s both ways", tc.a, tc.b, got, tc.want)
-		}
-	}
-}
-
 func TestSummarise(t *testing.T) {
 	ms := time.Millisecond
 	at := time.Unix(100, 0)

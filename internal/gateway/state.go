@@ -27,16 +27,6 @@ const PublicIPAnnotation = "mcnet.io/public-ip"
 // per-node ranges give the node itself.
 const HealthCheckIPAnnotation = "mcnet.io/health-check-ip"
 
-// PairDriver is the cable driver between two clusters that prefer a and b: WireGuard
-// when either side asks for it (a cluster that wants encryption gets it on every
-// connection), VXLAN only when both do. Both ends compute the same answer.
-func PairDriver(a, b mcnetv1.CableDriver) mcnetv1.CableDriver {
-	if a == mcnetv1.CableVXLAN && b == mcnetv1.CableVXLAN {
-		return mcnetv1.CableVXLAN
-	}
-	return mcnetv1.CableWireGuard
-}
-
 // RemoteEndpoints returns the Endpoints of other clusters, one per cluster, sorted by
 // cluster: the mirrored ones named after their cluster and labelled with it.
 func RemoteEndpoints(local string, eps []mcnetv1.Endpoint) []mcnetv1.Endpoint {
@@ -55,7 +45,7 @@ func RemoteEndpoints(local string, eps []mcnetv1.Endpoint) []mcnetv1.Endpoint {
 }
 
 // Remote turns a remote cluster's Endpoint into the dataplane's view of it, using
-// the driver both clusters agree on and the port of that driver.
+// the driver both clusters agree on (mcnetv1.CableTo) and the port of that driver.
 func Remote(localCable mcnetv1.CableDriver, ep *mcnetv1.Endpoint) (dataplane.Remote, error) {
 	var errs []error
 	r := dataplane.Remote{ClusterID: ep.Spec.ClusterID}
@@ -67,11 +57,8 @@ func Remote(localCable mcnetv1.CableDriver, ep *mcnetv1.Endpoint) (dataplane.Rem
 		}
 		r.CIDRs = append(r.CIDRs, p.Masked())
 	}
-	driver := PairDriver(localCable, ep.Spec.Cable)
-	r.Cable.Driver = dataplane.Driver(driver)
-	if driver == ep.Spec.Cable {
-		r.Cable.Port = uint16(ep.Spec.Port)
-	}
+	driver, port := mcnetv1.CableTo(localCable, &ep.Spec)
+	r.Cable.Driver, r.Cable.Port = dataplane.Driver(driver), uint16(port)
 	// Public addresses first: they are what other networks route; private ones serve
 	// peers on the same network.
 	for _, s := range append(slices.Clone(ep.Spec.PublicIPs), ep.Spec.PrivateIPs...) {

@@ -26,7 +26,6 @@ const (
 	ControllerName = "mcnet-controller"
 	GatewayName    = "mcnet-gateway"
 	RouteAgentName = "mcnet-route-agent"
-	DNSServiceName = "mcnet-dns"
 	BrokerSecret   = "mcnet-broker-credentials"
 )
 

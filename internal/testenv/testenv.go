@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,12 +57,33 @@ func RequireAssets(t testing.TB) {
 // ends.
 func StartAPIServers(t testing.TB, n int) []*rest.Config {
 	t.Helper()
+	return startAPIServers(t, make([][]string, n))
+}
+
+// StartClusterAPIServers starts one real API server per cluster, serving Services from
+// the cluster's service CIDRs (so the rendered mcnet-dns ClusterIPs are accepted), and
+// stops them when the test ends.
+func StartClusterAPIServers(t testing.TB, clusters []mcnetv1.ClusterSpec) []*rest.Config {
+	t.Helper()
+	ranges := make([][]string, len(clusters))
+	for i, c := range clusters {
+		ranges[i] = c.ServiceCIDRs
+	}
+	return startAPIServers(t, ranges)
+}
+
+func startAPIServers(t testing.TB, serviceCIDRs [][]string) []*rest.Config {
+	t.Helper()
 	RequireAssets(t)
+	n := len(serviceCIDRs)
 	cfgs := make([]*rest.Config, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		env := &envtest.Environment{}
+		if len(serviceCIDRs[i]) > 0 {
+			env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", strings.Join(serviceCIDRs[i], ","))
+		}
 		t.Cleanup(func() {
 			if err := env.Stop(); err != nil {
 				t.Logf("stop API server: %v", err)
@@ -259,7 +281,7 @@ func InstallFleet(ctx context.Context, t testing.TB, fleetFile string) *Fleet {
 		t.Fatal(err)
 	}
 	repo := NewRepo(t, tree)
-	cfgs := StartAPIServers(t, len(cs.Spec.Clusters))
+	cfgs := StartClusterAPIServers(t, cs.Spec.Clusters)
 	f := &Fleet{Set: cs, Tree: tree, Configs: map[string]*rest.Config{}}
 	for i, c := range cs.Spec.Clusters {
 		f.Configs[c.Name] = cfgs[i]

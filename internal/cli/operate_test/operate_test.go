@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
@@ -85,6 +86,30 @@ func install(t *testing.T, cfg *rest.Config, repo *testenv.Repo, id string, clus
 	must(t, c.Status().Update(ctx, &d))
 }
 
+// coreDNSDeployment is a CoreDNS Deployment as kubeadm names it, with the rendered
+// server block mounted where the Corefile imports it.
+func coreDNSDeployment() *appsv1.Deployment {
+	labels := map[string]string{"k8s-app": "kube-dns"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "coredns", Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{Name: "coredns", Image: "coredns", VolumeMounts: []corev1.VolumeMount{
+						{Name: "config-volume", MountPath: "/etc/coredns"}, {Name: "mcnet", MountPath: "/etc/coredns/mcnet/"},
+					}}},
+					Volumes: []corev1.Volume{
+						{Name: "config-volume", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "coredns"}}}},
+						{Name: "mcnet", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: mcnetv1.CoreDNSConfigMap}, Optional: ptr.To(true)}}},
+					},
+				},
+			},
+		},
+	}
+}
+
 func loadFleet(t *testing.T) *mcnetv1.ClusterSet {
 	t.Helper()
 	cs, err := fleet.Load("../../../kustomize/testdata/fleet.yaml")
@@ -102,8 +127,8 @@ func must(t *testing.T, err error) {
 }
 
 func TestShowDiagnoseExport(t *testing.T) {
-	cfgs := testenv.StartAPIServers(t, 2)
 	cs := loadFleet(t)
+	cfgs := testenv.StartClusterAPIServers(t, cs.Spec.Clusters[:2])
 	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v0.1.0"})
 	must(t, err)
 	repo := testenv.NewRepo(t, tree)
@@ -143,6 +168,19 @@ func TestShowDiagnoseExport(t *testing.T) {
 	ds.Spec.Template.Spec.Containers[0].Args = append(ds.Spec.Template.Spec.Containers[0].Args, "--probe-interval=5s")
 	must(t, c.Update(t.Context(), &ds))
 
+	// CoreDNS: east imports the rendered server block from where its Deployment mounts
+	// it; west's Corefile does neither, and its block was edited to point elsewhere.
+	must(t, c.Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "coredns"},
+		Data: map[string]string{"Corefile": ".:53 {\n    errors\n    forward . /etc/resolv.conf\n}\nimport /etc/coredns/mcnet/*.server\n"}}))
+	must(t, c.Create(t.Context(), coreDNSDeployment()))
+	cw := testenv.Client(t, cfgs[1])
+	must(t, cw.Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "coredns"},
+		Data: map[string]string{"Corefile": ".:53 {\n    forward . /etc/resolv.conf\n}\n"}}))
+	var block corev1.ConfigMap
+	must(t, cw.Get(t.Context(), client.ObjectKey{Namespace: "kube-system", Name: mcnetv1.CoreDNSConfigMap}, &block))
+	block.Data[mcnetv1.CoreDNSServerKey] = "clusterset.local:53 {\n    forward . 10.9.9.9\n}\n"
+	must(t, cw.Update(t.Context(), &block))
+
 	code, out = run(t, "diagnose", "--kubeconfig", kc, "--probe=false", "--repo", repoDir, "-o", "json")
 	var drep struct {
 		Kind   string
@@ -155,9 +193,14 @@ func TestShowDiagnoseExport(t *testing.T) {
 			found[ch.Code+"/"+ch.Cluster] = ch.Message
 		}
 	}
-	for _, want := range []string{"MCN1401/" + east.Name, "MCN1303/" + west.Name, "MCN1304/" + west.Name, "MCN1804/" + east.Name} {
+	for _, want := range []string{"MCN1401/" + east.Name, "MCN1303/" + west.Name, "MCN1304/" + west.Name, "MCN1804/" + east.Name, "MCN1702/" + west.Name, "MCN1705/" + west.Name} {
 		if _, ok := found[want]; !ok {
 			t.Errorf("diagnose did not report %s; found %v", want, found)
+		}
+	}
+	for _, unwanted := range []string{"MCN1701/", "MCN1702/", "MCN1703/", "MCN1704/", "MCN1705/"} {
+		if msg, ok := found[unwanted+east.Name]; ok {
+			t.Errorf("diagnose reported %s%s for a CoreDNS that imports the block: %s", unwanted, east.Name, msg)
 		}
 	}
 	if code != 1 || drep.Kind != "DiagnoseReport" {
