@@ -79,11 +79,19 @@ func TestParseRejects(t *testing.T) {
 		{"empty clusters", func(s string) string { return s[:strings.Index(s, "  clusters:")] + "  clusters: []\n" }, []string{"spec.clusters: Required value"}},
 		{"missing CIDRs", func(s string) string { return strings.Replace(s, "    serviceCIDRs: [10.110.0.0/16]\n", "", 1) }, []string{"spec.clusters[east].serviceCIDRs: Required value"}},
 		{"empty file", func(string) string { return "\n" }, []string{"empty"}},
-		{"DNS IP outside", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.111.0.53]", 1) }, []string{"spec.clusters[east].dnsServiceIPs[0]", "not inside the cluster's service CIDRs (10.110.0.0/16)"}},
-		{"DNS IP network address", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.0.0]", 1) }, []string{"spec.clusters[east].dnsServiceIPs[0]", "network or broadcast", "e.g. 10.110.0.53"}},
-		{"DNS IP count", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.0.53, 10.110.0.54]", 1) }, []string{"spec.clusters[east].dnsServiceIPs", "one address per service CIDR"}},
+		{"DNS IP outside", func(s string) string {
+			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.111.0.53]", 1)
+		}, []string{"spec.clusters[east].dnsServiceIPs[0]", "not inside the cluster's service CIDRs (10.110.0.0/16)"}},
+		{"DNS IP network address", func(s string) string {
+			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.0.0]", 1)
+		}, []string{"spec.clusters[east].dnsServiceIPs[0]", "network or broadcast", "e.g. 10.110.0.53"}},
+		{"DNS IP count", func(s string) string {
+			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.0.53, 10.110.0.54]", 1)
+		}, []string{"spec.clusters[east].dnsServiceIPs", "one address per service CIDR"}},
 		{"service CIDR too small for the default", func(s string) string { return strings.Replace(s, "[10.110.0.0/16]", "[10.110.0.0/29]", 1) }, []string{"spec.clusters[east].dnsServiceIPs: Required value", "too small"}},
-		{"DNS IP not an address", func(s string) string { return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [dns]", 1) }, []string{"spec.clusters[east].dnsServiceIPs[0]", "not an IP address"}},
+		{"DNS IP not an address", func(s string) string {
+			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [dns]", 1)
+		}, []string{"spec.clusters[east].dnsServiceIPs[0]", "not an IP address"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
