@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +19,9 @@ import (
 // nodes (two gateways, one worker), the last behind the NAT router, once per driver:
 // every pair connects, TCP between workers' pods keeps the source IP, a SIGKILLed
 // active gateway is replaced by its standby and traffic recovers, restarting every
-// agent flaps no connection and duplicates no kernel state, and a minute without the
-// broker's API server loses no traffic and delays only what changed meanwhile.
+// agent flaps no connection and duplicates no kernel state, an active gateway cut off
+// from its API server for 5 s keeps its role, and a minute without the broker's API
+// server loses no traffic and delays only what changed meanwhile.
 func TestConnectMatrix(t *testing.T) {
 	for _, d := range mcnetv1.CableDrivers {
 		t.Run(string(d), func(t *testing.T) {
@@ -99,9 +101,61 @@ func TestConnectMatrix(t *testing.T) {
 				}
 			}
 
+			// An active gateway cut off from its own API server cannot renew its Lease;
+			// the standby still can, but must not take over from a gateway that is alive.
+			checkHolderCutOff(t, l, servers, clients, l.Clusters()[1], 5*time.Second)
+
 			// The broker's API server stops for a minute: no traffic lost, sync resumes.
 			checkBrokerOutage(t, l, servers, clients)
 		})
+	}
+}
+
+// checkHolderCutOff drops everything the active gateway node of c sends to its API
+// server for d: the gateway cannot renew its Lease, while its standby reads the Lease
+// as usual. The standby asks the holder's liveness port, finds it alive and leaves the
+// Lease alone: no failover, no connection flaps, traffic keeps flowing.
+func checkHolderCutOff(t *testing.T, l *connectedLab, servers map[string]*lab.Pod, clients map[string]*lab.Pod, c *lab.Cluster, d time.Duration) {
+	t.Helper()
+	ctx := t.Context()
+	holder, err := leaseHolder(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var node *lab.Node
+	for _, n := range c.Nodes {
+		if n.Name == holder {
+			node = n
+		}
+	}
+	if node == nil {
+		t.Fatalf("%s: Lease holder %q is not a node", c.Name, holder)
+	}
+	rule := []string{"OUTPUT", "-p", "tcp", "-d", c.APIServer.Addr().String(), "--dport", strconv.Itoa(int(c.APIServer.Port())), "-j", "DROP"}
+	stop := watchFlaps(t, l)
+	netns(ctx, t, node.Netns, append([]string{"iptables", "-I"}, rule...)...)
+	cut := true
+	uncut := func() {
+		if cut {
+			cut = false
+			netns(context.WithoutCancel(ctx), t, node.Netns, append([]string{"iptables", "-D"}, rule...)...)
+		}
+	}
+	defer uncut()
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	during, _ := leaseHolder(ctx, c)
+	uncut()
+	checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
+	if flaps := stop(); len(flaps) > 0 {
+		t.Errorf("connections flapped while %s was cut off from its API server:\n%s", holder, strings.Join(flaps, "\n"))
+	}
+	after, _ := leaseHolder(ctx, c)
+	t.Logf("%s: active gateway %s cut off from its API server for %s: Lease holder during %q, after %q", c.Name, holder, d, during, after)
+	if during != holder || after != holder {
+		t.Errorf("%s: the Lease moved from %s (during the cut: %q, after: %q) although the gateway was alive", c.Name, holder, during, after)
 	}
 }
 

@@ -50,6 +50,9 @@ type Options struct {
 	Common
 	MetricsBindAddress string
 	HealthCheckPort    int
+	// LivenessPort is the UDP port on the node's address where the active gateway
+	// answers its standbys (0 disables: Lease timing alone decides failovers).
+	LivenessPort int
 	// Lease timings: a standby takes over at most LeaseDuration+RetryPeriod after the
 	// active gateway stops renewing; the active one gives up after RenewDeadline.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -72,12 +75,29 @@ func (o *Options) AddFlags(fs interface {
 }) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9452", "address of the Prometheus metrics endpoint (0 disables it)")
 	fs.IntVar(&o.HealthCheckPort, "health-check-port", DefaultHealthCheckPort, "UDP port of the health-check responder")
-	fs.DurationVar(&o.LeaseDuration, "lease-duration", 1500*time.Millisecond, "gateway Lease duration")
-	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 1200*time.Millisecond, "how long the active gateway retries renewing before it steps down")
+	fs.IntVar(&o.LivenessPort, "liveness-port", DefaultLivenessPort, "UDP port on the node's address where the active gateway answers standbys, so a slow Lease renewal is not taken for a dead gateway (0 disables)")
+	fs.DurationVar(&o.LeaseDuration, "lease-duration", time.Second, "gateway Lease duration (whole seconds: the Lease counts seconds)")
+	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 800*time.Millisecond, "how long the active gateway retries renewing before it steps down")
 	fs.DurationVar(&o.RetryPeriod, "lease-retry-period", 200*time.Millisecond, "how often the Lease is renewed or tried")
 	fs.DurationVar(&o.RestartGrace, "lease-restart-grace", 15*time.Second, "how long a restarting active gateway keeps the Lease for its next process (0 releases it on every stop)")
 	fs.DurationVar(&o.ProbeInterval, "probe-interval", time.Second, "health probe interval per remote gateway")
 	fs.DurationVar(&o.StatusInterval, "status-interval", 5*time.Second, "how often RTT figures are refreshed in the Gateway status")
+}
+
+// validateLease checks the Lease timings: other candidates see the duration in whole
+// seconds, and the holder must give up before they take over.
+func (o *Options) validateLease() error {
+	switch {
+	case o.LeaseDuration < time.Second || o.LeaseDuration%time.Second != 0:
+		return fmt.Errorf("--lease-duration=%s: must be a whole number of seconds (the Lease records seconds), e.g. 1s", o.LeaseDuration)
+	case o.RenewDeadline <= 0 || o.RenewDeadline >= o.LeaseDuration:
+		return fmt.Errorf("--lease-renew-deadline=%s: must be shorter than --lease-duration=%s, or the active gateway keeps acting after a standby took over", o.RenewDeadline, o.LeaseDuration)
+	case o.RetryPeriod <= 0 || o.RetryPeriod >= o.RenewDeadline:
+		return fmt.Errorf("--lease-retry-period=%s: must be shorter than --lease-renew-deadline=%s", o.RetryPeriod, o.RenewDeadline)
+	case o.LivenessPort < 0 || o.LivenessPort > 65535:
+		return fmt.Errorf("--liveness-port=%d: must be a UDP port, or 0 to disable", o.LivenessPort)
+	}
+	return nil
 }
 
 // dataplaneAPI is what the gateway needs of *dataplane.Dataplane.
@@ -94,6 +114,9 @@ type dataplaneAPI interface {
 // kernel state.
 func Run(ctx context.Context, log logr.Logger, o Options) error {
 	o.Complete()
+	if err := o.validateLease(); err != nil {
+		return err
+	}
 	local, err := o.Local()
 	if err != nil {
 		return err
@@ -134,6 +157,7 @@ type Gateway struct {
 	recorder  record.EventRecorder
 	events    record.EventBroadcaster
 	prober    *prober
+	live      *liveness
 	// tickSyncAt is when a tick last ran sync.
 	tickSyncAt time.Time
 	pubKey     dataplane.Key
@@ -189,6 +213,7 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cf
 		metrics: newMetrics(), events: events,
 		recorder: events.NewRecorder(scheme, corev1.EventSource{Component: "mcnet-gateway", Host: o.NodeName}),
 		prober:   newProber(o.ProbeInterval),
+		live:     newLiveness(o.LivenessPort),
 		pubKey:   key,
 		kick:     make(chan struct{}, 1),
 		now:      time.Now,
@@ -248,6 +273,12 @@ func (g *Gateway) run(ctx context.Context) error {
 		defer srv.Close()
 	}
 
+	go func() {
+		if err := g.live.run(ctx); err != nil {
+			log.Error(err, "Liveness port unavailable: a standby takes over whenever the Lease renewals are late", "port", g.opts.LivenessPort)
+		}
+	}()
+
 	leCtx, stopLE := context.WithCancel(ctx)
 	defer stopLE()
 	leDone := make(chan struct{})
@@ -286,11 +317,18 @@ func (g *Gateway) run(ctx context.Context) error {
 // elect takes part in the Lease election until ctx ends, over and over: losing the
 // Lease makes this gateway a candidate again.
 func (g *Gateway) elect(ctx context.Context) {
-	lock := &afterOutageLock{Interface: &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: LeaseName},
-		Client:     g.leaseKube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
-	}}
+	lock := &leaseLock{
+		Interface: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: LeaseName},
+			Client:     g.leaseKube.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
+		},
+		alive: g.live.alive, now: g.now,
+		// Ask just before the Lease would run out, so a dead holder is replaced as fast
+		// as without the check.
+		vetoAfter: max(g.opts.RetryPeriod, g.opts.LeaseDuration-2*g.opts.RetryPeriod),
+		maxVeto:   30 * time.Second,
+	}
 	g.yieldAfterCrash(ctx)
 	for ctx.Err() == nil {
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
@@ -351,10 +389,14 @@ func (g *Gateway) setLeading(v bool) {
 	g.trigger()
 }
 
+// role says whether this process should act as the active gateway, and who holds the
+// Lease. A holder that sees another node named in the Lease steps down at once rather
+// than when its own renewals time out: two active gateways would fight over the
+// cluster's Endpoint.
 func (g *Gateway) role() (leading bool, leader string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.leading, g.leader
+	return g.leading && (g.leader == "" || g.leader == g.opts.NodeName), g.leader
 }
 
 // seed starts from the Gateway status the previous process of this node wrote, so a
@@ -385,11 +427,28 @@ func (g *Gateway) sync(ctx context.Context, probe bool) {
 		g.log.Error(err, "Cannot list Endpoints")
 		return
 	}
+	g.watchHolder(ctx, leader)
 	if leading {
 		g.syncActive(ctx, &node, eps.Items, probe)
 	} else {
 		g.syncPassive(ctx, leader, eps.Items)
 	}
+}
+
+// watchHolder points the liveness check at the Lease holder's node, unless that is
+// this node.
+func (g *Gateway) watchHolder(ctx context.Context, leader string) {
+	if leader == "" || leader == g.opts.NodeName {
+		g.live.watch("", netip.Addr{})
+		return
+	}
+	var n corev1.Node
+	if err := g.client.Get(ctx, client.ObjectKey{Name: leader}, &n); err != nil {
+		g.live.watch("", netip.Addr{})
+		return
+	}
+	ip, _ := InternalIP(&n)
+	g.live.watch(leader, ip)
 }
 
 func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnetv1.Endpoint, probe bool) {
@@ -413,6 +472,7 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 	state, bad := BuildState(g.local, eps, GatewayPorts(g.local, addrs.HealthCheck), netip.Addr{})
 	g.badRemotes = bad
 	g.apply(ctx, state)
+	g.live.serving.Store(true)
 
 	targets := map[string]netip.AddrPort{}
 	remotes := map[string]*mcnetv1.EndpointSpec{}
@@ -507,6 +567,7 @@ func (g *Gateway) syncPassive(ctx context.Context, leader string, eps []mcnetv1.
 	if leader == "" || leader == g.opts.NodeName {
 		return
 	}
+	g.live.serving.Store(false)
 	if g.wasActive {
 		g.wasActive = false
 		g.log.Info("No longer the active gateway", "leader", leader)

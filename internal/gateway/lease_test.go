@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+// fixedLock returns the same record on every Get, as a Lease nobody renews.
+type fixedLock struct {
+	resourcelock.Interface
+	rec resourcelock.LeaderElectionRecord
+	raw []byte
+	err error
+}
+
+func (f *fixedLock) Get(context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	if f.err != nil {
+		return nil, nil, f.err
+	}
+	r := f.rec
+	return &r, f.raw, nil
+}
+
+func (f *fixedLock) Identity() string { return "gw2" }
+
+func TestLeaseLockVetoesOnlyForALateLiveHolder(t *testing.T) {
+	start := time.Unix(1000, 0)
+	now := start
+	alive := true
+	inner := &fixedLock{rec: resourcelock.LeaderElectionRecord{HolderIdentity: "gw1"}, raw: []byte(`{"holderIdentity":"gw1"}`)}
+	l := &leaseLock{Interface: inner, alive: func(h string, _ time.Time) bool { return alive && h == "gw1" },
+		vetoAfter: 600 * time.Millisecond, maxVeto: 30 * time.Second, now: func() time.Time { return now }}
+	get := func() []byte {
+		t.Helper()
+		_, raw, err := l.Get(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	first := get()
+	// A renewal that is merely not due yet: the record is what the API server says.
+	now = start.Add(400 * time.Millisecond)
+	if got := get(); !bytes.Equal(got, first) {
+		t.Fatalf("record changed before the renewal was late: %s", got)
+	}
+	// Late and alive: every Get looks like a renewal, so client-go restarts the term.
+	now = start.Add(700 * time.Millisecond)
+	a := get()
+	now = start.Add(900 * time.Millisecond)
+	b := get()
+	if bytes.Equal(a, first) || bytes.Equal(a, b) {
+		t.Errorf("a late, live holder's record did not change on each Get:\n%s\n%s\n%s", first, a, b)
+	}
+	// Dead: the record stays as it is, and the Lease runs out.
+	alive = false
+	now = start.Add(1100 * time.Millisecond)
+	c := get()
+	now = start.Add(1300 * time.Millisecond)
+	if d := get(); !bytes.Equal(c, d) {
+		t.Errorf("a dead holder's record still changes:\n%s\n%s", c, d)
+	}
+	// Alive but unable to renew for maxVeto: no longer protected.
+	alive = true
+	now = start.Add(31 * time.Second)
+	e := get()
+	now = start.Add(32 * time.Second)
+	if f := get(); !bytes.Equal(e, f) {
+		t.Errorf("a holder that has not renewed for 30 s is still protected")
+	}
+	// A real renewal starts over.
+	inner.raw = []byte(`{"holderIdentity":"gw1","renew":2}`)
+	now = start.Add(33 * time.Second)
+	g := get()
+	now = start.Add(33*time.Second + 300*time.Millisecond)
+	if h := get(); !bytes.Equal(g, h) {
+		t.Errorf("vetoed right after a renewal")
+	}
+	// This node's own record is never touched by liveness.
+	inner.rec.HolderIdentity = "gw2"
+	inner.raw = []byte(`{"holderIdentity":"gw2"}`)
+	now = start.Add(40 * time.Second)
+	i := get()
+	now = start.Add(41 * time.Second)
+	if j := get(); !bytes.Equal(i, j) {
+		t.Errorf("own record changed")
+	}
+}
+
+func TestLivenessAnswersOnlyWhileServing(t *testing.T) {
+	ctx := t.Context()
+	active := newLiveness(freeUDPPort(t))
+	standby := newLiveness(freeUDPPort(t))
+	standby.peerPort = active.port
+	for _, l := range []*liveness{active, standby} {
+		go func() {
+			if err := l.run(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	standby.watch("gw1", netip.MustParseAddr("127.0.0.1"))
+	waitFor := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if standby.alive("gw1", time.Now()) == want {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("alive never became %v", want)
+	}
+	time.Sleep(3 * livenessInterval)
+	if standby.alive("gw1", time.Now()) {
+		t.Fatal("alive before the holder serves")
+	}
+	active.serving.Store(true)
+	waitFor(true)
+	if standby.alive("gw9", time.Now()) {
+		t.Error("alive for a node that is not watched")
+	}
+	active.serving.Store(false) // stepped down, or a new process not yet active
+	waitFor(false)
+	active.serving.Store(true)
+	waitFor(true)
+	standby.watch("", netip.Addr{})
+	if standby.alive("gw1", time.Now()) {
+		t.Error("alive after the watch ended")
+	}
+}
