@@ -57,6 +57,7 @@ test: tools build ## Run all tests: unit, real API servers, network namespaces (
 
 .PHONY: e2e
 e2e: tools build ## Run the end-to-end suites in the lab (root).
+	hack/build-tools.sh coredns
 	go test $(GO_TEST_FLAGS) -count=1 -tags e2e -timeout 60m ./e2e/...
 
 .PHONY: bench

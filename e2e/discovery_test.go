@@ -22,11 +22,39 @@ import (
 	"github.com/mcnet-io/mcnet/internal/controller"
 )
 
-// digger asks a cluster's mcnet DNS Service from a pod, with dig, as an application would
-// through CoreDNS's forward.
+// digger asks a cluster's DNS from a pod, with dig, as an application would.
 type digger struct {
 	pod    *lab.Pod
-	server string // the mcnet-dns Service's ClusterIP in the pod's cluster
+	server string // the cluster DNS Service's ClusterIP
+}
+
+// startClusterDNS gives c a cluster DNS as a platform team runs it: CoreDNS behind the
+// kube-system/kube-dns Service, its Corefile importing the server block the render
+// put into c's overlay (ConfigMap kube-system/mcnet-coredns), which forwards the
+// clusterset domain to mcnet-dns at its pinned ClusterIP. It returns the ClusterIP.
+func startClusterDNS(t *testing.T, l *lab.Lab, c *lab.Cluster) string {
+	t.Helper()
+	ctx := t.Context()
+	cm, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, mcnetv1.CoreDNSConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the rendered CoreDNS server block: %v", err)
+	}
+	labels := map[string]string{"k8s-app": "kube-dns"}
+	pod, err := l.AddPod(ctx, c.Workers()[0], lab.PodOptions{Name: "coredns", Namespace: "kube-system", Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	corefile := ".:53 {\n    errors\n    whoami\n}\nimport {{dir}}/mcnet/*.server\n"
+	files := map[string]string{"mcnet/" + mcnetv1.CoreDNSServerKey: cm.Data[mcnetv1.CoreDNSServerKey]}
+	if err := pod.StartCoreDNS(ctx, corefile, files); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := c.CreateService(ctx, lab.ServiceOptions{Name: "kube-dns", Namespace: "kube-system", Selector: labels,
+		Ports: map[int32]int32{53: 53}, UDPPorts: map[int32]int32{53: 53}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc.Spec.ClusterIP
 }
 
 // dig returns the rcode and the answers' data, sorted.
@@ -84,8 +112,9 @@ func mcsClient(t testing.TB, c *lab.Cluster) client.Client {
 }
 
 // TestDiscovery exports a service from two clusters of a connected lab and resolves it
-// from a pod in the third, through the DNS server of mcnet's controller, with every name
-// form; follows a gateway failure and an unexport; resolves a headless service per pod.
+// from a pod in the third, through that cluster's CoreDNS (which imports the rendered
+// server block) and mcnet's DNS server, with every name form; follows a gateway
+// failure and an unexport; resolves a headless service per pod.
 func TestDiscovery(t *testing.T) {
 	ctx := t.Context()
 	l := startConnected(t, connectFleet(mcnetv1.CableVXLAN, mcnetv1.CableVXLAN, mcnetv1.CableVXLAN), 2)
@@ -104,11 +133,7 @@ func TestDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dnsSvc, err := c3.Client.CoreV1().Services(mcnetv1.SystemNamespace).Get(ctx, "mcnet-dns", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := digger{pod: clients[c3.Name], server: dnsSvc.Spec.ClusterIP}
+	d := digger{pod: clients[c3.Name], server: startClusterDNS(t, l.Lab, c3)}
 	web := "web." + ns + ".svc." + domain
 
 	t.Run("every name form answers from a third cluster, and TCP reaches the answer", func(t *testing.T) {

@@ -44,7 +44,15 @@ func LabOptions(cs *mcnetv1.ClusterSet, nodes int, behindNAT ...string) (lab.Opt
 			errs = append(errs, fmt.Errorf("cluster %s: %w", c.Name, err))
 			continue
 		}
-		opts.Clusters = append(opts.Clusters, lab.ClusterOptions{Name: c.Name, PodCIDR: pod, ServiceCIDR: svc, Nodes: nodes, BehindNAT: nat[c.Name]})
+		// The API server serves every service CIDR, so the rendered Services (mcnet-dns
+		// pinned in each family) apply as they would in the real cluster.
+		var svc6 string
+		for _, s := range c.ServiceCIDRs {
+			if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is6() {
+				svc6 = p.String()
+			}
+		}
+		opts.Clusters = append(opts.Clusters, lab.ClusterOptions{Name: c.Name, PodCIDR: pod, ServiceCIDR: svc, ServiceCIDRv6: svc6, Nodes: nodes, BehindNAT: nat[c.Name]})
 		delete(nat, c.Name)
 	}
 	for n := range nat {

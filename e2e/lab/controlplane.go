@@ -206,13 +206,21 @@ func (c *Cluster) startEtcd() (*proc, error) {
 	)
 }
 
+// serviceRanges is the API server's --service-cluster-ip-range.
+func (c *Cluster) serviceRanges() string {
+	if c.ServiceCIDRv6.IsValid() {
+		return c.ServiceCIDR.String() + "," + c.ServiceCIDRv6.String()
+	}
+	return c.ServiceCIDR.String()
+}
+
 func (c *Cluster) startAPIServer() (*proc, error) {
 	return c.startProc("kube-apiserver", c.Netns, c.lab.tools.apiserver,
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--bind-address=0.0.0.0",
 		"--secure-port=6443",
 		"--advertise-address="+c.APIServer.Addr().String(),
-		"--service-cluster-ip-range="+c.ServiceCIDR.String(),
+		"--service-cluster-ip-range="+c.serviceRanges(),
 		"--cert-dir="+c.path("apiserver-certs"),
 		"--tls-cert-file="+c.path("apiserver.crt"),
 		"--tls-private-key-file="+c.path("apiserver.key"),

@@ -49,6 +49,9 @@ type ClusterOptions struct {
 	// PodCIDR and ServiceCIDR default to 10.(10I+10).0.0/16 and 10.(10I+11).0.0/16 for
 	// the I-th cluster.
 	PodCIDR, ServiceCIDR string
+	// ServiceCIDRv6, when set, makes the API server serve dual-stack Services (a fleet's
+	// IPv6 service CIDR). The lab's datapath is IPv4 only: nothing routes those addresses.
+	ServiceCIDRv6 string
 	// Nodes is the number of nodes (default and minimum 2).
 	Nodes int
 	// Gateways is how many of the nodes are labelled mcnet.io/gateway=true and joined to
@@ -86,8 +89,9 @@ type Cluster struct {
 	// Name as given in ClusterOptions; Index is its position in Options.Clusters.
 	Name  string
 	Index int
-	// PodCIDR and ServiceCIDR are the cluster's ranges.
-	PodCIDR, ServiceCIDR netip.Prefix
+	// PodCIDR and ServiceCIDR are the cluster's ranges; ServiceCIDRv6 is invalid unless
+	// the API server also serves IPv6 Services.
+	PodCIDR, ServiceCIDR, ServiceCIDRv6 netip.Prefix
 	// Kubeconfig is the path of an admin kubeconfig usable from the host (through a
 	// loopback proxy kept by the lab process) while the lab runs.
 	Kubeconfig string
@@ -209,6 +213,9 @@ func (o *Options) complete() error {
 			if p, err := netip.ParsePrefix(s); err != nil || !p.Addr().Is4() {
 				errs = append(errs, fmt.Errorf("cluster %q: %q is not an IPv4 CIDR", c.Name, s))
 			}
+		}
+		if p, err := netip.ParsePrefix(c.ServiceCIDRv6); c.ServiceCIDRv6 != "" && (err != nil || !p.Addr().Is6()) {
+			errs = append(errs, fmt.Errorf("cluster %q: %q is not an IPv6 CIDR", c.Name, c.ServiceCIDRv6))
 		}
 		if c.Nodes == 0 {
 			c.Nodes = 2

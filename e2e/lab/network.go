@@ -20,6 +20,7 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 			Name: co.Name, Index: i, lab: l, BehindNAT: co.BehindNAT,
 			PodCIDR:         netip.MustParsePrefix(co.PodCIDR).Masked(),
 			ServiceCIDR:     netip.MustParsePrefix(co.ServiceCIDR).Masked(),
+			ServiceCIDRv6:   parseOptionalPrefix(co.ServiceCIDRv6),
 			Netns:           l.netnsName(co.Name + "-cp"),
 			APIServer:       netip.AddrPortFrom(controlPlaneIP(i), 6443),
 			PublicAPIServer: netip.AddrPortFrom(uplinkIP(i), 6443),
@@ -261,4 +262,12 @@ func (l *Lab) buildWAN(ctx context.Context) error {
 
 func iptablesRestore(ctx context.Context, netns, rules string) error {
 	return runStdin(ctx, rules, "ip", "netns", "exec", netns, "iptables-restore", "--noflush")
+}
+
+// parseOptionalPrefix is the masked prefix s, or the zero Prefix for "".
+func parseOptionalPrefix(s string) netip.Prefix {
+	if s == "" {
+		return netip.Prefix{}
+	}
+	return netip.MustParsePrefix(s).Masked()
 }

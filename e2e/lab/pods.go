@@ -233,6 +233,8 @@ type ServiceOptions struct {
 	Selector        map[string]string
 	// Ports maps port to target port, TCP.
 	Ports map[int32]int32
+	// UDPPorts maps port to target port, UDP.
+	UDPPorts map[int32]int32
 	// Headless creates a Service with ClusterIP None.
 	Headless bool
 }
@@ -255,6 +257,11 @@ func (c *Cluster) CreateService(ctx context.Context, o ServiceOptions) (*corev1.
 	for port, target := range o.Ports {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
 			Name: fmt.Sprintf("tcp-%d", port), Protocol: corev1.ProtocolTCP, Port: port, TargetPort: intstr.FromInt32(target),
+		})
+	}
+	for port, target := range o.UDPPorts {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
+			Name: fmt.Sprintf("udp-%d", port), Protocol: corev1.ProtocolUDP, Port: port, TargetPort: intstr.FromInt32(target),
 		})
 	}
 	created, err := c.Client.CoreV1().Services(o.Namespace).Create(ctx, svc, metav1.CreateOptions{})

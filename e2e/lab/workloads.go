@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -50,6 +52,54 @@ func (p *Pod) ServeEcho(ctx context.Context, port int) error {
 		}
 	}()
 	return p.Node.Cluster.lab.addServer(ln)
+}
+
+// ErrCoreDNSNotBuilt says bin/ has no CoreDNS: hack/build-tools.sh coredns (make e2e)
+// builds it.
+var ErrCoreDNSNotBuilt = errors.New("no CoreDNS in bin/coredns: run hack/build-tools.sh coredns (make e2e builds it)")
+
+// StartCoreDNS runs CoreDNS (bin/coredns/VERSION/coredns) on port 53 inside the pod
+// until the lab stops, serving corefile. files are written beside the Corefile, by
+// relative path, and "{{dir}}" in corefile names their directory, so the Corefile can
+// import them as a cluster's CoreDNS imports files mounted from ConfigMaps. It returns
+// once CoreDNS answers.
+func (p *Pod) StartCoreDNS(ctx context.Context, corefile string, files map[string]string) error {
+	l := p.Node.Cluster.lab
+	bins, _ := filepath.Glob(filepath.Join(l.root, "bin", "coredns", "*", "coredns"))
+	if len(bins) == 0 {
+		return ErrCoreDNSNotBuilt
+	}
+	dir := filepath.Join(l.Dir, "coredns", p.Node.Cluster.Name, p.Name)
+	for name, data := range files {
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			return err
+		}
+	}
+	conf := filepath.Join(dir, "Corefile")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(conf, []byte(strings.ReplaceAll(corefile, "{{dir}}", dir)), 0o644); err != nil {
+		return err
+	}
+	log := filepath.Join(l.LogDir, p.Node.Cluster.Name, p.Node.Name, "coredns-"+p.Name+".log")
+	proc, err := startProc(p.String()+"/coredns", p.Netns, log, nil, bins[len(bins)-1], "-conf", conf, "-dns.port", "53")
+	if err != nil {
+		return err
+	}
+	l.procs.add(proc)
+	return Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+		if proc.exited() {
+			return Permanent(fmt.Errorf("coredns in %s exited: %w", p, proc.exitError()))
+		}
+		// Any answer, even REFUSED, means it serves; dig exits non-zero without one.
+		_, err := p.Exec(ctx, "dig", "+time=1", "+tries=1", "@"+p.IP.String(), "health.check.", "A")
+		return err
+	})
 }
 
 func (l *Lab) addServer(s io.Closer) error {

@@ -1,0 +1,22 @@
+// Command coredns is CoreDNS with the few plugins the lab's cluster DNS needs, so the
+// end-to-end tests resolve clusterset names the way applications do: through CoreDNS,
+// which imports the server block kubectl mcnet render writes.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/whoami"
+)
+
+// directives are the plugins compiled in, in CoreDNS's execution order.
+var directives = []string{"errors", "log", "cache", "forward", "whoami"}
+
+func init() { dnsserver.Directives = directives }
+
+func main() { coremain.Run() }
