@@ -33,7 +33,7 @@ type leaseLock struct {
 	// after maxVeto an alive holder that still has not renewed is replaced anyway (it
 	// cannot reach its API server, so it no longer sees the fleet change).
 	vetoAfter, maxVeto time.Duration
-	now       func() time.Time
+	now                func() time.Time
 
 	unreachable bool // the last Get failed other than with NotFound
 	outages     int
