@@ -324,6 +324,12 @@ func (g *Gateway) elect(ctx context.Context) {
 			LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
 		},
 		alive: g.live.alive, now: g.now,
+		tolerated: func(holder string, late time.Duration, first bool) {
+			g.metrics.leaseKept.Inc()
+			if first {
+				g.log.Info("The active gateway renews its Lease late but answers on its liveness port: not taking over", "holder", holder, "late", late.Round(10*time.Millisecond))
+			}
+		},
 		// Ask just before the Lease would run out, so a dead holder is replaced as fast
 		// as without the check.
 		vetoAfter: max(g.opts.RetryPeriod, g.opts.LeaseDuration-2*g.opts.RetryPeriod),

@@ -29,6 +29,9 @@ type leaseLock struct {
 	resourcelock.Interface
 	// alive says whether the named holder answers on its liveness port; nil never.
 	alive func(holder string, now time.Time) bool
+	// tolerated, when set, is told of the first late renewal let pass after each real
+	// one, and of every one after it (first false).
+	tolerated func(holder string, late time.Duration, first bool)
 	// vetoAfter is how long the record must stay unchanged before alive is asked;
 	// after maxVeto an alive holder that still has not renewed is replaced anyway (it
 	// cannot reach its API server, so it no longer sees the fleet change).
@@ -40,6 +43,7 @@ type leaseLock struct {
 	lastRaw     []byte    // the record as the API server last returned it
 	changedAt   time.Time // when it last changed
 	vetoes      int
+	vetoedAt    time.Time // changedAt of the record last vetoed
 }
 
 // Get is the Lease's record; its raw form changes with every outage survived and
@@ -63,6 +67,10 @@ func (l *leaseLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord
 	holder := r.HolderIdentity
 	if l.alive != nil && holder != "" && holder != l.Identity() && l.late(now) && l.alive(holder, now) {
 		l.vetoes++
+		if l.tolerated != nil {
+			l.tolerated(holder, now.Sub(l.changedAt), !l.vetoedAt.Equal(l.changedAt))
+		}
+		l.vetoedAt = l.changedAt
 	}
 	if l.outages > 0 || l.vetoes > 0 {
 		raw = fmt.Appendf(bytes.Clone(raw), " after outage %d, holder alive %d", l.outages, l.vetoes)

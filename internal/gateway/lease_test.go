@@ -33,8 +33,15 @@ func TestLeaseLockVetoesOnlyForALateLiveHolder(t *testing.T) {
 	now := start
 	alive := true
 	inner := &fixedLock{rec: resourcelock.LeaderElectionRecord{HolderIdentity: "gw1"}, raw: []byte(`{"holderIdentity":"gw1"}`)}
+	var firsts, all int
 	l := &leaseLock{Interface: inner, alive: func(h string, _ time.Time) bool { return alive && h == "gw1" },
-		vetoAfter: 600 * time.Millisecond, maxVeto: 30 * time.Second, now: func() time.Time { return now }}
+		vetoAfter: 600 * time.Millisecond, maxVeto: 30 * time.Second, now: func() time.Time { return now },
+		tolerated: func(_ string, _ time.Duration, first bool) {
+			all++
+			if first {
+				firsts++
+			}
+		}}
 	get := func() []byte {
 		t.Helper()
 		_, raw, err := l.Get(t.Context())
@@ -56,6 +63,9 @@ func TestLeaseLockVetoesOnlyForALateLiveHolder(t *testing.T) {
 	b := get()
 	if bytes.Equal(a, first) || bytes.Equal(a, b) {
 		t.Errorf("a late, live holder's record did not change on each Get:\n%s\n%s\n%s", first, a, b)
+	}
+	if firsts != 1 || all != 2 {
+		t.Errorf("told of %d late renewals, %d as the first of an episode; want 2, 1", all, firsts)
 	}
 	// Dead: the record stays as it is, and the Lease runs out.
 	alive = false

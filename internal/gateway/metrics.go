@@ -15,6 +15,8 @@ type metrics struct {
 	rtt    *prometheus.GaugeVec
 	loss   *prometheus.GaugeVec
 	rx, tx *prometheus.GaugeVec
+	// leaseKept counts the late renewals of a live active gateway this standby let pass.
+	leaseKept prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -40,8 +42,12 @@ func newMetrics() *metrics {
 		tx: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mcnet_gateway_connection_tx_bytes", Help: "Bytes sent through the cable (WireGuard only).",
 		}, []string{"remote_cluster"}),
+		leaseKept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mcnet_gateway_lease_late_renewals_tolerated_total",
+			Help: "Times this standby found the active gateway's Lease renewal late but the gateway answering on its liveness port, and did not take over.",
+		}),
 	}
-	m.reg.MustRegister(m.active, m.status, m.rtt, m.loss, m.rx, m.tx,
+	m.reg.MustRegister(m.active, m.status, m.rtt, m.loss, m.rx, m.tx, m.leaseKept,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
