@@ -11,8 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/internal/gateway"
 )
 
 // TestConnectMatrix runs the end-to-end checks on three clusters of three
@@ -157,6 +162,52 @@ func checkHolderCutOff(t *testing.T, l *connectedLab, servers map[string]*lab.Po
 	if during != holder || after != holder {
 		t.Errorf("%s: the Lease moved from %s (during the cut: %q, after: %q) although the gateway was alive", c.Name, holder, during, after)
 	}
+
+	// The standby says whether it reaches the liveness port: yes now, no once the
+	// holder's node drops it (what diagnose reports as MCN1306).
+	if err := standbyReaches(ctx, c, holder, metav1.ConditionTrue, 15*time.Second); err != nil {
+		t.Error(err)
+	}
+	block := []string{"INPUT", "-p", "udp", "--dport", strconv.Itoa(gateway.DefaultLivenessPort), "-j", "DROP"}
+	netns(ctx, t, node.Netns, append([]string{"iptables", "-I"}, block...)...)
+	err = standbyReaches(ctx, c, holder, metav1.ConditionFalse, 30*time.Second)
+	netns(context.WithoutCancel(ctx), t, node.Netns, append([]string{"iptables", "-D"}, block...)...)
+	if err != nil {
+		t.Error(err)
+	}
+	if err := standbyReaches(ctx, c, holder, metav1.ConditionTrue, 30*time.Second); err != nil {
+		t.Error(err)
+	}
+}
+
+// standbyReaches waits until every standby gateway of c reports the
+// ActiveGatewayReachable condition with status want.
+func standbyReaches(ctx context.Context, c *lab.Cluster, holder string, want metav1.ConditionStatus, timeout time.Duration) error {
+	kc, err := client.New(c.Config, client.Options{Scheme: gateway.Scheme()})
+	if err != nil {
+		return err
+	}
+	return lab.Eventually(ctx, timeout, func(ctx context.Context) error {
+		var gws mcnetv1.GatewayList
+		if err := kc.List(ctx, &gws, client.InNamespace(mcnetv1.SystemNamespace)); err != nil {
+			return err
+		}
+		n := 0
+		for _, g := range gws.Items {
+			if g.Name == holder {
+				continue
+			}
+			n++
+			cond := meta.FindStatusCondition(g.Status.Conditions, gateway.ConditionActiveGatewayReachable)
+			if cond == nil || cond.Status != want {
+				return fmt.Errorf("%s: standby %s reports %s %+v, want %s", c.Name, g.Name, gateway.ConditionActiveGatewayReachable, cond, want)
+			}
+		}
+		if n == 0 {
+			return fmt.Errorf("%s: no standby Gateway", c.Name)
+		}
+		return nil
+	})
 }
 
 // kernelState renders each node's mcnet routes, rules, links and iptables chains, for

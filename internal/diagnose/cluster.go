@@ -11,12 +11,17 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/inspect"
 )
+
+// gatewayReachableCondition is the condition a standby gateway reports about the
+// active one's liveness port (gateway.ConditionActiveGatewayReachable).
+const gatewayReachableCondition = "ActiveGatewayReachable"
 
 // ConnectingGrace is how long a connection may stay "connecting" before it is a
 // finding rather than a tunnel being set up.
@@ -94,6 +99,14 @@ func Gateways(s *inspect.Snapshot) []Check {
 	for _, g := range active {
 		if n := s.Node(g.Name); n != nil && !inspect.Matches(n.Labels, sel) {
 			out = append(out, fail("MCN1304", id, "active gateway's node is labelled", "node %s runs the active gateway but does not match %s", g.Name, selString(sel)))
+		}
+	}
+	for _, g := range s.Gateways {
+		if g.Status.HAStatus != mcnetv1.HAPassive {
+			continue
+		}
+		if c := meta.FindStatusCondition(g.Status.Conditions, gatewayReachableCondition); c != nil && c.Status == metav1.ConditionFalse {
+			out = append(out, warn("MCN1306", id, "standbys reach the active gateway", "standby %s: %s", g.Name, c.Message))
 		}
 	}
 	if len(active) == 1 {

@@ -160,6 +160,9 @@ type Gateway struct {
 	live      *liveness
 	// tickSyncAt is when a tick last ran sync.
 	tickSyncAt time.Time
+	// standbyCond is the ActiveGatewayReachable condition a standby reports; nil on the
+	// active gateway or when nothing is known.
+	standbyCond *metav1.Condition
 	pubKey     dataplane.Key
 	kick       chan struct{}
 	now        func() time.Time
@@ -590,7 +593,8 @@ func (g *Gateway) syncPassive(ctx context.Context, leader string, eps []mcnetv1.
 			g.apply(ctx, state)
 		}
 	}
-	if g.gwObj == nil || g.gwObj.Status.HAStatus != mcnetv1.HAPassive || len(g.gwObj.Status.Connections) > 0 {
+	g.standbyCond = g.livenessCondition(leader)
+	if g.gwObj == nil || g.gwObj.Status.HAStatus != mcnetv1.HAPassive || len(g.gwObj.Status.Connections) > 0 || !sameCondition(g.gwObj.Status.Conditions, g.standbyCond) {
 		g.writeStatus(ctx, mcnetv1.HAPassive, nil, nil)
 	}
 }
@@ -715,6 +719,9 @@ func (g *Gateway) writeStatus(ctx context.Context, ha mcnetv1.HAStatus, ep *mcne
 		Conditions:         readyCondition(base.Status.Conditions, ha, conns, g.applyErr, g.now()),
 		ObservedGeneration: gw.Generation,
 	}
+	if c := g.standbyCond; c != nil && ha == mcnetv1.HAPassive {
+		gw.Status.Conditions = append(gw.Status.Conditions, keepTransition(base.Status.Conditions, *c, g.now()))
+	}
 	if err := g.client.Status().Patch(ctx, gw, client.MergeFrom(base)); err != nil {
 		if apierrors.IsNotFound(err) {
 			g.gwObj = nil // deleted under us: create again next time
@@ -748,6 +755,56 @@ func readyCondition(old []metav1.Condition, ha mcnetv1.HAStatus, conns []mcnetv1
 		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
 	}
 	return []metav1.Condition{c}
+}
+
+// ConditionActiveGatewayReachable is a standby's view of the active gateway's liveness
+// port: False means a slow API server can make this standby take over from a gateway
+// that still works.
+const ConditionActiveGatewayReachable = "ActiveGatewayReachable"
+
+// livenessReachWindow is how long the active gateway may not answer before a standby
+// reports it unreachable (it asks ten times a second).
+const livenessReachWindow = 5 * time.Second
+
+// livenessCondition is the standby's ActiveGatewayReachable condition, nil when
+// nothing can be said (liveness disabled, the holder unknown, just started).
+func (g *Gateway) livenessCondition(holder string) *metav1.Condition {
+	ok, known := g.live.reachable(holder, livenessReachWindow, time.Now())
+	if !known {
+		return nil
+	}
+	if ok {
+		return &metav1.Condition{Type: ConditionActiveGatewayReachable, Status: metav1.ConditionTrue, Reason: "Answers",
+			Message: fmt.Sprintf("active gateway %s answers on its liveness port (UDP %d)", holder, g.opts.LivenessPort)}
+	}
+	return &metav1.Condition{Type: ConditionActiveGatewayReachable, Status: metav1.ConditionFalse, Reason: "NoAnswer",
+		Message: fmt.Sprintf("active gateway %s does not answer on UDP %d of its node: if its Lease renewals are ever late, this standby takes over from a working gateway; allow UDP %d between gateway nodes", holder, g.opts.LivenessPort, g.opts.LivenessPort)}
+}
+
+// sameCondition says whether conds holds c with the same status, reason and message
+// (both absent counts as the same).
+func sameCondition(conds []metav1.Condition, c *metav1.Condition) bool {
+	for _, o := range conds {
+		if c != nil && o.Type == c.Type {
+			return o.Status == c.Status && o.Reason == c.Reason && o.Message == c.Message
+		}
+		if c == nil && o.Type == ConditionActiveGatewayReachable {
+			return false
+		}
+	}
+	return c == nil
+}
+
+// keepTransition returns c with the transition time of the same condition in old
+// when its status did not change, else now.
+func keepTransition(old []metav1.Condition, c metav1.Condition, now time.Time) metav1.Condition {
+	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
+	for _, o := range old {
+		if o.Type == c.Type && o.Status == c.Status {
+			c.LastTransitionTime = o.LastTransitionTime
+		}
+	}
+	return c
 }
 
 func countConnected(conns []mcnetv1.Connection) int {

@@ -135,8 +135,18 @@ func TestLivenessAnswersOnlyWhileServing(t *testing.T) {
 	if standby.alive("gw9", time.Now()) {
 		t.Error("alive for a node that is not watched")
 	}
+	if ok, known := standby.reachable("gw1", time.Second, time.Now()); !ok || !known {
+		t.Errorf("reachable = %v, %v while it answers", ok, known)
+	}
+	if _, known := standby.reachable("gw9", time.Second, time.Now()); known {
+		t.Error("something known of a node that is not watched")
+	}
 	active.serving.Store(false) // stepped down, or a new process not yet active
 	waitFor(false)
+	time.Sleep(300 * time.Millisecond)
+	if ok, known := standby.reachable("gw1", 300*time.Millisecond, time.Now()); ok || !known {
+		t.Errorf("reachable = %v, %v after it stopped answering", ok, known)
+	}
 	active.serving.Store(true)
 	waitFor(true)
 	standby.watch("", netip.Addr{})

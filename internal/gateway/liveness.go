@@ -38,6 +38,7 @@ type liveness struct {
 	node      string         // the watched holder
 	addr      netip.AddrPort // its liveness address
 	lastReply time.Time      // when it last answered
+	since     time.Time      // when asking it began
 }
 
 const livenessInterval = 100 * time.Millisecond
@@ -126,7 +127,7 @@ func (l *liveness) watch(node string, addr netip.Addr) {
 		ap = netip.AddrPortFrom(addr, uint16(l.peerPort))
 	}
 	if node != l.node || ap != l.addr {
-		l.node, l.addr, l.lastReply = node, ap, time.Time{}
+		l.node, l.addr, l.lastReply, l.since = node, ap, time.Time{}, time.Now()
 	}
 }
 
@@ -135,4 +136,19 @@ func (l *liveness) alive(node string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return node != "" && node == l.node && !l.lastReply.IsZero() && now.Sub(l.lastReply) < livenessWindow
+}
+
+// reachable says whether the watched holder node answered within d; known is false
+// while asking it has gone on for less than d (or there is nothing to ask), when
+// nothing can be said yet.
+func (l *liveness) reachable(node string, d time.Duration, now time.Time) (reachable, known bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.port == 0 || node == "" || node != l.node || !l.addr.IsValid() {
+		return false, false
+	}
+	if !l.lastReply.IsZero() && now.Sub(l.lastReply) < d {
+		return true, true
+	}
+	return false, now.Sub(l.since) >= d
 }

@@ -24,6 +24,7 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/cli"
 	"github.com/mcnet-io/mcnet/internal/fleet"
+	"github.com/mcnet-io/mcnet/internal/gateway"
 	"github.com/mcnet-io/mcnet/internal/testenv"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
@@ -141,7 +142,10 @@ func TestShowDiagnoseExport(t *testing.T) {
 	install(t, cfgs[0], repo, east.Name, nets, map[string]mcnetv1.GatewayStatus{
 		"east-gw1": {HAStatus: mcnetv1.HAActive, Cable: mcnetv1.CableVXLAN, Connections: []mcnetv1.Connection{{
 			Cluster: west.Name, Status: mcnetv1.ConnectionError, Message: "no probe replies from 10.2.0.1 for 9 s", LastTransitionTime: &now}}},
-	}, map[string]bool{"east-gw1": true})
+		// A standby that gets no answer from the active gateway's liveness port.
+		"east-gw2": {HAStatus: mcnetv1.HAPassive, Conditions: []metav1.Condition{{Type: gateway.ConditionActiveGatewayReachable, Status: metav1.ConditionFalse,
+			Reason: "NoAnswer", Message: "active gateway east-gw1 does not answer on UDP 4802 of its node", LastTransitionTime: now}}},
+	}, map[string]bool{"east-gw1": true, "east-gw2": true})
 	install(t, cfgs[1], repo, west.Name, nets, map[string]mcnetv1.GatewayStatus{
 		"west-gw1": {HAStatus: mcnetv1.HAActive, Cable: mcnetv1.CableVXLAN, Connections: []mcnetv1.Connection{{Cluster: east.Name, Status: mcnetv1.Connected, RTT: &mcnetv1.RTTStats{Avg: metav1.Duration{Duration: time.Millisecond}}}}},
 		"west-gw2": {HAStatus: mcnetv1.HAActive},
@@ -193,7 +197,7 @@ func TestShowDiagnoseExport(t *testing.T) {
 			found[ch.Code+"/"+ch.Cluster] = ch.Message
 		}
 	}
-	for _, want := range []string{"MCN1401/" + east.Name, "MCN1303/" + west.Name, "MCN1304/" + west.Name, "MCN1804/" + east.Name, "MCN1702/" + west.Name, "MCN1705/" + west.Name} {
+	for _, want := range []string{"MCN1401/" + east.Name, "MCN1303/" + west.Name, "MCN1304/" + west.Name, "MCN1804/" + east.Name, "MCN1702/" + west.Name, "MCN1705/" + west.Name, "MCN1306/" + east.Name} {
 		if _, ok := found[want]; !ok {
 			t.Errorf("diagnose did not report %s; found %v", want, found)
 		}
