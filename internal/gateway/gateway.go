@@ -163,9 +163,9 @@ type Gateway struct {
 	// standbyCond is the ActiveGatewayReachable condition a standby reports; nil on the
 	// active gateway or when nothing is known.
 	standbyCond *metav1.Condition
-	pubKey     dataplane.Key
-	kick       chan struct{}
-	now        func() time.Time
+	pubKey      dataplane.Key
+	kick        chan struct{}
+	now         func() time.Time
 
 	mu       sync.Mutex
 	leading  bool
