@@ -276,6 +276,7 @@ func (g *Gateway) run(ctx context.Context) error {
 		defer srv.Close()
 	}
 
+	g.live.log = func(msg string, err error) { g.log.Error(err, msg) }
 	go func() {
 		if err := g.live.run(ctx); err != nil {
 			log.Error(err, "Liveness port unavailable: a standby takes over whenever the Lease renewals are late", "port", g.opts.LivenessPort)
@@ -320,6 +321,8 @@ func (g *Gateway) run(ctx context.Context) error {
 // elect takes part in the Lease election until ctx ends, over and over: losing the
 // Lease makes this gateway a candidate again.
 func (g *Gateway) elect(ctx context.Context) {
+	// Late renewals can be routine on a loaded API server: say so once a minute.
+	tolerLog, silentLog := &everyMinute{}, &everyMinute{}
 	lock := &leaseLock{
 		Interface: &resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: LeaseName},
@@ -330,7 +333,14 @@ func (g *Gateway) elect(ctx context.Context) {
 		tolerated: func(holder string, late time.Duration, first bool) {
 			g.metrics.leaseKept.Inc()
 			if first {
-				g.log.Info("The active gateway renews its Lease late but answers on its liveness port: not taking over", "holder", holder, "late", late.Round(10*time.Millisecond))
+				if n, ok := tolerLog.allow(g.now()); ok {
+					g.log.Info("The active gateway renews its Lease late but answers on its liveness port: not taking over", "holder", holder, "late", late.Round(10*time.Millisecond), "timesSinceLastLog", n)
+				}
+			}
+		},
+		silent: func(holder string, late time.Duration) {
+			if n, ok := silentLog.allow(g.now()); ok {
+				g.log.Info("The active gateway renews its Lease late and does not answer on its liveness port: taking over when the Lease runs out", "holder", holder, "late", late.Round(10*time.Millisecond), "lastAnswer", g.live.lastAnswer(), "timesSinceLastLog", n)
 			}
 		},
 		// Ask just before the Lease would run out, so a dead holder is replaced as fast
@@ -365,6 +375,24 @@ func (g *Gateway) elect(ctx context.Context) {
 		}
 		le.Run(ctx)
 	}
+}
+
+// everyMinute lets a repeated log line through at most once a minute.
+type everyMinute struct {
+	last  time.Time
+	count int
+}
+
+// allow counts an occurrence and says whether to log it, with how many there were
+// since the last one logged.
+func (e *everyMinute) allow(now time.Time) (int, bool) {
+	e.count++
+	if !e.last.IsZero() && now.Sub(e.last) < time.Minute {
+		return 0, false
+	}
+	n := e.count
+	e.last, e.count = now, 0
+	return n, true
 }
 
 // yieldAfterCrash waits out the Lease when it still names this node: the previous
@@ -481,7 +509,9 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 	state, bad := BuildState(g.local, eps, GatewayPorts(g.local, addrs.HealthCheck), netip.Addr{})
 	g.badRemotes = bad
 	g.apply(ctx, state)
-	g.live.serving.Store(true)
+	if !g.live.serving.Swap(true) {
+		g.log.Info("Answering standbys on the liveness port", "port", g.opts.LivenessPort)
+	}
 
 	targets := map[string]netip.AddrPort{}
 	remotes := map[string]*mcnetv1.EndpointSpec{}
@@ -576,7 +606,9 @@ func (g *Gateway) syncPassive(ctx context.Context, leader string, eps []mcnetv1.
 	if leader == "" || leader == g.opts.NodeName {
 		return
 	}
-	g.live.serving.Store(false)
+	if g.live.serving.Swap(false) {
+		g.log.Info("No longer answering standbys on the liveness port", "leader", leader)
+	}
 	if g.wasActive {
 		g.wasActive = false
 		g.log.Info("No longer the active gateway", "leader", leader)

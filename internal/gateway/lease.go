@@ -32,6 +32,9 @@ type leaseLock struct {
 	// tolerated, when set, is told of the first late renewal let pass after each real
 	// one, and of every one after it (first false).
 	tolerated func(holder string, late time.Duration, first bool)
+	// silent, when set, is told once per renewal when the holder is late and does not
+	// answer: the Lease is left to run out.
+	silent func(holder string, late time.Duration)
 	// vetoAfter is how long the record must stay unchanged before alive is asked;
 	// after maxVeto an alive holder that still has not renewed is replaced anyway (it
 	// cannot reach its API server, so it no longer sees the fleet change).
@@ -44,6 +47,7 @@ type leaseLock struct {
 	changedAt   time.Time // when it last changed
 	vetoes      int
 	vetoedAt    time.Time // changedAt of the record last vetoed
+	silentAt    time.Time // changedAt of the record whose holder last did not answer
 }
 
 // Get is the Lease's record; its raw form changes with every outage survived and
@@ -65,12 +69,17 @@ func (l *leaseLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord
 		l.outages++
 	}
 	holder := r.HolderIdentity
-	if l.alive != nil && holder != "" && holder != l.Identity() && l.late(now) && l.alive(holder, now) {
-		l.vetoes++
-		if l.tolerated != nil {
-			l.tolerated(holder, now.Sub(l.changedAt), !l.vetoedAt.Equal(l.changedAt))
+	if l.alive != nil && holder != "" && holder != l.Identity() && l.late(now) {
+		if l.alive(holder, now) {
+			l.vetoes++
+			if l.tolerated != nil {
+				l.tolerated(holder, now.Sub(l.changedAt), !l.vetoedAt.Equal(l.changedAt))
+			}
+			l.vetoedAt = l.changedAt
+		} else if l.silent != nil && !l.silentAt.Equal(l.changedAt) {
+			l.silentAt = l.changedAt
+			l.silent(holder, now.Sub(l.changedAt))
 		}
-		l.vetoedAt = l.changedAt
 	}
 	if l.outages > 0 || l.vetoes > 0 {
 		raw = fmt.Appendf(bytes.Clone(raw), " after outage %d, holder alive %d", l.outages, l.vetoes)

@@ -32,6 +32,8 @@ type liveness struct {
 	interval time.Duration
 	// serving says this process runs the cluster's active gateway datapath.
 	serving atomic.Bool
+	// log, when set, reports failures to answer.
+	log func(msg string, err error)
 
 	mu        sync.Mutex
 	conn      *net.UDPConn
@@ -86,7 +88,9 @@ func (l *liveness) run(ctx context.Context) error {
 		case kindRequest:
 			if l.serving.Load() {
 				buf[4] = kindReply
-				_, _ = conn.WriteToUDPAddrPort(buf[:5], from)
+				if _, err := conn.WriteToUDPAddrPort(buf[:5], from); err != nil && l.log != nil {
+					l.log("liveness reply to "+from.String()+" failed", err)
+				}
 			}
 		case kindReply:
 			l.mu.Lock()
@@ -151,4 +155,11 @@ func (l *liveness) reachable(node string, d time.Duration, now time.Time) (reach
 		return true, true
 	}
 	return false, now.Sub(l.since) >= d
+}
+
+// lastAnswer is when the watched holder last answered, for logs.
+func (l *liveness) lastAnswer() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastReply
 }
