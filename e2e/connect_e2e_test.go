@@ -206,9 +206,9 @@ func standbyReaches(ctx context.Context, c *lab.Cluster, want metav1.ConditionSt
 				continue
 			}
 			n++
-			cond := meta.FindStatusCondition(g.Status.Conditions, gateway.ConditionActiveGatewayReachable)
+			cond := meta.FindStatusCondition(g.Status.Conditions, mcnetv1.GatewayConditionActiveReachable)
 			if cond == nil || cond.Status != want {
-				return fmt.Errorf("%s: standby %s reports %s %+v, want %s", c.Name, g.Name, gateway.ConditionActiveGatewayReachable, cond, want)
+				return fmt.Errorf("%s: standby %s reports %s %+v, want %s", c.Name, g.Name, mcnetv1.GatewayConditionActiveReachable, cond, want)
 			}
 		}
 		if n == 0 {

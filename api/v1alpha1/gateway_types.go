@@ -15,6 +15,11 @@ const (
 	HAPassive HAStatus = "passive"
 )
 
+// GatewayConditionActiveReachable is the condition a standby Gateway reports about the
+// active gateway's liveness port: False means a slow API server can make the standby
+// take over from a gateway that still works.
+const GatewayConditionActiveReachable = "ActiveGatewayReachable"
+
 // ConnectionStatus is the state of a cable to one remote cluster.
 // +kubebuilder:validation:Enum=connecting;connected;error
 type ConnectionStatus string

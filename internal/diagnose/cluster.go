@@ -19,10 +19,6 @@ import (
 	"github.com/mcnet-io/mcnet/internal/inspect"
 )
 
-// gatewayReachableCondition is the condition a standby gateway reports about the
-// active one's liveness port (gateway.ConditionActiveGatewayReachable).
-const gatewayReachableCondition = "ActiveGatewayReachable"
-
 // ConnectingGrace is how long a connection may stay "connecting" before it is a
 // finding rather than a tunnel being set up.
 const ConnectingGrace = 30 * time.Second
@@ -105,7 +101,7 @@ func Gateways(s *inspect.Snapshot) []Check {
 		if g.Status.HAStatus != mcnetv1.HAPassive {
 			continue
 		}
-		if c := meta.FindStatusCondition(g.Status.Conditions, gatewayReachableCondition); c != nil && c.Status == metav1.ConditionFalse {
+		if c := meta.FindStatusCondition(g.Status.Conditions, mcnetv1.GatewayConditionActiveReachable); c != nil && c.Status == metav1.ConditionFalse {
 			out = append(out, warn("MCN1306", id, "standbys reach the active gateway", "standby %s: %s", g.Name, c.Message))
 		}
 	}

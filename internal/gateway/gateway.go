@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -778,21 +779,8 @@ func readyCondition(old []metav1.Condition, ha mcnetv1.HAStatus, conns []mcnetv1
 			c.Status, c.Reason = metav1.ConditionFalse, "ConnectionsDown"
 		}
 	}
-	for _, o := range old {
-		if o.Type == c.Type && o.Status == c.Status {
-			c.LastTransitionTime = o.LastTransitionTime
-		}
-	}
-	if c.LastTransitionTime.IsZero() {
-		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
-	}
-	return []metav1.Condition{c}
+	return []metav1.Condition{keepTransition(old, c, now)}
 }
-
-// ConditionActiveGatewayReachable is a standby's view of the active gateway's liveness
-// port: False means a slow API server can make this standby take over from a gateway
-// that still works.
-const ConditionActiveGatewayReachable = "ActiveGatewayReachable"
 
 // livenessReachWindow is how long the active gateway may not answer before a standby
 // reports it unreachable (it asks ten times a second).
@@ -806,35 +794,33 @@ func (g *Gateway) livenessCondition(holder string) *metav1.Condition {
 		return nil
 	}
 	if ok {
-		return &metav1.Condition{Type: ConditionActiveGatewayReachable, Status: metav1.ConditionTrue, Reason: "Answers",
+		return &metav1.Condition{Type: mcnetv1.GatewayConditionActiveReachable, Status: metav1.ConditionTrue, Reason: "Answers",
 			Message: fmt.Sprintf("active gateway %s answers on its liveness port (UDP %d)", holder, g.opts.LivenessPort)}
 	}
-	return &metav1.Condition{Type: ConditionActiveGatewayReachable, Status: metav1.ConditionFalse, Reason: "NoAnswer",
+	return &metav1.Condition{Type: mcnetv1.GatewayConditionActiveReachable, Status: metav1.ConditionFalse, Reason: "NoAnswer",
 		Message: fmt.Sprintf("active gateway %s does not answer on UDP %d of its node: if its Lease renewals are ever late, this standby takes over from a working gateway; allow UDP %d between gateway nodes", holder, g.opts.LivenessPort, g.opts.LivenessPort)}
 }
 
-// sameCondition says whether conds holds c with the same status, reason and message
-// (both absent counts as the same).
+// sameCondition says whether conds holds the standby condition c with the same status,
+// reason and message (both absent counts as the same).
 func sameCondition(conds []metav1.Condition, c *metav1.Condition) bool {
-	for _, o := range conds {
-		if c != nil && o.Type == c.Type {
-			return o.Status == c.Status && o.Reason == c.Reason && o.Message == c.Message
-		}
-		if c == nil && o.Type == ConditionActiveGatewayReachable {
-			return false
-		}
+	o := meta.FindStatusCondition(conds, mcnetv1.GatewayConditionActiveReachable)
+	if c == nil || o == nil {
+		return c == nil && o == nil
 	}
-	return c == nil
+	return o.Status == c.Status && o.Reason == c.Reason && o.Message == c.Message
 }
 
 // keepTransition returns c with the transition time of the same condition in old
 // when its status did not change, else now.
 func keepTransition(old []metav1.Condition, c metav1.Condition, now time.Time) metav1.Condition {
-	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
 	for _, o := range old {
 		if o.Type == c.Type && o.Status == c.Status {
 			c.LastTransitionTime = o.LastTransitionTime
 		}
+	}
+	if c.LastTransitionTime.IsZero() {
+		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
 	}
 	return c
 }

@@ -22,21 +22,19 @@ var livenessMagic = [4]byte{'M', 'C', 'N', 'L'}
 // API server is busy or away) from one that is gone. Every gateway process listens on
 // the liveness port of its node and answers while it serves as the active gateway;
 // a standby asks the Lease holder's node every livenessInterval. The Lease lock
-// consults it (see afterOutageLock): a holder that still answers keeps the Lease even
+// consults it (see leaseLock): a holder that still answers keeps the Lease even
 // when its renewals are late, while a dead one (crash, power-off) answers nothing and
 // is replaced as fast as before, since the answer is asked for only when the Lease is
 // about to run out.
 type liveness struct {
 	port     int
 	peerPort int // where holders answer: port, except in tests
-	interval time.Duration
 	// serving says this process runs the cluster's active gateway datapath.
 	serving atomic.Bool
 	// log, when set, reports failures to answer.
 	log func(msg string, err error)
 
 	mu        sync.Mutex
-	conn      *net.UDPConn
 	node      string         // the watched holder
 	addr      netip.AddrPort // its liveness address
 	lastReply time.Time      // when it last answered
@@ -50,7 +48,7 @@ const livenessInterval = 100 * time.Millisecond
 const livenessWindow = 350 * time.Millisecond
 
 func newLiveness(port int) *liveness {
-	return &liveness{port: port, peerPort: port, interval: livenessInterval}
+	return &liveness{port: port, peerPort: port}
 }
 
 // run answers and asks until ctx ends. Without a socket (port taken, 0 disables) it
@@ -64,9 +62,6 @@ func (l *liveness) run(ctx context.Context) error {
 		return err
 	}
 	conn := pc.(*net.UDPConn)
-	l.mu.Lock()
-	l.conn = conn
-	l.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		conn.Close()
@@ -104,7 +99,7 @@ func (l *liveness) run(ctx context.Context) error {
 
 // ask sends a request to the watched holder every interval.
 func (l *liveness) ask(ctx context.Context, conn *net.UDPConn) {
-	t := time.NewTicker(l.interval)
+	t := time.NewTicker(livenessInterval)
 	defer t.Stop()
 	req := append(livenessMagic[:], kindRequest)
 	for {

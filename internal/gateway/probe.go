@@ -279,7 +279,7 @@ func (p *prober) setTargets(targets map[string]netip.AddrPort) {
 func (p *prober) tick(now time.Time) {
 	p.mu.Lock()
 	for seq, pp := range p.pending {
-		if now.Sub(pp.sent) >= p.timeout {
+		if p.overdue(pp, now) {
 			delete(p.pending, seq)
 			if t := p.targets[pp.cluster]; t != nil && t.to == pp.to {
 				t.record(ProbeResult{Sent: pp.sent, Lost: true})
@@ -358,12 +358,15 @@ func (p *prober) due(now time.Time) bool {
 		}
 	}
 	for _, pp := range p.pending {
-		if now.Sub(pp.sent) >= p.timeout {
+		if p.overdue(pp, now) {
 			return true
 		}
 	}
 	return false
 }
+
+// overdue says whether pp is to be judged lost at now.
+func (p *prober) overdue(pp pendingProbe, now time.Time) bool { return now.Sub(pp.sent) >= p.timeout }
 
 // stats returns the statistics of every probed cluster at now.
 func (p *prober) stats(now time.Time) map[string]ProbeStats {

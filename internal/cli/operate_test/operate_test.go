@@ -24,7 +24,6 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/cli"
 	"github.com/mcnet-io/mcnet/internal/fleet"
-	"github.com/mcnet-io/mcnet/internal/gateway"
 	"github.com/mcnet-io/mcnet/internal/testenv"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
@@ -143,7 +142,7 @@ func TestShowDiagnoseExport(t *testing.T) {
 		"east-gw1": {HAStatus: mcnetv1.HAActive, Cable: mcnetv1.CableVXLAN, Connections: []mcnetv1.Connection{{
 			Cluster: west.Name, Status: mcnetv1.ConnectionError, Message: "no probe replies from 10.2.0.1 for 9 s", LastTransitionTime: &now}}},
 		// A standby that gets no answer from the active gateway's liveness port.
-		"east-gw2": {HAStatus: mcnetv1.HAPassive, Conditions: []metav1.Condition{{Type: gateway.ConditionActiveGatewayReachable, Status: metav1.ConditionFalse,
+		"east-gw2": {HAStatus: mcnetv1.HAPassive, Conditions: []metav1.Condition{{Type: mcnetv1.GatewayConditionActiveReachable, Status: metav1.ConditionFalse,
 			Reason: "NoAnswer", Message: "active gateway east-gw1 does not answer on UDP 4802 of its node", LastTransitionTime: now}}},
 	}, map[string]bool{"east-gw1": true, "east-gw2": true})
 	install(t, cfgs[1], repo, west.Name, nets, map[string]mcnetv1.GatewayStatus{
