@@ -185,11 +185,12 @@ func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag s
 		"--gateway-node-selector="+selectorString(c.Gateway.NodeSelector),
 		"--state-dir=/var/lib/mcnet",
 	)
+	dnsIPs := dnsServiceIPs(c)
 	patches := []any{
 		workloadPatch("Deployment", "mcnet-controller", "controller", controllerArgs, nil),
 		workloadPatch("DaemonSet", "mcnet-gateway", "gateway", gatewayArgs, c.Gateway.NodeSelector),
 		workloadPatch("DaemonSet", "mcnet-route-agent", "route-agent", agentArgs, nil),
-		dnsServicePatch(c),
+		dnsServicePatch(dnsIPs),
 	}
 	if err := t.putYAML(path.Join(dir, "config.yaml"),
 		"# What makes the shared components this cluster's: identity, networks, cable, broker.\n",
@@ -200,7 +201,7 @@ func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag s
 # block: mount this ConfigMap into the CoreDNS Deployment (optional: true), e.g. at
 # /etc/coredns/mcnet, and add "import /etc/coredns/mcnet/*.server" to the Corefile.
 # Nothing in mcnet edits CoreDNS's own configuration.
-`, coreDNSConfigMap(cs, c)); err != nil {
+`, coreDNSConfigMap(cs, dnsIPs)); err != nil {
 		return err
 	}
 	k := kustomization(map[string]any{
@@ -216,13 +217,13 @@ func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag s
 		fmt.Sprintf("# Cluster %s. CRDs come from ../../%s, applied first (Flux dependsOn, Argo CD sync wave).\n", c.Name, DirCRDs), k)
 }
 
-// dnsServicePatch pins the mcnet-dns Service's ClusterIPs to the cluster's
-// dnsServiceIPs, in the order of its service CIDRs, so CoreDNS can be told where it is.
-func dnsServicePatch(c *mcnetv1.ClusterSpec) map[string]any {
-	ips := dnsServiceIPs(c)
+// dnsServicePatch pins the mcnet-dns Service's ClusterIPs to ips, the cluster's
+// dnsServiceIPs in the order of its service CIDRs, so CoreDNS can be told where it is.
+func dnsServicePatch(ips []netip.Addr) map[string]any {
+	addrs := addrStrings(ips)
 	var families []string
 	for _, ip := range ips {
-		if strings.Contains(ip, ":") {
+		if ip.Is6() {
 			families = append(families, "IPv6")
 		} else {
 			families = append(families, "IPv4")
@@ -232,9 +233,9 @@ func dnsServicePatch(c *mcnetv1.ClusterSpec) map[string]any {
 	if len(ips) > 1 {
 		policy = "RequireDualStack"
 	}
-	spec := map[string]any{"clusterIPs": ips, "ipFamilies": families, "ipFamilyPolicy": policy}
-	if len(ips) > 0 {
-		spec["clusterIP"] = ips[0]
+	spec := map[string]any{"clusterIPs": addrs, "ipFamilies": families, "ipFamilyPolicy": policy}
+	if len(addrs) > 0 {
+		spec["clusterIP"] = addrs[0]
 	}
 	return map[string]any{
 		"apiVersion": "v1",
@@ -245,8 +246,8 @@ func dnsServicePatch(c *mcnetv1.ClusterSpec) map[string]any {
 }
 
 // dnsServiceIPs orders the cluster's DNS Service addresses like its service CIDRs.
-func dnsServiceIPs(c *mcnetv1.ClusterSpec) []string {
-	var out []string
+func dnsServiceIPs(c *mcnetv1.ClusterSpec) []netip.Addr {
+	var out []netip.Addr
 	for _, cidr := range c.ServiceCIDRs {
 		pfx, err := netip.ParsePrefix(cidr)
 		if err != nil {
@@ -254,7 +255,7 @@ func dnsServiceIPs(c *mcnetv1.ClusterSpec) []string {
 		}
 		for _, s := range c.DNSServiceIPs {
 			if a, err := netip.ParseAddr(s); err == nil && pfx.Contains(a) {
-				out = append(out, a.String())
+				out = append(out, a)
 				break
 			}
 		}
@@ -262,14 +263,22 @@ func dnsServiceIPs(c *mcnetv1.ClusterSpec) []string {
 	return out
 }
 
+func addrStrings(ips []netip.Addr) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}
+
 // coreDNSConfigMap holds the CoreDNS server block forwarding the fleet's domain to the
-// cluster's mcnet-dns Service.
-func coreDNSConfigMap(cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec) map[string]any {
+// cluster's mcnet-dns Service at ips.
+func coreDNSConfigMap(cs *mcnetv1.ClusterSet, ips []netip.Addr) map[string]any {
 	return map[string]any{
 		"apiVersion": "v1",
 		"kind":       "ConfigMap",
 		"metadata":   map[string]any{"name": mcnetv1.CoreDNSConfigMap, "namespace": "kube-system"},
-		"data":       map[string]string{mcnetv1.CoreDNSServerKey: fleet.CoreDNSServerBlock(cs.Spec.Discovery.Domain, dnsServiceIPs(c))},
+		"data":       map[string]string{mcnetv1.CoreDNSServerKey: fleet.CoreDNSServerBlock(cs.Spec.Discovery.Domain, addrStrings(ips))},
 	}
 }
 
