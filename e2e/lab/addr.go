@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+
+	"github.com/mcnet-io/mcnet/internal/cidr"
 )
 
 // Address plan. All node, WAN and control-plane addresses come from 198.18.0.0/15
@@ -67,14 +69,5 @@ func podSlices(pod netip.Prefix, nodes int) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// nthAddr returns the address n after the start of p.
-func nthAddr(p netip.Prefix, n int) netip.Addr {
-	a := p.Masked().Addr()
-	for range n {
-		a = a.Next()
-	}
-	return a
-}
-
 // firstServiceIP is the ClusterIP the API server gives the kubernetes Service.
-func firstServiceIP(svc netip.Prefix) netip.Addr { return nthAddr(svc, 1) }
+func firstServiceIP(svc netip.Prefix) netip.Addr { return cidr.Nth(svc, 1) }

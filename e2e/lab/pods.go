@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcnet-io/mcnet/internal/cidr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -77,16 +78,16 @@ func (n *Node) addPodNetns(ctx context.Context, hostNetwork bool) (*Pod, error) 
 	c.podSeq++
 	seq := c.podSeq
 	n.podIPSeq++
-	ip := nthAddr(n.PodCIDR, 1+n.podIPSeq)
+	ip := cidr.Nth(n.PodCIDR, 1+n.podIPSeq)
 	c.lab.mu.Unlock()
-	if !n.PodCIDR.Contains(ip) || ip == lastAddr(n.PodCIDR) {
+	if !n.PodCIDR.Contains(ip) || ip == cidr.Last(n.PodCIDR) {
 		return nil, fmt.Errorf("node %s: pod CIDR %s is full", n.Name, n.PodCIDR)
 	}
 	p := &Pod{Node: n, Netns: c.lab.netnsName(fmt.Sprintf("%s-pod%d", c.Name, seq)), IP: ip}
 	if err := c.lab.addNetns(ctx, p.Netns); err != nil {
 		return nil, err
 	}
-	gw := nthAddr(n.PodCIDR, 1)
+	gw := cidr.Nth(n.PodCIDR, 1)
 	veth := fmt.Sprintf("p%d", seq)
 	if err := ipBatch(ctx, n.Netns, []string{
 		fmt.Sprintf("link add %s type veth peer name eth0 netns %s", veth, p.Netns),
@@ -105,13 +106,6 @@ func (n *Node) addPodNetns(ctx context.Context, hostNetwork bool) (*Pod, error) 
 		return nil, fmt.Errorf("pod on %s: %w", n.Name, err)
 	}
 	return p, nil
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	hostBits := 32 - p.Bits()
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | (1<<hostBits - 1)
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // ensureNamespace creates a namespace and its default service account, which the

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/cidr"
 )
 
 // ErrInvalid is wrapped by every error that is the fleet file's fault, so callers can
@@ -141,10 +142,7 @@ func defaultDNSServiceIPs(cidrs []string) []string {
 		if hostBits := pfx.Addr().BitLen() - pfx.Bits(); hostBits < 10 {
 			offset = 11
 		}
-		a := pfx.Addr()
-		for range offset {
-			a = a.Next()
-		}
+		a := cidr.Nth(pfx, offset)
 		if !pfx.Contains(a) {
 			return nil
 		}
@@ -349,22 +347,12 @@ func validateDNSServiceIPs(p *field.Path, c *mcnetv1.ClusterSpec) field.ErrorLis
 			errs = append(errs, field.Invalid(p.Index(i), s, fmt.Sprintf("not inside the cluster's service CIDRs (%s)", strings.Join(c.ServiceCIDRs, ", "))))
 		case used[in]:
 			errs = append(errs, field.Invalid(p.Index(i), s, "a second address in "+in.String()+": list one per service CIDR"))
-		case a == in.Addr() || (a.Is4() && in.Bits() < 31 && a == lastAddr(in)):
+		case a == in.Addr() || (a.Is4() && in.Bits() < 31 && a == cidr.Last(in)):
 			errs = append(errs, field.Invalid(p.Index(i), s, "the network or broadcast address of "+in.String()+"; pick another, e.g. "+strings.Join(defaultDNSServiceIPs([]string{in.String()}), "")))
 		}
 		used[in] = true
 	}
 	return errs
-}
-
-// lastAddr is the highest address of pfx.
-func lastAddr(pfx netip.Prefix) netip.Addr {
-	b := pfx.Addr().AsSlice()
-	for i := pfx.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 1 << (7 - i%8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 type namedPrefix struct {
