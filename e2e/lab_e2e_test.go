@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
@@ -138,6 +139,15 @@ func TestWorkloadTools(t *testing.T) {
 // TestFleetComponentsRun installs the example fleet the way `make lab` does and waits
 // until every component the rendered tree asks for runs and is ready.
 func TestFleetComponentsRun(t *testing.T) {
+	startExampleFleet(t)
+}
+
+// startExampleFleet brings up a lab for examples/fleet.yaml (two nodes a cluster, the
+// last cluster behind NAT), installs the rendered fleet the way `make lab` does and waits
+// until every component runs and is ready. It returns the lab, the fleet and the
+// rendered tree's directory.
+func startExampleFleet(t *testing.T) (*lab.Lab, *mcnetv1.ClusterSet, string) {
+	t.Helper()
 	ctx := t.Context()
 	root, err := lab.RepoRoot("")
 	if err != nil {
@@ -152,10 +162,12 @@ func TestFleetComponentsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := labtest.Start(t, opts)
-	if err := fleetlab.Install(ctx, l, cs, filepath.Join(t.TempDir(), "fleet-repo")); err != nil {
+	repoDir := filepath.Join(t.TempDir(), "fleet-repo")
+	if err := fleetlab.Install(ctx, l, cs, repoDir); err != nil {
 		t.Fatal(err)
 	}
 	if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
 		t.Fatal(fmt.Errorf("components: %w", err))
 	}
+	return l, cs, repoDir
 }

@@ -20,11 +20,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/util/retry"
 
-	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
-	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
 	"github.com/mcnet-io/mcnet/internal/cli"
-	"github.com/mcnet-io/mcnet/internal/fleet"
 )
 
 // mcnet runs the plugin in-process with a kubeconfig listing every lab cluster.
@@ -65,26 +62,7 @@ func netns(ctx context.Context, t *testing.T, ns string, args ...string) {
 // deleted gateway label, overlapping CIDRs in a fleet file and a live edit (drift).
 func TestOperate(t *testing.T) {
 	ctx := t.Context()
-	root, err := lab.RepoRoot("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := fleet.Load(filepath.Join(root, "examples", "fleet.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts, err := fleetlab.LabOptions(cs, 2, cs.Spec.Clusters[len(cs.Spec.Clusters)-1].Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := labtest.Start(t, opts)
-	repoDir := filepath.Join(t.TempDir(), "fleet-repo")
-	if err := fleetlab.Install(ctx, l, cs, repoDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	l, cs, repoDir := startExampleFleet(t)
 	// One kubeconfig with every cluster's context.
 	var paths []string
 	for _, c := range l.Clusters() {
@@ -204,6 +182,10 @@ func TestOperate(t *testing.T) {
 		}
 	})
 	t.Run("overlapping CIDRs offline", func(t *testing.T) {
+		root, err := lab.RepoRoot("")
+		if err != nil {
+			t.Fatal(err)
+		}
 		data, err := os.ReadFile(filepath.Join(root, "examples", "fleet.yaml"))
 		if err != nil {
 			t.Fatal(err)
