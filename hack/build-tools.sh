@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the pinned third-party binaries the tests and the lab run (etcd, kube-apiserver,
-# kube-controller-manager, kube-proxy, controller-gen, krew, wireguard-go, Flux's source-controller and
+# kube-controller-manager, kube-scheduler, kubelet, kube-proxy, controller-gen, krew, wireguard-go, Flux's source-controller and
 # kustomize-controller) from the Go module proxy into
 # bin/, one directory per version, so a second run is a no-op. Nothing prebuilt is fetched.
 #
-# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|coredns|all]...
+# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|kube-scheduler|kubelet|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|coredns|all]...
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,7 +44,7 @@ kube_ldflags() {
 one() {
 	case $1 in
 	etcd) build etcd "$etcd_bin/etcd" go.etcd.io/etcd/server/v3 ;;
-	kube-apiserver | kube-controller-manager | kube-proxy)
+	kube-apiserver | kube-controller-manager | kube-proxy | kube-scheduler | kubelet)
 		build kubernetes "$kube_bin/$1" "k8s.io/kubernetes/cmd/$1" "$(kube_ldflags)" ;;
 	controller-gen) build controller-gen "$root/bin/controller-gen/$CONTROLLER_GEN_VERSION/controller-gen" sigs.k8s.io/controller-tools/cmd/controller-gen ;;
 	wireguard-go) build wireguard-go "$root/bin/wireguard-go/$WIREGUARD_GO_VERSION/wireguard-go" golang.zx2c4.com/wireguard ;;
@@ -52,7 +52,7 @@ one() {
 	coredns) build coredns "$root/bin/coredns/$COREDNS_VERSION/coredns" . ;;
 	flux-source-controller | flux-kustomize-controller)
 		build "$1" "$root/bin/$1/$FLUX_VERSION/${1#flux-}" "github.com/fluxcd/${1#flux-}" ;;
-	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy krew wireguard-go flux-source-controller flux-kustomize-controller coredns; do one "$t"; done ;;
+	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy kube-scheduler kubelet krew wireguard-go flux-source-controller flux-kustomize-controller coredns; do one "$t"; done ;;
 	*) log "unknown tool $1"; exit 2 ;;
 	esac
 }

@@ -1,6 +1,6 @@
 // Module tools/kubernetes pins the Kubernetes release whose kube-apiserver,
-// kube-controller-manager and kube-proxy the tests and the lab run. It is built
-// from the Go module proxy; nothing prebuilt is downloaded.
+// kube-controller-manager, kube-scheduler, kubelet and kube-proxy the tests and the
+// lab run. It is built from the Go module proxy; nothing prebuilt is downloaded.
 module mcnet.io/tools/kubernetes
 
 go 1.26.0
@@ -101,6 +101,7 @@ require (
 	go.etcd.io/etcd/client/pkg/v3 v3.7.0 // indirect
 	go.etcd.io/etcd/client/v3 v3.7.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
+	go.opentelemetry.io/contrib/instrumentation/github.com/emicklei/go-restful/otelrestful v0.69.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.68.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.69.0 // indirect
 	go.opentelemetry.io/otel v1.44.0 // indirect
@@ -144,6 +145,7 @@ require (
 	k8s.io/controller-manager v0.37.2 // indirect
 	k8s.io/cri-api v0.37.2 // indirect
 	k8s.io/cri-client v0.0.0 // indirect
+	k8s.io/cri-streaming v0.0.0 // indirect
 	k8s.io/csi-translation-lib v0.0.0 // indirect
 	k8s.io/dynamic-resource-allocation v0.37.2 // indirect
 	k8s.io/endpointslice v0.0.0 // indirect
