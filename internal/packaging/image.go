@@ -186,3 +186,9 @@ func WriteImage(idx v1.ImageIndex, ref name.Tag, dir, tarPath string, mtime time
 	}
 	return os.WriteFile(tarPath, buf.Bytes(), 0o644)
 }
+
+// ImageUser is the config User of mcnet's image: numeric, so that a kubelet can verify
+// runAsNonRoot against it, and the nonroot user of the image's /etc/passwd. The manifests
+// set runAsUser for every container all the same (the controller 65532, the privileged
+// gateway and route agent 0), so none depends on it.
+const ImageUser = "65532:65532"
