@@ -5,9 +5,12 @@
 // EndpointSlices and writes to the broker namespace, labelled with the local cluster
 // (the only objects the broker's admission policy lets it write):
 //   - a ServiceImport named <namespace>.<service>.<cluster> with the service's ports, type
-//     (Headless when clusterIP is None, else ClusterSetIP), session affinity and IP
-//     families, and the ServiceExport's creation time (annotation
-//     mcnet.io/export-creation-timestamp), which decides conflicts: the oldest export wins;
+//     (Headless when clusterIP is None, else ClusterSetIP), session affinity, IP
+//     families, internal traffic policy and traffic distribution; the ServiceExport's
+//     creation time (annotation mcnet.io/export-creation-timestamp), which decides
+//     conflicts: the oldest export wins; and the ServiceExport's exportedLabels and
+//     exportedAnnotations (annotations mcnet.io/exported-labels and
+//     mcnet.io/exported-annotations, JSON), never the Service's own;
 //   - EndpointSlices <namespace>.<service>.<cluster>.ipv4 / .ipv6 (then -1, -2, ... past
 //     1000 endpoints). For a ClusterSetIP service they hold the service's ClusterIP, ready
 //     when any of its pods is: mcnet's tunnels route the service CIDRs between clusters,
@@ -17,9 +20,11 @@
 //
 // The ServiceExport's conditions say what happened: Valid (False with NoService or
 // InvalidServiceType for ExternalName services, which are never exported), Conflict
-// (True with PortConflict, TypeConflict, SessionAffinityConflict... when this export
-// disagrees with an older one; the message names the winner) and Ready (True, Exported,
-// once published; False, Failed when a type conflict keeps it out of the import).
+// (True on every export of the service when the exports differ: PortConflict,
+// TypeConflict, IPFamilyConflict, SessionAffinityConflict,
+// InternalTrafficPolicyConflict, LabelsConflict..., combined with commas; the message
+// names the differences and the winner) and Ready (True, Exported, once published;
+// False, Failed when a type conflict keeps it out of the import).
 //
 // Withdrawal needs no finalizer: a pass for a service without a valid export deletes
 // the cluster's broker objects for it, and every broker object of the cluster is mapped
@@ -151,12 +156,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 		setCondition(&se, mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionFalse, mcsv1alpha1.ServiceExportReasonFailed, err.Error())
 		return reconcile.Result{}, err
 	}
-	conflict, err := r.conflicts(ctx, &se, published)
+	merged, err := r.conflicts(ctx, &se, published)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if slices.Contains(conflict.Reasons, mcsv1alpha1.ServiceExportReasonTypeConflict) {
-		setCondition(&se, mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionFalse, mcsv1alpha1.ServiceExportReasonFailed, "left out of the import: "+conflict.Message)
+	if !slices.Contains(merged.Clusters, r.ClusterID) {
+		setCondition(&se, mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionFalse, mcsv1alpha1.ServiceExportReasonFailed, "left out of the import: "+merged.Conflicts[r.ClusterID].Message)
 	} else {
 		setCondition(&se, mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionTrue, mcsv1alpha1.ServiceExportReasonExported, "published to the broker")
 	}
@@ -260,33 +265,30 @@ func (r *Reconciler) withdraw(ctx context.Context, key types.NamespacedName) err
 	return nil
 }
 
-// conflicts sets the Conflict condition from every cluster's export of the service;
-// this cluster's counts as published even before the broker cache has it.
-func (r *Reconciler) conflicts(ctx context.Context, se *mcsv1alpha1.ServiceExport, published *mcsv1alpha1.ServiceImport) (serviceimport.Conflict, error) {
+// conflicts sets the Conflict condition from every cluster's export of the service and
+// returns the merge; this cluster's export counts as published even before the broker
+// cache has it.
+func (r *Reconciler) conflicts(ctx context.Context, se *mcsv1alpha1.ServiceExport, published *mcsv1alpha1.ServiceImport) (serviceimport.Merged, error) {
 	var list mcsv1alpha1.ServiceImportList
 	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), serviceimport.ServiceSelector(se.Namespace, se.Name)); err != nil {
-		return serviceimport.Conflict{}, err
+		return serviceimport.Merged{}, err
 	}
 	exports := []serviceimport.Export{serviceimport.ExportFrom(published)}
 	for i := range list.Items {
 		si := &list.Items[i]
 		c := si.Labels[mcsv1alpha1.LabelSourceCluster]
-		if c != r.ClusterID && si.Name == serviceimport.BrokerName(se.Namespace, se.Name, c) {
+		if c != r.ClusterID && si.Name == serviceimport.BrokerName(se.Namespace, se.Name, c) && si.DeletionTimestamp.IsZero() {
 			exports = append(exports, serviceimport.ExportFrom(si))
 		}
 	}
-	conflict, ok := serviceimport.Merge(exports).Conflicts[r.ClusterID]
+	merged := serviceimport.Merge(exports)
+	conflict, ok := merged.Conflicts[r.ClusterID]
 	if !ok {
 		setCondition(se, mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionFalse, mcsv1alpha1.ServiceExportReasonNoConflicts, "no conflicts with other clusters' exports")
-		return conflict, nil
+		return merged, nil
 	}
-	reasons := make([]string, len(conflict.Reasons))
-	for i, rr := range conflict.Reasons {
-		reasons[i] = string(rr)
-	}
-	// The API allows combined reasons only as one CamelCase word.
-	setCondition(se, mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, mcsv1alpha1.ServiceExportConditionReason(strings.Join(reasons, "")), conflict.Message)
-	return conflict, nil
+	setCondition(se, mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, mcsv1alpha1.ServiceExportConditionReason(conflict.Reason()), conflict.Message)
+	return merged, nil
 }
 
 func setCondition(se *mcsv1alpha1.ServiceExport, t mcsv1alpha1.ServiceExportConditionType, s metav1.ConditionStatus, reason mcsv1alpha1.ServiceExportConditionReason, msg string) {
@@ -367,7 +369,16 @@ func Published(clusterID, brokerNamespace string, se *mcsv1alpha1.ServiceExport,
 			SessionAffinity:       svc.Spec.SessionAffinity,
 			SessionAffinityConfig: svc.Spec.SessionAffinityConfig.DeepCopy(),
 			IPFamilies:            slices.Clone(svc.Spec.IPFamilies),
+			InternalTrafficPolicy: copyPtr(svc.Spec.InternalTrafficPolicy),
+			TrafficDistribution:   copyPtr(svc.Spec.TrafficDistribution),
 		},
+	}
+	// Only what the ServiceExport names travels: never the Service's own labels.
+	if v := serviceimport.EncodeMap(se.Spec.ExportedLabels); v != "" {
+		si.Annotations[serviceimport.AnnotationExportedLabels] = v
+	}
+	if v := serviceimport.EncodeMap(se.Spec.ExportedAnnotations); v != "" {
+		si.Annotations[serviceimport.AnnotationExportedAnnotations] = v
 	}
 	for _, p := range svc.Spec.Ports {
 		si.Spec.Ports = append(si.Spec.Ports, mcsv1alpha1.ServicePort{Name: p.Name, Protocol: p.Protocol, AppProtocol: p.AppProtocol, Port: p.Port})
@@ -478,6 +489,14 @@ func podEndpoints(local []discoveryv1.EndpointSlice, byFamily map[discoveryv1.Ad
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func copyPtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
 
 func deref(s *string) string {
 	if s == nil {

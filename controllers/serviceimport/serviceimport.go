@@ -11,8 +11,11 @@
 //
 // For each service this package keeps, in the service's namespace of the local cluster:
 //   - one ServiceImport named like the service, merged from every cluster's export
-//     (Merge: the oldest export decides type and session affinity, ports are the union,
-//     contradicting ports are dropped); status.clusters lists the clusters it includes;
+//     (Merge: the oldest export decides type, session affinity, internal traffic policy,
+//     traffic distribution and the exported labels and annotations the import carries;
+//     ports are the union, contradicting ports are dropped); status.clusters lists the
+//     clusters it includes, status.endpointSliceObjects is Present and the Ready
+//     condition says whether it can be used;
 //   - one EndpointSlice per broker EndpointSlice of an included cluster, named
 //     <service>.<cluster>.<family>, labelled multicluster.kubernetes.io/service-name and
 //     multicluster.kubernetes.io/source-cluster, and managed by controller.mcnet.io so
@@ -42,6 +45,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -144,7 +148,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.syncSlices(ctx, si, merged.Clusters); err != nil {
 		return reconcile.Result{}, err
 	}
-	return reconcile.Result{}, r.updateStatus(ctx, si, merged.Clusters)
+	ready := metav1.Condition{Status: metav1.ConditionTrue, Reason: string(mcsv1alpha1.ServiceImportReasonReady),
+		Message: "imported from " + strings.Join(merged.Clusters, ", ")}
+	return reconcile.Result{}, r.updateStatus(ctx, si, merged.Clusters, ready)
 }
 
 func (r *Reconciler) exports(ctx context.Context, namespace, name string) ([]Export, error) {
@@ -194,15 +200,29 @@ func (r *Reconciler) remove(ctx context.Context, key types.NamespacedName) error
 	return nil
 }
 
+// importMeta is the labels and annotations of the local ServiceImport: mcnet's own
+// label and the oldest export's exportedLabels and exportedAnnotations. An exported label
+// cannot replace mcnet's, which marks the import as mcnet's to manage.
+func importMeta(m Merged) (map[string]string, map[string]string) {
+	labels := maps.Clone(m.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[ManagedByLabel] = ManagedBy
+	return labels, maps.Clone(m.Annotations)
+}
+
 // upsertImport writes the merged ServiceImport; it returns nil when a ServiceImport of
-// that name belongs to someone else.
+// that name belongs to someone else. The ClusterSetIPs (spec.ips) and the IP families
+// they were allocated in are the VIP step's, and kept here.
 func (r *Reconciler) upsertImport(ctx context.Context, key types.NamespacedName, m Merged) (*mcsv1alpha1.ServiceImport, error) {
+	labels, annotations := importMeta(m)
 	var si mcsv1alpha1.ServiceImport
 	err := r.Local.Get(ctx, key, &si)
 	switch {
 	case apierrors.IsNotFound(err):
 		si = mcsv1alpha1.ServiceImport{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{ManagedByLabel: ManagedBy}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: labels, Annotations: annotations},
 			Spec:       m.Spec,
 		}
 		if err := r.Local.Create(ctx, &si); err != nil {
@@ -215,26 +235,35 @@ func (r *Reconciler) upsertImport(ctx context.Context, key types.NamespacedName,
 	case !IsImport(&si):
 		log.FromContext(ctx).Info("a ServiceImport mcnet did not create is in the way; not importing", "namespace", key.Namespace, "service", key.Name)
 		return nil, nil
-	case equality.Semantic.DeepEqual(si.Spec, m.Spec):
+	}
+	want := m.Spec
+	if m.Spec.Type == mcsv1alpha1.ClusterSetIP && len(si.Spec.IPs) > 0 {
+		want.IPs, want.IPFamilies = si.Spec.IPs, si.Spec.IPFamilies
+	}
+	if equality.Semantic.DeepEqual(si.Spec, want) && maps.Equal(si.Labels, labels) && maps.Equal(si.Annotations, annotations) {
 		return &si, nil
 	}
-	si.Spec = m.Spec
+	si.Spec, si.Labels, si.Annotations = want, labels, annotations
 	if err := r.Local.Update(ctx, &si); err != nil {
 		return nil, fmt.Errorf("update ServiceImport %s: %w", key, err)
 	}
 	return &si, nil
 }
 
-func (r *Reconciler) updateStatus(ctx context.Context, si *mcsv1alpha1.ServiceImport, clusters []string) error {
-	want := make([]mcsv1alpha1.ClusterStatus, len(clusters))
+// updateStatus reports the clusters the import includes, that mcnet keeps MCS
+// EndpointSlices for it, and its Ready condition.
+func (r *Reconciler) updateStatus(ctx context.Context, si *mcsv1alpha1.ServiceImport, clusters []string, ready metav1.Condition) error {
+	before := si.DeepCopy()
+	si.Status.Clusters = make([]mcsv1alpha1.ClusterStatus, len(clusters))
 	for i, c := range clusters {
-		want[i] = mcsv1alpha1.ClusterStatus{Cluster: c}
+		si.Status.Clusters[i] = mcsv1alpha1.ClusterStatus{Cluster: c}
 	}
-	if equality.Semantic.DeepEqual(si.Status.Clusters, want) {
+	si.Status.EndpointSliceObjects = mcsv1alpha1.EndpointSliceObjectsPresent
+	ready.Type, ready.ObservedGeneration = string(mcsv1alpha1.ServiceImportConditionReady), si.Generation
+	meta.SetStatusCondition(&si.Status.Conditions, ready)
+	if equality.Semantic.DeepEqual(before.Status, si.Status) {
 		return nil
 	}
-	before := si.DeepCopy()
-	si.Status.Clusters = want
 	if err := r.Local.Status().Patch(ctx, si, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("update ServiceImport %s/%s status: %w", si.Namespace, si.Name, err)
 	}

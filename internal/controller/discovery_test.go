@@ -395,13 +395,14 @@ func TestDiscovery(t *testing.T) {
 		setGateway(ctx, t, hub.client, map[string]time.Duration{"east": time.Millisecond, "west": 3 * time.Millisecond})
 	})
 
-	t.Run("a conflicting port is flagged on the younger export and left out", func(t *testing.T) {
+	t.Run("a conflicting port is flagged on both exports and the younger one's port left out", func(t *testing.T) {
 		exportService(ctx, t, east.client, "app", "cache", []corev1.ServicePort{{Name: "redis", Protocol: corev1.ProtocolTCP, Port: 6379}}, true)
 		testenv.Eventually(ctx, t, wait, "east's cache export is ready", condition(ctx, east.client, "app", "cache", mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported"))
 		exportService(ctx, t, west.client, "app", "cache", []corev1.ServicePort{{Name: "redis", Protocol: corev1.ProtocolTCP, Port: 6380}}, true)
 		testenv.Eventually(ctx, t, wait, "west's export has a port conflict", condition(ctx, west.client, "app", "cache", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, "PortConflict"))
-		testenv.Eventually(ctx, t, wait, "east's export has none", condition(ctx, east.client, "app", "cache", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionFalse, "NoConflicts"))
+		testenv.Eventually(ctx, t, wait, "east's export has it too", condition(ctx, east.client, "app", "cache", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, "PortConflict"))
 		testenv.Eventually(ctx, t, wait, "a PortConflict Warning on west's export", eventOn(west.client, "app", "cache", corev1.EventTypeWarning, "PortConflict"))
+		testenv.Eventually(ctx, t, wait, "a PortConflict Warning on east's export", eventOn(east.client, "app", "cache", corev1.EventTypeWarning, "PortConflict"))
 		testenv.Eventually(ctx, t, wait, "hub imports the oldest port", func(ctx context.Context) error {
 			var si mcsv1alpha1.ServiceImport
 			if err := hub.client.Get(ctx, client.ObjectKey{Namespace: "app", Name: "cache"}, &si); err != nil {
@@ -412,6 +413,63 @@ func TestDiscovery(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("exported metadata, traffic policy and distribution reach every import; differences conflict on both", func(t *testing.T) {
+		local, prefer := corev1.ServiceInternalTrafficPolicyLocal, corev1.ServiceTrafficDistributionPreferClose
+		for _, m := range []*member{east, west} {
+			svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "meta", Labels: map[string]string{"svc-only": "x"}}, Spec: corev1.ServiceSpec{
+				Ports: pg, Selector: map[string]string{"app": "meta"}, InternalTrafficPolicy: &local, TrafficDistribution: &prefer,
+			}}
+			if err := m.client.Create(ctx, svc); err != nil {
+				t.Fatal(err)
+			}
+			se := &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "meta"}, Spec: mcsv1alpha1.ServiceExportSpec{
+				ExportedLabels: map[string]string{"tier": m.name}, ExportedAnnotations: map[string]string{"owner": "team-a"},
+			}}
+			if err := m.client.Create(ctx, se); err != nil {
+				t.Fatal(err)
+			}
+			if m == east { // east's export is the oldest (or, within the same second, first by name): its labels win
+				testenv.Eventually(ctx, t, wait, "east's meta export is ready", condition(ctx, east.client, "app", "meta", mcsv1alpha1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported"))
+			}
+		}
+		for _, m := range []*member{east, west} {
+			testenv.Eventually(ctx, t, wait, m.name+"'s export has a LabelsConflict", condition(ctx, m.client, "app", "meta", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, "LabelsConflict"))
+		}
+		for _, m := range []*member{hub, east, west} {
+			testenv.Eventually(ctx, t, wait, m.name+" imports east's metadata and the service's policies", func(ctx context.Context) error {
+				var si mcsv1alpha1.ServiceImport
+				if err := m.client.Get(ctx, client.ObjectKey{Namespace: "app", Name: "meta"}, &si); err != nil {
+					return err
+				}
+				switch {
+				case si.Labels["tier"] != "east" || si.Labels["svc-only"] != "" || si.Annotations["owner"] != "team-a":
+					return fmt.Errorf("labels %v annotations %v", si.Labels, si.Annotations)
+				case si.Spec.InternalTrafficPolicy == nil || *si.Spec.InternalTrafficPolicy != local:
+					return fmt.Errorf("internalTrafficPolicy %v", si.Spec.InternalTrafficPolicy)
+				case si.Spec.TrafficDistribution == nil || *si.Spec.TrafficDistribution != prefer:
+					return fmt.Errorf("trafficDistribution %v", si.Spec.TrafficDistribution)
+				}
+				ready := meta.FindStatusCondition(si.Status.Conditions, string(mcsv1alpha1.ServiceImportConditionReady))
+				if ready == nil || ready.Status != metav1.ConditionTrue || si.Status.EndpointSliceObjects != mcsv1alpha1.EndpointSliceObjectsPresent {
+					return fmt.Errorf("status %+v", si.Status)
+				}
+				return nil
+			})
+		}
+		// West follows east: the conflict is resolved on both exports.
+		var se mcsv1alpha1.ServiceExport
+		if err := west.client.Get(ctx, client.ObjectKey{Namespace: "app", Name: "meta"}, &se); err != nil {
+			t.Fatal(err)
+		}
+		se.Spec.ExportedLabels = map[string]string{"tier": "east"}
+		if err := west.client.Update(ctx, &se); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []*member{east, west} {
+			testenv.Eventually(ctx, t, wait, m.name+"'s export has no conflict", condition(ctx, m.client, "app", "meta", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionFalse, "NoConflicts"))
+		}
 	})
 
 	t.Run("an ExternalName service is not valid and not exported", func(t *testing.T) {

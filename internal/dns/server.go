@@ -460,7 +460,7 @@ func (q *query) srv(e *entry, b *Backend, port, proto string) {
 			if b != nil {
 				target = strings.ToLower(b.Cluster) + "." + base
 			}
-			q.m.Answer = append(q.m.Answer, &dns.SRV{Hdr: q.hdr(q.name, dns.TypeSRV), Priority: 0, Weight: 100, Port: uint16(p.Port), Target: target})
+			q.addSRV(uint16(p.Port), target)
 			continue
 		}
 		for i := range e.svc.Backends {
@@ -479,7 +479,9 @@ func (q *query) srv(e *entry, b *Backend, port, proto string) {
 					host = dashed(ep.Addrs[0])
 				}
 				target := strings.ToLower(host + "." + bb.Cluster + "." + base)
-				q.m.Answer = append(q.m.Answer, &dns.SRV{Hdr: q.hdr(q.name, dns.TypeSRV), Priority: 0, Weight: 100, Port: uint16(pn), Target: target})
+				if !q.addSRV(uint16(pn), target) {
+					continue
+				}
 				for k := range ep.Addrs {
 					q.m.Extra = q.addr(q.m.Extra, target, ep, k, false)
 				}
@@ -491,6 +493,19 @@ func (q *query) srv(e *entry, b *Backend, port, proto string) {
 		return
 	}
 	q.done()
+}
+
+// addSRV appends an SRV record unless one with the same port and target is there: a
+// service's TCP and UDP ports of one number (DNS on 53, say) are one record, as
+// Kubernetes DNS answers them. It says whether it appended.
+func (q *query) addSRV(port uint16, target string) bool {
+	for _, rr := range q.m.Answer {
+		if srv, ok := rr.(*dns.SRV); ok && srv.Port == port && srv.Target == target {
+			return false
+		}
+	}
+	q.m.Answer = append(q.m.Answer, &dns.SRV{Hdr: q.hdr(q.name, dns.TypeSRV), Priority: 0, Weight: 100, Port: port, Target: target})
+	return true
 }
 
 // backendPort is the port a cluster's pods listen on for a service port.

@@ -208,6 +208,41 @@ func TestServerSRVAdditional(t *testing.T) {
 	}
 }
 
+// The conformance suite's service has TCP and UDP ports of one number; an SRV query of
+// its bare name gets one record per number and target, as from Kubernetes DNS.
+func TestServerSRVOneRecordPerPortAndTarget(t *testing.T) {
+	ix := NewIndex()
+	ports := []Port{{Name: "tcp", Protocol: "TCP", Port: 42}, {Name: "udp", Protocol: "UDP", Port: 42}}
+	ix.Set(&Service{Namespace: "conf", Name: "hello", Ports: ports, Backends: []Backend{
+		{Cluster: "east", Endpoints: []Endpoint{{Addrs: addrs("10.110.0.42"), Ready: true}}},
+	}})
+	ix.Set(&Service{Namespace: "conf", Name: "headless", Headless: true, Ports: ports, Backends: []Backend{
+		{Cluster: "east", Endpoints: []Endpoint{{Addrs: addrs("10.10.0.5"), Ready: true}, {Addrs: addrs("10.10.0.6"), Ready: true}}},
+	}})
+	ix.SetHealth(map[string]Health{"east": {Connected: true}})
+	ts := start(t, ix)
+	tests := []struct {
+		name string
+		want []string
+	}{
+		{"hello.conf.svc.clusterset.local.", []string{"hello.conf.svc.clusterset.local. IN SRV 0 100 42 hello.conf.svc.clusterset.local."}},
+		{"_udp._udp.hello.conf.svc.clusterset.local.", []string{"_udp._udp.hello.conf.svc.clusterset.local. IN SRV 0 100 42 hello.conf.svc.clusterset.local."}},
+		{"headless.conf.svc.clusterset.local.", []string{
+			"headless.conf.svc.clusterset.local. IN SRV 0 100 42 10-10-0-5.east.headless.conf.svc.clusterset.local.",
+			"headless.conf.svc.clusterset.local. IN SRV 0 100 42 10-10-0-6.east.headless.conf.svc.clusterset.local.",
+		}},
+	}
+	for _, tt := range tests {
+		resp := ts.ask(t, "udp", tt.name, dns.TypeSRV)
+		if diff := cmp.Diff(tt.want, rrs(resp.Answer)); diff != "" {
+			t.Errorf("SRV %s (-want +got):\n%s", tt.name, diff)
+		}
+		if len(resp.Extra) > len(tt.want) {
+			t.Errorf("SRV %s: %d additional records for %d targets", tt.name, len(resp.Extra), len(tt.want))
+		}
+	}
+}
+
 // bigIndex has a headless service with n pods in one cluster.
 func bigIndex(n int) *Index {
 	ix := NewIndex()
