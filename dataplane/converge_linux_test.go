@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -35,16 +37,22 @@ func testPub(name string) Key { return Key(testKey(name).PublicKey()) }
 func fakeDataplane(t *testing.T) (*Dataplane, *fakeKernel) {
 	t.Helper()
 	f := newFakeKernel()
+	return fakeDataplaneOn(t, f, f.kernel()), f
+}
+
+// fakeDataplaneOn returns a Dataplane on k (f's seams, possibly wrapped).
+func fakeDataplaneOn(t *testing.T, f *fakeKernel, k kernel) *Dataplane {
+	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "wg.key")
 	if err := os.WriteFile(key, []byte(testKey("node").String()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dp, err := newDataplane(Config{StateDir: dir, KeyFile: key}, f.kernel())
+	dp, err := newDataplane(Config{StateDir: dir, KeyFile: key}, k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dp, f
+	return dp
 }
 
 // convergeStates are the States the convergence tests move between: roles, drivers,
@@ -155,13 +163,22 @@ func litter(t *testing.T, f *fakeKernel, c Config) {
 	r := netlink.NewRule()
 	r.Table, r.Priority, r.Dst = c.Table, 42, ipNet(netip.MustParsePrefix("10.99.0.0/16"))
 	must(f.RuleAdd(r))
-	ipt := f.ipt[false]
-	must(ipt.NewChain("filter", c.chainForward()))
-	must(ipt.Append("filter", c.chainForward(), "-s", "10.99.0.0/16", "-j", "ACCEPT"))
-	must(ipt.Insert("filter", "FORWARD", 1, "-j", c.chainForward()))
-	must(ipt.Append("filter", "FORWARD", "-j", c.chainForward()))
-	must(f.ipt[true].NewChain("nat", c.chainPostrouting()))
-	must(f.ipt[true].Insert("nat", "POSTROUTING", 1, "-j", c.chainPostrouting()))
+	// An earlier mcnet's iptables chains, as iptables-nft keeps them: one with a
+	// stale rule jumped to twice from FORWARD, and an IPv6 nat chain.
+	old := c.ChainPrefix + "-FORWARD"
+	f.nft.iptablesChain(nftables.TableFamilyIPv4, "filter", "FORWARD", old)
+	f.nft.iptablesChain(nftables.TableFamilyIPv4, "filter", "FORWARD", old)
+	f.nft.iptablesChain(nftables.TableFamilyIPv6, "nat", "POSTROUTING", c.ChainPrefix+"-POSTROUTING")
+	ip4filter := &nftables.Table{Name: "filter", Family: nftables.TableFamilyIPv4}
+	f.nft.AddRule(&nftables.Rule{Table: ip4filter, Chain: &nftables.Chain{Name: old}, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}})
+	// A stale mcnet table: an accept where none belongs, and a chain of its own.
+	mt := &nftables.Table{Name: c.nftTable(), Family: nftables.TableFamilyINet}
+	f.nft.AddTable(mt)
+	in := f.nft.AddChain(&nftables.Chain{Table: mt, Name: chainVXLANSources, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
+	f.nft.AddRule(&nftables.Rule{Table: mt, Chain: in, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}})
+	f.nft.AddChain(&nftables.Chain{Table: mt, Name: "stale"})
+	must(f.nft.Flush())
 }
 
 // withoutForwarding drops the forwarding sysctls, which Cleanup leaves on on purpose.

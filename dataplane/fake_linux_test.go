@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -17,7 +17,7 @@ import (
 
 // fakeKernel is an in-memory kernel behind the dataplane's seams, close enough to the
 // real one where the dataplane depends on it (replace semantics, link deletion taking
-// routes and neighbours along, chains that cannot be deleted while referenced). Its
+// routes and neighbours along, nftables transactions that apply whole or not at all). Its
 // String renders every object as sorted text, so two kernels compare with a diff.
 type fakeKernel struct {
 	links   map[string]*fakeLink
@@ -25,7 +25,7 @@ type fakeKernel struct {
 	routes  []netlink.Route
 	rules   []netlink.Rule
 	neighs  []netlink.Neigh
-	ipt     map[bool]*fakeIPTables
+	nft     *fakeNFT
 	sysctls map[string]string
 	wg      map[string]*wgtypes.Device
 	wgLog   []string // peer keepalive changes, to see handshake triggers
@@ -39,7 +39,7 @@ type fakeLink struct {
 func newFakeKernel() *fakeKernel {
 	f := &fakeKernel{
 		links: map[string]*fakeLink{}, nextIdx: 1,
-		ipt:     map[bool]*fakeIPTables{false: newFakeIPTables(), true: newFakeIPTables()},
+		nft:     newFakeNFT(),
 		sysctls: map[string]string{"net/ipv4/ip_forward": "0", "net/ipv6/conf/all/forwarding": "0"},
 		wg:      map[string]*wgtypes.Device{},
 	}
@@ -50,13 +50,15 @@ func newFakeKernel() *fakeKernel {
 	r := netlink.NewRule()
 	r.Priority, r.Table, r.Family = 100, 100, netlink.FAMILY_V4
 	f.rules = append(f.rules, *r)
-	f.ipt[false].Append("filter", "FORWARD", "-j", "KUBE-FORWARD")
-	f.ipt[false].Append("nat", "POSTROUTING", "-j", "KUBE-POSTROUTING")
+	// iptables-nft's tables with kube-proxy's jumps.
+	f.nft.iptablesChain(nftables.TableFamilyIPv4, "filter", "FORWARD", "KUBE-FORWARD")
+	f.nft.iptablesChain(nftables.TableFamilyIPv4, "nat", "POSTROUTING", "KUBE-POSTROUTING")
+	f.nft.iptablesChain(nftables.TableFamilyIPv6, "nat", "POSTROUTING", "KUBE-POSTROUTING")
 	return f
 }
 
 func (f *fakeKernel) kernel() kernel {
-	return kernel{nl: f, ipt4: f.ipt[false], ipt6: f.ipt[true], wg: f, wgLink: fakeWGLinker{f}, sysctl: f}
+	return kernel{nl: f, nft: f.nft, wg: f, wgLink: fakeWGLinker{f}, sysctl: f}
 }
 
 var errNoDev = fmt.Errorf("fake: %w", unix.ENODEV)
@@ -386,103 +388,8 @@ func (w fakeWGLinker) Remove(_ context.Context, name string) error {
 	return nil
 }
 
-// --- iptablesHandle
-
-type fakeIPTables struct {
-	chains map[string][]string // "table/chain" -> rule specs in order
-}
-
-var builtinChains = map[string][]string{
-	"filter": {"INPUT", "FORWARD", "OUTPUT"},
-	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
-	"mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
-}
-
-func newFakeIPTables() *fakeIPTables {
-	t := &fakeIPTables{chains: map[string][]string{}}
-	for table, chains := range builtinChains {
-		for _, c := range chains {
-			t.chains[table+"/"+c] = nil
-		}
-	}
-	return t
-}
-
-func isBuiltin(table, chain string) bool { return slices.Contains(builtinChains[table], chain) }
-
-func (t *fakeIPTables) ChainExists(table, chain string) (bool, error) {
-	_, ok := t.chains[table+"/"+chain]
-	return ok, nil
-}
-
-func (t *fakeIPTables) NewChain(table, chain string) error {
-	if _, ok := t.chains[table+"/"+chain]; ok {
-		return errors.New("fake iptables: chain already exists")
-	}
-	t.chains[table+"/"+chain] = nil
-	return nil
-}
-
-func (t *fakeIPTables) ClearAndDeleteChain(table, chain string) error {
-	for k, rules := range t.chains {
-		if strings.HasPrefix(k, table+"/") && slices.Contains(rules, "-j "+chain) {
-			return fmt.Errorf("fake iptables: chain %s still referenced from %s", chain, k)
-		}
-	}
-	delete(t.chains, table+"/"+chain)
-	return nil
-}
-
-func (t *fakeIPTables) List(table, chain string) ([]string, error) {
-	rules, ok := t.chains[table+"/"+chain]
-	if !ok {
-		return nil, fmt.Errorf("fake iptables: no chain %s/%s", table, chain)
-	}
-	head := "-N " + chain
-	if isBuiltin(table, chain) {
-		head = "-P " + chain + " ACCEPT"
-	}
-	out := []string{head}
-	for _, r := range rules {
-		out = append(out, "-A "+chain+" "+r)
-	}
-	return out, nil
-}
-
-func (t *fakeIPTables) Exists(table, chain string, spec ...string) (bool, error) {
-	return slices.Contains(t.chains[table+"/"+chain], strings.Join(spec, " ")), nil
-}
-
-func (t *fakeIPTables) Insert(table, chain string, pos int, spec ...string) error {
-	k := table + "/" + chain
-	if _, ok := t.chains[k]; !ok {
-		return fmt.Errorf("fake iptables: no chain %s", k)
-	}
-	t.chains[k] = slices.Insert(t.chains[k], pos-1, strings.Join(spec, " "))
-	return nil
-}
-
-func (t *fakeIPTables) Append(table, chain string, spec ...string) error {
-	k := table + "/" + chain
-	if _, ok := t.chains[k]; !ok {
-		return fmt.Errorf("fake iptables: no chain %s", k)
-	}
-	t.chains[k] = append(t.chains[k], strings.Join(spec, " "))
-	return nil
-}
-
-func (t *fakeIPTables) Delete(table, chain string, spec ...string) error {
-	k := table + "/" + chain
-	i := slices.Index(t.chains[k], strings.Join(spec, " "))
-	if i < 0 {
-		return fmt.Errorf("fake iptables: no rule %q in %s", strings.Join(spec, " "), k)
-	}
-	t.chains[k] = slices.Delete(t.chains[k], i, i+1)
-	return nil
-}
-
-// String renders the whole fake kernel as sorted lines. Rules of built-in chains keep
-// their position (the jump must come first); rules inside mcnet chains are unordered.
+// String renders the whole fake kernel as sorted lines; nftables rules carry their
+// position in their chain.
 func (f *fakeKernel) String() string {
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
@@ -516,19 +423,7 @@ func (f *fakeKernel) String() string {
 			add("neigh %s %s lladdr %s", names[n.LinkIndex], n.IP, n.HardwareAddr)
 		}
 	}
-	for v6, t := range f.ipt {
-		for k, rules := range t.chains {
-			table, chain, _ := strings.Cut(k, "/")
-			add("%s %s chain %s", iptName(v6), table, chain)
-			for i, r := range rules {
-				if isBuiltin(table, chain) {
-					add("%s %s %s #%d %s", iptName(v6), table, chain, i+1, r)
-				} else {
-					add("%s %s %s %s", iptName(v6), table, chain, r)
-				}
-			}
-		}
-	}
+	lines = append(lines, strings.Split(strings.TrimSuffix(f.nft.String(), "\n"), "\n")...)
 	for k, v := range f.sysctls {
 		add("sysctl %s=%s", k, v)
 	}

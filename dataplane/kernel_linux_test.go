@@ -291,7 +291,7 @@ func (l *lab) linkMTU(role, link string) int {
 
 // dump reads back, with the standard tools, everything mcnet may own in a node:
 // its links (with their neighbour and FDB entries), the mcnet table, rules pointing
-// at it and its iptables chains and jumps. Empty means nothing of mcnet is left.
+// at it, its nftables table and any iptables chain named like an old mcnet one. Empty means nothing of mcnet is left.
 func (l *lab) dump(role string) string {
 	l.tb.Helper()
 	var b strings.Builder
@@ -326,14 +326,35 @@ func (l *lab) dump(role string) string {
 			}
 		}
 	}
-	for _, table := range []string{"filter", "nat", "mangle"} {
-		for _, r := range lines(l.exec(role, "iptables", "-t", table, "-S")) {
-			if strings.Contains(r, "MCNET") {
-				fmt.Fprintf(&b, "iptables %s %s\n", table, r)
+	b.WriteString(l.nftDump(role))
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"filter", "nat", "mangle"} {
+			for _, r := range lines(l.exec(role, ipt, "-t", table, "-S")) {
+				if strings.Contains(r, "MCNET") {
+					fmt.Fprintf(&b, "%s %s %s\n", ipt, table, r)
+				}
 			}
 		}
 	}
 	return b.String()
+}
+
+// nftDump is mcnet's nftables table in role's namespace as nft decodes it,
+// normalised into nftView lines; empty when there is no table.
+func (l *lab) nftDump(role string) string {
+	l.tb.Helper()
+	out, err := l.try(role, "nft", "list", "table", "inet", "mcnet")
+	if err != nil {
+		if strings.Contains(out, "No such file or directory") {
+			return ""
+		}
+		l.tb.Fatalf("nft list table: %v\n%s", err, out)
+	}
+	s, err := normalizeNFT("inet", out)
+	if err != nil {
+		l.tb.Fatalf("%v\n%s", err, out)
+	}
+	return s
 }
 
 func lines(s string) []string {

@@ -38,7 +38,7 @@ import (
 func requireRoot(tb testing.TB) {
 	tb.Helper()
 	var missing []string
-	for _, tool := range []string{"ip", "iptables", "ping", "wg", "bridge"} {
+	for _, tool := range []string{"ip", "iptables", "nft", "ping", "wg", "bridge"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}

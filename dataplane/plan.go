@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
+	"strings"
 )
 
 // The plan is the desired kernel state of one node as plain values. buildPlan is pure
@@ -51,14 +51,32 @@ type routeSpec struct {
 	Via  netip.Addr
 }
 
-// chainSpec is an iptables chain mcnet owns, jumped to from a built-in chain.
-type chainSpec struct {
-	V6      bool
-	Table   string // filter, nat, mangle
-	Name    string
-	From    string     // built-in chain holding the single jump
-	Rules   [][]string // rule specs, in order, in iptables -S canonical form
-	Managed bool       // false: the chain must not exist (a family no longer used)
+// filterSpec is mcnet's packet filter: what its nftables table must do (see
+// filter_linux.go for the rules it becomes).
+type filterSpec struct {
+	// Local and Remote are the CIDRs between which connections keep their source
+	// address: no masquerade in either direction.
+	Local, Remote []netip.Prefix
+	// MSS lists the tunnels whose forwarded TCP SYNs get their MSS clamped to what
+	// fits the tunnel MTU.
+	MSS []mssClamp
+	// Ports are the VXLAN ports that accept frames only from known peers.
+	Ports []portFilter
+}
+
+// mssClamp is one tunnel and its MTU.
+type mssClamp struct {
+	Link string
+	MTU  int
+}
+
+// portFilter drops VXLAN frames of one VNI arriving on a UDP port from any source
+// but Peers.
+type portFilter struct {
+	Name  string // names the peer sets: <Name>-peers-v4 and -v6
+	Port  uint16
+	VNI   int
+	Peers []netip.Addr
 }
 
 // wgPeerSpec is one WireGuard peer.
@@ -89,7 +107,7 @@ type plan struct {
 	FDB     []fdbSpec
 	Routes  []routeSpec
 	Rules   []netip.Prefix // "to <prefix> lookup <table>"
-	Chains  []chainSpec
+	Filter  filterSpec
 	Sysctls map[string]string
 	WG      *wgSpec
 	VXPeers []vxPeer
@@ -112,10 +130,19 @@ func (c Config) ownedLinks() []string {
 	return []string{c.vxLink(), c.wgLink(), c.viLink()}
 }
 
-// chain names derived from the prefix.
-func (c Config) chainForward() string     { return c.ChainPrefix + "-FORWARD" }
-func (c Config) chainInput() string       { return c.ChainPrefix + "-INPUT" }
-func (c Config) chainPostrouting() string { return c.ChainPrefix + "-POSTROUTING" }
+// nftTable names mcnet's nftables table (family inet).
+func (c Config) nftTable() string { return strings.ToLower(c.ChainPrefix) }
+
+// legacyChains are the iptables chains (table/chain) earlier mcnet versions made,
+// each jumped to from the built-in chain of the same name without the prefix.
+func (c Config) legacyChains() [][2]string {
+	return [][2]string{
+		{"filter", c.ChainPrefix + "-FORWARD"},
+		{"filter", c.ChainPrefix + "-INPUT"},
+		{"nat", c.ChainPrefix + "-POSTROUTING"},
+		{"mangle", c.ChainPrefix + "-FORWARD"},
+	}
+}
 
 const defaultUnderlayMTU = 1500
 
@@ -130,7 +157,6 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 	remoteCIDRs = slices.Compact(remoteCIDRs)
 	var tunnels []string // links that carry remote traffic out of this node
 	var loose []string   // interfaces needing loose reverse-path filtering
-	var ports []uint16   // UDP ports to open in INPUT
 
 	// mtuFor is the tunnel MTU over the underlay that reaches addr.
 	mtuFor := func(d Driver, addrs ...netip.Addr) int {
@@ -162,8 +188,8 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 		// Nothing to reach: no links, routes or rules; the chains stay (empty of
 		// pairs) so the packet filter keeps one shape while clusters come and go.
 	case s.Gateway != nil:
-		ports = append(ports, planVXLANCable(c, s, resolve, mtuFor, &p)...)
-		ports = append(ports, planWireGuardCable(c, s, resolve, mtuFor, &p)...)
+		planVXLANCable(c, s, resolve, mtuFor, &p)
+		planWireGuardCable(c, s, resolve, mtuFor, &p)
 		for _, l := range p.Links {
 			tunnels = append(tunnels, l.Name)
 		}
@@ -174,7 +200,8 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 			MAC: gatewayMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN), Addr: gatewayAddr(s.ClusterID),
 			HealthAddrs: healthAddrs(s.Gateway.HealthCheckIPs),
 		})
-		ports = append(ports, c.IntraClusterPort)
+		// Other nodes' addresses are not in the State: the intra-cluster port stays
+		// open to the cluster network (and whatever the host firewall allows).
 		// Packets from other nodes arrive on the intra VXLAN while the reverse route
 		// to their pods goes through the cluster network: strict rp_filter drops them.
 		loose = append(loose, p.Links[len(p.Links)-1].Name)
@@ -188,6 +215,9 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 		p.FDB = append(p.FDB, fdbSpec{Link: c.viLink(), MAC: mac, Dst: gw})
 		addVXLANRoutes(&p, c.viLink(), mac, gw, remoteCIDRs)
 		tunnels = append(tunnels, c.viLink())
+		// The gateway never sends into the intra-cluster VXLAN (it has no FDB entries),
+		// so frames to it on this node can only be legitimate from the gateway.
+		p.Filter.Ports = append(p.Filter.Ports, portFilter{Name: "intra", Port: c.IntraClusterPort, VNI: intraVNI, Peers: []netip.Addr{gw}})
 		// Replies from remote clusters come back from the gateway through the
 		// cluster network, but their reverse route points into the intra VXLAN.
 		if u := resolve(gw); u.Iface != "" {
@@ -201,7 +231,7 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 	}
 
 	// Forwarding is needed on every node that routes pods' packets into a tunnel.
-	v4, v6 := families(s)
+	_, v6 := families(s)
 	p.Sysctls["net/ipv4/ip_forward"] = "1"
 	if v6 {
 		p.Sysctls["net/ipv6/conf/all/forwarding"] = "1"
@@ -214,29 +244,44 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 		p.Sysctls["net/ipv4/conf/"+l+"/rp_filter"] = "2"
 	}
 
-	p.Chains = append(p.Chains, planChains(c, s, false, v4 || !v6, tunnels, ports)...)
-	p.Chains = append(p.Chains, planChains(c, s, true, v6, tunnels, ports)...)
+	p.Filter.Local = slices.Clone(s.LocalCIDRs)
+	p.Filter.Remote = remoteCIDRs
+	if len(remoteCIDRs) > 0 {
+		// Pods do not know the tunnel MTU; clamp their SYNs to it.
+		for _, l := range p.Links {
+			if slices.Contains(tunnels, l.Name) {
+				p.Filter.MSS = append(p.Filter.MSS, mssClamp{Link: l.Name, MTU: l.MTU})
+			}
+		}
+	}
 	sortPlan(&p)
 	return p
 }
 
-// planVXLANCable adds the VXLAN cable to every vxlan remote and returns its port.
-func planVXLANCable(c Config, s State, resolve resolver, mtuFor func(Driver, ...netip.Addr) int, p *plan) []uint16 {
-	var eps []netip.Addr
+// planVXLANCable adds the VXLAN cable to every vxlan remote. Its port accepts frames
+// only from the remote gateways' published addresses: the cable has no
+// authentication, so anyone else could otherwise inject packets into the cluster.
+func planVXLANCable(c Config, s State, resolve resolver, mtuFor func(Driver, ...netip.Addr) int, p *plan) {
+	var eps, peers []netip.Addr
 	for _, r := range s.Remotes {
 		if r.Cable.Driver != DriverVXLAN {
 			continue
 		}
 		ep := pickEndpoint(r.Cable.Endpoints, resolve)
 		eps = append(eps, ep)
+		for _, e := range r.Cable.Endpoints {
+			peers = append(peers, e.Unmap())
+		}
 		mac := clusterMAC(r.ClusterID)
 		p.FDB = append(p.FDB, fdbSpec{Link: c.vxLink(), MAC: mac, Dst: ep})
 		addVXLANRoutes(p, c.vxLink(), mac, ep, r.CIDRs)
 		p.VXPeers = append(p.VXPeers, vxPeer{ClusterID: r.ClusterID, Endpoint: netip.AddrPortFrom(ep, s.Gateway.vxlanPort())})
 	}
 	if len(eps) == 0 {
-		return nil
+		return
 	}
+	slices.SortFunc(peers, netip.Addr.Compare)
+	p.Filter.Ports = append(p.Filter.Ports, portFilter{Name: "cable", Port: s.Gateway.vxlanPort(), VNI: interVNI, Peers: slices.Compact(peers)})
 	p.Links = append(p.Links, linkSpec{
 		Name: c.vxLink(), Kind: DriverVXLAN, VNI: interVNI, Port: s.Gateway.vxlanPort(),
 		MAC: clusterMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN, eps...),
@@ -247,11 +292,11 @@ func planVXLANCable(c Config, s State, resolve resolver, mtuFor func(Driver, ...
 		// sum, so the NATed gateway drops every packet (UdpInCsumErrors).
 		ZeroUDPCsum: true,
 	})
-	return []uint16{s.Gateway.vxlanPort()}
 }
 
 // planWireGuardCable adds the WireGuard device with one peer per wireguard remote.
-func planWireGuardCable(c Config, s State, resolve resolver, mtuFor func(Driver, ...netip.Addr) int, p *plan) []uint16 {
+// Its port needs no filter: WireGuard drops whatever is not from a configured peer.
+func planWireGuardCable(c Config, s State, resolve resolver, mtuFor func(Driver, ...netip.Addr) int, p *plan) {
 	wg := &wgSpec{Link: c.wgLink(), Port: s.Gateway.wireguardPort()}
 	var eps []netip.Addr
 	for _, r := range s.Remotes {
@@ -276,11 +321,10 @@ func planWireGuardCable(c Config, s State, resolve resolver, mtuFor func(Driver,
 		}
 	}
 	if len(eps) == 0 {
-		return nil
+		return
 	}
 	p.WG = wg
 	p.Links = append(p.Links, linkSpec{Name: c.wgLink(), Kind: DriverWireGuard, MTU: mtuFor(DriverWireGuard, eps...)})
-	return []uint16{wg.Port}
 }
 
 // addVXLANRoutes routes prefixes through a VXLAN link to the peer whose device has
@@ -380,55 +424,6 @@ func families(s State) (v4, v6 bool) {
 	return v4, v6
 }
 
-// planChains renders the iptables chains of one family. Rules are in the canonical
-// form iptables -S prints, so reading them back compares equal.
-func planChains(c Config, s State, v6, managed bool, tunnels []string, ports []uint16) []chainSpec {
-	fam := func(p netip.Prefix) bool { return p.Addr().Is6() == v6 }
-	var local, remote []netip.Prefix
-	for _, p := range s.LocalCIDRs {
-		if fam(p) {
-			local = append(local, p)
-		}
-	}
-	for _, r := range s.Remotes {
-		for _, p := range r.CIDRs {
-			if fam(p) {
-				remote = append(remote, p)
-			}
-		}
-	}
-	slices.SortFunc(local, comparePrefix)
-	slices.SortFunc(remote, comparePrefix)
-	var fwd, nat, mss, in [][]string
-	for _, l := range local {
-		for _, r := range remote {
-			// Both directions: pods talk to pods, and replies are not always
-			// conntrack-tracked here (asymmetric paths through the gateway).
-			fwd = append(fwd, []string{"-s", l.String(), "-d", r.String(), "-j", "ACCEPT"})
-			fwd = append(fwd, []string{"-s", r.String(), "-d", l.String(), "-j", "ACCEPT"})
-			// ACCEPT in nat POSTROUTING ends the table's traversal before any
-			// MASQUERADE (CNI, kube-proxy's KUBE-POSTROUTING): source IPs survive.
-			nat = append(nat, []string{"-s", l.String(), "-d", r.String(), "-j", "ACCEPT"})
-			nat = append(nat, []string{"-s", r.String(), "-d", l.String(), "-j", "ACCEPT"})
-		}
-	}
-	if len(remote) > 0 {
-		for _, t := range tunnels {
-			// Pods do not know the tunnel MTU; clamp SYNs to the route's MTU.
-			mss = append(mss, []string{"-o", t, "-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--clamp-mss-to-pmtu"})
-		}
-		for _, port := range ports {
-			in = append(in, []string{"-p", "udp", "-m", "udp", "--dport", strconv.Itoa(int(port)), "-j", "ACCEPT"})
-		}
-	}
-	return []chainSpec{
-		{V6: v6, Table: "filter", Name: c.chainForward(), From: "FORWARD", Rules: fwd, Managed: managed},
-		{V6: v6, Table: "filter", Name: c.chainInput(), From: "INPUT", Rules: in, Managed: managed},
-		{V6: v6, Table: "nat", Name: c.chainPostrouting(), From: "POSTROUTING", Rules: nat, Managed: managed},
-		{V6: v6, Table: "mangle", Name: c.chainForward(), From: "FORWARD", Rules: mss, Managed: managed},
-	}
-}
-
 // sortPlan gives every list a canonical order so plans compare and render stably.
 func sortPlan(p *plan) {
 	slices.SortFunc(p.Links, func(a, b linkSpec) int { return cmp.Compare(a.Name, b.Name) })
@@ -440,6 +435,9 @@ func sortPlan(p *plan) {
 	})
 	slices.SortFunc(p.Routes, func(a, b routeSpec) int { return comparePrefix(a.Dst, b.Dst) })
 	slices.SortFunc(p.Rules, comparePrefix)
+	slices.SortFunc(p.Filter.Local, comparePrefix)
+	slices.SortFunc(p.Filter.MSS, func(a, b mssClamp) int { return cmp.Compare(a.Link, b.Link) })
+	slices.SortFunc(p.Filter.Ports, func(a, b portFilter) int { return cmp.Compare(a.Name, b.Name) })
 	if p.WG != nil {
 		slices.SortFunc(p.WG.Peers, func(a, b wgPeerSpec) int { return cmp.Compare(a.ClusterID, b.ClusterID) })
 	}

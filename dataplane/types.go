@@ -200,7 +200,9 @@ type Config struct {
 	// /var/run/wireguard, which network namespaces share: nodes in one host need
 	// distinct prefixes unless each has its own mount namespace.
 	LinkPrefix string
-	// ChainPrefix prefixes every iptables chain. Default "MCNET".
+	// ChainPrefix names mcnet's nftables table, lowercased (default "MCNET": table
+	// inet mcnet), and the iptables chains <ChainPrefix>-FORWARD, -INPUT and
+	// -POSTROUTING of earlier versions, which Apply removes.
 	ChainPrefix string
 	// Table is the routing table for remote routes. Default DefaultTable.
 	Table int
@@ -256,7 +258,8 @@ func (c Config) validate() error {
 	if !linkPrefixRE.MatchString(c.LinkPrefix) {
 		errs = append(errs, fmt.Errorf("link prefix %q: want 1-11 of [a-zA-Z0-9_.]", c.LinkPrefix))
 	}
-	// iptables chain names are limited to 28 characters; the longest suffix is 12.
+	// The old iptables chain names it also derives are limited to 28 characters;
+	// the longest suffix is 12.
 	if !chainPrefixRE.MatchString(c.ChainPrefix) {
 		errs = append(errs, fmt.Errorf("chain prefix %q: want 1-15 of [A-Za-z0-9_-]", c.ChainPrefix))
 	}
