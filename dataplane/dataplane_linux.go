@@ -95,21 +95,31 @@ func New(cfg Config) (*Dataplane, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("dataplane config: %w", err)
 	}
+	k, err := newKernel()
+	if err != nil {
+		return nil, err
+	}
+	return newDataplane(cfg, k)
+}
+
+// newKernel opens the real seams in the calling thread's network namespace; tests
+// wrap them (to count writes) before handing them to newDataplane.
+func newKernel() (kernel, error) {
 	nl, err := newRTNL()
 	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
+		return kernel{}, fmt.Errorf("open netlink: %w", err)
 	}
 	wg, err := wgctrl.New()
 	if err != nil {
 		nl.Close()
-		return nil, fmt.Errorf("open wgctrl: %w", err)
+		return kernel{}, fmt.Errorf("open wgctrl: %w", err)
 	}
 	// A lasting socket stays in this namespace whatever thread later uses it.
 	nft, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		nl.Close()
 		wg.Close()
-		return nil, fmt.Errorf("open nftables netlink: %w", err)
+		return kernel{}, fmt.Errorf("open nftables netlink: %w", err)
 	}
 	links := newWGLinks(nl)
 	k := kernel{nl: nl, nft: nft, wg: wg, wgLink: links, sysctl: procSysctl{}}
@@ -118,7 +128,7 @@ func New(cfg Config) (*Dataplane, error) {
 		nl.Close()
 		return errors.Join(err, wg.Close(), nft.CloseLasting())
 	}
-	return newDataplane(cfg, k)
+	return k, nil
 }
 
 // newDataplane wires a Dataplane to any kernel; tests pass fakes.

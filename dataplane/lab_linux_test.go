@@ -80,18 +80,7 @@ type lab struct {
 // the main tables) and registers their removal.
 func newLab(tb testing.TB) *lab {
 	tb.Helper()
-	seq := labSeq.Add(1)
-	l := &lab{tb: tb, id: fmt.Sprintf("%d-%d", os.Getpid(), seq), ns: map[string]string{}, nodes: map[string]*node{}, prefix: map[string]string{}}
-	for _, role := range []string{"gwa", "gwb", "nodea", "poda", "podb", "podn"} {
-		l.ns[role] = "mcnt-" + l.id + "-" + role
-		// Userspace WireGuard sockets are host-global: unique link names per node.
-		l.prefix[role] = fmt.Sprintf("t%d%d%s", os.Getpid()%100000, seq%10, map[string]string{"gwa": "g", "gwb": "h", "nodea": "n"}[role])
-	}
-	tb.Cleanup(l.destroy)
-	for _, role := range []string{"gwa", "gwb", "nodea", "poda", "podb", "podn"} {
-		l.run("ip", "netns", "add", l.ns[role])
-		l.ip(role, "link", "set", "lo", "up")
-	}
+	l := newNamespaces(tb, "gwa", "gwb", "nodea", "poda", "podb", "podn")
 	l.veth("gwa", "wan0", wanA.String()+"/24", "gwb", "wan0", wanB.String()+"/24")
 	l.veth("gwa", "lan0", lanGw.String()+"/24", "nodea", "lan0", "198.18.1.2/24")
 	l.veth("gwa", "pod0", "10.1.0.1/24", "poda", "eth0", podA.String()+"/24")
@@ -108,6 +97,30 @@ func newLab(tb testing.TB) *lab {
 		// both where it needs them.
 		l.sysctl(role, "net.ipv4.conf.all.rp_filter", "1")
 		l.sysctl(role, "net.ipv4.ip_forward", "0")
+	}
+	return l
+}
+
+// newNamespaces makes one namespace per role (loopback up, nothing else) and
+// registers their removal before creating any, so a failure half-way leaks nothing.
+// A role's link prefix ends with the role's first letter.
+func newNamespaces(tb testing.TB, roles ...string) *lab {
+	tb.Helper()
+	seq := labSeq.Add(1)
+	l := &lab{tb: tb, id: fmt.Sprintf("%d-%d", os.Getpid(), seq), ns: map[string]string{}, nodes: map[string]*node{}, prefix: map[string]string{}}
+	for _, role := range roles {
+		l.ns[role] = "mcnt-" + l.id + "-" + role
+		// Userspace WireGuard sockets are host-global: unique link names per node.
+		letter := map[string]string{"gwa": "g", "gwb": "h", "nodea": "n"}[role]
+		if letter == "" {
+			letter = role[:1]
+		}
+		l.prefix[role] = fmt.Sprintf("t%d%d%s", os.Getpid()%100000, seq%10, letter)
+	}
+	tb.Cleanup(l.destroy)
+	for _, role := range roles {
+		l.run("ip", "netns", "add", l.ns[role])
+		l.ip(role, "link", "set", "lo", "up")
 	}
 	return l
 }
@@ -226,6 +239,7 @@ type node struct {
 type helperConfig struct {
 	LinkPrefix string
 	StateDir   string
+	KeyFile    string // default <StateDir>/wireguard.key
 }
 
 type helperRequest struct {
@@ -234,10 +248,14 @@ type helperRequest struct {
 }
 
 type helperReply struct {
-	Err     string        `json:"err,omitempty"`
-	Changes int           `json:"changes"`
-	Key     Key           `json:"key,omitzero"`
-	Stats   []CableStatus `json:"stats,omitempty"`
+	Err     string `json:"err,omitempty"`
+	Changes int    `json:"changes"`
+	// Writes are the kernel writes the counting seams saw during the op, and
+	// Generation the nftables ruleset generation after it.
+	Writes     []string      `json:"writes,omitempty"`
+	Generation uint32        `json:"generation"`
+	Key        Key           `json:"key,omitzero"`
+	Stats      []CableStatus `json:"stats,omitempty"`
 }
 
 func (l *lab) startNode(role string) *node {
@@ -246,10 +264,18 @@ func (l *lab) startNode(role string) *node {
 	if err != nil {
 		l.tb.Fatal(err)
 	}
-	cfg, _ := json.Marshal(helperConfig{LinkPrefix: l.prefix[role], StateDir: l.tb.TempDir()})
+	return l.startHelper(role, exe, helperConfig{LinkPrefix: l.prefix[role], StateDir: l.tb.TempDir()})
+}
+
+// startHelper starts a dataplane process of the test binary exe (this one, or one
+// built from another revision for the benchmark) inside role's namespace.
+func (l *lab) startHelper(role, exe string, hc helperConfig) *node {
+	l.tb.Helper()
+	cfg, _ := json.Marshal(hc)
 	cmd := exec.Command("ip", "netns", "exec", l.ns[role], exe, "-test.run=^TestHelperProcess$")
 	cmd.Env = append(os.Environ(), "MCNET_DATAPLANE_HELPER="+string(cfg))
 	n := &node{role: role, cmd: cmd, stderr: &lockedBuffer{}}
+	l.tb.Cleanup(n.stop) // also when the test fails before destroy
 	cmd.Stderr = n.stderr
 	// Replies come on fd 3 so the testing package's own stdout cannot interfere.
 	r, w, err := os.Pipe()
@@ -340,7 +366,13 @@ func helperMain(raw string) int {
 	}
 	log := funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{Verbosity: 1})
 	ctx := logr.NewContext(context.Background(), log)
-	dp, err := New(Config{LinkPrefix: hc.LinkPrefix, ChainPrefix: "MCNET", StateDir: hc.StateDir})
+	k, err := newKernel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	var writes writeCounter
+	dp, err := newDataplane(Config{LinkPrefix: hc.LinkPrefix, ChainPrefix: "MCNET", StateDir: hc.StateDir, KeyFile: hc.KeyFile}, counting(k, &writes))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -361,6 +393,7 @@ func helperMain(raw string) int {
 			case "cleanup":
 				err = dp.Cleanup(ctx)
 				rep.Changes = dp.changes
+			case "gen": // nothing: every reply carries the nftables generation
 			case "key":
 				rep.Key, err = dp.PublicKey()
 			case "stats":
@@ -371,6 +404,10 @@ func helperMain(raw string) int {
 		}
 		if err != nil {
 			rep.Err = err.Error()
+		}
+		rep.Writes = writes.take()
+		if rep.Generation, err = nftGeneration(); err != nil {
+			rep.Err += err.Error()
 		}
 		b, _ := json.Marshal(rep)
 		if _, err := replies.Write(append(b, '\n')); err != nil {
