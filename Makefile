@@ -11,6 +11,9 @@ COMMIT         ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS        := -s -w -X github.com/mcnet-io/mcnet/internal/version.Version=$(VERSION) -X github.com/mcnet-io/mcnet/internal/version.Commit=$(COMMIT)
 ENVTEST_ASSETS := $(CURDIR)/bin/envtest/$(KUBE_VERSION)
 GO_TEST_FLAGS  ?=
+# The last revision whose dataplane programmed iptables rule by rule: make bench
+# measures its no-op Apply beside the current one (BenchmarkNoOpApply).
+BENCH_BASELINE ?= 0caa576f4db98dc08be03172b5c6cc75303258c9
 export KUBEBUILDER_ASSETS := $(ENVTEST_ASSETS)
 
 BINARIES := $(notdir $(wildcard cmd/*))
@@ -63,7 +66,7 @@ e2e: tools build ## Run the end-to-end suites in the lab (root).
 .PHONY: bench
 bench: tools build ## Run the benchmarks and print their figures.
 	hack/build-tools.sh wireguard-go
-	go test -run '^$$' -bench . -benchtime 1x -timeout 40m ./...
+	MCNET_BENCH_BASELINE=$(BENCH_BASELINE) go test -run '^$$' -bench . -benchtime 1x -timeout 40m ./...
 
 .PHONY: demo
 demo: build ## Render the bundled example fleet into a new Git repository, fleet-repo/.
