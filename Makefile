@@ -84,6 +84,10 @@ lab-down: ## Remove a lab left behind by a killed run.
 clean: ## Remove build output (keeps the cached tool builds).
 	rm -rf dist fleet-repo $(addprefix bin/,$(BINARIES))
 
+.PHONY: image
+image: ## Build mcnet's images for this machine into bin/images/ (OCI layout + tar each): mcnet.tar (ghcr.io/mcnet-io/mcnet:<version>), nettools.tar (also docker.io/alpine/socat:1.7.4.4, docker.io/nicolaka/netshoot:v0.15), pause.tar (registry.k8s.io/pause:3.6); see docs/images.md.
+	VERSION=$(VERSION) COMMIT=$(COMMIT) go run ./hack/image
+
 .PHONY: dist
 dist: ## Build release archives, the krew manifest and the components' OCI image into dist/.
 	VERSION=$(VERSION) COMMIT=$(COMMIT) hack/dist.sh

@@ -2,7 +2,10 @@
 # Builds the release artifacts into dist/ (`make dist`): kubectl-mcnet_<os>_<arch>.tar.gz for
 # linux and darwin on amd64 and arm64, the krew manifest dist/mcnet.yaml with their sha256,
 # and the in-cluster components' image as an OCI layout (dist/mcnet-image-oci/) and its tar
-# (dist/mcnet-image.tar). The work is done by hack/dist (internal/packaging).
+# (dist/mcnet-image.tar), for linux/amd64 and linux/arm64 on the same Debian base as
+# `make image` (Debian packages cached in bin/debian; the host needs apt-get and dpkg-deb,
+# and fetches the package lists of a foreign architecture once). The work is done by
+# hack/dist (internal/packaging).
 #
 # Environment: VERSION, COMMIT (stamped; from git when unset), IMAGE_REPOSITORY (default
 # ghcr.io/mcnet-io/mcnet), IMAGE_TAG (default the version), SOURCE_DATE_EPOCH (archive and

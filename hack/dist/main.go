@@ -32,7 +32,8 @@ func run() error {
 	flag.StringVar(&o.ImageRepository, "image-repository", os.Getenv("IMAGE_REPOSITORY"), "image repository ($IMAGE_REPOSITORY, default "+packaging.DefaultImageRepository+")")
 	flag.StringVar(&o.ImageTag, "image-tag", os.Getenv("IMAGE_TAG"), "image tag ($IMAGE_TAG, default the version)")
 	flag.BoolVar(&o.SkipImage, "skip-image", false, "do not build the image")
-	flag.StringVar(&o.BaseLayout, "base-image-layout", os.Getenv("BASE_IMAGE_LAYOUT"), "OCI layout holding the base image per platform ($BASE_IMAGE_LAYOUT; default scratch)")
+	flag.StringVar(&o.BaseLayout, "base-image-layout", os.Getenv("BASE_IMAGE_LAYOUT"), "OCI layout holding a base image per platform to use instead of mcnet's Debian base ($BASE_IMAGE_LAYOUT)")
+	flag.StringVar(&o.CacheDir, "cache", "bin/debian", "cache of Debian packages, package lists and bases")
 	flag.Parse()
 
 	// SOURCE_DATE_EPOCH (reproducible-builds.org) sets the archives' mtimes; the default

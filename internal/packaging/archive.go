@@ -19,6 +19,25 @@ type File struct {
 	Mode fs.FileMode
 	// Data is the content of a regular file.
 	Data []byte
+	// Link, when set, makes the entry a symbolic link to it.
+	Link string
+	// UID and GID own the entry (root when zero).
+	UID, GID int
+}
+
+// modeBits is the tar mode of m: permissions plus setuid, setgid and sticky bits.
+func modeBits(m fs.FileMode) int64 {
+	bits := int64(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		bits |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		bits |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		bits |= 0o1000 // c_ISVTX, for /tmp
+	}
+	return bits
 }
 
 // writeTar writes files as a tar stream that depends only on its arguments: entries sorted
@@ -32,19 +51,20 @@ func writeTar(w io.Writer, files []File, mtime time.Time) error {
 		if i > 0 && files[i-1].Name == f.Name {
 			return fmt.Errorf("tar: duplicate entry %s", f.Name)
 		}
-		mode := int64(f.Mode.Perm())
-		if f.Mode&fs.ModeSticky != 0 {
-			mode |= 0o1000 // c_ISVTX, for /tmp
-		}
 		hdr := &tar.Header{
 			Name:     f.Name,
-			Mode:     mode,
+			Mode:     modeBits(f.Mode),
+			Uid:      f.UID,
+			Gid:      f.GID,
 			ModTime:  mtime.UTC().Truncate(time.Second),
 			Typeflag: tar.TypeReg,
 			Size:     int64(len(f.Data)),
 			Format:   tar.FormatUSTAR,
 		}
-		if strings.HasSuffix(f.Name, "/") {
+		switch {
+		case f.Link != "":
+			hdr.Typeflag, hdr.Linkname, hdr.Size, hdr.Mode = tar.TypeSymlink, f.Link, 0, 0o777
+		case strings.HasSuffix(f.Name, "/"):
 			hdr.Typeflag, hdr.Size = tar.TypeDir, 0
 		}
 		if err := tw.WriteHeader(hdr); err != nil {

@@ -74,13 +74,15 @@ func commands(root string) ([]string, error) {
 	return cmds, nil
 }
 
-// goBuild builds ./cmd/<name> for p the way `make build` does (static, -trimpath, version
-// stamped). VCS stamping is off (the commit is stamped explicitly), so the bytes depend only
-// on the sources, the flags and the toolchain, not on whether the work tree is dirty.
-func goBuild(ctx context.Context, o *Options, name string, p Platform, out string) error {
-	ldflags := fmt.Sprintf("-s -w -X %s.Version=%s -X %s.Commit=%s", versionPkg, o.Version, versionPkg, o.Commit)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, "./cmd/"+name)
-	cmd.Dir = o.Root
+// goBuild builds the main package pkg (./cmd/<name>) of the module at root for p the way
+// `make build` does (static, -trimpath, version stamped). VCS stamping is off (the commit
+// is stamped explicitly), so the bytes depend only on the sources, the flags and the
+// toolchain, not on whether the work tree is dirty.
+func goBuild(ctx context.Context, root, version, commit, pkg string, p Platform, out string) error {
+	name := filepath.Base(pkg)
+	ldflags := fmt.Sprintf("-s -w -X %s.Version=%s -X %s.Commit=%s", versionPkg, version, versionPkg, commit)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, pkg)
+	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr

@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -40,11 +41,13 @@ type Options struct {
 	ImageTag        string
 	// SkipImage leaves the image out.
 	SkipImage bool
-	// BaseLayout is an OCI image layout whose index holds the base image per platform
-	// (e.g. one with iptables, which the gateway and route agent run); empty builds the
-	// image from scratch. Pull it beforehand (crane pull --format=oci) so that dist itself
-	// never downloads.
+	// BaseLayout, when set, is an OCI image layout whose index holds the base image per
+	// platform, used instead of mcnet's Debian base (it must then provide iptables in
+	// both modes and the nonroot user 65532 itself).
 	BaseLayout string
+	// CacheDir keeps the Debian packages, foreign package lists and built bases of the
+	// Debian base (default Root/bin/debian).
+	CacheDir string
 	// Log receives one line per step (nil: discarded).
 	Log io.Writer
 }
@@ -149,7 +152,7 @@ func Dist(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
-	if err := o.image(res, imageCmds, build, license); err != nil {
+	if err := o.image(ctx, res, imageCmds, build, license); err != nil {
 		return nil, err
 	}
 	return res, writeSums(o.OutDir, res)
@@ -179,6 +182,9 @@ func (o *Options) complete() error {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
+	if o.CacheDir == "" && o.Root != "" {
+		o.CacheDir = filepath.Join(o.Root, "bin", "debian")
+	}
 	return errors.Join(errs...)
 }
 
@@ -202,13 +208,20 @@ func (o *Options) buildAll(ctx context.Context, build string, imageCmds []string
 		for _, c := range imageCmds {
 			jobs = append(jobs, job{c, p})
 		}
+		if len(imageCmds) > 0 && o.BaseLayout == "" {
+			jobs = append(jobs, job{"iptables-wrapper", p})
+		}
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(2)
 	for _, j := range jobs {
 		g.Go(func() error {
 			o.logf("building %s for %s", j.name, j.p)
-			return goBuild(ctx, o, j.name, j.p, filepath.Join(build, j.p.suffix(), j.name))
+			pkg := "./cmd/" + j.name
+			if slices.Contains(helperCommands, j.name) {
+				pkg = "./internal/imagecmd/" + j.name
+			}
+			return goBuild(ctx, o.Root, o.Version, o.Commit, pkg, j.p, filepath.Join(build, j.p.suffix(), j.name))
 		})
 	}
 	return g.Wait()
@@ -216,7 +229,7 @@ func (o *Options) buildAll(ctx context.Context, build string, imageCmds []string
 
 // image writes the image of the in-cluster commands (every cmd/ but the plugin), built
 // for ImagePlatforms by buildAll.
-func (o *Options) image(res *Result, cmds []string, build string, license []byte) error {
+func (o *Options) image(ctx context.Context, res *Result, cmds []string, build string, license []byte) error {
 	if len(cmds) == 0 {
 		o.logf("no in-cluster commands under cmd/ (or skipped): no image")
 		return nil
@@ -244,6 +257,20 @@ func (o *Options) image(res *Result, cmds []string, build string, license []byte
 	if o.BaseLayout != "" {
 		if meta.Base, err = layout.ImageIndexFromPath(o.BaseLayout); err != nil {
 			return fmt.Errorf("base image layout %s: %w", o.BaseLayout, err)
+		}
+	} else {
+		// mcnet's Debian base, the same one `make image` builds, for each platform.
+		meta.BaseLayers = map[Platform][]v1.Layer{}
+		for _, p := range ImagePlatforms {
+			wrapper, err := os.ReadFile(filepath.Join(build, p.suffix(), "iptables-wrapper"))
+			if err != nil {
+				return err
+			}
+			b, err := BuildBase(ctx, mcnetBase(wrapper), p, o.CacheDir, o.Epoch, o.logf)
+			if err != nil {
+				return err
+			}
+			meta.BaseLayers[p] = []v1.Layer{b.Layer}
 		}
 	}
 	idx, err := BuildImage(files, meta)

@@ -2,11 +2,13 @@ package packaging
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -25,6 +27,9 @@ type ImageMeta struct {
 	Created  time.Time
 	// Base, when set, holds the base image of each platform; nil means scratch.
 	Base v1.ImageIndex
+	// BaseLayers are put under mcnet's own layer, per platform (a Debian base from
+	// BuildBase), on top of Base.
+	BaseLayers map[Platform][]v1.Layer
 }
 
 // labels are the org.opencontainers.image.* labels of the image config (and the
@@ -44,9 +49,10 @@ func (m ImageMeta) labels() map[string]string {
 	return l
 }
 
-// platformImage builds one platform's image: a single layer holding files, no entrypoint
-// (the rendered manifests set the command), no user (the manifests set it per component,
-// since the gateway and route agent need root and the controller does not).
+// platformImage builds one platform's image: the base's layers and a layer holding files,
+// no entrypoint (the rendered manifests set the command), User ImageUser (the manifests
+// set runAsUser per component all the same: the gateway and route agent need root, the
+// controller does not).
 func platformImage(p Platform, files []File, meta ImageMeta) (v1.Image, error) {
 	var layerBytes bytes.Buffer
 	if err := writeTarGz(&layerBytes, files, meta.Created); err != nil {
@@ -71,7 +77,7 @@ func platformImage(p Platform, files []File, meta ImageMeta) (v1.Image, error) {
 	cfg.Architecture, cfg.OS, cfg.Created = p.Arch, p.OS, created
 	cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cfg.Config.Labels = meta.labels()
-	cfg.Config.Entrypoint, cfg.Config.Cmd, cfg.Config.User = nil, nil, ""
+	cfg.Config.Entrypoint, cfg.Config.Cmd, cfg.Config.User = nil, nil, ImageUser
 	if cfg.RootFS.Type == "" {
 		cfg.RootFS.Type = "layers"
 	}
@@ -81,6 +87,16 @@ func platformImage(p Platform, files []File, meta ImageMeta) (v1.Image, error) {
 	}
 	img = mutate.MediaType(img, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	for _, l := range meta.BaseLayers[p] {
+		img, err = mutate.Append(img, mutate.Addendum{
+			Layer:     l,
+			MediaType: types.OCILayer,
+			History:   v1.History{Created: created, CreatedBy: "internal/packaging: Debian packages " + strings.Join(MCNetPackages, " ")},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("image for %s: %w", p, err)
+		}
+	}
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer:     layer,
 		MediaType: types.OCILayer,
@@ -147,6 +163,20 @@ func BuildImage(files map[Platform][]File, meta ImageMeta) (v1.ImageIndex, error
 // reference), so `ctr images import`, `crane push DIR REF` and skopeo's oci: transport all
 // understand it.
 func WriteImage(idx v1.ImageIndex, ref name.Tag, dir, tarPath string, mtime time.Time) error {
+	return WriteImages([]TaggedImage{{Index: idx, Refs: []string{ref.Name()}}}, dir, tarPath, mtime)
+}
+
+// TaggedImage is an image index with the references it goes by.
+type TaggedImage struct {
+	Index v1.ImageIndex
+	// Refs are full references as containerd spells them: docker.io/alpine/socat:1.7.4.4.
+	Refs []string
+}
+
+// WriteImages writes images into one OCI image layout in dir (replacing it), sharing the
+// blobs they have in common, with one index.json entry per reference, and a tarball of
+// that layout at tarPath (see WriteImage).
+func WriteImages(images []TaggedImage, dir, tarPath string, mtime time.Time) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
@@ -154,11 +184,19 @@ func WriteImage(idx v1.ImageIndex, ref name.Tag, dir, tarPath string, mtime time
 	if err != nil {
 		return fmt.Errorf("write image layout: %w", err)
 	}
-	if err := lp.AppendIndex(idx, layout.WithAnnotations(map[string]string{
-		"org.opencontainers.image.ref.name": ref.TagStr(),
-		"io.containerd.image.name":          ref.Name(),
-	})); err != nil {
-		return fmt.Errorf("write image layout: %w", err)
+	for _, img := range images {
+		for _, ref := range img.Refs {
+			tag, err := name.NewTag(ref, name.StrictValidation)
+			if err != nil {
+				return fmt.Errorf("image reference %q: %w", ref, err)
+			}
+			if err := lp.AppendIndex(img.Index, layout.WithAnnotations(map[string]string{
+				"org.opencontainers.image.ref.name": tag.TagStr(),
+				"io.containerd.image.name":          ref,
+			})); err != nil {
+				return fmt.Errorf("write image layout: %w", err)
+			}
+		}
 	}
 	var files []File
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -180,11 +218,14 @@ func WriteImage(idx v1.ImageIndex, ref name.Tag, dir, tarPath string, mtime time
 	if err != nil {
 		return fmt.Errorf("read image layout: %w", err)
 	}
-	var buf bytes.Buffer
-	if err := writeTar(&buf, files, mtime); err != nil {
+	f, err := os.Create(tarPath + ".tmp")
+	if err != nil {
 		return err
 	}
-	return os.WriteFile(tarPath, buf.Bytes(), 0o644)
+	if err := errors.Join(writeTar(f, files, mtime), f.Close()); err != nil {
+		return err
+	}
+	return os.Rename(tarPath+".tmp", tarPath)
 }
 
 // ImageUser is the config User of mcnet's image: numeric, so that a kubelet can verify
