@@ -17,10 +17,12 @@ import (
 	"github.com/mcnet-io/mcnet/internal/iptwrapper"
 )
 
-// MCNetPackages are the Debian packages of mcnet's image base: the gateway and the route
-// agent run iptables and ip6tables (github.com/coreos/go-iptables execs them, with -save
-// and -restore in both backends: legacy and nft), and nothing else of theirs execs a
-// program (TestImageHoldsWhatComponentsExec keeps that true).
+// MCNetPackages are the Debian packages of mcnet's image base. The components exec no
+// program today (the dataplane programs its nftables table over netlink;
+// TestImageHoldsWhatComponentsExec fails when that changes unaccounted), but the image
+// carries iptables in both backends, legacy and nft, with -save and -restore, behind the
+// wrapper that picks the node's: for whoever debugs a node from the gateway's container,
+// and for any code that execs iptables again (github.com/coreos/go-iptables did).
 var MCNetPackages = []string{"base-files", "netbase", "iptables"}
 
 // NetToolsPackages are the Debian packages of the network-tools image: what test

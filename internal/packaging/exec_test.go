@@ -15,7 +15,9 @@ var execers = map[string]struct {
 	programs []string
 	why      string
 }{
-	"github.com/coreos/go-iptables/iptables": {programs: iptwrapper.Commands, why: "the dataplane's packet filter"},
+	// The dataplane's packet filter used it before its nftables table; should it (or
+	// anything using it) come back, the wrapped iptables commands are there.
+	"github.com/coreos/go-iptables/iptables": {programs: iptwrapper.Commands, why: "iptables rules"},
 	// client-go runs kubeconfig exec credential plugins; the components authenticate with
 	// their service account and the broker kubeconfig's token, never a plugin.
 	"k8s.io/client-go/plugin/pkg/client/auth/exec": {why: "kubeconfig exec plugins, unused in-cluster"},
@@ -25,8 +27,8 @@ var execers = map[string]struct {
 
 // TestImageHoldsWhatComponentsExec lists every package of the in-cluster binaries that
 // can exec a program and fails for one not in execers (decide what it runs, and put that
-// in the image's Debian packages), and checks the image provides what the known ones run:
-// the iptables commands, through the wrapper that picks the node's backend.
+// in the image's Debian packages), and checks the image provides what the known ones run
+// (the iptables commands, through the wrapper that picks the node's backend).
 // TestContainerdRunsTheImages runs them in the built image.
 func TestImageHoldsWhatComponentsExec(t *testing.T) {
 	root := repoRoot(t)
@@ -54,7 +56,7 @@ func TestImageHoldsWhatComponentsExec(t *testing.T) {
 		}
 	}
 	if len(found) == 0 {
-		t.Fatal("no package of the in-cluster binaries imports os/exec: go-iptables at least should")
+		t.Fatal("no package of the in-cluster binaries imports os/exec: client-go's exec credential plugin at least should (is go list's output read right?)")
 	}
 	provided := mcnetBase(nil).Alternatives
 	for _, pkg := range found {
