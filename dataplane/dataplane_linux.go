@@ -122,7 +122,7 @@ func newKernel() (kernel, error) {
 		return kernel{}, fmt.Errorf("open nftables netlink: %w", err)
 	}
 	links := newWGLinks(nl)
-	k := kernel{nl: nl, nft: nft, wg: wg, wgLink: links, sysctl: procSysctl{}}
+	k := kernel{nl: nl, nft: nftConn{nft}, wg: wg, wgLink: links, sysctl: procSysctl{}}
 	k.close = func() error {
 		err := links.closeAll()
 		nl.Close()

@@ -109,6 +109,16 @@ func (f *fakeNFT) ListChainsOfTableFamily(fam nftables.TableFamily) ([]*nftables
 	return out, nil
 }
 
+func (f *fakeNFT) ListChain(t *nftables.Table, name string) (*nftables.Chain, error) {
+	c, err := f.chain(t, name)
+	if err != nil {
+		return nil, err
+	}
+	cc := c.chain
+	cc.Table = &nftables.Table{Name: t.Name, Family: t.Family}
+	return &cc, nil
+}
+
 func (f *fakeNFT) chain(t *nftables.Table, name string) (*fakeChain, error) {
 	tb, ok := f.tables[key(t)]
 	if !ok {

@@ -24,7 +24,7 @@ package dataplane
 //
 // Earlier versions kept iptables chains <ChainPrefix>-FORWARD and friends, jumped
 // to first from the built-in chains; Apply removes them from the iptables-nft
-// tables in the same transaction.
+// tables, in a transaction of its own.
 
 import (
 	"context"
@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -44,6 +45,7 @@ import (
 type nftHandle interface {
 	ListTablesOfFamily(family nftables.TableFamily) ([]*nftables.Table, error)
 	ListChainsOfTableFamily(family nftables.TableFamily) ([]*nftables.Chain, error)
+	ListChain(t *nftables.Table, chain string) (*nftables.Chain, error)
 	GetRules(t *nftables.Table, c *nftables.Chain) ([]*nftables.Rule, error)
 	GetSets(t *nftables.Table) ([]*nftables.Set, error)
 	GetSetElements(s *nftables.Set) ([]nftables.SetElement, error)
@@ -56,6 +58,19 @@ type nftHandle interface {
 	DelRule(r *nftables.Rule) error
 	AddSet(s *nftables.Set, vals []nftables.SetElement) error
 	Flush() error
+}
+
+// nftConn is the real nftHandle: *nftables.Conn, with ListChain's "no such chain"
+// made testable. The library wraps that error with %v
+// (https://github.com/google/nftables/blob/v0.3.0/chain.go#L219), losing ENOENT.
+type nftConn struct{ *nftables.Conn }
+
+func (c nftConn) ListChain(t *nftables.Table, chain string) (*nftables.Chain, error) {
+	ch, err := c.Conn.ListChain(t, chain)
+	if err != nil && strings.HasSuffix(err.Error(), unix.ENOENT.Error()) {
+		return nil, fmt.Errorf("list chain %s: %w", chain, unix.ENOENT)
+	}
+	return ch, err
 }
 
 // The chains of mcnet's table. keep-source runs before srcnat (100), where
@@ -364,25 +379,41 @@ func (d *Dataplane) readRuleset() (v nftView, ok bool, err error) {
 }
 
 // findLegacy finds the iptables chains of earlier mcnet versions in the iptables-nft
-// tables (ip and ip6 families) and the rules jumping to them.
+// tables (ip and ip6 families) and every rule jumping to them (the built-in chain's
+// jump, and any other). It looks each chain up by name, so a node with kube-proxy's
+// thousands of iptables chains pays a few lookups, not a dump of them all.
 func (d *Dataplane) findLegacy() (chains []*nftables.Chain, jumps []*nftables.Rule, err error) {
-	want := map[[2]string]bool{}
-	for _, tc := range d.cfg.legacyChains() {
-		want[tc] = true
-	}
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
-		all, err := d.k.nft.ListChainsOfTableFamily(fam)
+		tables, err := d.k.nft.ListTablesOfFamily(fam)
 		if err != nil {
-			return nil, nil, fmt.Errorf("list nftables chains: %w", err)
+			return nil, nil, fmt.Errorf("list %s tables: %w", famName(fam), err)
 		}
 		found := map[string][]string{} // table -> old chains in it
-		for _, c := range all {
-			if c.Table != nil && want[[2]string{c.Table.Name, c.Name}] {
-				chains = append(chains, c)
-				found[c.Table.Name] = append(found[c.Table.Name], c.Name)
+		for _, tc := range d.cfg.legacyChains() {
+			if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == tc[0] }) {
+				continue
 			}
+			t := &nftables.Table{Name: tc[0], Family: fam}
+			c, err := d.k.nft.ListChain(t, tc[1])
+			if isNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("look up %s %s %s: %w", famName(fam), tc[0], tc[1], err)
+			}
+			c.Table = t
+			chains = append(chains, c)
+			found[tc[0]] = append(found[tc[0]], tc[1])
 		}
-		// Whatever jumps to an old chain (the built-in chain did) must go first.
+		if len(found) == 0 {
+			continue
+		}
+		// Rare and once: scan the tables holding an old chain for jumps to it, or
+		// deleting the chain would fail.
+		all, err := d.k.nft.ListChainsOfTableFamily(fam)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list %s chains: %w", famName(fam), err)
+		}
 		for _, c := range all {
 			if c.Table == nil || len(found[c.Table.Name]) == 0 || slices.Contains(found[c.Table.Name], c.Name) {
 				continue
@@ -405,43 +436,37 @@ func (d *Dataplane) findLegacy() (chains []*nftables.Chain, jumps []*nftables.Ru
 	return chains, jumps, nil
 }
 
-// syncFilter makes mcnet's nftables table equal to f, in one transaction, or leaves
-// it alone when it already is. remove deletes the table instead (Cleanup).
+// syncFilter makes mcnet's nftables table equal to f in one transaction, or leaves it
+// alone when it already is; remove deletes it instead (Cleanup). Chains of earlier
+// versions go in a transaction of their own, so trouble with them never holds the
+// table back.
 func (d *Dataplane) syncFilter(ctx context.Context, f filterSpec, remove bool) error {
 	if d.k.nft == nil {
 		return errors.New("packet filter: no nftables handle")
 	}
+	return errors.Join(d.syncTable(ctx, f, remove), d.removeLegacy(ctx))
+}
+
+func (d *Dataplane) syncTable(ctx context.Context, f filterSpec, remove bool) error {
 	want := buildRuleset(d.cfg.nftTable(), f)
 	have, exists, err := d.readRuleset()
 	if err != nil {
 		return fmt.Errorf("packet filter: %w", err)
 	}
-	oldChains, oldJumps, err := d.findLegacy()
-	if err != nil {
-		return fmt.Errorf("packet filter: %w", err)
-	}
-	current := exists && !remove && have.String() == want.view().String()
-	if (current || !exists && remove) && len(oldChains) == 0 {
+	switch {
+	case remove && !exists, !remove && exists && have.String() == want.view().String():
 		return nil
 	}
 	nft := d.k.nft
-	for _, r := range oldJumps {
-		if err := nft.DelRule(r); err != nil {
-			return fmt.Errorf("packet filter: delete jump to old iptables chain: %w", err)
-		}
-	}
-	for _, c := range oldChains {
-		nft.FlushChain(c)
-		nft.DelChain(c)
-	}
-	if exists && !current {
+	if exists {
 		nft.DelTable(want.table)
 	}
-	if !remove && !current {
+	if !remove {
 		nft.AddTable(want.table)
 		ids := map[string]uint32{}
 		for _, s := range want.sets {
 			if err := nft.AddSet(s.set, s.elems); err != nil {
+				d.abort()
 				return fmt.Errorf("packet filter: set %s: %w", s.set.Name, err)
 			}
 			ids[s.set.Name] = s.set.ID
@@ -461,15 +486,48 @@ func (d *Dataplane) syncFilter(ctx context.Context, f filterSpec, remove bool) e
 	if err := nft.Flush(); err != nil {
 		return fmt.Errorf("packet filter: replace table inet %s: %w", want.table.Name, err)
 	}
-	switch {
-	case remove:
-		d.changed(ctx, "Deleted nftables table", "table", want.table.Name, "oldIptablesChains", len(oldChains))
-	case current:
-		d.changed(ctx, "Removed old iptables chains", "chains", len(oldChains))
-	default:
-		d.changed(ctx, "Replaced nftables table", "table", want.table.Name, "existed", exists, "oldIptablesChains", len(oldChains))
+	if remove {
+		d.changed(ctx, "Deleted nftables table", "table", want.table.Name)
+	} else {
+		d.changed(ctx, "Replaced nftables table", "table", want.table.Name, "existed", exists)
 	}
 	return nil
+}
+
+// removeLegacy deletes the iptables chains of earlier versions and the jumps to them.
+func (d *Dataplane) removeLegacy(ctx context.Context) error {
+	chains, jumps, err := d.findLegacy()
+	if err != nil {
+		return fmt.Errorf("old iptables chains: %w", err)
+	}
+	if len(chains) == 0 {
+		return nil
+	}
+	for _, r := range jumps {
+		if err := d.k.nft.DelRule(r); err != nil {
+			d.abort()
+			return fmt.Errorf("old iptables chains: delete jump: %w", err)
+		}
+	}
+	var names []string
+	for _, c := range chains {
+		d.k.nft.FlushChain(c)
+		d.k.nft.DelChain(c)
+		names = append(names, famName(c.Table.Family)+" "+c.Table.Name+" "+c.Name)
+	}
+	if err := d.k.nft.Flush(); err != nil {
+		return fmt.Errorf("old iptables chains: delete %v: %w", names, err)
+	}
+	d.changed(ctx, "Removed iptables chains of an earlier mcnet", "chains", names, "jumps", len(jumps))
+	return nil
+}
+
+// abort throws away the writes queued so far: the library has no way to drop them,
+// so it sends them with one that must fail (deleting a table that cannot exist),
+// and the kernel rejects the whole batch.
+func (d *Dataplane) abort() {
+	d.k.nft.DelTable(&nftables.Table{Name: d.cfg.nftTable() + "-no-such-table", Family: nftables.TableFamilyINet})
+	_ = d.k.nft.Flush()
 }
 
 // famName names a table family the way nft prints it.
