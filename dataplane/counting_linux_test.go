@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 
@@ -255,5 +256,57 @@ func TestFilterDriftRepaired(t *testing.T) {
 				t.Errorf("repair took %d nftables transactions, want 1", n)
 			}
 		})
+	}
+}
+
+// failingSets makes AddSet fail, as the library does for an element list it cannot
+// encode, after the first n calls.
+type failingSets struct {
+	nftHandle
+	n int
+}
+
+func (f *failingSets) AddSet(s *nftables.Set, v []nftables.SetElement) error {
+	if f.n == 0 {
+		return fmt.Errorf("encode set %s: too big", s.Name)
+	}
+	f.n--
+	return f.nftHandle.AddSet(s, v)
+}
+
+// TestFilterAbortKeepsTable checks that a table replacement that fails half-way
+// queued (the old table's deletion already in the batch) leaves the old table in
+// place, and that nothing of the aborted batch goes out with the next transaction.
+func TestFilterAbortKeepsTable(t *testing.T) {
+	f := newFakeKernel()
+	k := f.kernel()
+	fs := &failingSets{nftHandle: k.nft, n: 1 << 30}
+	k.nft = fs
+	dp := fakeDataplaneOn(t, f, k)
+	states := convergeStates()
+	if err := dp.Apply(t.Context(), states["gateway-vxlan"]); err != nil {
+		t.Fatal(err)
+	}
+	before := f.nft.String()
+	fs.n = 2
+	if err := dp.Apply(t.Context(), states["gateway-mixed"]); err == nil || !strings.Contains(err.Error(), "too big") {
+		t.Fatalf("Apply = %v, want the set error", err)
+	}
+	if diff := cmp.Diff(before, f.nft.String()); diff != "" {
+		t.Errorf("a failed replacement changed the table (-before +after):\n%s", diff)
+	}
+	if len(f.nft.queue) != 0 {
+		t.Errorf("%d writes of the aborted batch still queued", len(f.nft.queue))
+	}
+	fs.n = 1 << 30
+	if err := dp.Apply(t.Context(), states["gateway-mixed"]); err != nil {
+		t.Fatal(err)
+	}
+	want, g := fakeDataplane(t)
+	if err := want.Apply(t.Context(), states["gateway-mixed"]); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(g.nft.String(), f.nft.String()); diff != "" {
+		t.Errorf("after the failure, Apply did not land on a fresh Apply's table (-want +got):\n%s", diff)
 	}
 }
