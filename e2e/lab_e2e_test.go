@@ -107,7 +107,7 @@ func TestWorkloadTools(t *testing.T) {
 		t.Fatalf("ping: %v\n%s", err, out)
 	}
 	// A pod's resolver, for dig and friends without @server.
-	if err := client.SetResolver(server.IP, "clusterset.local"); err != nil {
+	if err := client.SetResolver(ctx, server.IP, "clusterset.local"); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := client.Exec(ctx, "cat", "/etc/resolv.conf"); err != nil || !strings.Contains(out, "nameserver "+server.IP.String()) {

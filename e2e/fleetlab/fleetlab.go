@@ -84,6 +84,7 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 			cs.Spec.Clusters[i].Server = "https://" + c.PublicAPIServer.String()
 		}
 	}
+	UseLabImage(cs)
 	fleet.Default(cs)
 	if errs := fleet.Validate(cs); len(errs) > 0 {
 		return fmt.Errorf("fleet for the lab: %w", errs.ToAggregate())
@@ -118,6 +119,13 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 		}
 	}
 	return nil
+}
+
+// UseLabImage points the fleet at the mcnet image `make image` built, as
+// `kubectl mcnet render --image-repository --image-tag` would: the lab's nodes have it
+// loaded, so the rendered tree runs unchanged apart from the image's name.
+func UseLabImage(cs *mcnetv1.ClusterSet) {
+	cs.Spec.Image.Repository, cs.Spec.Image.Tag = lab.ImageRepository, lab.ImageTag
 }
 
 // DeliverBrokerCredentials mints a token for cluster c's identity on the broker and

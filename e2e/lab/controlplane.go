@@ -13,25 +13,38 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// controllers kube-controller-manager runs: what turns Services into EndpointSlices,
-// gives namespaces their default service account, and deletes what a namespace or an
-// owner takes with it. Node lifecycle stays off: there are no kubelet heartbeats.
+// controllers kube-controller-manager runs: what a cluster's workloads need
+// (Deployments, DaemonSets, StatefulSets, Jobs and the ReplicaSets and Pods they own),
+// what turns Services into EndpointSlices, namespaces and service accounts and the
+// root CA ConfigMap every projected token needs, garbage collection, quotas, and node
+// lifecycle (NotReady after missed heartbeats, taints, eviction).
 var controllers = []string{
-	"serviceaccount-controller",
+	"deployment-controller",
+	"replicaset-controller",
+	"daemonset-controller",
+	"statefulset-controller",
+	"job-controller",
+	"garbage-collector-controller",
+	"endpoints-controller",
 	"endpointslice-controller",
 	"endpointslice-mirroring-controller",
-	"endpoints-controller",
+	"serviceaccount-controller",
+	"root-ca-certificate-publisher-controller",
 	"namespace-controller",
-	"garbage-collector-controller",
+	"node-lifecycle-controller",
+	"taint-eviction-controller",
+	"pod-garbage-collector-controller",
+	"resourcequota-controller",
+	"clusterrole-aggregation-controller",
+	"persistentvolume-binder-controller",
+	"service-cidr-controller",
 }
 
 // start brings up the cluster's control plane, registers its nodes and starts
@@ -65,15 +78,33 @@ func (c *Cluster) start(ctx context.Context) error {
 		"--secure-port=0",
 		"--cluster-name="+c.Name,
 		"--controllers="+strings.Join(controllers, ","),
+		"--root-ca-file="+c.path("ca.crt"),
 		"--concurrent-gc-syncs=5",
+		// Kubelets renew their Lease every 2.5 s (nodeLeaseDurationSeconds 10); a node
+		// that misses 12 s of them is NotReady.
+		"--node-monitor-grace-period=12s",
+		"--node-monitor-period=2s",
 		"--v=1",
 	)
 	if err != nil {
 		return err
 	}
-	if err := c.registerNodes(ctx); err != nil {
+	scheduler, err := c.startProc("kube-scheduler", c.Netns, l.tools.scheduler,
+		"--kubeconfig="+c.path("kube-scheduler.kubeconfig"),
+		"--authentication-kubeconfig="+c.path("kube-scheduler.kubeconfig"),
+		"--authorization-kubeconfig="+c.path("kube-scheduler.kubeconfig"),
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		"--secure-port=10259",
+		"--v=1",
+	)
+	if err != nil {
 		return err
 	}
+	if err := c.startNodes(ctx); err != nil {
+		return err
+	}
+	l.progress("  %s: %d kubelets registered", c.Name, len(c.Nodes))
 	proxies := make([]*proc, len(c.Nodes))
 	for i, n := range c.Nodes {
 		// kube-proxy reads its node's IP from the Node object, so it starts after them.
@@ -95,12 +126,17 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for i, n := range c.Nodes {
-		g.Go(func() error { return waitHealthz(gctx, n.Netns, "http://127.0.0.1:10256/healthz", proxies[i], kcm) })
+		g.Go(func() error {
+			return waitHealthz(gctx, n.Netns, "http://127.0.0.1:10256/healthz", proxies[i], kcm, scheduler)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("cluster %s kube-proxy: %w", c.Name, err)
 	}
-	l.progress("  %s: %d nodes with kube-proxy ready", c.Name, len(c.Nodes))
+	if err := c.WaitNodesReady(ctx, 60*time.Second); err != nil {
+		return fmt.Errorf("cluster %s: %w", c.Name, err)
+	}
+	l.progress("  %s: %d nodes Ready with kube-proxy", c.Name, len(c.Nodes))
 	return nil
 }
 
@@ -156,6 +192,9 @@ func (c *Cluster) writeCredentials() error {
 		{"admin-in-lab.kubeconfig", "lab-admin", "system:masters"},
 		{"kube-controller-manager.kubeconfig", "system:kube-controller-manager", ""},
 		{"kube-proxy.kubeconfig", "system:kube-proxy", ""},
+		{"kube-scheduler.kubeconfig", "system:kube-scheduler", ""},
+		// The API server's identity towards kubelets (exec, logs, port-forward).
+		{"apiserver-kubelet-client.kubeconfig", "kube-apiserver-kubelet-client", "system:masters"},
 	} {
 		var orgs []string
 		if u.org != "" {
@@ -165,8 +204,11 @@ func (c *Cluster) writeCredentials() error {
 		if err != nil {
 			return err
 		}
-		if u.org == "system:masters" {
+		switch u.file {
+		case "admin-in-lab.kubeconfig":
 			files["admin.crt"], files["admin.key"] = kp.Cert, kp.Key
+		case "apiserver-kubelet-client.kubeconfig":
+			files["apiserver-kubelet-client.crt"], files["apiserver-kubelet-client.key"] = kp.Cert, kp.Key
 		}
 		b, err := kubeconfig(c.Name, inLab, p.CACert, func(a *clientcmdapi.AuthInfo) {
 			a.ClientCertificateData, a.ClientKeyData = kp.Cert, kp.Key
@@ -228,7 +270,13 @@ func (c *Cluster) startAPIServer() (*proc, error) {
 		"--service-account-key-file="+c.path("sa.pub"),
 		"--service-account-signing-key-file="+c.path("sa.key"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--authorization-mode=RBAC",
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		"--kubelet-client-certificate="+c.path("apiserver-kubelet-client.crt"),
+		"--kubelet-client-key="+c.path("apiserver-kubelet-client.key"),
+		"--kubelet-certificate-authority="+c.path("ca.crt"),
+		// Node names do not resolve in the lab.
+		"--kubelet-preferred-address-types=InternalIP",
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--v=1",
@@ -400,58 +448,6 @@ func waitHealthz(ctx context.Context, netns, url string, watch ...*proc) error {
 			return fmt.Errorf("%s in %s: %w (last: %v)", url, netns, ctx.Err(), last)
 		case <-time.After(200 * time.Millisecond):
 		}
-	}
-}
-
-// registerNodes creates the Node objects with addresses, pod CIDRs and a Ready
-// condition, as a kubelet would.
-func (c *Cluster) registerNodes(ctx context.Context) error {
-	for _, n := range c.Nodes {
-		labels := map[string]string{
-			"kubernetes.io/hostname": n.Name,
-			"kubernetes.io/os":       "linux",
-			"kubernetes.io/arch":     "amd64",
-		}
-		if n.Gateway {
-			labels[GatewayLabel] = "true"
-		}
-		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: labels},
-			Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
-		}
-		created, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("register node %s: %w", n.Name, err)
-		}
-		created.Status = n.status(true)
-		if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("register node %s status: %w", n.Name, err)
-		}
-	}
-	return nil
-}
-
-func (n *Node) status(ready bool) corev1.NodeStatus {
-	addrs := []corev1.NodeAddress{
-		{Type: corev1.NodeInternalIP, Address: n.IP.String()},
-		{Type: corev1.NodeHostName, Address: n.Name},
-	}
-	if n.Gateway {
-		addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: n.PublicIP.String()})
-	}
-	cond := corev1.ConditionTrue
-	if !ready {
-		cond = corev1.ConditionFalse
-	}
-	now := metav1.Now()
-	return corev1.NodeStatus{
-		Addresses:  addrs,
-		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: cond, Reason: "Lab", LastHeartbeatTime: now, LastTransitionTime: now}},
-		NodeInfo: corev1.NodeSystemInfo{
-			KubeletVersion: KubeVersion, KubeProxyVersion: KubeVersion,
-			OperatingSystem: "linux", Architecture: "amd64", ContainerRuntimeVersion: "lab://netns",
-		},
-		Phase: corev1.NodeRunning,
 	}
 }
 

@@ -4,17 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"syscall"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // SetDown powers the node off (down) or on. Off: its LAN and WAN cables are cut (the
 // peer ends of its veths go down, so the node keeps its addresses and routes, as a
-// machine that loses power keeps its configuration), the components the kubelet-lite
-// runs on it are killed with SIGKILL and stay down, and its Node object reports
-// NotReady. Pod objects stay, as they do until a node lifecycle controller evicts them.
-// On: cables back, Node Ready, components restarted.
+// machine that loses power keeps its configuration) and every process of the node —
+// containerd, the kubelet, every container — is killed at once. The Node turns
+// NotReady when the node lifecycle controller misses its heartbeats. On: cables back,
+// containerd and the kubelet start again and restart the node's pods.
 func (n *Node) SetDown(ctx context.Context, down bool) error {
 	c := n.Cluster
 	c.lab.mu.Lock()
@@ -22,15 +19,13 @@ func (n *Node) SetDown(ctx context.Context, down bool) error {
 	c.lab.mu.Unlock()
 	var errs []error
 	errs = append(errs, n.setCables(ctx, !down, true))
-	if down {
-		for _, p := range c.kubelet.onNode(n) {
-			p.signalAll(syscall.SIGKILL)
+	if n.runtime != nil {
+		if down {
+			errs = append(errs, n.runtime.PowerOff(ctx))
+		} else {
+			errs = append(errs, n.runtime.PowerOn(ctx))
 		}
 	}
-	if c.kubelet != nil {
-		c.kubelet.broadcastNodeChange()
-	}
-	errs = append(errs, n.setNodeReady(ctx, !down))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node %s down=%v: %w", n.Name, down, err)
 	}
@@ -67,42 +62,4 @@ func (n *Node) setCables(ctx context.Context, up, lan bool) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func (n *Node) setNodeReady(ctx context.Context, ready bool) error {
-	nodes := n.Cluster.Client.CoreV1().Nodes()
-	obj, err := nodes.Get(ctx, n.Name, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	obj.Status = n.status(ready)
-	_, err = nodes.UpdateStatus(ctx, obj, metav1.UpdateOptions{})
-	return err
-}
-
-func (k *kubelet) onNode(n *Node) []*labPod {
-	if k == nil {
-		return nil
-	}
-	var out []*labPod
-	for _, p := range k.all() {
-		if p.plan.node == n {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// signalAll delivers sig to every running container of the pod.
-func (p *labPod) signalAll(sig syscall.Signal) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, st := range p.containers {
-		if st.proc != nil {
-			select {
-			case st.kill <- sig:
-			default:
-			}
-		}
-	}
 }

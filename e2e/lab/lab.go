@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/node"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -35,9 +38,14 @@ type Options struct {
 	RepoRoot string
 	// ProxyMode is kube-proxy's --proxy-mode: "iptables" (default) or "nftables".
 	ProxyMode string
-	// Binaries overrides where the kubelet-lite finds a container's program, keyed by the
-	// base name of its command[0] (for example "mcnet-gateway"). Default: RepoRoot/bin/NAME.
-	Binaries map[string]string
+	// Registry, if set, serves images the nodes pull (an OCI distribution API
+	// handler), on every node's loopback at RegistryAddr, which containerd uses as its
+	// mirror for docker.io and the other public registries.
+	Registry http.Handler
+	// Images are image archives (docker-archive or OCI tar, as `ctr images import`
+	// takes) loaded into every node's containerd before its kubelet starts. Default:
+	// every archive `make image` wrote to bin/images.
+	Images []string
 	// Progress, if set, receives one line per step while the lab starts and stops.
 	Progress io.Writer
 }
@@ -80,7 +88,10 @@ type Lab struct {
 	netnses  []string // every namespace created, in creation order
 	procs    procSet  // workload processes (iperf3 servers …), not control planes
 	servers  []io.Closer
-	kubelets []*kubelet
+	nodes    []*node.Node
+	registry http.Handler
+	images   []string
+	runDir   string // sockets and mount namespaces: /run/mcnet-lab/RUNID, a private mount
 	stopped  bool
 }
 
@@ -112,14 +123,13 @@ type Cluster struct {
 	BehindNAT bool
 	NATNetns  string
 
-	lab     *Lab
-	dir     string
-	pki     *pki
-	procs   procSet
-	proxy   io.Closer
-	podSeq  int
-	pods    []*Pod
-	kubelet *kubelet
+	lab    *Lab
+	dir    string
+	pki    *pki
+	procs  procSet
+	proxy  io.Closer
+	podSeq int
+	pods   []*Pod
 }
 
 // Node is one node: a network namespace on its cluster's LAN.
@@ -136,8 +146,8 @@ type Node struct {
 	Gateway         bool
 	WANIP, PublicIP netip.Addr
 	index, gwIndex  int
-	podIPSeq        int
 	down            bool
+	runtime         *node.Node
 }
 
 // Dir is a per-node directory under the lab directory (hostPath volumes live here).
@@ -257,6 +267,9 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := node.CheckHost(); err != nil {
+		return nil, err
+	}
 	if err := CleanStale(ctx, opts.Progress); err != nil {
 		return nil, fmt.Errorf("clean stale labs: %w", err)
 	}
@@ -286,6 +299,16 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		}
 	}()
 
+	if err := l.makeRunDir(ctx); err != nil {
+		return l, err
+	}
+	l.registry = opts.Registry
+	if l.images = opts.Images; len(l.images) == 0 {
+		if l.images, err = DefaultImages(root); err != nil {
+			return l, err
+		}
+	}
+
 	start := time.Now()
 	l.progress("lab %s: %d clusters, logs in %s", l.RunID, len(opts.Clusters), l.LogDir)
 	if err := l.buildNetwork(ctx); err != nil {
@@ -299,16 +322,6 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	}
 	if err := g.Wait(); err != nil {
 		return l, err
-	}
-	for _, c := range l.clusters {
-		k, err := c.startKubelet(ctx)
-		if err != nil {
-			return l, err
-		}
-		c.kubelet = k
-		l.mu.Lock()
-		l.kubelets = append(l.kubelets, k)
-		l.mu.Unlock()
 	}
 	l.progress("lab %s ready in %s", l.RunID, time.Since(start).Round(time.Millisecond))
 	return l, nil
@@ -332,13 +345,22 @@ func (l *Lab) Stop(ctx context.Context) error {
 		return nil
 	}
 	l.stopped = true
-	kubelets, servers := l.kubelets, l.servers
+	nodes, servers := l.nodes, l.servers
 	l.mu.Unlock()
 
-	var errs []error
-	for _, k := range kubelets {
-		errs = append(errs, k.stop(ctx))
+	// Nodes first, so no kubelet restarts what is being stopped; in parallel, because
+	// killing a node's containers waits for them to die.
+	nerrs := make([]error, len(nodes))
+	var nwg sync.WaitGroup
+	for i, n := range nodes {
+		nwg.Add(1)
+		go func() {
+			defer nwg.Done()
+			nerrs[i] = n.Stop(ctx)
+		}()
 	}
+	nwg.Wait()
+	errs := append([]error(nil), nerrs...)
 	for _, s := range servers {
 		_ = s.Close()
 	}
@@ -359,6 +381,7 @@ func (l *Lab) Stop(ctx context.Context) error {
 	netnses := l.netnses
 	l.mu.Unlock()
 	errs = append(errs, removeNetns(ctx, netnses))
+	errs = append(errs, removeRunDir(l.runDir))
 	if err := os.RemoveAll(l.Dir); err != nil {
 		errs = append(errs, err)
 	}

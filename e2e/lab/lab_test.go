@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	corev1 "k8s.io/api/core/v1"
 )
 
 func TestPodSlices(t *testing.T) {
@@ -37,27 +36,6 @@ func TestPodSlices(t *testing.T) {
 		}
 		if diff := cmp.Diff(tt.want, gs); diff != "" {
 			t.Errorf("podSlices(%s, %d) (-want +got):\n%s", tt.pod, tt.nodes, diff)
-		}
-	}
-}
-
-func TestExpandVars(t *testing.T) {
-	e := &envList{m: map[string]string{}}
-	e.set("NODE", "east-gw1")
-	tests := map[string]string{
-		"plain":          "plain",
-		"$(NODE)":        "east-gw1",
-		"--id=$(NODE)-x": "--id=east-gw1-x",
-		"$(UNDEFINED)":   "$(UNDEFINED)",
-		"$$(NODE)":       "$(NODE)",
-		"cost $5":        "cost $5",
-		"$(NODE":         "$(NODE",
-		"$(NODE)$(NODE)": "east-gw1east-gw1",
-		"trailing $":     "trailing $",
-	}
-	for in, want := range tests {
-		if got := expandVars(in, e); got != want {
-			t.Errorf("expandVars(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -102,21 +80,3 @@ func TestOptionsComplete(t *testing.T) {
 	}
 }
 
-func TestBinary(t *testing.T) {
-	l := &Lab{root: "/nonexistent", opts: Options{Binaries: map[string]string{"mcnet-gateway": "/bin/sh"}}}
-	tests := []struct {
-		ctr     corev1.Container
-		want    string
-		missing bool
-	}{
-		{corev1.Container{Name: "gw", Command: []string{"/mcnet-gateway"}}, "/bin/sh", false},
-		{corev1.Container{Name: "gw", Image: "ghcr.io/mcnet-io/mcnet-gateway:v1"}, "/bin/sh", false},
-		{corev1.Container{Name: "c", Command: []string{"/mcnet-controller"}}, "", true},
-	}
-	for _, tt := range tests {
-		got, err := l.binary(tt.ctr)
-		if (err != nil) != tt.missing || got != tt.want {
-			t.Errorf("binary(%v) = %q, %v; want %q, missing=%v", tt.ctr.Command, got, err, tt.want, tt.missing)
-		}
-	}
-}

@@ -12,7 +12,13 @@ import (
 )
 
 // netnsPath is where `ip netns add` bind-mounts named namespaces.
-func netnsPath(name string) string { return filepath.Join("/run/netns", name) }
+// A name that is already a path (a pod's /proc/PID/ns/net) is returned as it is.
+func netnsPath(name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join("/run/netns", name)
+}
 
 // inNetns runs fn on an OS thread switched into the named network namespace. Sockets
 // created by fn stay in that namespace after the thread switches back, which is how

@@ -6,28 +6,29 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/mcnet-io/mcnet/internal/cidr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Pod is a network namespace behind a routed veth of its node, registered as a Pod
-// object whose status says Running and Ready.
+// Pod is a real pod: created through the API, placed by the scheduler, run by its
+// node's kubelet and containerd from the lab's network-tools image.
 type Pod struct {
 	Name, Namespace string
 	Node            *Node
-	Netns           string
-	IP              netip.Addr
+	// Netns is the pod's network namespace: its node's namespace name for hostNetwork
+	// pods, else the path of its container's namespace (/proc/PID/ns/net), which the
+	// lab's Dial, Listen and Command enter.
+	Netns string
+	IP    netip.Addr
 	// HostNetwork pods share their node's namespace and IP.
 	HostNetwork bool
 	uid         string
+	containerID string
 }
 
 // PodOptions describe a pod to add.
@@ -41,71 +42,125 @@ type PodOptions struct {
 	Ports []corev1.ContainerPort
 	// ServiceAccountName is recorded in the Pod spec (default "default").
 	ServiceAccountName string
-	// HostNetwork places the "pod" in the node's own namespace.
+	// HostNetwork places the pod in the node's own namespace.
 	HostNetwork bool
+	// Image defaults to NetToolsImage; Command to one that sleeps until stopped.
+	Image   string
+	Command []string
 }
 
-// AddPod creates a pod on node n and registers it.
+// AddPod creates a pod on node n (through the scheduler, pinned by the node's hostname
+// label) and returns once it runs and is Ready.
 func (l *Lab) AddPod(ctx context.Context, n *Node, o PodOptions) (*Pod, error) {
+	c := n.Cluster
 	if o.Namespace == "" {
 		o.Namespace = "default"
 	}
-	p, err := n.addPodNetns(ctx, o.HostNetwork)
-	if err != nil {
+	if o.Image == "" {
+		o.Image = NetToolsImage
+	}
+	if len(o.Command) == 0 {
+		o.Command = []string{"sleep", "infinity"}
+	}
+	if err := c.ensureNamespace(ctx, o.Namespace); err != nil {
 		return nil, err
 	}
-	p.Name, p.Namespace = o.Name, o.Namespace
-	if err := n.Cluster.registerPod(ctx, p, o); err != nil {
+	sa := o.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, Labels: o.Labels},
+		Spec: corev1.PodSpec{
+			NodeSelector:                  map[string]string{corev1.LabelHostname: n.Name},
+			Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			HostNetwork:                   o.HostNetwork,
+			ServiceAccountName:            sa,
+			AutomountServiceAccountToken:  new(false),
+			TerminationGracePeriodSeconds: new(int64(1)),
+			Containers: []corev1.Container{{
+				Name: "main", Image: o.Image, Command: o.Command, Ports: o.Ports,
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				// The tools need raw sockets (ping) and to bind low ports; a test pod is
+				// not a security boundary.
+				SecurityContext: &corev1.SecurityContext{RunAsUser: new(int64(0)), Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}}},
+			}},
+		},
+	}
+	if o.HostNetwork {
+		pod.Spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet
+	}
+	if _, err := c.Client.CoreV1().Pods(o.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("create pod %s/%s: %w", o.Namespace, o.Name, err)
+	}
+	p := &Pod{Name: o.Name, Namespace: o.Namespace, Node: n, HostNetwork: o.HostNetwork}
+	if err := p.waitRunning(ctx, 90*time.Second); err != nil {
 		return nil, err
 	}
+	c.lab.mu.Lock()
+	c.pods = append(c.pods, p)
+	c.lab.mu.Unlock()
 	return p, nil
 }
 
-// addPodNetns creates the pod's namespace and veth, with the next free address of the
-// node's slice. The node end of every veth carries the slice's first address as a /32,
-// so each pod's gateway is the same address and all pod traffic is routed (not bridged)
-// through the node, where kube-proxy's rules and conntrack see both directions.
-func (n *Node) addPodNetns(ctx context.Context, hostNetwork bool) (*Pod, error) {
-	c := n.Cluster
-	if hostNetwork {
-		return &Pod{Node: n, Netns: n.Netns, IP: n.IP, HostNetwork: true}, nil
+// waitRunning waits for the pod to be Ready and records its address, container and
+// network namespace.
+func (p *Pod) waitRunning(ctx context.Context, timeout time.Duration) error {
+	c := p.Node.Cluster
+	err := Eventually(ctx, timeout, func(ctx context.Context) error {
+		obj, err := c.Client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if err := podProblem(obj); err != nil {
+			return err
+		}
+		ip, err := netip.ParseAddr(obj.Status.PodIP)
+		if err != nil {
+			return fmt.Errorf("pod %s has no IP yet", p)
+		}
+		cid := strings.TrimPrefix(obj.Status.ContainerStatuses[0].ContainerID, "containerd://")
+		pid, err := p.Node.runtime.TaskPID(ctx, cid)
+		if err != nil {
+			return err
+		}
+		p.uid, p.IP, p.containerID = string(obj.UID), ip, cid
+		p.Netns = p.Node.Netns
+		if !p.HostNetwork {
+			p.Netns = fmt.Sprintf("/proc/%d/ns/net", pid)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("pod %s: %w", p, err)
 	}
-	c.lab.mu.Lock()
-	if c.lab.stopped {
-		c.lab.mu.Unlock()
-		return nil, fmt.Errorf("lab %s is stopped", c.lab.RunID)
+	return nil
+}
+
+// podProblem says why a pod is not running and ready, or nil. An image that cannot be
+// pulled or a container that cannot be created is permanent: waiting does not help.
+func podProblem(pod *corev1.Pod) error {
+	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if w := st.State.Waiting; w != nil {
+			switch w.Reason {
+			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
+				return Permanent(fmt.Errorf("pod %s/%s container %s: %s: %s", pod.Namespace, pod.Name, st.Name, w.Reason, w.Message))
+			}
+			return fmt.Errorf("pod %s/%s container %s waiting: %s %s", pod.Namespace, pod.Name, st.Name, w.Reason, w.Message)
+		}
 	}
-	c.podSeq++
-	seq := c.podSeq
-	n.podIPSeq++
-	ip := cidr.Nth(n.PodCIDR, 1+n.podIPSeq)
-	c.lab.mu.Unlock()
-	if !n.PodCIDR.Contains(ip) || ip == cidr.Last(n.PodCIDR) {
-		return nil, fmt.Errorf("node %s: pod CIDR %s is full", n.Name, n.PodCIDR)
+	if pod.Status.Phase != corev1.PodRunning {
+		return fmt.Errorf("pod %s/%s is %s", pod.Namespace, pod.Name, pod.Status.Phase)
 	}
-	p := &Pod{Node: n, Netns: c.lab.netnsName(fmt.Sprintf("%s-pod%d", c.Name, seq)), IP: ip}
-	if err := c.lab.addNetns(ctx, p.Netns); err != nil {
-		return nil, err
+	if len(pod.Status.ContainerStatuses) == 0 {
+		return fmt.Errorf("pod %s/%s has no container status", pod.Namespace, pod.Name)
 	}
-	gw := cidr.Nth(n.PodCIDR, 1)
-	veth := fmt.Sprintf("p%d", seq)
-	if err := ipBatch(ctx, n.Netns, []string{
-		fmt.Sprintf("link add %s type veth peer name eth0 netns %s", veth, p.Netns),
-		fmt.Sprintf("addr add %s/32 dev %s", gw, veth),
-		fmt.Sprintf("link set %s up", veth),
-		fmt.Sprintf("route add %s/32 dev %s", ip, veth),
-	}); err != nil {
-		return nil, fmt.Errorf("pod on %s: %w", n.Name, err)
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status != corev1.ConditionTrue {
+			return fmt.Errorf("pod %s/%s not Ready: %s", pod.Namespace, pod.Name, c.Message)
+		}
 	}
-	if err := ipBatch(ctx, p.Netns, []string{
-		fmt.Sprintf("addr add %s/32 dev eth0", ip),
-		"link set eth0 up",
-		fmt.Sprintf("route add %s dev eth0 scope link", gw),
-		fmt.Sprintf("route add default via %s dev eth0", gw),
-	}); err != nil {
-		return nil, fmt.Errorf("pod on %s: %w", n.Name, err)
-	}
-	return p, nil
+	return nil
 }
 
 // ensureNamespace creates a namespace and its default service account, which the
@@ -123,92 +178,28 @@ func (c *Cluster) ensureNamespace(ctx context.Context, ns string) error {
 	return nil
 }
 
-func (c *Cluster) registerPod(ctx context.Context, p *Pod, o PodOptions) error {
-	if err := c.ensureNamespace(ctx, p.Namespace); err != nil {
-		return err
-	}
-	sa := o.ServiceAccountName
-	if sa == "" {
-		sa = "default"
-	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: o.Labels},
-		Spec: corev1.PodSpec{
-			NodeName:                     p.Node.Name,
-			HostNetwork:                  p.HostNetwork,
-			ServiceAccountName:           sa,
-			AutomountServiceAccountToken: new(false),
-			Containers:                   []corev1.Container{{Name: "main", Image: "lab.mcnet.io/netns", Ports: o.Ports}},
-		},
-	}
-	created, err := c.Client.CoreV1().Pods(p.Namespace).Create(ctx, pod, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("register pod %s/%s: %w", p.Namespace, p.Name, err)
-	}
-	p.uid = string(created.UID)
-	created.Status = p.status(true)
-	if _, err := c.Client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("register pod %s/%s status: %w", p.Namespace, p.Name, err)
-	}
-	c.lab.mu.Lock()
-	c.pods = append(c.pods, p)
-	c.lab.mu.Unlock()
-	return nil
-}
-
-func (p *Pod) status(ready bool) corev1.PodStatus {
-	cond := corev1.ConditionTrue
-	if !ready {
-		cond = corev1.ConditionFalse
-	}
-	now := metav1.Now()
-	return corev1.PodStatus{
-		Phase:  corev1.PodRunning,
-		HostIP: p.Node.IP.String(), HostIPs: []corev1.HostIP{{IP: p.Node.IP.String()}},
-		PodIP: p.IP.String(), PodIPs: []corev1.PodIP{{IP: p.IP.String()}},
-		StartTime: &now,
-		Conditions: []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.ContainersReady, Status: cond, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: cond, LastTransitionTime: now},
-		},
-	}
-}
-
-// SetReady flips the pod's Ready condition, which takes it in or out of EndpointSlices.
-func (p *Pod) SetReady(ctx context.Context, ready bool) error {
-	client := p.Node.Cluster.Client.CoreV1().Pods(p.Namespace)
-	pod, err := client.Get(ctx, p.Name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get pod %s/%s: %w", p.Namespace, p.Name, err)
-	}
-	st := p.status(ready)
-	st.StartTime = pod.Status.StartTime
-	pod.Status = st
-	if _, err := client.UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("set pod %s/%s ready=%v: %w", p.Namespace, p.Name, ready, err)
-	}
-	return nil
-}
-
 // String names the pod as cluster/namespace/name.
 func (p *Pod) String() string { return p.Node.Cluster.Name + "/" + p.Namespace + "/" + p.Name }
 
-// Exec runs a command inside the pod's network namespace and returns its combined
-// output; the error carries the output too.
+// Exec runs a command in the pod's container through the API server and the kubelet,
+// as `kubectl exec` does, and returns its combined output; the error carries the
+// output too.
 func (p *Pod) Exec(ctx context.Context, cmd ...string) (string, error) {
-	out, err := output(ctx, "ip", append([]string{"netns", "exec", p.Netns}, cmd...)...)
+	out, err := p.Node.Cluster.Exec(ctx, p.Namespace, p.Name, "main", cmd...)
 	if err != nil {
 		return out, fmt.Errorf("in pod %s: %w", p, err)
 	}
 	return out, nil
 }
 
-// Command returns an *exec.Cmd running inside the pod's namespace, for callers that
-// stream output or run in the background.
+// Command returns an *exec.Cmd running a host program inside the pod's network
+// namespace, for callers that stream output or run in the background (a ping stream
+// that must not pay an exec round trip per packet).
 func (p *Pod) Command(ctx context.Context, cmd ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", p.Netns}, cmd...)...)
+	if p.HostNetwork {
+		return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", p.Netns}, cmd...)...)
+	}
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + p.Netns, "--"}, cmd...)...)
 }
 
 // Dial opens a connection from inside the pod, for TCP clients written in Go.
@@ -296,25 +287,17 @@ func Eventually(ctx context.Context, timeout time.Duration, cond func(context.Co
 	}
 }
 
-// SetResolver makes the pod's /etc/resolv.conf name server ns (for example the ClusterIP
-// of mcnet's DNS Service) with the given search domains, so `dig name` and other
-// resolvers work without @server. It uses `ip netns exec`'s convention of bind-mounting
-// /etc/netns/NAME/resolv.conf, so it applies to commands run with Exec and Command.
-func (p *Pod) SetResolver(ns netip.Addr, search ...string) error {
+// SetResolver makes the pod's /etc/resolv.conf name server ns with the given search
+// domains, by rewriting the file the kubelet wrote into the container.
+func (p *Pod) SetResolver(ctx context.Context, ns netip.Addr, search ...string) error {
 	if p.HostNetwork {
 		return fmt.Errorf("pod %s shares its node's namespace; set the resolver on a pod of its own", p)
-	}
-	dir := filepath.Join(etcNetns, p.Netns)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
 	}
 	conf := fmt.Sprintf("nameserver %s\n", ns)
 	if len(search) > 0 {
 		conf += "search " + strings.Join(search, " ") + "\n"
 	}
 	conf += "options ndots:5\n"
-	return os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(conf), 0o644)
+	_, err := p.Exec(ctx, "sh", "-c", "cat > /etc/resolv.conf <<'EOF'\n"+conf+"EOF")
+	return err
 }
-
-// etcNetns is where `ip netns exec` looks for per-namespace /etc files.
-const etcNetns = "/etc/netns"

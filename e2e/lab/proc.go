@@ -39,6 +39,9 @@ func startProc(name, netns, logPath string, env []string, argv ...string) (*proc
 	fmt.Fprintf(logf, "=== %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
 
 	cmd := exec.Command("ip", append([]string{"netns", "exec", netns}, argv...)...)
+	if filepath.IsAbs(netns) { // a pod's namespace, /proc/PID/ns/net
+		cmd = exec.Command("nsenter", append([]string{"--net=" + netns, "--"}, argv...)...)
+	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.Env = env

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"strconv"
@@ -10,15 +11,16 @@ import (
 
 // Process is one process the lab runs.
 type Process struct {
-	// Name is cluster/component, or cluster/pod/container for the kubelet-lite's.
+	// Name is cluster/component, or cluster/node/command for what runs on a node.
 	Name string
 	PID  int
 	// Netns is the network namespace it runs in.
 	Netns string
 }
 
-// Processes lists the lab's running processes: control planes, kube-proxies,
-// components run by the kubelet-lite and workload servers.
+// Processes lists the lab's own running processes: control planes, kube-proxies,
+// every node's containerd and kubelet, everything running in a node's cgroup (shims
+// and containers) and workload servers.
 func (l *Lab) Processes() []Process {
 	var out []Process
 	add := func(p *proc) {
@@ -30,13 +32,12 @@ func (l *Lab) Processes() []Process {
 		for _, p := range c.procs.all() {
 			add(p)
 		}
-		if c.kubelet != nil {
-			for _, lp := range c.kubelet.all() {
-				lp.mu.Lock()
-				for _, st := range lp.containers {
-					add(st.proc)
-				}
-				lp.mu.Unlock()
+		for _, n := range c.Nodes {
+			if n.runtime == nil {
+				continue
+			}
+			for _, pid := range n.runtime.PIDs() {
+				out = append(out, Process{Name: c.Name + "/" + n.Name + "/" + procComm(pid), PID: pid, Netns: n.Netns})
 			}
 		}
 	}
@@ -44,6 +45,25 @@ func (l *Lab) Processes() []Process {
 		add(p)
 	}
 	return out
+}
+
+// procComm is a process's command name, from /proc/PID/comm.
+func procComm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
+}
+
+// procState is the state letter of /proc/PID/stat (R, S, Z, …).
+func procState(pid int) (byte, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, fmt.Errorf("pid %d: malformed stat", pid)
+	}
+	return b[i+2], nil
 }
 
 // RSS returns a process's resident set size in bytes, from /proc/PID/status.

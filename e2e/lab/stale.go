@@ -131,7 +131,6 @@ func removeNetns(ctx context.Context, names []string) error {
 	}
 	var lines []string
 	for _, n := range names {
-		_ = os.RemoveAll(filepath.Join(etcNetns, n)) // resolv.conf from SetResolver
 		if _, err := os.Stat(netnsPath(n)); err == nil {
 			lines = append(lines, "netns del "+n)
 		}

@@ -1,0 +1,176 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/node"
+	"github.com/mcnet-io/mcnet/internal/cidr"
+	"github.com/mcnet-io/mcnet/internal/gateway"
+)
+
+// RegistryAddr is where every node's containerd finds the lab's image registry: on the
+// node's own loopback, served by the lab process. containerd pulls docker.io,
+// registry.k8s.io and this address itself through it, so third-party manifests run
+// unmodified and mcnet's image is pulled the way a user's cluster pulls it.
+const RegistryAddr = "127.0.0.1:5000"
+
+// mirroredRegistries are the registries the lab's registry stands in for.
+var mirroredRegistries = []string{"docker.io", "registry.k8s.io", "ghcr.io", "quay.io", RegistryAddr}
+
+// clusterDomain is every lab cluster's DNS domain.
+const clusterDomain = "cluster.local"
+
+// startNodes starts containerd and the kubelet on every node of the cluster, serves
+// the image registry on each node's loopback, and waits until every Node is
+// registered; it then gives each Node its pod CIDR (the lab is the IPAM, as a cloud's
+// would be) and, for gateways, the public address other clusters reach it at.
+func (c *Cluster) startNodes(ctx context.Context) error {
+	l := c.lab
+	for _, n := range c.Nodes {
+		if err := c.writeNodeCredentials(n); err != nil {
+			return err
+		}
+		if l.registry != nil {
+			ln, err := listenIn(ctx, n.Netns, "tcp", RegistryAddr)
+			if err != nil {
+				return fmt.Errorf("node %s registry: %w", n.Name, err)
+			}
+			srv := &http.Server{Handler: l.registry, ReadHeaderTimeout: 10 * time.Second}
+			go func() { _ = srv.Serve(ln) }()
+			if err := l.addServer(srv); err != nil {
+				return err
+			}
+		}
+		mirrors := map[string]string{}
+		for _, r := range mirroredRegistries {
+			mirrors[r] = "http://" + RegistryAddr
+		}
+		labels := map[string]string{}
+		if n.Gateway {
+			labels[GatewayLabel] = "true"
+		}
+		rt, err := node.Start(ctx, node.Config{
+			Name: n.Name, Netns: n.Netns, IP: n.IP, PodCIDR: n.PodCIDR,
+			Dir: filepath.Join(n.Dir(), "node"), RunDir: filepath.Join(l.runDir, n.Name),
+			LogDir:        filepath.Join(l.LogDir, c.Name, n.Name),
+			Cgroup:        l.netnsName(n.Name),
+			Kubelet:       l.tools.kubelet,
+			Kubeconfig:    filepath.Join(n.Dir(), "kubelet.kubeconfig"),
+			ClientCAFile:  c.path("ca.crt"),
+			ServingCert:   filepath.Join(n.Dir(), "kubelet.crt"),
+			ServingKey:    filepath.Join(n.Dir(), "kubelet.key"),
+			ClusterDNS:    []netip.Addr{ClusterDNSIP(c.ServiceCIDR)},
+			ClusterDomain: clusterDomain,
+			Labels:        labels,
+			SandboxImage:  SandboxImage,
+			Mirrors:       mirrors,
+			Images:        l.images,
+		})
+		if rt != nil {
+			n.runtime = rt
+			l.mu.Lock()
+			l.nodes = append(l.nodes, rt)
+			l.mu.Unlock()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return c.adoptNodes(ctx)
+}
+
+// ClusterDNSIP is the ClusterIP of a lab cluster's DNS Service (kube-system/kube-dns),
+// the tenth address of its service CIDR as kubeadm chooses.
+func ClusterDNSIP(svc netip.Prefix) netip.Addr { return cidr.Nth(svc, 10) }
+
+// adoptNodes waits for every kubelet to register its Node and then sets what the
+// kubelet cannot: spec.podCIDR and, on gateways, mcnet's public-address annotation.
+func (c *Cluster) adoptNodes(ctx context.Context) error {
+	for _, n := range c.Nodes {
+		err := Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
+			if !n.runtime.Running("kubelet") {
+				return Permanent(fmt.Errorf("kubelet on %s exited: %s", n.Name, tail(filepath.Join(c.lab.LogDir, c.Name, n.Name, "kubelet.log"), 15)))
+			}
+			_, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("node %s never registered: %w", n.Name, err)
+		}
+		patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, n.PodCIDR, n.PodCIDR)
+		if n.Gateway {
+			patch = fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}},"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`,
+				gateway.PublicIPAnnotation, n.PublicIP, n.PodCIDR, n.PodCIDR)
+		}
+		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("node %s: set pod CIDR: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// WaitNodesReady waits until every node of the cluster reports Ready.
+func (c *Cluster) WaitNodesReady(ctx context.Context, timeout time.Duration) error {
+	return Eventually(ctx, timeout, func(ctx context.Context) error {
+		var errs []error
+		for _, n := range c.Nodes {
+			obj, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !nodeReady(obj) {
+				errs = append(errs, fmt.Errorf("node %s not Ready", n.Name))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// writeNodeCredentials issues the kubelet's client certificate (system:node:NAME in
+// system:nodes, what the Node authorizer and NodeRestriction expect) and its serving
+// certificate, for the node's address, so the API server can verify it on exec, logs
+// and port-forward.
+func (c *Cluster) writeNodeCredentials(n *Node) error {
+	client, err := c.pki.issue("system:node:"+n.Name, []string{"system:nodes"}, nil, nil, false)
+	if err != nil {
+		return err
+	}
+	serving, err := c.pki.issue(n.Name, nil, []net.IP{n.IP.AsSlice()}, []string{n.Name}, true)
+	if err != nil {
+		return err
+	}
+	kc, err := kubeconfig(c.Name, "https://"+c.APIServer.String(), c.pki.CACert, func(a *clientcmdapi.AuthInfo) {
+		a.ClientCertificateData, a.ClientKeyData = client.Cert, client.Key
+	})
+	if err != nil {
+		return err
+	}
+	return writeFiles(n.Dir(), map[string][]byte{
+		"kubelet.kubeconfig": kc, "kubelet.crt": serving.Cert, "kubelet.key": serving.Key,
+	})
+}
+
+// Runtime is the node's containerd and kubelet.
+func (n *Node) Runtime() *node.Node { return n.runtime }
