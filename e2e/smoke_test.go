@@ -140,4 +140,5 @@ func assertNothingLeft(t *testing.T, l *lab.Lab, procs []lab.Process) {
 	if _, err := os.Stat(l.Dir); !os.IsNotExist(err) {
 		t.Errorf("lab dir %s left behind (%v)", l.Dir, err)
 	}
+	assertNodesGone(t, l.RunID)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,11 +65,19 @@ func TestCleanStale(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("lab dir %s left after CleanStale (%v)", dir, err)
 	}
+	// The killed lab's nodes ran containerd, shims and a pod: their cgroups, mount
+	// namespaces and processes must be gone too.
+	assertNodesGone(t, runID)
 }
 
 func staleChild() {
 	l, err := lab.Start(context.Background(), lab.Options{Clusters: []lab.ClusterOptions{{Name: "stale"}}})
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// A pod, so the node runs shims and containers that a cleanup must find.
+	if _, err := l.AddPod(context.Background(), l.Clusters()[0].Workers()[0], lab.PodOptions{Name: "sleeper"}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -89,4 +98,24 @@ func netnsWithPrefix(t *testing.T, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// assertNodesGone checks that no cgroup, mount or process of a run's nodes remains.
+func assertNodesGone(t *testing.T, runID string) {
+	t.Helper()
+	prefix := lab.Prefix + runID + "-"
+	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/" + prefix + "*"); len(cg) > 0 {
+		t.Errorf("cgroups left behind: %v", cg)
+	}
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(string(mi), "/run/mcnet-lab/"+runID) {
+		t.Errorf("mounts of /run/mcnet-lab/%s left behind", runID)
+	}
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "/run/mcnet-lab/"+runID) {
+			t.Errorf("process %s left behind: %q", filepath.Dir(f), strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
 }

@@ -79,4 +79,3 @@ func TestOptionsComplete(t *testing.T) {
 		}
 	}
 }
-

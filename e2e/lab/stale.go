@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/node"
 )
 
 // CleanStale removes what labs of dead processes left behind: processes in their
@@ -61,7 +63,11 @@ func clean(ctx context.Context, progress io.Writer, stale func(owner, bool) bool
 	// Owner records without namespaces still have a directory to remove.
 	if ents, err := os.ReadDir(stateDir); err == nil {
 		for _, e := range ents {
-			if id, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			id, ok := strings.CutSuffix(e.Name(), ".json")
+			if !ok && e.IsDir() {
+				id, ok = e.Name(), true
+			}
+			if ok {
 				if _, seen := byRun[id]; !seen {
 					byRun[id] = nil
 				}
@@ -77,7 +83,11 @@ func clean(ctx context.Context, progress io.Writer, stale func(owner, bool) bool
 		if progress != nil {
 			fmt.Fprintf(progress, "removing lab %s (%d namespaces)\n", id, len(names))
 		}
+		// A node's processes first (containerd's shims and containers are not all in
+		// its network namespace's sight), then its mount namespace and sockets.
+		errs = append(errs, node.CleanCgroups(ctx, Prefix+id+"-"))
 		errs = append(errs, removeNetns(ctx, names))
+		errs = append(errs, removeRunDir(filepath.Join(stateDir, id)))
 		if rerr == nil && o.Dir != "" && strings.Contains(filepath.Base(o.Dir), "mcnet-lab") {
 			errs = append(errs, os.RemoveAll(o.Dir))
 		}

@@ -20,7 +20,13 @@ const cgroupRoot = "/sys/fs/cgroup"
 
 // hierarchies lists the mounted cgroup v1 hierarchies (cpu, memory, pids, name=systemd,
 // …): a node's cgroup exists in each, as the kubelet's cgroupfs driver expects.
-func hierarchies() []string {
+func hierarchies() []string { return mountedCgroups(false) }
+
+// allHierarchies adds the cgroup v2 hierarchy a hybrid host mounts beside them
+// (/sys/fs/cgroup/unified), where runc also creates each container's cgroup.
+func allHierarchies() []string { return mountedCgroups(true) }
+
+func mountedCgroups(v2 bool) []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil
@@ -38,7 +44,7 @@ func hierarchies() []string {
 				break
 			}
 		}
-		if sep < 0 || sep+1 >= len(fields) || fields[sep+1] != "cgroup" {
+		if sep < 0 || sep+1 >= len(fields) || !(fields[sep+1] == "cgroup" || v2 && fields[sep+1] == "cgroup2") {
 			continue
 		}
 		if mp := fields[4]; strings.HasPrefix(mp, cgroupRoot+"/") {
@@ -84,7 +90,7 @@ func makeCgroups(name string) error {
 func pids(name string) []int {
 	var out []int
 	seen := map[int]bool{}
-	for _, h := range hierarchies() {
+	for _, h := range allHierarchies() {
 		_ = filepath.WalkDir(filepath.Join(h, name), func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
@@ -130,7 +136,7 @@ func killCgroup(ctx context.Context, name string) error {
 // removeCgroups removes the cgroup tree NAME in every hierarchy, deepest first.
 func removeCgroups(name string) error {
 	var errs []error
-	for _, h := range hierarchies() {
+	for _, h := range allHierarchies() {
 		var dirs []string
 		_ = filepath.WalkDir(filepath.Join(h, name), func(p string, d fs.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -152,7 +158,7 @@ func removeCgroups(name string) error {
 // starts with prefix: what a killed lab left behind.
 func CleanCgroups(ctx context.Context, prefix string) error {
 	names := map[string]bool{}
-	for _, h := range hierarchies() {
+	for _, h := range allHierarchies() {
 		entries, _ := os.ReadDir(h)
 		for _, e := range entries {
 			if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
