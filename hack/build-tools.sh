@@ -4,7 +4,7 @@
 # kustomize-controller) from the Go module proxy into
 # bin/, one directory per version, so a second run is a no-op. Nothing prebuilt is fetched.
 #
-# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|kube-scheduler|kubelet|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|coredns|all]...
+# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|kube-scheduler|kubelet|kubectl|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|coredns|all]...
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +15,8 @@ CONTROLLER_GEN_VERSION=v0.23.0
 KREW_VERSION=v0.4.3
 WIREGUARD_GO_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 FLUX_VERSION=v1.9.6 # source-controller and kustomize-controller (v1.10 needs Go 1.27)
-COREDNS_VERSION=v1.15.0 # a build with the errors, log, cache, forward and whoami plugins
+COREDNS_VERSION=v1.15.0 # a build with the plugins in hack/tools/coredns/main.go
+COREDNS_BUILD=$COREDNS_VERSION+k8s # bump the suffix when the plugin list changes
 
 kube_bin="$root/bin/k8s/$KUBE_VERSION"
 etcd_bin="$root/bin/etcd/$ETCD_VERSION"
@@ -44,15 +45,15 @@ kube_ldflags() {
 one() {
 	case $1 in
 	etcd) build etcd "$etcd_bin/etcd" go.etcd.io/etcd/server/v3 ;;
-	kube-apiserver | kube-controller-manager | kube-proxy | kube-scheduler | kubelet)
+	kube-apiserver | kube-controller-manager | kube-proxy | kube-scheduler | kubelet | kubectl)
 		build kubernetes "$kube_bin/$1" "k8s.io/kubernetes/cmd/$1" "$(kube_ldflags)" ;;
 	controller-gen) build controller-gen "$root/bin/controller-gen/$CONTROLLER_GEN_VERSION/controller-gen" sigs.k8s.io/controller-tools/cmd/controller-gen ;;
 	wireguard-go) build wireguard-go "$root/bin/wireguard-go/$WIREGUARD_GO_VERSION/wireguard-go" golang.zx2c4.com/wireguard ;;
 	krew) build krew "$root/bin/krew/$KREW_VERSION/krew" sigs.k8s.io/krew/cmd/krew ;;
-	coredns) build coredns "$root/bin/coredns/$COREDNS_VERSION/coredns" . ;;
+	coredns) build coredns "$root/bin/coredns/$COREDNS_BUILD/coredns" . ;;
 	flux-source-controller | flux-kustomize-controller)
 		build "$1" "$root/bin/$1/$FLUX_VERSION/${1#flux-}" "github.com/fluxcd/${1#flux-}" ;;
-	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy kube-scheduler kubelet krew wireguard-go flux-source-controller flux-kustomize-controller coredns; do one "$t"; done ;;
+	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy kube-scheduler kubelet kubectl krew wireguard-go flux-source-controller flux-kustomize-controller coredns; do one "$t"; done ;;
 	*) log "unknown tool $1"; exit 2 ;;
 	esac
 }

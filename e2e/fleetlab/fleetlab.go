@@ -118,6 +118,12 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 			return err
 		}
 	}
+	// The clusters' own DNS, importing the clusterset server block the overlays carry.
+	for _, c := range l.Clusters() {
+		if err := c.StartClusterDNS(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

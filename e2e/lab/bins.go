@@ -40,7 +40,7 @@ func RepoRoot(dir string) (string, error) {
 
 // tools locates the pinned third-party binaries under the repository's bin/.
 type tools struct {
-	etcd, apiserver, controllerManager, scheduler, kubelet, proxy string
+	etcd, apiserver, controllerManager, scheduler, kubelet, kubectl, proxy string
 }
 
 func findTools(root string) (tools, error) {
@@ -51,10 +51,11 @@ func findTools(root string) (tools, error) {
 		controllerManager: filepath.Join(k, "kube-controller-manager"),
 		scheduler:         filepath.Join(k, "kube-scheduler"),
 		kubelet:           filepath.Join(k, "kubelet"),
+		kubectl:           filepath.Join(k, "kubectl"),
 		proxy:             filepath.Join(k, "kube-proxy"),
 	}
 	var errs []error
-	for _, p := range []string{t.etcd, t.apiserver, t.controllerManager, t.scheduler, t.kubelet, t.proxy} {
+	for _, p := range []string{t.etcd, t.apiserver, t.controllerManager, t.scheduler, t.kubelet, t.kubectl, t.proxy} {
 		if err := executable(p); err != nil {
 			errs = append(errs, err)
 		}

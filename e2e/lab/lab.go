@@ -18,6 +18,8 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/lab/node"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // GatewayLabel marks the nodes mcnet may run its gateway on.
@@ -308,6 +310,12 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 			return l, err
 		}
 	}
+	// The cluster DNS image is the lab's own: CoreDNS as `make tools` built it.
+	if dns, err := coreDNSImageArchive(root, filepath.Join(l.Dir, "images")); err == nil {
+		l.images = append(l.images, dns)
+	} else if !errors.Is(err, ErrCoreDNSNotBuilt) {
+		return l, err
+	}
 
 	start := time.Now()
 	l.progress("lab %s: %d clusters, logs in %s", l.RunID, len(opts.Clusters), l.LogDir)
@@ -322,6 +330,9 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	}
 	if err := g.Wait(); err != nil {
 		return l, err
+	}
+	if err := l.writeKubeconfig(); err != nil {
+		return l, fmt.Errorf("lab kubeconfig: %w", err)
 	}
 	l.progress("lab %s ready in %s", l.RunID, time.Since(start).Round(time.Millisecond))
 	return l, nil
@@ -392,3 +403,35 @@ func (l *Lab) Stop(ctx context.Context) error {
 	l.progress("lab %s removed", l.RunID)
 	return nil
 }
+
+// Kubeconfig is the path of one kubeconfig holding an admin context per cluster, named
+// after the cluster (for `kubectl --context east`, and the MCS conformance suite's
+// -contexts), usable from the host while the lab runs.
+func (l *Lab) Kubeconfig() string { return filepath.Join(l.Dir, "kubeconfig") }
+
+// writeKubeconfig merges the clusters' admin kubeconfigs into Kubeconfig.
+func (l *Lab) writeKubeconfig() error {
+	merged := clientcmdapi.NewConfig()
+	for _, c := range l.clusters {
+		cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		for k, v := range cfg.Clusters {
+			merged.Clusters[k] = v
+		}
+		for k, v := range cfg.AuthInfos {
+			merged.AuthInfos[k] = v
+		}
+		for k, v := range cfg.Contexts {
+			merged.Contexts[k] = v
+		}
+	}
+	if len(l.clusters) > 0 {
+		merged.CurrentContext = l.clusters[0].Name
+	}
+	return clientcmd.WriteToFile(*merged, l.Kubeconfig())
+}
+
+// Kubectl is the pinned kubectl the lab's summary and tests use.
+func (l *Lab) Kubectl() string { return l.tools.kubectl }

@@ -77,7 +77,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.fleetFile, "f", filepath.Join(root, "examples", "fleet.yaml"), "fleet file to render and apply")
 	fs.IntVar(&o.nodes, "nodes", 2, "nodes per cluster (the first is the gateway)")
 	fs.StringVar(&o.nat, "nat", "", "comma-separated clusters whose gateways sit behind NAT")
-	fs.BoolVar(&o.noComponents, "no-components", false, "apply the fleet but do not require mcnet's binaries")
+	fs.BoolVar(&o.noComponents, "no-components", false, "apply the fleet but do not wait for mcnet's components")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
@@ -98,7 +98,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if !o.noComponents {
-		if err := componentBinaries(root); err != nil {
+		if err := componentImages(root); err != nil {
 			return err
 		}
 	}
@@ -135,18 +135,10 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// componentBinaries fails early, and clearly, when `make build` has not run.
-func componentBinaries(root string) error {
-	var missing []string
-	for _, b := range []string{"mcnet-controller", "mcnet-gateway", "mcnet-route-agent"} {
-		if fi, err := os.Stat(filepath.Join(root, "bin", b)); err != nil || fi.Mode()&0o111 == 0 {
-			missing = append(missing, "bin/"+b)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("%w: %s (run `make build`, or pass --no-components)", lab.ErrMissingBinary, strings.Join(missing, ", "))
-	}
-	return nil
+// componentImages fails early, and clearly, when `make image` has not run.
+func componentImages(root string) error {
+	_, err := lab.DefaultImages(root)
+	return err
 }
 
 func printSummary(w io.Writer, l *lab.Lab, repo, broker string) {
@@ -169,13 +161,31 @@ func printSummary(w io.Writer, l *lab.Lab, repo, broker string) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, c.Kubeconfig, c.PublicAPIServer, c.PodCIDR, c.ServiceCIDR, strings.Join(nodes, ", "))
 	}
 	tw.Flush()
-	first := l.Clusters()[0]
+	first, second := l.Clusters()[0], l.Clusters()[len(l.Clusters())-1]
+	kubectl, _ := filepath.Rel(mustWd(), l.Kubectl())
 	fmt.Fprintf(w, `
-Try:
-  kubectl --kubeconfig %[1]s get nodes,pods -A -o wide
-  bin/kubectl-mcnet --kubeconfig %[1]s show
-  sudo ip netns exec %[2]s ping -c1 %[3]s      # a node's namespace
-  sudo ip netns list | grep %[4]s               # every namespace of this lab
-Logs of every process are under %[5]s. Ctrl-C removes everything.
-`, first.Kubeconfig, first.Nodes[0].Netns, first.Nodes[len(first.Nodes)-1].IP, lab.Prefix+l.RunID, l.LogDir)
+Every cluster is a context of one kubeconfig; the nodes are real kubelets with containerd.
+  export KUBECONFIG=%[1]s
+  K=%[2]s
+  $K get nodes,pods -A -o wide --context %[3]s
+  bin/kubectl-mcnet show
+
+Try it with your own workload — a web server in %[3]s, exported, called from %[4]s:
+  $K --context %[3]s create deployment web --image=%[5]s --port=8080 -- \
+      socat TCP-LISTEN:8080,fork,reuseaddr SYSTEM:'echo HTTP/1.0 200 OK; echo; hostname'
+  $K --context %[3]s expose deployment web --port=80 --target-port=8080
+  bin/kubectl-mcnet --context %[3]s export svc/web -n default
+  $K --context %[4]s run client --image=%[5]s -- sleep infinity
+  $K --context %[4]s exec client -- curl -s http://web.default.svc.clusterset.local/
+  $K --context %[4]s exec client -- dig +short web.default.svc.clusterset.local
+Images: %[5]s holds socat, curl, dig, iperf3, ip, ping; docker.io, registry.k8s.io, ghcr.io
+and quay.io are served from the lab's own registry on each node (only the lab's images).
+Namespaces: sudo ip netns list | grep %[6]s; logs of every process: %[7]s.
+Ctrl-C removes everything.
+`, l.Kubeconfig(), kubectl, first.Name, second.Name, lab.NetToolsImage, lab.Prefix+l.RunID, l.LogDir)
+}
+
+func mustWd() string {
+	wd, _ := os.Getwd()
+	return wd
 }

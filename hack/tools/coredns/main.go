@@ -1,4 +1,4 @@
-// Command coredns is CoreDNS with the few plugins the lab's cluster DNS needs, so the
+// Command coredns is CoreDNS with the plugins the lab's cluster DNS Deployment needs, so the
 // end-to-end tests resolve clusterset names the way applications do: through CoreDNS,
 // which imports the server block kubectl mcnet render writes.
 package main
@@ -10,12 +10,16 @@ import (
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/whoami"
 )
 
-// directives are the plugins compiled in, in CoreDNS's execution order.
-var directives = []string{"errors", "log", "cache", "forward", "whoami"}
+// directives are the plugins compiled in, in CoreDNS's execution order: what a
+// cluster's DNS Deployment needs (kubernetes, health, ready) and what the tests use.
+var directives = []string{"ready", "health", "errors", "log", "cache", "kubernetes", "forward", "whoami"}
 
 func init() { dnsserver.Directives = directives }
 
