@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
@@ -115,4 +117,69 @@ func memory(l *lab.Lab) (int64, string) {
 		fmt.Fprintf(&sb, " %s=%.0fMiB", c, float64(byComponent[c])/(1<<20))
 	}
 	return total, sb.String()
+}
+
+// BenchmarkPodReady measures what a user waits for on the lab's real nodes: from
+// creating a Deployment of two replicas (the network-tools image, already on the
+// nodes) to both pods Ready, over repeated trials, p50 and p99.
+func BenchmarkPodReady(b *testing.B) {
+	labtest.RequireRoot(b)
+	l := labtest.Start(b, lab.Options{Clusters: []lab.ClusterOptions{{Name: "one"}}})
+	c := l.Clusters()[0]
+	const trials = 7
+	for b.Loop() {
+		var samples []time.Duration
+		for i := range trials {
+			name := fmt.Sprintf("web%d", i)
+			y := fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %s, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: %s}}
+  template:
+    metadata: {labels: {app: %s}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - {name: main, image: %s, command: [sleep, infinity]}
+`, name, name, name, lab.NetToolsImage)
+			start := time.Now()
+			if err := c.ApplyYAML(b.Context(), []byte(y)); err != nil {
+				b.Fatal(err)
+			}
+			err := lab.Eventually(b.Context(), time.Minute, func(ctx context.Context) error {
+				d, err := c.Client.AppsV1().Deployments("default").Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				if d.Status.ReadyReplicas != 2 {
+					return fmt.Errorf("%d/2 ready", d.Status.ReadyReplicas)
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			samples = append(samples, time.Since(start))
+			if err := c.Client.AppsV1().Deployments("default").Delete(b.Context(), name, metav1.DeleteOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		p50, p99 := percentiles(samples)
+		b.ReportMetric(p50.Seconds(), "s/ready-p50")
+		b.ReportMetric(p99.Seconds(), "s/ready-p99")
+		b.Logf("Deployment of 2 to Ready over %d trials: p50 %s, p99 %s (%v)", trials, p50.Round(time.Millisecond), p99.Round(time.Millisecond), samples)
+	}
+}
+
+// percentiles returns the median and the 99th percentile (nearest rank) of samples.
+func percentiles(samples []time.Duration) (p50, p99 time.Duration) {
+	s := append([]time.Duration(nil), samples...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	rank := func(p float64) time.Duration {
+		i := int(p*float64(len(s))+0.999999) - 1
+		return s[max(0, min(i, len(s)-1))]
+	}
+	return rank(0.50), rank(0.99)
 }
