@@ -28,31 +28,20 @@ type digger struct {
 	server string // the cluster DNS Service's ClusterIP
 }
 
-// startClusterDNS gives c a cluster DNS as a platform team runs it: CoreDNS behind the
-// kube-system/kube-dns Service, its Corefile importing the server block the render
-// put into c's overlay (ConfigMap kube-system/mcnet-coredns), which forwards the
-// clusterset domain to mcnet-dns at its pinned ClusterIP. It returns the ClusterIP.
+// startClusterDNS returns the ClusterIP of c's cluster DNS, as a platform team runs
+// it: the CoreDNS Deployment behind kube-system/kube-dns (lab.Cluster.StartClusterDNS,
+// which fleetlab.Install ran), its Corefile importing the server block the render put
+// into c's overlay (ConfigMap kube-system/mcnet-coredns, mounted into the pods), which
+// forwards the clusterset domain to mcnet-dns at its pinned ClusterIP.
 func startClusterDNS(t *testing.T, l *lab.Lab, c *lab.Cluster) string {
 	t.Helper()
 	ctx := t.Context()
-	cm, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, mcnetv1.CoreDNSConfigMap, metav1.GetOptions{})
-	if err != nil {
+	if _, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, mcnetv1.CoreDNSConfigMap, metav1.GetOptions{}); err != nil {
 		t.Fatalf("the rendered CoreDNS server block: %v", err)
 	}
-	labels := map[string]string{"k8s-app": "kube-dns"}
-	pod, err := l.AddPod(ctx, c.Workers()[0], lab.PodOptions{Name: "coredns", Namespace: "kube-system", Labels: labels})
+	svc, err := c.Client.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
 	if err != nil {
-		t.Fatal(err)
-	}
-	corefile := ".:53 {\n    errors\n    whoami\n}\nimport {{dir}}/mcnet/*.server\n"
-	files := map[string]string{"mcnet/" + mcnetv1.CoreDNSServerKey: cm.Data[mcnetv1.CoreDNSServerKey]}
-	if err := pod.StartCoreDNS(ctx, corefile, files); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := c.CreateService(ctx, lab.ServiceOptions{Name: "kube-dns", Namespace: "kube-system", Selector: labels,
-		Ports: map[int32]int32{53: 53}, UDPPorts: map[int32]int32{53: 53}})
-	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the cluster DNS Service: %v", err)
 	}
 	return svc.Spec.ClusterIP
 }
