@@ -11,6 +11,9 @@ import (
 const (
 	KubeVersion = "v1.37.2"
 	EtcdVersion = "v3.6.8"
+	// CoreDNSBuild names the CoreDNS build hack/build-tools.sh makes (its version and
+	// the plugin set, COREDNS_BUILD there).
+	CoreDNSBuild = "v1.15.0+k8s"
 )
 
 // ErrMissingBinary is returned when a binary the lab needs has not been built.
@@ -82,4 +85,13 @@ func executable(p string) error {
 		return fmt.Errorf("%s: not an executable file", p)
 	}
 	return nil
+}
+
+// coreDNSBinary is the pinned CoreDNS build, or ErrCoreDNSNotBuilt.
+func coreDNSBinary(root string) (string, error) {
+	p := filepath.Join(root, "bin", "coredns", CoreDNSBuild, "coredns")
+	if executable(p) != nil {
+		return "", ErrCoreDNSNotBuilt
+	}
+	return p, nil
 }

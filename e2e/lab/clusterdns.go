@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -26,12 +25,11 @@ const CoreDNSImage = RegistryAddr + "/mcnet/coredns:lab"
 // the newest CoreDNS build under bin/coredns, with a fixed creation time so the same
 // binary always gives the same image.
 func coreDNSImageArchive(root, dir string) (string, error) {
-	bins, _ := filepath.Glob(filepath.Join(root, "bin", "coredns", "*", "coredns"))
-	if len(bins) == 0 {
-		return "", ErrCoreDNSNotBuilt
+	path, err := coreDNSBinary(root)
+	if err != nil {
+		return "", err
 	}
-	sort.Strings(bins)
-	bin, err := os.ReadFile(bins[len(bins)-1])
+	bin, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}

@@ -257,6 +257,18 @@ func (l *Lab) buildWAN(ctx context.Context) error {
 			return fmt.Errorf("gateway WAN: %w", err)
 		}
 	}
+	// Pods on a gateway node reach the WAN (another cluster's broker) straight out of
+	// wan0; like pods on any node with a public interface, they leave masqueraded, or
+	// the answers would be addressed to a pod CIDR nobody on the WAN routes.
+	// Cross-cluster pod traffic is not affected: it leaves through mcnet's tunnels.
+	for _, c := range l.clusters {
+		for _, n := range c.Gateways() {
+			rules := fmt.Sprintf("*nat\n-A POSTROUTING -o wan0 -s %s -j MASQUERADE\nCOMMIT\n", c.PodCIDR)
+			if err := iptablesRestore(ctx, n.Netns, rules); err != nil {
+				return fmt.Errorf("gateway %s: %w", n.Name, err)
+			}
+		}
+	}
 	return nil
 }
 

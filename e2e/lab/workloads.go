@@ -56,7 +56,7 @@ func (p *Pod) ServeEcho(ctx context.Context, port int) error {
 
 // ErrCoreDNSNotBuilt says bin/ has no CoreDNS: hack/build-tools.sh coredns (make e2e)
 // builds it.
-var ErrCoreDNSNotBuilt = errors.New("no CoreDNS in bin/coredns: run hack/build-tools.sh coredns (make e2e builds it)")
+var ErrCoreDNSNotBuilt = errors.New("no CoreDNS in bin/coredns/" + CoreDNSBuild + ": run `make tools`")
 
 // StartCoreDNS runs CoreDNS (bin/coredns/VERSION/coredns) on port 53 inside the pod
 // until the lab stops, serving corefile. files are written beside the Corefile, by
@@ -65,9 +65,9 @@ var ErrCoreDNSNotBuilt = errors.New("no CoreDNS in bin/coredns: run hack/build-t
 // once CoreDNS answers.
 func (p *Pod) StartCoreDNS(ctx context.Context, corefile string, files map[string]string) error {
 	l := p.Node.Cluster.lab
-	bins, _ := filepath.Glob(filepath.Join(l.root, "bin", "coredns", "*", "coredns"))
-	if len(bins) == 0 {
-		return ErrCoreDNSNotBuilt
+	bin, err := coreDNSBinary(l.root)
+	if err != nil {
+		return err
 	}
 	dir := filepath.Join(l.Dir, "coredns", p.Node.Cluster.Name, p.Name)
 	for name, data := range files {
@@ -87,7 +87,7 @@ func (p *Pod) StartCoreDNS(ctx context.Context, corefile string, files map[strin
 		return err
 	}
 	log := filepath.Join(l.LogDir, p.Node.Cluster.Name, p.Node.Name, "coredns-"+p.Name+".log")
-	proc, err := startProc(p.String()+"/coredns", p.Netns, log, nil, bins[len(bins)-1], "-conf", conf, "-dns.port", "53")
+	proc, err := startProc(p.String()+"/coredns", p.Netns, log, nil, bin, "-conf", conf, "-dns.port", "53")
 	if err != nil {
 		return err
 	}

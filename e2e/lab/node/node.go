@@ -39,7 +39,8 @@ type Config struct {
 	// mount namespace; it must be short (socket paths are limited to 108 bytes) and on a
 	// private mount.
 	Dir, RunDir string
-	// LogDir receives containerd.log and kubelet.log.
+	// LogDir receives containerd.log, kubelet.log and, under pods/, the containers'
+	// logs (the node's /var/log/pods).
 	LogDir string
 	// Cgroup is the name of the node's cgroup under every cgroup v1 hierarchy; the
 	// kubelet's cgroupRoot and the home of containerd and the kubelet themselves.
@@ -189,6 +190,11 @@ func (n *Node) prepare(ctx context.Context) error {
 	script.WriteString("set -e\n")
 	for _, b := range binds {
 		src := n.path("fs", strings.ReplaceAll(strings.TrimPrefix(b, "/"), "/", "-"))
+		if b == "/var/log/pods" {
+			// Containers' logs live with the node's other logs, so a failed test that
+			// keeps its logs keeps them too.
+			src = filepath.Join(n.cfg.LogDir, "pods")
+		}
 		if err := os.MkdirAll(src, 0o755); err != nil {
 			return err
 		}
