@@ -143,7 +143,7 @@ spec:
       terminationGracePeriodSeconds: 0
       containers:
       - {name: main, image: %s, command: [sleep, infinity]}
-`, name, name, name, lab.NetToolsImage)
+`, name, name, name, l.Images().NetTools)
 			start := time.Now()
 			if err := c.ApplyYAML(b.Context(), []byte(y)); err != nil {
 				b.Fatal(err)

@@ -225,13 +225,13 @@ func kernelState(t *testing.T, l *lab.Lab) map[string]string {
 	out := map[string]string{}
 	for _, c := range l.Clusters() {
 		for _, n := range c.Nodes {
-			pod := &lab.Pod{Node: n, Netns: n.Netns, HostNetwork: true}
+			pod := n
 			var b strings.Builder
 			for _, cmd := range [][]string{
 				{"ip", "-o", "rule", "show", "table", "2711"},
 				{"ip", "-o", "route", "show", "table", "2711"},
 				{"sh", "-c", "ip -o link show | grep -o 'mcnet-[a-z]*' | sort"},
-				{"sh", "-c", "for t in filter nat mangle; do iptables -t $t -S | grep MCNET; done; true"},
+				{"sh", "-c", "for t in filter nat mangle; do iptables -t $t -S | grep MCNET; done; nft -s list table inet mcnet 2>/dev/null; true"},
 			} {
 				s, err := pod.Exec(t.Context(), cmd...)
 				if err != nil {
@@ -260,7 +260,7 @@ func waitStandbysPassive(ctx context.Context, l *lab.Lab) error {
 				if n.Name == holder {
 					continue
 				}
-				pod := &lab.Pod{Node: n, Netns: n.Netns, HostNetwork: true}
+				pod := n
 				out, err := pod.Exec(ctx, "ip", "-o", "link", "show")
 				if err != nil {
 					return err

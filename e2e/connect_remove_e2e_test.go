@@ -79,13 +79,14 @@ func applyPruned(ctx context.Context, c *lab.Cluster, oldDir, newDir string) err
 
 // nodeState reads a node's mcnet links, routes, rules and chains, one per line.
 func nodeState(ctx context.Context, n *lab.Node) (string, error) {
-	pod := &lab.Pod{Node: n, Netns: n.Netns, HostNetwork: true}
+	pod := n
 	return pod.Exec(ctx, "sh", "-c", `ip -o link show | grep -o 'mcnet-[a-z]*'
 ip -o route show table 2711
 ip -o -6 route show table 2711 2>/dev/null
 ip -o rule show | grep 2711
 ip -o -6 rule show | grep 2711
 for t in filter nat mangle; do iptables -t $t -S | grep MCNET; ip6tables -t $t -S 2>/dev/null | grep MCNET; done
+nft -s list table inet mcnet 2>/dev/null
 true`)
 }
 

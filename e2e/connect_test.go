@@ -174,7 +174,7 @@ func renderFor(l *lab.Lab, cs *mcnetv1.ClusterSet, dir string) error {
 	for i := range cs.Spec.Clusters {
 		cs.Spec.Clusters[i].Server = "https://" + l.Cluster(cs.Spec.Clusters[i].Name).PublicAPIServer.String()
 	}
-	fleetlab.UseLabImage(cs)
+	fleetlab.UseLabImage(l, cs)
 	fleet.Default(cs)
 	if errs := fleet.Validate(cs); len(errs) > 0 {
 		return errs.ToAggregate()

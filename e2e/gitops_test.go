@@ -179,7 +179,7 @@ func (g *gitopsLab) push(cs *mcnetv1.ClusterSet, message string) string {
 	for i := range cs.Spec.Clusters {
 		cs.Spec.Clusters[i].Server = "https://" + g.lab.Cluster(cs.Spec.Clusters[i].Name).PublicAPIServer.String()
 	}
-	fleetlab.UseLabImage(cs)
+	fleetlab.UseLabImage(g.lab, cs)
 	fleet.Default(cs)
 	if errs := fleet.Validate(cs); len(errs) > 0 {
 		g.t.Fatal(errs.ToAggregate())

@@ -84,7 +84,7 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 			cs.Spec.Clusters[i].Server = "https://" + c.PublicAPIServer.String()
 		}
 	}
-	UseLabImage(cs)
+	UseLabImage(l, cs)
 	fleet.Default(cs)
 	if errs := fleet.Validate(cs); len(errs) > 0 {
 		return fmt.Errorf("fleet for the lab: %w", errs.ToAggregate())
@@ -130,8 +130,8 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 // UseLabImage points the fleet at the mcnet image `make image` built, as
 // `kubectl mcnet render --image-repository --image-tag` would: the lab's nodes have it
 // loaded, so the rendered tree runs unchanged apart from the image's name.
-func UseLabImage(cs *mcnetv1.ClusterSet) {
-	cs.Spec.Image.Repository, cs.Spec.Image.Tag = lab.ImageRepository, lab.ImageTag
+func UseLabImage(l *lab.Lab, cs *mcnetv1.ClusterSet) {
+	cs.Spec.Image.Repository, cs.Spec.Image.Tag = l.Images().Repository, l.Images().Tag
 }
 
 // DeliverBrokerCredentials mints a token for cluster c's identity on the broker and

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mcnet-io/mcnet/e2e/lab/node"
+	"github.com/mcnet-io/mcnet/internal/registry"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -45,8 +46,8 @@ type Options struct {
 	// mirror for docker.io and the other public registries.
 	Registry http.Handler
 	// Images are image archives (docker-archive or OCI tar, as `ctr images import`
-	// takes) loaded into every node's containerd before its kubelet starts. Default:
-	// every archive `make image` wrote to bin/images.
+	// takes) loaded into every node's containerd before its kubelet starts, beside
+	// what the registry serves.
 	Images []string
 	// Progress, if set, receives one line per step while the lab starts and stops.
 	Progress io.Writer
@@ -86,15 +87,16 @@ type Lab struct {
 	tools    tools
 	clusters []*Cluster
 
-	mu       sync.Mutex
-	netnses  []string // every namespace created, in creation order
-	procs    procSet  // workload processes (iperf3 servers …), not control planes
-	servers  []io.Closer
-	nodes    []*node.Node
-	registry http.Handler
-	images   []string
-	runDir   string // sockets and mount namespaces: /run/mcnet-lab/RUNID, a private mount
-	stopped  bool
+	mu        sync.Mutex
+	netnses   []string // every namespace created, in creation order
+	procs     procSet  // workload processes (iperf3 servers …), not control planes
+	servers   []io.Closer
+	nodes     []*node.Node
+	registry  http.Handler
+	images    []string
+	imageRefs Images
+	runDir    string // sockets and mount namespaces: /run/mcnet-lab/RUNID, a private mount
+	stopped   bool
 }
 
 // Cluster is one Kubernetes cluster of the lab.
@@ -304,12 +306,16 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := l.makeRunDir(ctx); err != nil {
 		return l, err
 	}
-	l.registry = opts.Registry
-	if l.images = opts.Images; len(l.images) == 0 {
-		if l.images, err = DefaultImages(root); err != nil {
+	// What `make image` built is served by the registry on every node's loopback.
+	if l.imageRefs, err = FindImages(root); err != nil {
+		return l, err
+	}
+	if l.registry = opts.Registry; l.registry == nil {
+		if l.registry, err = registry.FromLayouts(l.imageRefs.Layouts...); err != nil {
 			return l, err
 		}
 	}
+	l.images = opts.Images
 	// The cluster DNS image is the lab's own: CoreDNS as `make tools` built it.
 	if dns, err := coreDNSImageArchive(root, filepath.Join(l.Dir, "images")); err == nil {
 		l.images = append(l.images, dns)

@@ -22,8 +22,9 @@ import (
 
 // RegistryAddr is where every node's containerd finds the lab's image registry: on the
 // node's own loopback, served by the lab process. containerd pulls docker.io,
-// registry.k8s.io and this address itself through it, so third-party manifests run
-// unmodified and mcnet's image is pulled the way a user's cluster pulls it.
+// registry.k8s.io, ghcr.io, quay.io and this address itself through it, so manifests
+// run unmodified (mcnet's, the MCS conformance suite's) and images are pulled the way a
+// user's cluster pulls them. It serves only the lab's own images.
 const RegistryAddr = "127.0.0.1:5000"
 
 // mirroredRegistries are the registries the lab's registry stands in for.
@@ -174,3 +175,14 @@ func (c *Cluster) writeNodeCredentials(n *Node) error {
 
 // Runtime is the node's containerd and kubelet.
 func (n *Node) Runtime() *node.Node { return n.runtime }
+
+// Exec runs a host program inside the node's network namespace, as someone logged into
+// the node would (to read its links, routes, rules and packet filter), and returns its
+// combined output; the error carries the output too.
+func (n *Node) Exec(ctx context.Context, cmd ...string) (string, error) {
+	out, err := output(ctx, "ip", append([]string{"netns", "exec", n.Netns}, cmd...)...)
+	if err != nil {
+		return out, fmt.Errorf("on node %s: %w", n.Name, err)
+	}
+	return out, nil
+}

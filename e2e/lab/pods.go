@@ -44,7 +44,7 @@ type PodOptions struct {
 	ServiceAccountName string
 	// HostNetwork places the pod in the node's own namespace.
 	HostNetwork bool
-	// Image defaults to NetToolsImage; Command to one that sleeps until stopped.
+	// Image defaults to the network-tools image (Lab.Images); Command to one that sleeps until stopped.
 	Image   string
 	Command []string
 }
@@ -57,7 +57,7 @@ func (l *Lab) AddPod(ctx context.Context, n *Node, o PodOptions) (*Pod, error) {
 		o.Namespace = "default"
 	}
 	if o.Image == "" {
-		o.Image = NetToolsImage
+		o.Image = l.imageRefs.NetTools
 	}
 	if len(o.Command) == 0 {
 		o.Command = []string{"sleep", "infinity"}

@@ -137,7 +137,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // componentImages fails early, and clearly, when `make image` has not run.
 func componentImages(root string) error {
-	_, err := lab.DefaultImages(root)
+	_, err := lab.FindImages(root)
 	return err
 }
 
@@ -182,7 +182,7 @@ Images: %[5]s holds socat, curl, dig, iperf3, ip, ping; docker.io, registry.k8s.
 and quay.io are served from the lab's own registry on each node (only the lab's images).
 Namespaces: sudo ip netns list | grep %[6]s; logs of every process: %[7]s.
 Ctrl-C removes everything.
-`, l.Kubeconfig(), kubectl, first.Name, second.Name, lab.NetToolsImage, lab.Prefix+l.RunID, l.LogDir)
+`, l.Kubeconfig(), kubectl, first.Name, second.Name, l.Images().NetTools, lab.Prefix+l.RunID, l.LogDir)
 }
 
 func mustWd() string {
