@@ -55,11 +55,11 @@ lint: ## gofmt, go vet and the module's consistency checks.
 	go mod verify
 
 .PHONY: test
-test: tools build images ## Run every test: unit, real API servers, network namespaces, and the lab's end-to-end suites on real nodes (root).
+test: tools build image ## Run every test: unit, real API servers, network namespaces, and the lab's end-to-end suites on real nodes (root).
 	go test $(GO_TEST_FLAGS) -count=1 -tags e2e -timeout 85m ./...
 
 .PHONY: e2e
-e2e: tools build images ## Run only the end-to-end suites in the lab (root).
+e2e: tools build image ## Run only the end-to-end suites in the lab (root).
 	go test $(GO_TEST_FLAGS) -count=1 -tags e2e -timeout 85m ./e2e/...
 
 .PHONY: bench
@@ -72,7 +72,7 @@ demo: build ## Render the bundled example fleet into a new Git repository, fleet
 	bin/kubectl-mcnet render -f examples/fleet.yaml --out fleet-repo --commit
 
 .PHONY: lab
-lab: tools build images ## Bring up a lab of real clusters with the example fleet applied (three clusters); Ctrl-C tears it down (root).
+lab: tools build image ## Bring up a lab of real clusters with the example fleet applied (three clusters); Ctrl-C tears it down (root).
 	go run ./e2e/cmd/mcnet-lab up
 
 .PHONY: lab-down
