@@ -14,7 +14,8 @@ import (
 // frames reach the cluster only from the remote gateway; a masquerade by the CNI
 // (iptables) or kube-proxy (nftables) does not hide a pod's address from the remote
 // cluster; and a drop rule standing in for a NetworkPolicy still applies to traffic
-// from the remote cluster, because mcnet accepts nothing ahead of it.
+// from the remote cluster, because mcnet accepts nothing ahead of it; and a host
+// whose FORWARD policy drops must allow the cluster CIDRs itself, as documented.
 func TestKernelFilter(t *testing.T) {
 	requireRoot(t)
 	l := newLab(t)
@@ -79,6 +80,25 @@ func TestKernelFilter(t *testing.T) {
 		defer l.exec("gwb", "nft", "delete table ip kube-proxy-test")
 		l.checkTCPSource("podb", podB, "poda", podA)
 		l.checkTCPSource("poda", podA, "podb", podB)
+	})
+
+	t.Run("HostForwardDropPolicy", func(t *testing.T) {
+		// docs/dataplane.md: mcnet does not open a host firewall that drops by
+		// default; the two allow rules it suggests are enough.
+		l.exec("gwa", "iptables", "-P", "FORWARD", "DROP")
+		defer l.exec("gwa", "iptables", "-P", "FORWARD", "ACCEPT")
+		if out, err := l.try("poda", "ping", "-c", "2", "-W", "1", podB.String()); err == nil {
+			t.Errorf("ping crossed a FORWARD DROP policy that nothing allows:\n%s", out)
+		}
+		allow := [][]string{
+			{"FORWARD", "-s", "10.1.0.0/16", "-d", "10.2.0.0/16", "-j", "ACCEPT"},
+			{"FORWARD", "-s", "10.2.0.0/16", "-d", "10.1.0.0/16", "-j", "ACCEPT"},
+		}
+		for _, r := range allow {
+			l.exec("gwa", append([]string{"iptables", "-A"}, r...)...)
+			defer l.exec("gwa", append([]string{"iptables", "-D"}, r...)...)
+		}
+		l.waitPing("poda", podB.String())
 	})
 
 	t.Run("PolicyStillApplies", func(t *testing.T) {
