@@ -14,9 +14,15 @@ GO_TEST_FLAGS  ?=
 # The last revision whose dataplane programmed iptables rule by rule: make bench
 # measures its no-op Apply beside the current one (BenchmarkNoOpApply).
 BENCH_BASELINE ?= 0caa576f4db98dc08be03172b5c6cc75303258c9
+# The MCS conformance suite: its version follows the MCS CRDs (sigs.k8s.io/mcs-api in
+# go.mod) and is pinned in hack/build-tools.sh and hack/tools/mcs-conformance/go.mod.
+MCS_CONFORMANCE_VERSION := v0.5.2
+MCS_CONFORMANCE ?= bin/mcs-conformance/$(MCS_CONFORMANCE_VERSION)/conformance.test
+CONFORMANCE_OUT ?= bin/conformance
 export KUBEBUILDER_ASSETS := $(ENVTEST_ASSETS)
 
 BINARIES := $(notdir $(wildcard cmd/*))
+comma    := ,
 
 .PHONY: help
 help: ## Show this help.
@@ -66,6 +72,16 @@ e2e: tools build image ## Run only the end-to-end suites in the lab (root).
 bench: tools build ## Run the benchmarks and print their figures.
 	hack/build-tools.sh wireguard-go
 	MCNET_BENCH_BASELINE=$(BENCH_BASELINE) go test -run '^$$' -bench . -benchtime 1x -timeout 40m ./...
+
+.PHONY: conformance
+conformance: ## Run the MCS API conformance suite unmodified: CONFORMANCE_KUBECONFIG=FILE CONFORMANCE_CONTEXTS=c0,c1[,c2] (docs/conformance.md).
+	@[ -x "$(MCS_CONFORMANCE)" ] || hack/build-tools.sh mcs-conformance
+	@if [ -z "$(CONFORMANCE_CONTEXTS)" ] || [ -z "$(CONFORMANCE_KUBECONFIG)" ]; then \
+		echo "conformance: set CONFORMANCE_KUBECONFIG and CONFORMANCE_CONTEXTS (the clusters to test, mcnet installed);"; \
+		echo "             bringing up real-node lab clusters for it comes with the real-node lab (docs/conformance.md)"; exit 2; fi
+	go run ./hack/mcs-conformance run -suite $(MCS_CONFORMANCE) -kubeconfig $(CONFORMANCE_KUBECONFIG) \
+		-contexts $(CONFORMANCE_CONTEXTS) -mcnet-version $(VERSION) \
+		-out $(CONFORMANCE_OUT)/$(words $(subst $(comma), ,$(CONFORMANCE_CONTEXTS)))-clusters
 
 .PHONY: demo
 demo: build ## Render the bundled example fleet into a new Git repository, fleet-repo/.

@@ -4,7 +4,7 @@
 # kustomize-controller) from the Go module proxy into
 # bin/, one directory per version, so a second run is a no-op. Nothing prebuilt is fetched.
 #
-# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|kube-scheduler|kubelet|kubectl|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|coredns|all]...
+# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|kube-scheduler|kubelet|kubectl|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|coredns|mcs-conformance|all]...
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +17,7 @@ WIREGUARD_GO_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 FLUX_VERSION=v1.9.6 # source-controller and kustomize-controller (v1.10 needs Go 1.27)
 COREDNS_VERSION=v1.15.0 # a build with the plugins in hack/tools/coredns/main.go
 COREDNS_BUILD=$COREDNS_VERSION+k8s # bump the suffix when the plugin list changes
+MCS_CONFORMANCE_VERSION=v0.5.2 # the MCS CRDs' version (sigs.k8s.io/mcs-api in go.mod); docs/conformance.md
 
 kube_bin="$root/bin/k8s/$KUBE_VERSION"
 etcd_bin="$root/bin/etcd/$ETCD_VERSION"
@@ -30,6 +31,22 @@ build() { # dir out pkg [ldflags]
 	mkdir -p "$(dirname "$out")"
 	local start=$SECONDS
 	(cd "$root/hack/tools/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg")
+	mv "$out.tmp" "$out"
+	log "built $(basename "$out") in $((SECONDS - start))s"
+}
+
+# build_suite is build for a Go test binary: the MCS conformance suite ships as a
+# package's tests. -mod=mod records go.sum on the first machine that can download it.
+build_suite() { # dir out pkg
+	local dir=$1 out=$2 pkg=$3
+	if [[ -x $out ]]; then return 0; fi
+	log "building $(basename "$(dirname "$out")")/$(basename "$out")"
+	mkdir -p "$(dirname "$out")"
+	local start=$SECONDS
+	if ! (cd "$root/hack/tools/$dir" && CGO_ENABLED=0 go test -mod=mod -c -trimpath -o "$out.tmp" "$pkg"); then
+		log "could not build $pkg: the Go module proxy must serve sigs.k8s.io/mcs-api/conformance $MCS_CONFORMANCE_VERSION (see docs/conformance.md)"
+		return 1
+	fi
 	mv "$out.tmp" "$out"
 	log "built $(basename "$out") in $((SECONDS - start))s"
 }
@@ -51,6 +68,7 @@ one() {
 	wireguard-go) build wireguard-go "$root/bin/wireguard-go/$WIREGUARD_GO_VERSION/wireguard-go" golang.zx2c4.com/wireguard ;;
 	krew) build krew "$root/bin/krew/$KREW_VERSION/krew" sigs.k8s.io/krew/cmd/krew ;;
 	coredns) build coredns "$root/bin/coredns/$COREDNS_BUILD/coredns" . ;;
+	mcs-conformance) build_suite mcs-conformance "$root/bin/mcs-conformance/$MCS_CONFORMANCE_VERSION/conformance.test" sigs.k8s.io/mcs-api/conformance ;;
 	flux-source-controller | flux-kustomize-controller)
 		build "$1" "$root/bin/$1/$FLUX_VERSION/${1#flux-}" "github.com/fluxcd/${1#flux-}" ;;
 	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy kube-scheduler kubelet kubectl krew wireguard-go flux-source-controller flux-kustomize-controller coredns; do one "$t"; done ;;
