@@ -176,5 +176,3 @@ func TestExportedMetadataRoundTrip(t *testing.T) {
 		t.Error("empty or unreadable metadata must count as nothing exported")
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -58,6 +58,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
 )
 
@@ -70,6 +71,12 @@ type Reconciler struct {
 	Broker cluster.Cluster
 	// BrokerNamespace holds the published exports.
 	BrokerNamespace string
+	// ClusterID is the local cluster's name: its own endpoints take its ClusterSetIPs'
+	// traffic when they can.
+	ClusterID string
+	// SystemNamespace holds the local Gateways, whose status says which clusters are
+	// reachable and how far (mcnet-system).
+	SystemNamespace string
 }
 
 // SetupWithManager registers the reconciler with mgr.
@@ -89,11 +96,23 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return serviceRequest(o.GetNamespace(), o.GetName())
 		})).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if !IsImport(o) || o.GetLabels()[discoveryv1.LabelManagedBy] != SliceManagedBy {
+			l := o.GetLabels()
+			switch {
+			case l[discoveryv1.LabelManagedBy] != SliceManagedBy:
+				// A local Service's own slices: its ready pods may take its ClusterSetIP.
+				return serviceRequest(o.GetNamespace(), l[discoveryv1.LabelServiceName])
+			case !IsImport(o):
 				return nil
+			case l[LabelClusterSetIPOf] != "":
+				return serviceRequest(o.GetNamespace(), l[LabelClusterSetIPOf])
 			}
-			return serviceRequest(o.GetNamespace(), o.GetLabels()[mcsv1alpha1.LabelServiceName])
+			return serviceRequest(o.GetNamespace(), l[mcsv1alpha1.LabelServiceName])
 		})).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return serviceRequest(o.GetNamespace(), o.GetLabels()[LabelClusterSetIPOf])
+		})).
+		// A connection going down or up, or an RTT change, moves ClusterSetIP traffic.
+		Watches(&mcnetv1.Gateway{}, handler.EnqueueRequestsFromMapFunc(r.allImports)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceRequests)).
 		Complete(r)
 	if err != nil {
@@ -107,6 +126,26 @@ func serviceRequest(namespace, name string) []reconcile.Request {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}}}
+}
+
+// allImports names every local import whose ClusterSetIP the local Gateways' view of
+// the other clusters can move.
+func (r *Reconciler) allImports(ctx context.Context, o client.Object) []reconcile.Request {
+	if o.GetNamespace() != r.SystemNamespace {
+		return nil
+	}
+	var list mcsv1alpha1.ServiceImportList
+	if err := r.Local.List(ctx, &list, client.MatchingLabels{ManagedByLabel: ManagedBy}); err != nil {
+		log.FromContext(ctx).Error(err, "list imports")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if si := &list.Items[i]; IsImport(si) && si.Spec.Type == mcsv1alpha1.ClusterSetIP {
+			reqs = append(reqs, serviceRequest(si.Namespace, si.Name)...)
+		}
+	}
+	return reqs
 }
 
 // namespaceRequests names every service exported from a namespace, so that creating or
@@ -145,11 +184,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil || si == nil {
 		return reconcile.Result{}, err
 	}
-	if err := r.syncSlices(ctx, si, merged.Clusters); err != nil {
+	imported, err := r.syncSlices(ctx, si, merged.Clusters)
+	if err != nil {
 		return reconcile.Result{}, err
 	}
-	ready := metav1.Condition{Status: metav1.ConditionTrue, Reason: string(mcsv1alpha1.ServiceImportReasonReady),
-		Message: "imported from " + strings.Join(merged.Clusters, ", ")}
+	ready, err := r.clusterSetIP(ctx, si, merged, imported)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	return reconcile.Result{}, r.updateStatus(ctx, si, merged.Clusters, ready)
 }
 
@@ -181,8 +223,12 @@ func (r *Reconciler) namespacePresent(ctx context.Context, name string) (bool, e
 	return ns.DeletionTimestamp.IsZero(), nil
 }
 
-// remove deletes the service's import: its slices first, then the ServiceImport.
+// remove deletes the service's import: its ClusterSetIP and slices first, then the
+// ServiceImport.
 func (r *Reconciler) remove(ctx context.Context, key types.NamespacedName) error {
+	if err := r.removeClusterSetIP(ctx, key.Namespace, key.Name); err != nil {
+		return err
+	}
 	if _, err := r.sync(ctx, key, nil); err != nil {
 		return err
 	}
@@ -270,11 +316,11 @@ func (r *Reconciler) updateStatus(ctx context.Context, si *mcsv1alpha1.ServiceIm
 	return nil
 }
 
-// syncSlices copies the broker EndpointSlices of the included clusters.
-func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImport, clusters []string) error {
+// syncSlices copies the broker EndpointSlices of the included clusters and returns them.
+func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImport, clusters []string) ([]*discoveryv1.EndpointSlice, error) {
 	var list discoveryv1.EndpointSliceList
 	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), ServiceSelector(si.Namespace, si.Name)); err != nil {
-		return fmt.Errorf("list EndpointSlices of %s/%s on the broker: %w", si.Namespace, si.Name, err)
+		return nil, fmt.Errorf("list EndpointSlices of %s/%s on the broker: %w", si.Namespace, si.Name, err)
 	}
 	owner := metav1.OwnerReference{APIVersion: mcsv1alpha1.GroupVersion.String(), Kind: "ServiceImport", Name: si.Name, UID: si.UID}
 	var want []*discoveryv1.EndpointSlice
@@ -297,8 +343,10 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 			Ports:       src.Ports,
 		})
 	}
-	_, err := r.sync(ctx, types.NamespacedName{Namespace: si.Namespace, Name: si.Name}, want)
-	return err
+	if _, err := r.sync(ctx, types.NamespacedName{Namespace: si.Namespace, Name: si.Name}, want); err != nil {
+		return nil, err
+	}
+	return want, nil
 }
 
 func (r *Reconciler) sync(ctx context.Context, key types.NamespacedName, want []*discoveryv1.EndpointSlice) (bool, error) {

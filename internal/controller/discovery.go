@@ -32,6 +32,7 @@ func setupDiscovery(mgr ctrl.Manager, broker cluster.Cluster, owner *metav1.Owne
 	}
 	if err := (&serviceimport.Reconciler{
 		Local: mgr.GetClient(), Broker: broker, BrokerNamespace: o.BrokerNamespace,
+		ClusterID: o.ClusterID, SystemNamespace: o.Namespace,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/controllers/serviceimport"
 	"github.com/mcnet-io/mcnet/internal/controller"
 	"github.com/mcnet-io/mcnet/internal/diagnose"
 	"github.com/mcnet-io/mcnet/internal/testenv"
@@ -308,6 +310,61 @@ func importOf(c client.Client, ns, name string, clusters ...string) func(context
 	}
 }
 
+// clusterSetIP returns the VIP of a ClusterSetIP import, once the import records it and
+// it is the ClusterIP of its derived Service.
+func clusterSetIP(ctx context.Context, t testing.TB, m *member, ns, name string) string {
+	t.Helper()
+	var vip string
+	testenv.Eventually(ctx, t, 20*time.Second, m.name+" allocates the ClusterSetIP of "+ns+"/"+name, func(ctx context.Context) error {
+		var si mcsv1alpha1.ServiceImport
+		if err := m.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &si); err != nil {
+			return err
+		}
+		if len(si.Spec.IPs) == 0 || len(si.Spec.IPs) != len(si.Spec.IPFamilies) {
+			return fmt.Errorf("ips %v for families %v", si.Spec.IPs, si.Spec.IPFamilies)
+		}
+		var svc corev1.Service
+		if err := m.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: serviceimport.DerivedName(name)}, &svc); err != nil {
+			return err
+		}
+		if !slices.Equal(svc.Spec.ClusterIPs, si.Spec.IPs) {
+			return fmt.Errorf("derived Service has ClusterIPs %v, the import %v", svc.Spec.ClusterIPs, si.Spec.IPs)
+		}
+		ready := meta.FindStatusCondition(si.Status.Conditions, string(mcsv1alpha1.ServiceImportConditionReady))
+		if ready == nil || ready.Status != metav1.ConditionTrue {
+			return fmt.Errorf("Ready %+v", ready)
+		}
+		vip = si.Spec.IPs[0]
+		return nil
+	})
+	return vip
+}
+
+// vipLeadsTo checks where a ClusterSetIP's traffic goes: the cluster=address pairs and
+// ports of its derived Service's EndpointSlices, which kube-proxy programs.
+func vipLeadsTo(m *member, ns, name string, want ...string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var list discoveryv1.EndpointSliceList
+		if err := m.client.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: serviceimport.DerivedName(name)}); err != nil {
+			return err
+		}
+		var got []string
+		for _, s := range list.Items {
+			cluster := strings.Split(s.Name, ".")[1]
+			for _, ep := range s.Endpoints {
+				for _, p := range s.Ports {
+					got = append(got, fmt.Sprintf("%s=%s:%d", cluster, ep.Addresses[0], *p.Port))
+				}
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, sorted(want)) {
+			return fmt.Errorf("%s's ClusterSetIP of %s/%s leads to %v, want %v", m.name, ns, name, got, want)
+		}
+		return nil
+	}
+}
+
 func slicesEqual(a, b []string) bool { return slices.Equal(a, b) }
 
 func sorted(s []string) []string {
@@ -328,7 +385,7 @@ func TestDiscovery(t *testing.T) {
 	// hub's gateway reaches both clusters; east is closer.
 	setGateway(ctx, t, hub.client, map[string]time.Duration{"east": time.Millisecond, "west": 3 * time.Millisecond})
 
-	var eastIP, westIP string
+	var eastIP, westIP, hubVIP string
 	var eastPublished types.UID // east's broker ServiceImport, which must never be churned
 	t.Run("an export in two clusters is imported everywhere, and resolves", func(t *testing.T) {
 		eastIP = exportService(ctx, t, east.client, "app", "db", pg, true)
@@ -343,7 +400,11 @@ func TestDiscovery(t *testing.T) {
 			testenv.Eventually(ctx, t, wait, m.name+" imports app/db from east and west", importOf(m.client, "app", "db", "east", "west"))
 		}
 		testenv.Eventually(ctx, t, wait, "west's export has no conflict", condition(ctx, west.client, "app", "db", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionFalse, "NoConflicts"))
-		testenv.Eventually(ctx, t, wait, "hub resolves db", answersOneOf(hub, "db.app.svc.clusterset.local", eastIP, westIP))
+		hubVIP = clusterSetIP(ctx, t, hub, "app", "db")
+		testenv.Eventually(ctx, t, wait, "hub resolves db to its ClusterSetIP", answers(hub, "db.app.svc.clusterset.local", dns.TypeA, hubVIP))
+		// hub has no copy of its own: the VIP leads to east, the nearer cluster (west's
+		// 3 ms is more than twice east's 1 ms), at its ClusterIP.
+		testenv.Eventually(ctx, t, wait, "hub's ClusterSetIP leads to east", vipLeadsTo(hub, "app", "db", "east="+eastIP+":5432"))
 		testenv.Eventually(ctx, t, wait, "hub resolves east.db", answers(hub, "east.db.app.svc.clusterset.local", dns.TypeA, eastIP))
 		testenv.Eventually(ctx, t, wait, "hub resolves west.db", answers(hub, "west.db.app.svc.clusterset.local", dns.TypeA, westIP))
 		testenv.Eventually(ctx, t, wait, "hub resolves the SRV", answers(hub, "_pg._tcp.db.app.svc.clusterset.local", dns.TypeSRV, "5432 db.app.svc.clusterset.local."))
@@ -357,8 +418,11 @@ func TestDiscovery(t *testing.T) {
 		if err := hub.client.List(ctx, &strays, client.InNamespace(f.ns), client.MatchingLabels{mcsv1alpha1.LabelServiceName: "app.db.east"}); err != nil || len(strays.Items) > 0 {
 			t.Errorf("hub imported a broker object as a service: %v %v", strays.Items, err)
 		}
-		// east has ready endpoints of its own: its own copy answers, whatever the gateways say.
-		testenv.Eventually(ctx, t, wait, "east resolves db to itself", answers(east, "db.app.svc.clusterset.local", dns.TypeA, eastIP))
+		// east has ready endpoints of its own: its own pods take its ClusterSetIP's
+		// traffic, whatever the gateways say.
+		eastVIP := clusterSetIP(ctx, t, east, "app", "db")
+		testenv.Eventually(ctx, t, wait, "east resolves db to its ClusterSetIP", answers(east, "db.app.svc.clusterset.local", dns.TypeA, eastVIP))
+		testenv.Eventually(ctx, t, wait, "east's ClusterSetIP leads to its own pod", vipLeadsTo(east, "app", "db", "east=10.250.0.1:5432"))
 	})
 
 	t.Run("the rendered CoreDNS server block forwards the domain to mcnet-dns", func(t *testing.T) {
@@ -384,15 +448,10 @@ func TestDiscovery(t *testing.T) {
 
 	t.Run("a disconnected cluster drops out of answers", func(t *testing.T) {
 		setGateway(ctx, t, hub.client, map[string]time.Duration{"east": -1, "west": 3 * time.Millisecond})
-		testenv.Eventually(ctx, t, wait, "only west answers", func(ctx context.Context) error {
-			for range 20 {
-				if err := answers(hub, "db.app.svc.clusterset.local", dns.TypeA, westIP)(ctx); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		testenv.Eventually(ctx, t, wait, "the ClusterSetIP leads to west only", vipLeadsTo(hub, "app", "db", "west="+westIP+":5432"))
+		testenv.Eventually(ctx, t, wait, "the name still answers the same ClusterSetIP", answers(hub, "db.app.svc.clusterset.local", dns.TypeA, hubVIP))
 		setGateway(ctx, t, hub.client, map[string]time.Duration{"east": time.Millisecond, "west": 3 * time.Millisecond})
+		testenv.Eventually(ctx, t, wait, "east is back", vipLeadsTo(hub, "app", "db", "east="+eastIP+":5432"))
 	})
 
 	t.Run("a conflicting port is flagged on both exports and the younger one's port left out", func(t *testing.T) {
@@ -472,6 +531,22 @@ func TestDiscovery(t *testing.T) {
 		}
 	})
 
+	t.Run("each port of a ClusterSetIP leads only to the clusters that serve it", func(t *testing.T) {
+		eastWeb := exportService(ctx, t, east.client, "app", "web", []corev1.ServicePort{{Name: "tcp", Protocol: corev1.ProtocolTCP, Port: 42}}, true)
+		westWeb := exportService(ctx, t, west.client, "app", "web", []corev1.ServicePort{{Name: "tcp2", Protocol: corev1.ProtocolTCP, Port: 4242}}, true)
+		for _, m := range []*member{east, west} {
+			testenv.Eventually(ctx, t, wait, m.name+"'s web export has a PortConflict", condition(ctx, m.client, "app", "web", mcsv1alpha1.ServiceExportConditionConflict, metav1.ConditionTrue, "PortConflict"))
+		}
+		clusterSetIP(ctx, t, hub, "app", "web")
+		testenv.Eventually(ctx, t, wait, "hub's ClusterSetIP sends 42 to east and 4242 to west", vipLeadsTo(hub, "app", "web", "east="+eastWeb+":42", "west="+westWeb+":4242"))
+		// east's own pod serves 42; 4242 only west serves, and only once east's gateway
+		// reaches west.
+		clusterSetIP(ctx, t, east, "app", "web")
+		testenv.Eventually(ctx, t, wait, "east's ClusterSetIP keeps 42 local, and no 4242 while west is unreachable", vipLeadsTo(east, "app", "web", "east=10.250.0.1:42"))
+		setGateway(ctx, t, east.client, map[string]time.Duration{"west": 2 * time.Millisecond})
+		testenv.Eventually(ctx, t, wait, "east's ClusterSetIP sends 4242 to west", vipLeadsTo(east, "app", "web", "east=10.250.0.1:42", "west="+westWeb+":4242"))
+	})
+
 	t.Run("an ExternalName service is not valid and not exported", func(t *testing.T) {
 		if err := hub.client.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "ext"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"}}); err != nil {
 			t.Fatal(err)
@@ -492,7 +567,11 @@ func TestDiscovery(t *testing.T) {
 			testenv.Eventually(ctx, t, wait, m.name+" imports app/db from east only", importOf(m.client, "app", "db", "east"))
 		}
 		testenv.Eventually(ctx, t, wait, "west.db is gone", answers(hub, "west.db.app.svc.clusterset.local", dns.TypeA))
-		testenv.Eventually(ctx, t, wait, "db is east", answers(hub, "db.app.svc.clusterset.local", dns.TypeA, eastIP))
+		testenv.Eventually(ctx, t, wait, "db keeps its ClusterSetIP", answers(hub, "db.app.svc.clusterset.local", dns.TypeA, hubVIP))
+		// Even with west nearer, west no longer exports: the VIP leads to east.
+		setGateway(ctx, t, hub.client, map[string]time.Duration{"east": 3 * time.Millisecond, "west": time.Millisecond})
+		testenv.Eventually(ctx, t, wait, "the ClusterSetIP leads to east only", vipLeadsTo(hub, "app", "db", "east="+eastIP+":5432"))
+		setGateway(ctx, t, hub.client, map[string]time.Duration{"east": time.Millisecond, "west": 3 * time.Millisecond})
 		var now mcsv1alpha1.ServiceImport
 		if err := f.broker.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "app.db.east"}, &now); err != nil || now.UID != eastPublished {
 			t.Errorf("east's broker ServiceImport was deleted or re-created while east kept exporting (%v)", err)
@@ -506,6 +585,14 @@ func TestDiscovery(t *testing.T) {
 		testenv.Eventually(ctx, t, wait, "Valid=False NoService", condition(ctx, east.client, "app", "db", mcsv1alpha1.ServiceExportConditionValid, metav1.ConditionFalse, "NoService"))
 		for _, m := range f.members {
 			testenv.Eventually(ctx, t, wait, m.name+" has no app/db import", importOf(m.client, "app", "db"))
+			testenv.Eventually(ctx, t, wait, m.name+" has no ClusterSetIP for app/db", func(ctx context.Context) error {
+				var svc corev1.Service
+				err := m.client.Get(ctx, client.ObjectKey{Namespace: "app", Name: serviceimport.DerivedName("db")}, &svc)
+				if !apierrors.IsNotFound(err) {
+					return fmt.Errorf("derived Service still there (%v)", err)
+				}
+				return vipLeadsTo(m, "app", "db")(ctx)
+			})
 		}
 		testenv.Eventually(ctx, t, wait, "NXDOMAIN", answers(hub, "db.app.svc.clusterset.local", dns.TypeA))
 	})

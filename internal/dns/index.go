@@ -2,7 +2,7 @@
 // clusterset.local). It answers from an in-memory Index of the services imported into
 // the local cluster and of the health of the cables to remote clusters:
 //
-//	<svc>.<ns>.svc.<domain>                     A/AAAA: one cluster's ClusterIP (see below);
+//	<svc>.<ns>.svc.<domain>                     A/AAAA: the ClusterSetIP (see below);
 //	                                            headless: every ready pod of healthy clusters
 //	<cluster>.<svc>.<ns>.svc.<domain>           that cluster's ClusterIP or ready pods, always
 //	<hostname>.<cluster>.<svc>.<ns>.svc.<domain> one pod of a headless service; pods without
@@ -10,13 +10,17 @@
 //	_<port>._<proto>.[<cluster>.]<svc>.<ns>.svc.<domain>  SRV for named ports
 //	<domain>                                    SOA and NS
 //
-// For a ClusterSetIP service the answer is a single cluster's address, so that the choice
-// is the server's: the local cluster when it has ready endpoints (its traffic never leaves
-// the cluster), otherwise one remote cluster that has ready endpoints and whose cable is
-// connected (as the local active Gateway's status says), drawn at random with a weight of
-// 1/RTT so that closer clusters answer more often. A cluster whose connection is not
-// connected is never chosen: traffic would not reach it. An explicit <cluster>. name
-// always answers that cluster, healthy or not, so operators can aim at one copy.
+// For a ClusterSetIP service the answer is the import's ClusterSetIP (spec.ips), a VIP
+// whose endpoints controllers/serviceimport chooses: the local cluster when it has ready
+// endpoints, otherwise the connected remote clusters nearest by RTT. Until the VIP is
+// allocated the answer is a single cluster's ClusterIP, chosen by the same rule: the
+// local cluster when it has ready endpoints (its traffic never leaves the cluster),
+// otherwise one remote cluster that has ready endpoints and whose cable is connected (as
+// the local active Gateway's status says), drawn at random with a weight of 1/RTT so
+// that closer clusters answer more often. A cluster whose connection is not connected is
+// never chosen: traffic would not reach it. An explicit <cluster>. name (an extension
+// the MCS DNS specification does not define) always answers that cluster's ClusterIP,
+// healthy or not, so operators can aim at one copy.
 //
 // Unknown names get NXDOMAIN, names that exist without records of the asked type an empty
 // NOERROR; both carry the zone's SOA in the authority section, whose minimum TTL (the
@@ -36,7 +40,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/mcnet-io/mcnet/internal/clusterhealth"
 )
 
 // Port is one port of an imported service.
@@ -79,6 +84,10 @@ type Service struct {
 	Name      string
 	// Headless services answer with pod addresses; the others with ClusterIPs.
 	Headless bool
+	// ClusterSetIPs are the import's VIPs (spec.ips), one per IP family; the service's
+	// name answers with them. Until they are allocated it answers with one cluster's
+	// ClusterIP.
+	ClusterSetIPs []netip.Addr
 	// Ports are the merged ports of the ServiceImport.
 	Ports []Port
 	// Backends, one per source cluster.
@@ -86,12 +95,7 @@ type Service struct {
 }
 
 // Health is the state of the local cluster's connection to a remote one.
-type Health struct {
-	// Connected is true when the local active gateway's probes through the cable pass.
-	Connected bool
-	// RTT is the average round trip time the gateway measured; zero when unknown.
-	RTT time.Duration
-}
+type Health = clusterhealth.Health
 
 type key struct{ namespace, name string }
 
@@ -111,6 +115,8 @@ type entry struct {
 	// byCluster and byHost are built once per update so lookups only read maps.
 	byCluster map[string]*Backend
 	byHost    map[string]map[string]*Endpoint // cluster -> lower-case hostname -> endpoint
+	// vip holds the ClusterSetIPs in wire form, as an always-ready endpoint.
+	vip *Endpoint
 }
 
 // NewIndex returns an empty index.
@@ -193,6 +199,13 @@ func compile(s *Service) *entry {
 	s = cloneService(s)
 	e := &entry{svc: s, byCluster: map[string]*Backend{}, byHost: map[string]map[string]*Endpoint{}}
 	slices.SortFunc(s.Backends, func(a, b Backend) int { return strings.Compare(a.Cluster, b.Cluster) })
+	if len(s.ClusterSetIPs) > 0 && !s.Headless {
+		e.vip = &Endpoint{Ready: true}
+		for _, a := range s.ClusterSetIPs {
+			e.vip.Addrs = append(e.vip.Addrs, a.Unmap())
+			e.vip.raw = append(e.vip.raw, a.Unmap().AsSlice())
+		}
+	}
 	for i := range s.Backends {
 		b := &s.Backends[i]
 		c := strings.ToLower(b.Cluster)
@@ -226,6 +239,7 @@ func dashed(a netip.Addr) string {
 func cloneService(s *Service) *Service {
 	c := *s
 	c.Ports = slices.Clone(s.Ports)
+	c.ClusterSetIPs = slices.Clone(s.ClusterSetIPs)
 	c.Backends = make([]Backend, len(s.Backends))
 	for i, b := range s.Backends {
 		b.Ports = slices.Clone(b.Ports)

@@ -388,6 +388,13 @@ func (q *query) service(e *entry) {
 		q.done()
 		return
 	}
+	if e.vip != nil {
+		for i := range e.vip.Addrs {
+			q.m.Answer = q.addr(q.m.Answer, q.name, e.vip, i, true)
+		}
+		q.done()
+		return
+	}
 	for _, fam := range []int{4, 6} {
 		if !q.wants(fam) {
 			continue

@@ -243,6 +243,33 @@ func TestServerSRVOneRecordPerPortAndTarget(t *testing.T) {
 	}
 }
 
+// A ClusterSetIP service answers with its VIPs once allocated, whichever clusters are
+// ready; the per-cluster names keep answering each cluster's own ClusterIP.
+func TestServerClusterSetIP(t *testing.T) {
+	ix := fleet()
+	ix.Set(&Service{Namespace: "app", Name: "web", ClusterSetIPs: addrs("10.100.7.7", "fd00:100::7"), Ports: []Port{{Name: "http", Protocol: "TCP", Port: 80}}, Backends: []Backend{
+		{Cluster: "east", Endpoints: []Endpoint{{Addrs: addrs("10.110.0.11"), Ready: true}}},
+		{Cluster: "hub", Endpoints: []Endpoint{{Addrs: addrs("10.100.0.31"), Ready: false}}},
+	}})
+	ts := start(t, ix)
+	tests := []struct {
+		name  string
+		qtype uint16
+		want  []string
+	}{
+		{"web.app.svc.clusterset.local.", dns.TypeA, []string{"web.app.svc.clusterset.local. IN A 10.100.7.7"}},
+		{"web.app.svc.clusterset.local.", dns.TypeAAAA, []string{"web.app.svc.clusterset.local. IN AAAA fd00:100::7"}},
+		{"east.web.app.svc.clusterset.local.", dns.TypeA, []string{"east.web.app.svc.clusterset.local. IN A 10.110.0.11"}},
+		{"web.app.svc.clusterset.local.", dns.TypeSRV, []string{"web.app.svc.clusterset.local. IN SRV 0 100 80 web.app.svc.clusterset.local."}},
+	}
+	for _, tt := range tests {
+		resp := ts.ask(t, "udp", tt.name, tt.qtype)
+		if diff := cmp.Diff(tt.want, rrs(resp.Answer)); diff != "" || resp.Rcode != dns.RcodeSuccess || !resp.Authoritative {
+			t.Errorf("%s %s: rcode %d aa %v (-want +got):\n%s", tt.name, dns.TypeToString[tt.qtype], resp.Rcode, resp.Authoritative, diff)
+		}
+	}
+}
+
 // bigIndex has a headless service with n pods in one cluster.
 func bigIndex(n int) *Index {
 	ix := NewIndex()

@@ -19,6 +19,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/serviceimport"
+	"github.com/mcnet-io/mcnet/internal/clusterhealth"
 )
 
 // Source keeps an Index in step with the local cluster: the ServiceImports and
@@ -106,6 +107,11 @@ func (s *Source) UpdateService(ctx context.Context, key types.NamespacedName) er
 // ServiceFrom converts an imported service to the index's form.
 func ServiceFrom(si *mcsv1alpha1.ServiceImport, slices []discoveryv1.EndpointSlice) *Service {
 	svc := &Service{Namespace: si.Namespace, Name: si.Name, Headless: si.Spec.Type == mcsv1alpha1.Headless}
+	for _, ip := range si.Spec.IPs {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			svc.ClusterSetIPs = append(svc.ClusterSetIPs, a)
+		}
+	}
 	for _, p := range si.Spec.Ports {
 		svc.Ports = append(svc.Ports, Port{Name: p.Name, Protocol: protocol(string(p.Protocol)), Port: p.Port})
 	}
@@ -171,30 +177,10 @@ func (s *Source) UpdateHealth(ctx context.Context) error {
 	return nil
 }
 
-// HealthFrom reads the clusters' health from the local Gateways: a cluster is connected
-// when an active gateway says so; its RTT is that gateway's average. Passive gateways
-// carry no traffic, so their view does not count.
+// HealthFrom reads the clusters' health from the local Gateways (see
+// clusterhealth.FromGateways).
 func HealthFrom(gateways []mcnetv1.Gateway) map[string]Health {
-	h := map[string]Health{}
-	for _, gw := range gateways {
-		if gw.Status.HAStatus != mcnetv1.HAActive {
-			continue
-		}
-		for _, c := range gw.Status.Connections {
-			if c.Status != mcnetv1.Connected || h[c.Cluster].Connected {
-				continue
-			}
-			rtt := Health{Connected: true}
-			if c.RTT != nil {
-				rtt.RTT = c.RTT.Avg.Duration
-				if rtt.RTT == 0 {
-					rtt.RTT = c.RTT.Last.Duration
-				}
-			}
-			h[c.Cluster] = rtt
-		}
-	}
-	return h
+	return clusterhealth.FromGateways(gateways)
 }
 
 func ptr[T any](v T) *T { return &v }
