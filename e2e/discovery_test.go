@@ -18,6 +18,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/controllers/serviceimport"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/internal/controller"
 )
@@ -102,8 +103,9 @@ func mcsClient(t testing.TB, c *lab.Cluster) client.Client {
 
 // TestDiscovery exports a service from two clusters of a connected lab and resolves it
 // from a pod in the third, through that cluster's CoreDNS (which imports the rendered
-// server block) and mcnet's DNS server, with every name form; follows a gateway
-// failure and an unexport; resolves a headless service per pod.
+// server block) and mcnet's DNS server, with every name form; reaches it through its
+// ClusterSetIP; follows a gateway failure and an unexport; resolves a headless service
+// per pod.
 func TestDiscovery(t *testing.T) {
 	ctx := t.Context()
 	l := startConnected(t, connectFleet(mcnetv1.CableVXLAN, mcnetv1.CableVXLAN, mcnetv1.CableVXLAN), 2)
@@ -137,27 +139,40 @@ func TestDiscovery(t *testing.T) {
 		if err := lab.Eventually(ctx, 10*time.Second, d.expect("nope."+ns+".svc."+domain, "A")); err != nil {
 			t.Error(err)
 		}
-		seen := map[string]bool{}
-		for range 40 {
-			_, got, err := d.dig(ctx, web, "A")
-			if err != nil || len(got) != 1 {
-				t.Fatalf("%s: %v %v", web, got, err)
-			}
-			seen[got[0]] = true
+		// The bare name answers c3's ClusterSetIP, and TCP to it reaches the server pods
+		// of both exporting clusters (both connected, both near): c3's kube-proxy sends
+		// each connection to one cluster's ClusterIP, through the tunnel, where that
+		// cluster's kube-proxy picks its pod.
+		vip := clusterSetIP(ctx, t, c3, ns, "web")
+		if err := lab.Eventually(ctx, 10*time.Second, d.expect(web, "A", vip)); err != nil {
+			t.Fatal(err)
 		}
-		for c, ip := range ips {
-			if !seen[ip] {
-				t.Errorf("%s never answered with %s's address %s (RTT-weighted, both connected): %v", web, c, ip, seen)
+		reached := map[string]bool{}
+		url := "http://" + net.JoinHostPort(vip, "80") + "/"
+		err := lab.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+			// Short attempts: a SYN sent before kube-proxy programmed the VIP would
+			// otherwise hold its un-NATed conntrack entry for the whole wait.
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			body, err := clients[c3.Name].HTTPGet(actx, url)
+			for _, c := range []*lab.Cluster{c1, c2} {
+				if err == nil && strings.HasPrefix(body, servers[c.Name].String()+" ") {
+					reached[c.Name] = true
+				}
 			}
+			if !reached[c1.Name] || !reached[c2.Name] {
+				eps, _ := vipEndpoints(ctx, mcsClient(t, c3), ns, "web")
+				return fmt.Errorf("through the ClusterSetIP %s reached %v (last: %q, %v); its endpoints %v", vip, reached, body, err, eps)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
 		}
-		// The answer is routable: TCP from c3's pod to each cluster's ClusterIP reaches
-		// that cluster's server pod.
+		// Each cluster's ClusterIP is routable from c3 too (the per-cluster names).
 		for _, c := range []*lab.Cluster{c1, c2} {
 			url := "http://" + net.JoinHostPort(ips[c.Name], "80") + "/"
 			if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
-				// A short attempt: a SYN sent before the remote kube-proxy programmed the
-				// Service would otherwise hold its un-NATed conntrack entry for the whole
-				// wait, retransmitting from the same port.
 				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
 				body, err := clients[c3.Name].HTTPGet(ctx, url)
@@ -198,32 +213,40 @@ func TestDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		down := time.Since(start)
-		// Dropped: 20 answers in a row without c2's address.
+		// Dropped: c3's ClusterSetIP no longer leads to c2's ClusterIP.
+		c3mcs := mcsClient(t, c3)
 		var dropped time.Duration
 		err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
-			for range 20 {
-				_, got, err := d.dig(ctx, web, "A")
-				if err != nil {
-					return err
-				}
-				if slices.Contains(got, ips[c2.Name]) || len(got) != 1 {
-					dropped = 0
-					return fmt.Errorf("still answered %v", got)
-				}
-				if dropped == 0 {
-					dropped = time.Since(start)
-				}
+			eps, err := vipEndpoints(ctx, c3mcs, ns, "web")
+			if err != nil {
+				return err
 			}
+			if slices.Contains(eps, ips[c2.Name]) || !slices.Contains(eps, ips[c1.Name]) {
+				return fmt.Errorf("the ClusterSetIP leads to %v", eps)
+			}
+			dropped = time.Since(start)
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		gwReported := <-reported
-		t.Logf("c2 dropped out of answers %.1f s after its gateway went down (node down took %.1f s; c3's gateway reported the connection down at %.1f s)",
+		t.Logf("c2 dropped out of the ClusterSetIP %.1f s after its gateway went down (node down took %.1f s; c3's gateway reported the connection down at %.1f s)",
 			dropped.Seconds(), down.Seconds(), gwReported.Seconds())
-		fmt.Printf("discovery: gateway down to cluster out of DNS answers: %.1f s (target < 5 s; powering the node off took %.1f s, c3's gateway status said not connected at %.1f s)\n",
+		fmt.Printf("discovery: gateway down to cluster out of the ClusterSetIP's endpoints: %.1f s (target < 5 s; powering the node off took %.1f s, c3's gateway status said not connected at %.1f s)\n",
 			dropped.Seconds(), down.Seconds(), gwReported.Seconds())
+		// Traffic to the VIP now reaches c1 every time.
+		url := "http://" + net.JoinHostPort(clusterSetIP(ctx, t, c3, ns, "web"), "80") + "/"
+		for range 10 {
+			if err := lab.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+				actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				return get(actx, clients[c3.Name], servers[c1.Name], url)
+			}); err != nil {
+				t.Errorf("through the ClusterSetIP with c2 down: %v", err)
+				break
+			}
+		}
 		if dropped > 5*time.Second {
 			t.Errorf("c2 dropped out after %s, want < 5s", dropped)
 		}
@@ -234,12 +257,11 @@ func TestDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
-			for range 40 {
-				if _, got, err := d.dig(ctx, web, "A"); err == nil && slices.Contains(got, ips[c2.Name]) {
-					return nil
-				}
+			eps, err := vipEndpoints(ctx, c3mcs, ns, "web")
+			if err == nil && !slices.Contains(eps, ips[c2.Name]) {
+				err = fmt.Errorf("c2 is not back behind the ClusterSetIP: %v", eps)
 			}
-			return fmt.Errorf("c2 does not answer again")
+			return err
 		}); err != nil {
 			t.Error(err)
 		}
@@ -305,6 +327,45 @@ func TestDiscovery(t *testing.T) {
 		}
 		fmt.Printf("discovery: unexport to NXDOMAIN in a third cluster: %.2f s (target < 5 s)\n", time.Since(start).Seconds())
 	})
+}
+
+// clusterSetIP waits for a cluster's import of a service to have its ClusterSetIP and
+// returns it (the first family's).
+func clusterSetIP(ctx context.Context, t *testing.T, c *lab.Cluster, ns, name string) string {
+	t.Helper()
+	cl := mcsClient(t, c)
+	var vip string
+	if err := lab.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		var si mcsv1alpha1.ServiceImport
+		if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &si); err != nil {
+			return err
+		}
+		if len(si.Spec.IPs) == 0 {
+			return fmt.Errorf("%s: ServiceImport %s/%s has no ClusterSetIP yet", c.Name, ns, name)
+		}
+		vip = si.Spec.IPs[0]
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return vip
+}
+
+// vipEndpoints lists the addresses a ClusterSetIP leads to: its derived Service's
+// EndpointSlices, which the cluster's kube-proxy programs.
+func vipEndpoints(ctx context.Context, cl client.Client, ns, name string) ([]string, error) {
+	var list discoveryv1.EndpointSliceList
+	if err := cl.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: serviceimport.DerivedName(name)}); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range list.Items {
+		for _, ep := range s.Endpoints {
+			out = append(out, ep.Addresses...)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -31,10 +31,15 @@ import (
 // EndpointSlices, the imported service the ClusterSetIP belongs to.
 const LabelClusterSetIPOf = "mcnet.io/clusterset-ip-of"
 
-// rttBand is how much farther than the nearest remote cluster another may be and still
-// take a share of a ClusterSetIP's traffic. kube-proxy spreads connections evenly over
-// endpoints and cannot weigh them, so the VIP's RTT preference is this cut-off.
-const rttBand = 2
+// rttBand and rttSlack say how much farther than the nearest remote cluster another may
+// be and still take a share of a ClusterSetIP's traffic: up to rttBand times its RTT, or
+// rttSlack more, whichever is larger (differences below a millisecond are noise, not
+// distance). kube-proxy spreads connections evenly over endpoints and cannot weigh
+// them, so the VIP's RTT preference is this cut-off.
+const (
+	rttBand  = 2
+	rttSlack = time.Millisecond
+)
 
 // minRTT keeps near-zero measurements apart from nothing: below it, clusters are equally
 // close.
@@ -52,7 +57,7 @@ func DerivedName(service string) string {
 // traffic to. A cluster is a candidate for a port when it serves it (served, from Merge)
 // and has a ready endpoint of the family (ready). The local cluster, when a candidate,
 // takes the port alone: its traffic never leaves the cluster. Otherwise the connected
-// remote candidates take it, those whose RTT is within rttBand of the nearest one (an
+// remote candidates take it, those within rttBand or rttSlack of the nearest one (an
 // RTT not measured yet counts as the slowest measured). A cluster whose connection is
 // down is never chosen: traffic would not reach it. The result maps each chosen cluster
 // to its ports, in import order.
@@ -102,7 +107,7 @@ func nearest(clusters []string, health map[string]clusterhealth.Health) []string
 	}
 	var out []string
 	for _, c := range clusters {
-		if rtt(c) <= rttBand*best {
+		if rtt(c) <= max(rttBand*best, best+rttSlack) {
 			out = append(out, c)
 		}
 	}

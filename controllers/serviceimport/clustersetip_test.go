@@ -45,6 +45,14 @@ func TestChoose(t *testing.T) {
 			want: map[string][]mcsv1alpha1.ServicePort{"east": all(tcp), "west": all(tcp)},
 		},
 		{
+			name:   "sub-millisecond differences are noise: within a millisecond of the nearest counts as near",
+			ports:  all(tcp),
+			served: map[string][]mcsv1alpha1.ServicePort{"east": all(tcp), "west": all(tcp), "south": all(tcp)},
+			ready:  map[string]bool{"east": true, "west": true, "south": true},
+			health: map[string]clusterhealth.Health{"east": {Connected: true, RTT: 150 * time.Microsecond}, "west": {Connected: true, RTT: 900 * time.Microsecond}, "south": {Connected: true, RTT: 1300 * time.Microsecond}},
+			want:   map[string][]mcsv1alpha1.ServicePort{"east": all(tcp), "west": all(tcp)},
+		},
+		{
 			name:   "an RTT not measured yet counts as the slowest measured",
 			ports:  all(tcp),
 			served: map[string][]mcsv1alpha1.ServicePort{"east": all(tcp), "west": all(tcp), "south": all(tcp)},
