@@ -8,7 +8,11 @@
 //	<hostname>.<cluster>.<svc>.<ns>.svc.<domain> one pod of a headless service; pods without
 //	                                            a hostname are named by their dashed address
 //	_<port>._<proto>.[<cluster>.]<svc>.<ns>.svc.<domain>  SRV for named ports
+//	<svc>.<ns>.svc.<domain> SRV                 every named port (one record per number and target)
+//	dns-version.<domain>                        TXT: the Multicluster DNS schema version, 1.0.0
 //	<domain>                                    SOA and NS
+//
+// A headless service with no ready pod in a cluster that may answer has no name: NXDOMAIN.
 //
 // For a ClusterSetIP service the answer is the import's ClusterSetIP (spec.ips), a VIP
 // whose endpoints controllers/serviceimport chooses: the local cluster when it has ready

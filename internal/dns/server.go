@@ -225,6 +225,10 @@ func (s *Server) resolve(m *dns.Msg, q dns.Question) {
 		return
 	}
 	rest := strings.TrimSuffix(lname, s.dotZone) // e.g. "db.app.svc"
+	if rest == "dns-version" {
+		qq.version()
+		return
+	}
 	if rest == "svc" {
 		qq.nodata()
 		return
@@ -338,6 +342,17 @@ func (q *query) apex() {
 	q.done()
 }
 
+// SchemaVersion is the version of the Multicluster DNS specification (KEP-1645's
+// specification.md) the server follows, served as TXT at dns-version.<domain>.
+const SchemaVersion = "1.0.0"
+
+func (q *query) version() {
+	if q.qtype == dns.TypeTXT || q.qtype == dns.TypeANY {
+		q.m.Answer = append(q.m.Answer, &dns.TXT{Hdr: q.hdr(q.name, dns.TypeTXT), Txt: []string{SchemaVersion}})
+	}
+	q.done()
+}
+
 // wants says whether the query asks for addresses of a family.
 func (q *query) wants(fam int) bool {
 	switch q.qtype {
@@ -374,6 +389,11 @@ func (q *query) endpoint(ep *Endpoint) {
 
 // service answers <svc>.<ns>.svc.<domain>.
 func (q *query) service(e *entry) {
+	if e.svc.Headless && !q.anyReady(e) {
+		// A headless service's name exists only through its ready pods.
+		q.nxdomain()
+		return
+	}
 	if q.qtype == dns.TypeSRV {
 		q.srv(e, nil, "", "")
 		return
@@ -404,6 +424,17 @@ func (q *query) service(e *entry) {
 		}
 	}
 	q.done()
+}
+
+// anyReady says whether a cluster that may answer for the service has a ready endpoint.
+func (q *query) anyReady(e *entry) bool {
+	for i := range e.svc.Backends {
+		b := &e.svc.Backends[i]
+		if healthy(b.Cluster, q.s.LocalCluster, q.health) && (hasReady(b, 4) || hasReady(b, 6)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (q *query) readyAddrs(b *Backend) {

@@ -270,6 +270,35 @@ func TestServerClusterSetIP(t *testing.T) {
 	}
 }
 
+// The Multicluster DNS specification's schema version record, and a headless service
+// without ready pods, which has no name.
+func TestServerVersionAndEmptyHeadless(t *testing.T) {
+	ix := fleet()
+	ix.Set(&Service{Namespace: "data", Name: "empty", Headless: true, Ports: []Port{{Name: "cql", Protocol: "TCP", Port: 9042}}, Backends: []Backend{
+		{Cluster: "hub", Endpoints: []Endpoint{{Hostname: "empty-0", Addrs: addrs("10.100.1.1"), Ready: false}}},
+		{Cluster: "south", Endpoints: []Endpoint{{Hostname: "empty-0", Addrs: addrs("10.30.1.9"), Ready: true}}}, // not connected
+	}})
+	ts := start(t, ix)
+	tests := []struct {
+		name  string
+		qtype uint16
+		rcode int
+		want  []string
+	}{
+		{"dns-version.clusterset.local.", dns.TypeTXT, dns.RcodeSuccess, []string{`dns-version.clusterset.local. IN TXT "1.0.0"`}},
+		{"dns-version.clusterset.local.", dns.TypeA, dns.RcodeSuccess, nil},
+		{"empty.data.svc.clusterset.local.", dns.TypeA, dns.RcodeNameError, nil},
+		{"empty.data.svc.clusterset.local.", dns.TypeSRV, dns.RcodeNameError, nil},
+		{"cass.data.svc.clusterset.local.", dns.TypeAAAA, dns.RcodeSuccess, nil}, // ready pods, of the other family
+	}
+	for _, tt := range tests {
+		resp := ts.ask(t, "udp", tt.name, tt.qtype)
+		if diff := cmp.Diff(tt.want, rrs(resp.Answer)); diff != "" || resp.Rcode != tt.rcode {
+			t.Errorf("%s %s: rcode %d, want %d (-want +got):\n%s", tt.name, dns.TypeToString[tt.qtype], resp.Rcode, tt.rcode, diff)
+		}
+	}
+}
+
 // bigIndex has a headless service with n pods in one cluster.
 func bigIndex(n int) *Index {
 	ix := NewIndex()
