@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -102,6 +103,11 @@ func BuildBase(ctx context.Context, b DebianBase, p Platform, cacheDir string, e
 		return nil, fmt.Errorf("a Debian base is for linux, not %s", p)
 	}
 	arch := debianArch(p.Arch)
+	unlock, err := lockDir(cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	a, err := newApt(ctx, arch, cacheDir, logf)
 	if err != nil {
 		return nil, err
@@ -162,4 +168,22 @@ func BuildBase(ctx context.Context, b DebianBase, p Platform, cacheDir string, e
 	logf("built base %s for %s: %d packages, %.1f MB compressed, in %s", b.Name, p, len(pkgs), float64(buf.Len())/1e6, time.Since(start).Round(time.Second/10))
 	res.Layer, err = tarball.LayerFromFile(res.Path, tarball.WithMediaType(types.OCILayer))
 	return res, err
+}
+
+// lockDir takes an exclusive lock on dir (creating it) until unlock is called, so that
+// builds sharing a cache or an output directory (parallel test packages, a `make image`
+// while the lab starts) take turns instead of writing the same files at once.
+func lockDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
 }

@@ -173,13 +173,46 @@ type TaggedImage struct {
 	Refs []string
 }
 
-// WriteImages writes images into one OCI image layout in dir (replacing it), sharing the
-// blobs they have in common, with one index.json entry per reference, and a tarball of
-// that layout at tarPath (see WriteImage).
+// WriteImages writes images into one OCI image layout in dir, sharing the blobs they
+// have in common, with one index.json entry per reference, and a tarball of that layout
+// at tarPath (see WriteImage). The layout is written aside and swapped in; when it equals
+// the one already in dir (same index.json, so the same blobs), dir and tarPath are left
+// untouched, so a registry serving them meanwhile is not disturbed.
 func WriteImages(images []TaggedImage, dir, tarPath string, mtime time.Time) error {
-	if err := os.RemoveAll(dir); err != nil {
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+"-")
+	if err != nil {
 		return err
 	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := writeLayout(images, tmp); err != nil {
+		return err
+	}
+	newIndex, err := os.ReadFile(filepath.Join(tmp, "index.json"))
+	if err != nil {
+		return err
+	}
+	oldIndex, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if _, terr := os.Stat(tarPath); err == nil && terr == nil && bytes.Equal(oldIndex, newIndex) {
+		return nil
+	}
+	if err := writeLayoutTar(tmp, tarPath, mtime); err != nil {
+		return err
+	}
+	old := tmp + ".old"
+	if err := os.Rename(dir, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(old)
+}
+
+// writeLayout writes images as an OCI layout into the empty directory dir.
+func writeLayout(images []TaggedImage, dir string) error {
 	lp, err := layout.Write(dir, empty.Index)
 	if err != nil {
 		return fmt.Errorf("write image layout: %w", err)
@@ -198,8 +231,13 @@ func WriteImages(images []TaggedImage, dir, tarPath string, mtime time.Time) err
 			}
 		}
 	}
+	return nil
+}
+
+// writeLayoutTar writes the layout in dir as a tar at tarPath (through a temporary file).
+func writeLayoutTar(dir, tarPath string, mtime time.Time) error {
 	var files []File
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == dir {
 			return err
 		}

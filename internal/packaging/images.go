@@ -126,9 +126,11 @@ func BuildImages(ctx context.Context, o ImagesOptions) ([]LabImage, error) {
 		return nil, err
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, "image: "+format+"\n", args...) }
-	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+	unlock, err := lockDir(o.OutDir)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	build, err := os.MkdirTemp(o.OutDir, ".build-")
 	if err != nil {
 		return nil, err

@@ -57,6 +57,8 @@ func dist(t *testing.T, root string) *Result {
 		Commit:          testCommit,
 		Epoch:           time.Unix(0, 0),
 		ImageRepository: testRepo,
+		// The repository's cache, not the snapshot's: Debian packages download once.
+		CacheDir: filepath.Join(repoRoot(t), "bin", "debian"),
 	})
 	if err != nil {
 		t.Fatalf("Dist: %v", err)
@@ -587,5 +589,64 @@ func TestNormalizeVersion(t *testing.T) {
 		if got := NormalizeVersion(in); !semverRe.MatchString(got) {
 			t.Errorf("NormalizeVersion(%q) = %q is not a semantic version", in, got)
 		}
+	}
+}
+
+// TestWriteImagesInPlace writes a layout twice unchanged (the files a registry may be
+// serving stay as they are) and then changed (swapped for the new one, no stale blobs).
+func TestWriteImagesInPlace(t *testing.T) {
+	build := func(data string) v1.ImageIndex {
+		files := map[Platform][]File{{"linux", "amd64"}: {{Name: "x", Mode: 0o644, Data: []byte(data)}}}
+		idx, err := BuildImage(files, ImageMeta{Version: testVersion, Created: time.Unix(0, 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return idx
+	}
+	dir := t.TempDir()
+	layoutDir, tarPath := filepath.Join(dir, "img-oci"), filepath.Join(dir, "img.tar")
+	refs := []string{"docker.io/alpine/socat:1.7.4.4", "registry.k8s.io/pause:3.6"}
+	write := func(idx v1.ImageIndex) (os.FileInfo, os.FileInfo) {
+		t.Helper()
+		if err := WriteImages([]TaggedImage{{Index: idx, Refs: refs}}, layoutDir, tarPath, time.Unix(0, 0)); err != nil {
+			t.Fatal(err)
+		}
+		li, err := os.Stat(filepath.Join(layoutDir, "index.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ti, err := os.Stat(tarPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return li, ti
+	}
+	l1, t1 := write(build("a"))
+	l2, t2 := write(build("a"))
+	if !os.SameFile(l1, l2) || !os.SameFile(t1, t2) {
+		t.Error("an unchanged image rewrote the layout or its tar")
+	}
+	write(build("b"))
+	lp, err := layout.ImageIndexFromPath(layoutDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := lp.IndexManifest()
+	want, _ := build("b").Digest()
+	if len(m.Manifests) != len(refs) || m.Manifests[0].Digest != want {
+		t.Fatalf("index.json after a change: %+v, want %d entries of %s", m.Manifests, len(refs), want)
+	}
+	for i, ref := range refs {
+		if got := m.Manifests[i].Annotations["io.containerd.image.name"]; got != ref {
+			t.Errorf("entry %d names %q, want %q", i, got, ref)
+		}
+	}
+	// The new index, manifest, config and layer, and nothing of the old image.
+	blobs, _ := os.ReadDir(filepath.Join(layoutDir, "blobs", "sha256"))
+	if len(blobs) != 4 {
+		t.Errorf("%d blobs after the change, want the new image's 4 only", len(blobs))
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(dir, ".*")); len(leftovers) != 0 {
+		t.Errorf("temporary files left: %v", leftovers)
 	}
 }
