@@ -217,6 +217,20 @@ func (r *Registry) Repositories() []string {
 	return names
 }
 
+// Hosts lists the upstream registries of the served references (docker.io,
+// registry.k8s.io, ...), sorted: the hosts a containerd should mirror to this registry.
+func (r *Registry) Hosts() []string {
+	var hosts []string
+	for n := range r.repos {
+		h, _, _ := strings.Cut(n, "/")
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	slices.Sort(hosts)
+	return hosts
+}
+
 // Serve serves on l until ctx ends, then closes l and the connections.
 func (r *Registry) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}

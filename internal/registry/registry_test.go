@@ -60,6 +60,12 @@ func TestPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got, want := strings.Join(reg.Hosts(), " "), "docker.io ghcr.io registry.k8s.io"; got != want {
+		t.Errorf("Hosts() = %s, want %s", got, want)
+	}
+	if got, want := strings.Join(reg.Repositories(), " "), "docker.io/alpine/socat ghcr.io/mcnet-io/nettools registry.k8s.io/pause"; got != want {
+		t.Errorf("Repositories() = %s, want %s", got, want)
+	}
 	srv := httptest.NewServer(reg)
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
