@@ -217,11 +217,12 @@ func (o *Options) buildAll(ctx context.Context, build string, imageCmds []string
 	for _, j := range jobs {
 		g.Go(func() error {
 			o.logf("building %s for %s", j.name, j.p)
-			pkg := "./cmd/" + j.name
+			pkg, version, commit := "./cmd/"+j.name, o.Version, o.Commit
 			if slices.Contains(helperCommands, j.name) {
 				pkg = "./internal/imagecmd/" + j.name
+				version, commit = helperVersion()
 			}
-			return goBuild(ctx, o.Root, o.Version, o.Commit, pkg, j.p, filepath.Join(build, j.p.suffix(), j.name))
+			return goBuild(ctx, o.Root, version, commit, pkg, j.p, filepath.Join(build, j.p.suffix(), j.name))
 		})
 	}
 	return g.Wait()

@@ -240,6 +240,11 @@ func sibling(repo, name string) string {
 	return name
 }
 
+// helperVersion is what the helper commands are stamped with: nothing that changes per
+// commit, since the ldflags are recorded in the binary and the iptables wrapper is part of
+// a base cached by its bytes.
+func helperVersion() (version, commit string) { return "", "" }
+
 // helperCommands are the programs of mcnet's images that are not components, built from
 // internal/imagecmd/.
 var helperCommands = []string{"iptables-wrapper", "pause", "httpd"}
@@ -339,7 +344,11 @@ func buildBinaries(ctx context.Context, root, version, commit string, pkgs map[s
 	g.SetLimit(2)
 	for n, pkg := range pkgs {
 		g.Go(func() error {
-			return goBuild(gctx, root, version, commit, pkg, p, filepath.Join(dir, p.suffix(), n))
+			v, c := version, commit
+			if slices.Contains(helperCommands, n) {
+				v, c = helperVersion()
+			}
+			return goBuild(gctx, root, v, c, pkg, p, filepath.Join(dir, p.suffix(), n))
 		})
 	}
 	if err := g.Wait(); err != nil {
