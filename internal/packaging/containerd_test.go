@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,7 +22,7 @@ import (
 	"github.com/mcnet-io/mcnet/internal/registry"
 )
 
-// TestContainerdRunsTheImages builds the lab images, serves them from internal/registry
+// TestContainerdRunsTheImages builds the lab images (LabImages), serves them from internal/registry
 // on loopback, and has a throwaway containerd (its own root, state, socket and
 // namespace; no CRI) pull them — mcnet's directly over plain HTTP, the others through
 // hosts.toml mirrors for docker.io and registry.k8s.io, as the lab's nodes do — and run
@@ -62,12 +64,10 @@ func TestContainerdRunsTheImages(t *testing.T) {
 	}
 	sweepStaleContainerd(t)
 	root := repoRoot(t)
-	images, err := BuildImages(ctx, ImagesOptions{
-		Root: root, OutDir: t.TempDir(), CacheDir: filepath.Join(root, "bin", "debian"),
-		Version: testVersion, Commit: testCommit, Log: testWriter{t},
-	})
+	// What the lab calls: after `make image` (as `make test` runs it) nothing is rewritten.
+	images, err := LabImages(ctx, root)
 	if err != nil {
-		t.Fatalf("BuildImages: %v", err)
+		t.Fatalf("LabImages: %v", err)
 	}
 	byName := map[string]LabImage{}
 	var served []registry.Image
@@ -97,6 +97,19 @@ func TestContainerdRunsTheImages(t *testing.T) {
 	for _, ref := range []string{SocatRef, NetshootRef, SandboxRef} {
 		c.ctr(t, "images", "pull", "--hosts-dir", c.hostsDir, ref)
 	}
+
+	t.Run("ctr images import", func(t *testing.T) {
+		// The archives import under every name they hold (the way the lab first loaded
+		// images, and what `ctr -n k8s.io images import` users do).
+		pause := byName["pause"]
+		c.ctr(t, "images", "import", "--all-platforms", pause.Archive)
+		listed := strings.Fields(c.ctr(t, "images", "ls", "-q"))
+		for _, ref := range pause.Refs {
+			if !slices.Contains(listed, ref) {
+				t.Errorf("after importing %s: no image %s (have %v)", pause.Archive, ref, listed)
+			}
+		}
+	})
 
 	t.Run("mcnet as root, privileged", func(t *testing.T) {
 		// The image has no program that stays; mount mcnet's pause binary to hold the
@@ -193,7 +206,7 @@ echo ok`
 	t.Run("pause", func(t *testing.T) {
 		id := c.name("pause")
 		run := c.command(context.Background(), "run", "--rm", SandboxRef, id)
-		var out bytes.Buffer
+		var out lockedBuffer
 		run.Stdout, run.Stderr = &out, &out
 		run.WaitDelay = 5 * time.Second
 		if err := run.Start(); err != nil {
@@ -210,9 +223,9 @@ echo ok`
 				<-done
 			}
 		}()
-		// The task is RUNNING once `ctr task ls` says so; then SIGTERM stops it.
+		// SIGTERM once pause says it catches it (earlier, the Go runtime is starting).
 		deadline := time.Now().Add(30 * time.Second)
-		for !taskRunning(c.ctr(t, "tasks", "ls"), id) {
+		for !taskRunning(c.ctr(t, "tasks", "ls"), id) || !strings.Contains(out.String(), "waiting for SIGTERM") {
 			if time.Now().After(deadline) {
 				t.Fatalf("pause task never ran: %s", out.String())
 			}
@@ -230,6 +243,24 @@ echo ok`
 	})
 }
 
+// lockedBuffer is a buffer a command writes while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // taskRunning reports whether `ctr tasks ls` lists id as RUNNING.
 func taskRunning(ls, id string) bool {
 	for _, l := range strings.Split(ls, "\n") {
@@ -239,13 +270,6 @@ func taskRunning(ls, id string) bool {
 		}
 	}
 	return false
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }
 
 // containerd is a throwaway containerd and what it made.

@@ -18,10 +18,15 @@ func main() {
 	os.Exit(wait(make(chan os.Signal, 8)))
 }
 
+// ready is printed once the signals are caught: a SIGTERM before that (while the Go
+// runtime starts) ends the process with status 2, or, to PID 1, is lost.
+const ready = "pause: waiting for SIGTERM or SIGINT"
+
 // wait reaps children on SIGCHLD until SIGTERM or SIGINT arrives, then returns the exit
 // code 0.
 func wait(sigs chan os.Signal) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	fmt.Fprintln(os.Stderr, ready)
 	for s := range sigs {
 		if s != syscall.SIGCHLD {
 			return 0

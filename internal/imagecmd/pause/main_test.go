@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"os"
 	"os/exec"
 	"strings"
@@ -18,16 +19,20 @@ func TestPause(t *testing.T) {
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		cmd := exec.Command(bin)
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Signal only once it says it catches signals.
+		line, err := bufio.NewReader(stderr).ReadString('\n')
+		if err != nil || strings.TrimSpace(line) != ready {
+			t.Fatalf("pause printed %q (%v), want %q", line, err, ready)
+		}
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			t.Fatalf("pause exited by itself: %v", err)
-		case <-time.After(200 * time.Millisecond):
-		}
 		if err := cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
