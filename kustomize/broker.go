@@ -6,11 +6,13 @@ import (
 	"slices"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
 // BrokerServiceAccount is the name of the ServiceAccount in the broker namespace whose
-// credentials a cluster uses on the broker.
-func BrokerServiceAccount(cluster string) string { return "cluster-" + cluster }
+// credentials a cluster uses on the broker (naming.BrokerServiceAccount, the convention
+// the controller and the admission policy share).
+func BrokerServiceAccount(cluster string) string { return naming.BrokerServiceAccount(cluster) }
 
 // brokerPolicyName names the admission policy that keeps each cluster to its own objects.
 const brokerPolicyName = "mcnet-broker-one-writer"

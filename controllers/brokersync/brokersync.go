@@ -33,13 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-)
-
-// ManagedByLabel marks objects mcnet's controller wrote; Flux's and Argo CD's tracking
-// labels are never copied.
-const (
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	managedBy      = "mcnet-controller"
+	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
 // Kind describes one kind the controller syncs.
@@ -291,8 +285,8 @@ func (s *Syncer[T]) upsert(ctx context.Context, c client.Client, src, dst T) (st
 // GitOps tracking labels, which would make Flux or Argo CD claim (and prune) the copy.
 func syncLabels(src client.Object) map[string]string {
 	return map[string]string{
-		mcnetv1.ClusterLabel: src.GetLabels()[mcnetv1.ClusterLabel],
-		ManagedByLabel:       managedBy,
+		mcnetv1.ClusterLabel:  src.GetLabels()[mcnetv1.ClusterLabel],
+		naming.ManagedByLabel: naming.ManagedBy,
 	}
 }
 
@@ -313,7 +307,7 @@ func LocalCluster(namespace string, spec mcnetv1.ClusterObjSpec) *mcnetv1.Cluste
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      spec.ClusterID,
 			Namespace: namespace,
-			Labels:    map[string]string{mcnetv1.ClusterLabel: spec.ClusterID, ManagedByLabel: managedBy},
+			Labels:    map[string]string{mcnetv1.ClusterLabel: spec.ClusterID, naming.ManagedByLabel: naming.ManagedBy},
 		},
 		Spec: spec,
 	}

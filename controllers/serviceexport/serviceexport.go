@@ -65,6 +65,8 @@ import (
 
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
 	"github.com/mcnet-io/mcnet/controllers/serviceimport"
+
+	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
 // maxEndpoints is the most endpoints the API allows in one EndpointSlice.
@@ -99,7 +101,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			if mine && l[mcsv1alpha1.LabelSourceCluster] != r.ClusterID {
 				return nil
 			}
-			return request(l[serviceimport.LabelServiceNamespace], l[mcsv1alpha1.LabelServiceName])
+			return request(l[naming.LabelServiceNamespace], l[mcsv1alpha1.LabelServiceName])
 		})
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
@@ -238,7 +240,7 @@ func (r *Reconciler) publish(ctx context.Context, se *mcsv1alpha1.ServiceExport,
 }
 
 func (r *Reconciler) mine(namespace, name string) client.MatchingLabels {
-	return client.MatchingLabels(serviceimport.BrokerLabels(namespace, name, r.ClusterID))
+	return client.MatchingLabels(naming.BrokerLabels(namespace, name, r.ClusterID))
 }
 
 // withdraw deletes the cluster's broker objects of a service, slices first.
@@ -270,14 +272,14 @@ func (r *Reconciler) withdraw(ctx context.Context, key types.NamespacedName) err
 // cache has it.
 func (r *Reconciler) conflicts(ctx context.Context, se *mcsv1alpha1.ServiceExport, published *mcsv1alpha1.ServiceImport) (serviceimport.Merged, error) {
 	var list mcsv1alpha1.ServiceImportList
-	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), serviceimport.ServiceSelector(se.Namespace, se.Name)); err != nil {
+	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), naming.ServiceSelector(se.Namespace, se.Name)); err != nil {
 		return serviceimport.Merged{}, err
 	}
 	exports := []serviceimport.Export{serviceimport.ExportFrom(published)}
 	for i := range list.Items {
 		si := &list.Items[i]
 		c := si.Labels[mcsv1alpha1.LabelSourceCluster]
-		if c != r.ClusterID && si.Name == serviceimport.BrokerName(se.Namespace, se.Name, c) && si.DeletionTimestamp.IsZero() {
+		if c != r.ClusterID && si.Name == naming.BrokerName(se.Namespace, se.Name, c) && si.DeletionTimestamp.IsZero() {
 			exports = append(exports, serviceimport.ExportFrom(si))
 		}
 	}
@@ -356,13 +358,13 @@ func (r *Reconciler) patchStatus(ctx context.Context, before, after *mcsv1alpha1
 // Published returns what a cluster publishes on the broker for an exported service,
 // given the service's local EndpointSlices. Owners are left to the caller.
 func Published(clusterID, brokerNamespace string, se *mcsv1alpha1.ServiceExport, svc *corev1.Service, local []discoveryv1.EndpointSlice) (*mcsv1alpha1.ServiceImport, []*discoveryv1.EndpointSlice) {
-	name := serviceimport.BrokerName(svc.Namespace, svc.Name, clusterID)
+	name := naming.BrokerName(svc.Namespace, svc.Name, clusterID)
 	si := &mcsv1alpha1.ServiceImport{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:   brokerNamespace,
 			Name:        name,
-			Labels:      serviceimport.BrokerLabels(svc.Namespace, svc.Name, clusterID),
-			Annotations: map[string]string{serviceimport.AnnotationExportCreated: se.CreationTimestamp.UTC().Format(time.RFC3339)},
+			Labels:      naming.BrokerLabels(svc.Namespace, svc.Name, clusterID),
+			Annotations: map[string]string{naming.AnnotationExportCreated: se.CreationTimestamp.UTC().Format(time.RFC3339)},
 		},
 		Spec: mcsv1alpha1.ServiceImportSpec{
 			Type:                  mcsv1alpha1.ClusterSetIP,
@@ -375,10 +377,10 @@ func Published(clusterID, brokerNamespace string, se *mcsv1alpha1.ServiceExport,
 	}
 	// Only what the ServiceExport names travels: never the Service's own labels.
 	if v := serviceimport.EncodeMap(se.Spec.ExportedLabels); v != "" {
-		si.Annotations[serviceimport.AnnotationExportedLabels] = v
+		si.Annotations[naming.AnnotationExportedLabels] = v
 	}
 	if v := serviceimport.EncodeMap(se.Spec.ExportedAnnotations); v != "" {
-		si.Annotations[serviceimport.AnnotationExportedAnnotations] = v
+		si.Annotations[naming.AnnotationExportedAnnotations] = v
 	}
 	for _, p := range svc.Spec.Ports {
 		si.Spec.Ports = append(si.Spec.Ports, mcsv1alpha1.ServicePort{Name: p.Name, Protocol: p.Protocol, AppProtocol: p.AppProtocol, Port: p.Port})
@@ -422,9 +424,9 @@ func Published(clusterID, brokerNamespace string, se *mcsv1alpha1.ServiceExport,
 			if i > 0 {
 				n += "-" + strconv.Itoa(i)
 			}
-			labels := serviceimport.BrokerLabels(svc.Namespace, svc.Name, clusterID)
-			labels[discoveryv1.LabelManagedBy] = serviceimport.SliceManagedBy
-			labels[serviceimport.NoProxyLabel] = "" // the broker may be a member cluster
+			labels := naming.BrokerLabels(svc.Namespace, svc.Name, clusterID)
+			labels[discoveryv1.LabelManagedBy] = naming.SliceManagedBy
+			labels[naming.NoProxyLabel] = "" // the broker may be a member cluster
 			out = append(out, &discoveryv1.EndpointSlice{
 				ObjectMeta:  metav1.ObjectMeta{Namespace: brokerNamespace, Name: n, Labels: labels},
 				AddressType: fam,

@@ -25,6 +25,8 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/clusterhealth"
+
+	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
 // LabelClusterSetIPOf names, on the derived Service that holds a ClusterSetIP and on its
@@ -153,7 +155,7 @@ func (r *Reconciler) clusterSetIP(ctx context.Context, si *mcsv1alpha1.ServiceIm
 	}
 	want := vipSlices(svc, si.Name, r.ClusterID, m, imported, local.Items, health)
 	var have discoveryv1.EndpointSliceList
-	if err := r.Local.List(ctx, &have, client.InNamespace(si.Namespace), client.MatchingLabels{LabelClusterSetIPOf: si.Name, discoveryv1.LabelManagedBy: SliceManagedBy}); err != nil {
+	if err := r.Local.List(ctx, &have, client.InNamespace(si.Namespace), client.MatchingLabels{LabelClusterSetIPOf: si.Name, discoveryv1.LabelManagedBy: naming.SliceManagedBy}); err != nil {
 		return metav1.Condition{}, err
 	}
 	if _, err := SyncSlices(ctx, r.Local, have.Items, want); err != nil {
@@ -180,7 +182,7 @@ func (r *Reconciler) health(ctx context.Context) (map[string]clusterhealth.Healt
 // localSliceSelector selects the EndpointSlices Kubernetes keeps for a local Service.
 func localSliceSelector(service string) client.MatchingLabelsSelector {
 	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: service})
-	notMine, err := labels.NewRequirement(discoveryv1.LabelManagedBy, selection.NotEquals, []string{SliceManagedBy})
+	notMine, err := labels.NewRequirement(discoveryv1.LabelManagedBy, selection.NotEquals, []string{naming.SliceManagedBy})
 	if err != nil {
 		panic(err) // a constant, valid requirement
 	}
@@ -224,7 +226,7 @@ func (r *Reconciler) ensureDerived(ctx context.Context, si *mcsv1alpha1.ServiceI
 		svc = corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: key.Namespace, Name: key.Name,
-				Labels:          map[string]string{ManagedByLabel: ManagedBy, LabelClusterSetIPOf: si.Name},
+				Labels:          map[string]string{naming.ManagedByLabel: naming.ManagedBy, LabelClusterSetIPOf: si.Name},
 				OwnerReferences: []metav1.OwnerReference{importOwner(si)},
 			},
 			Spec: want,
@@ -279,7 +281,7 @@ func importOwner(si *mcsv1alpha1.ServiceImport) metav1.OwnerReference {
 // removeClusterSetIP deletes a service's derived EndpointSlices and Service.
 func (r *Reconciler) removeClusterSetIP(ctx context.Context, namespace, name string) error {
 	var have discoveryv1.EndpointSliceList
-	if err := r.Local.List(ctx, &have, client.InNamespace(namespace), client.MatchingLabels{LabelClusterSetIPOf: name, discoveryv1.LabelManagedBy: SliceManagedBy}); err != nil {
+	if err := r.Local.List(ctx, &have, client.InNamespace(namespace), client.MatchingLabels{LabelClusterSetIPOf: name, discoveryv1.LabelManagedBy: naming.SliceManagedBy}); err != nil {
 		return err
 	}
 	if _, err := SyncSlices(ctx, r.Local, have.Items, nil); err != nil {
@@ -305,8 +307,8 @@ func vipSlices(svc *corev1.Service, service, localCluster string, m Merged, impo
 			Namespace: svc.Namespace, Name: name,
 			Labels: maps.Clone(map[string]string{
 				discoveryv1.LabelServiceName: svc.Name,
-				discoveryv1.LabelManagedBy:   SliceManagedBy,
-				ManagedByLabel:               ManagedBy,
+				discoveryv1.LabelManagedBy:   naming.SliceManagedBy,
+				naming.ManagedByLabel:        naming.ManagedBy,
 				LabelClusterSetIPOf:          service,
 			}),
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}},

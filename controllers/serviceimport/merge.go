@@ -10,90 +10,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
-	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-)
-
-// Labels and annotations of the objects mcnet's discovery writes.
-const (
-	// LabelServiceNamespace names the exported service's namespace on broker objects
-	// (they all live in the broker namespace).
-	LabelServiceNamespace = "multicluster.kubernetes.io/service-namespace"
-	// AnnotationExportCreated carries, on a broker ServiceImport, when its ServiceExport
-	// was created: the oldest export wins conflicts.
-	AnnotationExportCreated = "mcnet.io/export-creation-timestamp"
-	// ManagedByLabel marks objects mcnet's controller wrote (value ManagedBy).
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	// ManagedBy is the value of ManagedByLabel.
-	ManagedBy = "mcnet-controller"
-	// SliceManagedBy is the endpointslice.kubernetes.io/managed-by value of mcnet's
-	// EndpointSlices, so the EndpointSlice controllers of Kubernetes leave them alone.
-	SliceManagedBy = "controller.mcnet.io"
-	// NoProxyLabel set (empty) on mcnet's EndpointSlices keeps them out of kube-proxy's
-	// informer, which selects slices without it (cmd/kube-proxy/app/server.go): clients
-	// reach the addresses DNS hands out, so there is nothing to proxy, as for a headless
-	// service.
-	NoProxyLabel = corev1.IsHeadlessService
-)
-
-// BrokerName is the name of the broker ServiceImport a cluster publishes for a service,
-// and the stem of its EndpointSlices'. Namespaces, services and clusters are DNS labels,
-// so the dots keep every triple distinct.
-func BrokerName(namespace, service, cluster string) string {
-	return namespace + "." + service + "." + cluster
-}
-
-// BrokerLabels are the labels of a cluster's broker objects for one service.
-func BrokerLabels(namespace, service, cluster string) map[string]string {
-	return map[string]string{
-		mcnetv1.ClusterLabel:           cluster,
-		ManagedByLabel:                 ManagedBy,
-		mcsv1alpha1.LabelServiceName:   service,
-		LabelServiceNamespace:          namespace,
-		mcsv1alpha1.LabelSourceCluster: cluster,
-	}
-}
-
-// ServiceSelector selects the broker objects of one service, of every cluster.
-func ServiceSelector(namespace, service string) client.MatchingLabels {
-	return client.MatchingLabels{mcsv1alpha1.LabelServiceName: service, LabelServiceNamespace: namespace}
-}
-
-// ImportedSliceSelector selects the EndpointSlices mcnet imported for a service, in the
-// service's namespace. Broker objects, which live in the broker cluster's API server
-// beside local ones, carry mcnet.io/cluster; imports never do.
-func ImportedSliceSelector(service string) client.MatchingLabelsSelector {
-	sel := labels.SelectorFromSet(labels.Set{
-		mcsv1alpha1.LabelServiceName: service,
-		discoveryv1.LabelManagedBy:   SliceManagedBy,
-	})
-	notBroker, err := labels.NewRequirement(mcnetv1.ClusterLabel, selection.DoesNotExist, nil)
-	if err != nil {
-		panic(err) // a constant, valid requirement
-	}
-	return client.MatchingLabelsSelector{Selector: sel.Add(*notBroker)}
-}
-
-// IsImport says whether a local object is one of mcnet's imports, as opposed to a broker
-// object when the broker is on this cluster's API server, or someone else's object.
-func IsImport(o client.Object) bool {
-	l := o.GetLabels()
-	_, broker := l[mcnetv1.ClusterLabel]
-	return l[ManagedByLabel] == ManagedBy && !broker
-}
-
-// Annotations of a broker ServiceImport that carry the ServiceExport's exportedLabels and
-// exportedAnnotations, as JSON objects. They travel in annotations rather than as the
-// broker object's own labels, which the broker's admission policy and mcnet's selectors
-// read: an exported label must not be able to pose as one of those.
-const (
-	AnnotationExportedLabels      = "mcnet.io/exported-labels"
-	AnnotationExportedAnnotations = "mcnet.io/exported-annotations"
+	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
 // Export is one cluster's export of a service as published on the broker.
@@ -109,13 +28,13 @@ type Export struct {
 // ExportFrom reads an Export from a broker ServiceImport.
 func ExportFrom(si *mcsv1alpha1.ServiceImport) Export {
 	e := Export{Cluster: si.Labels[mcsv1alpha1.LabelSourceCluster], Spec: si.Spec}
-	if t, err := time.Parse(time.RFC3339, si.Annotations[AnnotationExportCreated]); err == nil {
+	if t, err := time.Parse(time.RFC3339, si.Annotations[naming.AnnotationExportCreated]); err == nil {
 		e.Created = t
 	} else {
 		e.Created = si.CreationTimestamp.Time
 	}
-	e.Labels = decodeMap(si.Annotations[AnnotationExportedLabels])
-	e.Annotations = decodeMap(si.Annotations[AnnotationExportedAnnotations])
+	e.Labels = decodeMap(si.Annotations[naming.AnnotationExportedLabels])
+	e.Annotations = decodeMap(si.Annotations[naming.AnnotationExportedAnnotations])
 	return e
 }
 

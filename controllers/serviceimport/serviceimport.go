@@ -60,6 +60,8 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
+
+	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
 // Reconciler keeps the local ServiceImports and EndpointSlices of every exported service.
@@ -82,7 +84,7 @@ type Reconciler struct {
 // SetupWithManager registers the reconciler with mgr.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	fromBroker := func(_ context.Context, o client.Object) []reconcile.Request {
-		return serviceRequest(o.GetLabels()[LabelServiceNamespace], o.GetLabels()[mcsv1alpha1.LabelServiceName])
+		return serviceRequest(o.GetLabels()[naming.LabelServiceNamespace], o.GetLabels()[mcsv1alpha1.LabelServiceName])
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("serviceimport").
@@ -90,7 +92,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&mcsv1alpha1.ServiceImport{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
 		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&discoveryv1.EndpointSlice{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
 		Watches(&mcsv1alpha1.ServiceImport{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if !IsImport(o) {
+			if !naming.IsImport(o) {
 				return nil
 			}
 			return serviceRequest(o.GetNamespace(), o.GetName())
@@ -98,10 +100,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			l := o.GetLabels()
 			switch {
-			case l[discoveryv1.LabelManagedBy] != SliceManagedBy:
+			case l[discoveryv1.LabelManagedBy] != naming.SliceManagedBy:
 				// A local Service's own slices: its ready pods may take its ClusterSetIP.
 				return serviceRequest(o.GetNamespace(), l[discoveryv1.LabelServiceName])
-			case !IsImport(o):
+			case !naming.IsImport(o):
 				return nil
 			case l[LabelClusterSetIPOf] != "":
 				return serviceRequest(o.GetNamespace(), l[LabelClusterSetIPOf])
@@ -135,13 +137,13 @@ func (r *Reconciler) allImports(ctx context.Context, o client.Object) []reconcil
 		return nil
 	}
 	var list mcsv1alpha1.ServiceImportList
-	if err := r.Local.List(ctx, &list, client.MatchingLabels{ManagedByLabel: ManagedBy}); err != nil {
+	if err := r.Local.List(ctx, &list, client.MatchingLabels{naming.ManagedByLabel: naming.ManagedBy}); err != nil {
 		log.FromContext(ctx).Error(err, "list imports")
 		return nil
 	}
 	var reqs []reconcile.Request
 	for i := range list.Items {
-		if si := &list.Items[i]; IsImport(si) && si.Spec.Type == mcsv1alpha1.ClusterSetIP {
+		if si := &list.Items[i]; naming.IsImport(si) && si.Spec.Type == mcsv1alpha1.ClusterSetIP {
 			reqs = append(reqs, serviceRequest(si.Namespace, si.Name)...)
 		}
 	}
@@ -152,7 +154,7 @@ func (r *Reconciler) allImports(ctx context.Context, o client.Object) []reconcil
 // deleting the namespace locally adds or removes its imports.
 func (r *Reconciler) namespaceRequests(ctx context.Context, o client.Object) []reconcile.Request {
 	var list mcsv1alpha1.ServiceImportList
-	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), client.MatchingLabels{LabelServiceNamespace: o.GetName()}); err != nil {
+	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), client.MatchingLabels{naming.LabelServiceNamespace: o.GetName()}); err != nil {
 		log.FromContext(ctx).Error(err, "list exports of a namespace", "namespace", o.GetName())
 		return nil
 	}
@@ -197,14 +199,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 
 func (r *Reconciler) exports(ctx context.Context, namespace, name string) ([]Export, error) {
 	var list mcsv1alpha1.ServiceImportList
-	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), ServiceSelector(namespace, name)); err != nil {
+	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), naming.ServiceSelector(namespace, name)); err != nil {
 		return nil, fmt.Errorf("list exports of %s/%s on the broker: %w", namespace, name, err)
 	}
 	var out []Export
 	for i := range list.Items {
 		si := &list.Items[i]
 		// Only what its own cluster wrote counts, whoever else could write the broker.
-		if c := si.Labels[mcsv1alpha1.LabelSourceCluster]; c != "" && si.Name == BrokerName(namespace, name, c) && si.DeletionTimestamp.IsZero() {
+		if c := si.Labels[mcsv1alpha1.LabelSourceCluster]; c != "" && si.Name == naming.BrokerName(namespace, name, c) && si.DeletionTimestamp.IsZero() {
 			out = append(out, ExportFrom(si))
 		}
 	}
@@ -236,7 +238,7 @@ func (r *Reconciler) remove(ctx context.Context, key types.NamespacedName) error
 	if err := r.Local.Get(ctx, key, &si); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if !IsImport(&si) {
+	if !naming.IsImport(&si) {
 		return nil
 	}
 	if err := r.Local.Delete(ctx, &si, client.Preconditions{UID: &si.UID}); client.IgnoreNotFound(err) != nil {
@@ -254,7 +256,7 @@ func importMeta(m Merged) (map[string]string, map[string]string) {
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	labels[ManagedByLabel] = ManagedBy
+	labels[naming.ManagedByLabel] = naming.ManagedBy
 	return labels, maps.Clone(m.Annotations)
 }
 
@@ -278,7 +280,7 @@ func (r *Reconciler) upsertImport(ctx context.Context, key types.NamespacedName,
 		return &si, nil
 	case err != nil:
 		return nil, err
-	case !IsImport(&si):
+	case !naming.IsImport(&si):
 		log.FromContext(ctx).Info("a ServiceImport mcnet did not create is in the way; not importing", "namespace", key.Namespace, "service", key.Name)
 		return nil, nil
 	}
@@ -319,7 +321,7 @@ func (r *Reconciler) updateStatus(ctx context.Context, si *mcsv1alpha1.ServiceIm
 // syncSlices copies the broker EndpointSlices of the included clusters and returns them.
 func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImport, clusters []string) ([]*discoveryv1.EndpointSlice, error) {
 	var list discoveryv1.EndpointSliceList
-	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), ServiceSelector(si.Namespace, si.Name)); err != nil {
+	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), naming.ServiceSelector(si.Namespace, si.Name)); err != nil {
 		return nil, fmt.Errorf("list EndpointSlices of %s/%s on the broker: %w", si.Namespace, si.Name, err)
 	}
 	owner := metav1.OwnerReference{APIVersion: mcsv1alpha1.GroupVersion.String(), Kind: "ServiceImport", Name: si.Name, UID: si.UID}
@@ -327,7 +329,7 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 	for i := range list.Items {
 		src := &list.Items[i]
 		c := src.Labels[mcsv1alpha1.LabelSourceCluster]
-		stem := BrokerName(si.Namespace, si.Name, c) + "."
+		stem := naming.BrokerName(si.Namespace, si.Name, c) + "."
 		if !slices.Contains(clusters, c) || !strings.HasPrefix(src.Name, stem) || !src.DeletionTimestamp.IsZero() {
 			continue
 		}
@@ -335,7 +337,7 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace:       si.Namespace,
 				Name:            si.Name + "." + c + "." + strings.TrimPrefix(src.Name, stem),
-				Labels:          ImportedSliceLabels(si.Name, c),
+				Labels:          naming.ImportedSliceLabels(si.Name, c),
 				OwnerReferences: []metav1.OwnerReference{owner},
 			},
 			AddressType: src.AddressType,
@@ -351,19 +353,8 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 
 func (r *Reconciler) sync(ctx context.Context, key types.NamespacedName, want []*discoveryv1.EndpointSlice) (bool, error) {
 	var have discoveryv1.EndpointSliceList
-	if err := r.Local.List(ctx, &have, client.InNamespace(key.Namespace), ImportedSliceSelector(key.Name)); err != nil {
+	if err := r.Local.List(ctx, &have, client.InNamespace(key.Namespace), naming.ImportedSliceSelector(key.Name)); err != nil {
 		return false, err
 	}
 	return SyncSlices(ctx, r.Local, have.Items, want)
-}
-
-// ImportedSliceLabels are the labels of an imported EndpointSlice.
-func ImportedSliceLabels(service, cluster string) map[string]string {
-	return maps.Clone(map[string]string{
-		mcsv1alpha1.LabelServiceName:   service,
-		mcsv1alpha1.LabelSourceCluster: cluster,
-		discoveryv1.LabelManagedBy:     SliceManagedBy,
-		ManagedByLabel:                 ManagedBy,
-		NoProxyLabel:                   "",
-	})
 }

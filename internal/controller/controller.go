@@ -37,6 +37,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
+	"github.com/mcnet-io/mcnet/internal/naming"
 	"github.com/mcnet-io/mcnet/internal/patient"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
@@ -253,7 +254,7 @@ func brokerOwner(ctx context.Context, cfg *rest.Config, o Options) (*metav1.Owne
 		return nil, err
 	}
 	var sa corev1.ServiceAccount
-	if err := c.Get(ctx, client.ObjectKey{Namespace: o.BrokerNamespace, Name: "cluster-" + o.ClusterID}, &sa); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.BrokerNamespace, Name: naming.BrokerServiceAccount(o.ClusterID)}, &sa); err != nil {
 		return nil, err
 	}
 	return &metav1.OwnerReference{APIVersion: "v1", Kind: "ServiceAccount", Name: sa.Name, UID: sa.UID}, nil

@@ -18,8 +18,9 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-	"github.com/mcnet-io/mcnet/controllers/serviceimport"
 	"github.com/mcnet-io/mcnet/internal/clusterhealth"
+
+	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
 // Source keeps an Index in step with the local cluster: the ServiceImports and
@@ -37,13 +38,13 @@ type Source struct {
 // SetupWithManager registers the source's two watches with mgr.
 func (s *Source) SetupWithManager(mgr ctrl.Manager) error {
 	noLeader := controller.Options{NeedLeaderElection: ptr(false)}
-	managed := predicate.NewPredicateFuncs(serviceimport.IsImport)
+	managed := predicate.NewPredicateFuncs(naming.IsImport)
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("dns-services").
 		WithOptions(noLeader).
 		For(&mcsv1alpha1.ServiceImport{}, builder.WithPredicates(managed)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if !serviceimport.IsImport(o) || o.GetLabels()[discoveryv1.LabelManagedBy] != serviceimport.SliceManagedBy {
+			if !naming.IsImportedSlice(o) {
 				return nil
 			}
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetLabels()[mcsv1alpha1.LabelServiceName]}}}
@@ -71,11 +72,11 @@ func (s *Source) SetupWithManager(mgr ctrl.Manager) error {
 // before serving, so the server never answers from a partial view.
 func (s *Source) Sync(ctx context.Context) error {
 	var list mcsv1alpha1.ServiceImportList
-	if err := s.Client.List(ctx, &list, client.MatchingLabels{serviceimport.ManagedByLabel: serviceimport.ManagedBy}); err != nil {
+	if err := s.Client.List(ctx, &list, client.MatchingLabels{naming.ManagedByLabel: naming.ManagedBy}); err != nil {
 		return err
 	}
 	for _, si := range list.Items {
-		if !serviceimport.IsImport(&si) {
+		if !naming.IsImport(&si) {
 			continue
 		}
 		if err := s.UpdateService(ctx, types.NamespacedName{Namespace: si.Namespace, Name: si.Name}); err != nil {
@@ -89,7 +90,7 @@ func (s *Source) Sync(ctx context.Context) error {
 func (s *Source) UpdateService(ctx context.Context, key types.NamespacedName) error {
 	var si mcsv1alpha1.ServiceImport
 	err := s.Client.Get(ctx, key, &si)
-	if apierrors.IsNotFound(err) || (err == nil && (!serviceimport.IsImport(&si) || !si.DeletionTimestamp.IsZero())) {
+	if apierrors.IsNotFound(err) || (err == nil && (!naming.IsImport(&si) || !si.DeletionTimestamp.IsZero())) {
 		s.Index.Delete(key.Namespace, key.Name)
 		return nil
 	}
@@ -97,7 +98,7 @@ func (s *Source) UpdateService(ctx context.Context, key types.NamespacedName) er
 		return err
 	}
 	var slices discoveryv1.EndpointSliceList
-	if err := s.Client.List(ctx, &slices, client.InNamespace(key.Namespace), serviceimport.ImportedSliceSelector(key.Name)); err != nil {
+	if err := s.Client.List(ctx, &slices, client.InNamespace(key.Namespace), naming.ImportedSliceSelector(key.Name)); err != nil {
 		return err
 	}
 	s.Index.Set(ServiceFrom(&si, slices.Items))
