@@ -18,7 +18,6 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
-	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/gateway"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
@@ -175,8 +174,8 @@ func renderFor(l *lab.Lab, cs *mcnetv1.ClusterSet, dir string) error {
 		cs.Spec.Clusters[i].Server = "https://" + l.Cluster(cs.Spec.Clusters[i].Name).PublicAPIServer.String()
 	}
 	fleetlab.UseLabImage(l, cs)
-	fleet.Default(cs)
-	if errs := fleet.Validate(cs); len(errs) > 0 {
+	mcnetv1.SetDefaults_ClusterSet(cs)
+	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
 		return errs.ToAggregate()
 	}
 	tree, err := kustomize.Render(cs, kustomize.Options{Version: "lab"})

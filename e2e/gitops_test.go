@@ -27,7 +27,6 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
 	brokercmd "github.com/mcnet-io/mcnet/internal/cli/broker"
-	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -142,7 +141,7 @@ func gitopsFleet(drivers map[string]mcnetv1.CableDriver) *mcnetv1.ClusterSet {
 		})
 	}
 	cs.Spec.Broker = mcnetv1.BrokerSpec{Cluster: "hub"}
-	fleet.Default(cs)
+	mcnetv1.SetDefaults_ClusterSet(cs)
 	return cs
 }
 
@@ -180,8 +179,8 @@ func (g *gitopsLab) push(cs *mcnetv1.ClusterSet, message string) string {
 		cs.Spec.Clusters[i].Server = "https://" + g.lab.Cluster(cs.Spec.Clusters[i].Name).PublicAPIServer.String()
 	}
 	fleetlab.UseLabImage(g.lab, cs)
-	fleet.Default(cs)
-	if errs := fleet.Validate(cs); len(errs) > 0 {
+	mcnetv1.SetDefaults_ClusterSet(cs)
+	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
 		g.t.Fatal(errs.ToAggregate())
 	}
 	tree, err := kustomize.Render(cs, kustomize.Options{Version: "lab"})

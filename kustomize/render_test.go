@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	kustypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/fleet"
@@ -207,5 +208,43 @@ func TestBrokerOverlayPerCluster(t *testing.T) {
 	}
 	if _, ok := tree["flux/hub/broker.yaml"]; !ok {
 		t.Error("the broker cluster's Flux objects do not apply broker/")
+	}
+}
+
+// TestRenderDefaultsAndValidates renders a fleet decoded without any preparation: Render
+// fills in the defaults itself, so the tree is the one the CLI's loaded fleet gives, and
+// it refuses an invalid fleet with the field at fault and no tree.
+func TestRenderDefaultsAndValidates(t *testing.T) {
+	data, err := os.ReadFile("testdata/fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw mcnetv1.ClusterSet
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		t.Fatal(err)
+	}
+	before := raw.DeepCopy()
+	got, err := Render(&raw, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Render(loadFleet(t), testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(stringify(want), stringify(got)); diff != "" {
+		t.Errorf("render of the undefaulted fleet differs (-loaded +raw):\n%s", diff)
+	}
+	if diff := cmp.Diff(before, &raw); diff != "" {
+		t.Errorf("Render changed its input (-before +after):\n%s", diff)
+	}
+
+	raw.Spec.Clusters[1].PodCIDRs = raw.Spec.Clusters[0].PodCIDRs
+	tree, err := Render(&raw, testOptions)
+	if err == nil || tree != nil {
+		t.Fatalf("an overlapping fleet rendered %d files, error %v", len(tree), err)
+	}
+	if !strings.Contains(err.Error(), "spec.clusters[hub].podCIDRs[0]") || !strings.Contains(err.Error(), "overlaps east podCIDRs") {
+		t.Errorf("error does not name the field and the overlap: %v", err)
 	}
 }

@@ -95,8 +95,10 @@ type ClusterSetSpec struct {
 	// +optional
 	Cable CableDriver `json:"cable,omitempty"`
 
-	// CablePort is the UDP port gateways listen on; defaults to 51820 for WireGuard and
-	// 4789 for VXLAN.
+	// CablePort is the UDP port gateways listen on, unless a cluster names its own;
+	// defaults to 51820 for WireGuard and 4789 for VXLAN.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	// +optional
 	CablePort int32 `json:"cablePort,omitempty"`
 
@@ -188,6 +190,13 @@ type ClusterSpec struct {
 	// Cable overrides the fleet's default cable driver for connections of this cluster.
 	// +optional
 	Cable CableDriver `json:"cable,omitempty"`
+
+	// CablePort is the UDP port this cluster's gateways listen on; defaults to the
+	// fleet's spec.cablePort, else to the port of the cluster's cable driver.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	CablePort int32 `json:"cablePort,omitempty"`
 
 	// DNSServiceIPs are the ClusterIPs of the mcnet-dns Service, where CoreDNS forwards
 	// the clusterset domain: one per service CIDR. They are pinned so that the rendered

@@ -23,7 +23,6 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	brokercmd "github.com/mcnet-io/mcnet/internal/cli/broker"
-	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -85,8 +84,8 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 		}
 	}
 	UseLabImage(l, cs)
-	fleet.Default(cs)
-	if errs := fleet.Validate(cs); len(errs) > 0 {
+	mcnetv1.SetDefaults_ClusterSet(cs)
+	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
 		return fmt.Errorf("fleet for the lab: %w", errs.ToAggregate())
 	}
 	tree, err := kustomize.Render(cs, kustomize.Options{Version: "lab"})

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/mcnet-io/mcnet/internal/fleet"
+	"github.com/mcnet-io/mcnet/kustomize"
 )
 
 var codeRE = regexp.MustCompile(`MCN\d{4}`)
@@ -89,7 +89,7 @@ clusterset.local:53 {
 		}
 	}
 	// The rendered block: a comment naming the domain, dual-stack targets, ports.
-	block := fleet.CoreDNSServerBlock("clusterset.local", []string{"10.120.0.53", "fd00:120::35"})
+	block := kustomize.CoreDNSServerBlock("clusterset.local", []string{"10.120.0.53", "fd00:120::35"})
 	for _, ip := range []string{"10.120.0.53", "fd00:120::35"} {
 		if !ForwardsDomain(block, "clusterset.local", ip) {
 			t.Errorf("rendered block does not forward to %s:\n%s", ip, block)

@@ -49,10 +49,10 @@ func TestParseDefaults(t *testing.T) {
 	if diff := cmp.Diff([]string{"10.110.0.53"}, cs.Spec.Clusters[0].DNSServiceIPs); diff != "" {
 		t.Errorf("default DNS Service IP (-want +got):\n%s", diff)
 	}
-	if got := CablePort(cs, &cs.Spec.Clusters[0]); got != 4789 {
+	if got := cs.Spec.Clusters[0].CablePort; got != 4789 {
 		t.Errorf("vxlan port: got %d, want 4789", got)
 	}
-	if got := CablePort(cs, &cs.Spec.Clusters[1]); got != 51820 {
+	if got := cs.Spec.Clusters[1].CablePort; got != 51820 {
 		t.Errorf("wireguard port: got %d, want 51820", got)
 	}
 }
@@ -89,6 +89,9 @@ func TestParseRejects(t *testing.T) {
 			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.0.53, 10.110.0.54]", 1)
 		}, []string{"spec.clusters[east].dnsServiceIPs", "one address per service CIDR"}},
 		{"service CIDR too small for the default", func(s string) string { return strings.Replace(s, "[10.110.0.0/16]", "[10.110.0.0/29]", 1) }, []string{"spec.clusters[east].dnsServiceIPs: Required value", "too small"}},
+		{"cable port", func(s string) string {
+			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    cablePort: 70000", 1)
+		}, []string{"spec.clusters[east].cablePort", "UDP port between 1 and 65535"}},
 		{"DNS IP not an address", func(s string) string {
 			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [dns]", 1)
 		}, []string{"spec.clusters[east].dnsServiceIPs[0]", "not an IP address"}},
@@ -111,23 +114,7 @@ func TestParseRejects(t *testing.T) {
 	}
 }
 
-func TestDefaultDNSServiceIPs(t *testing.T) {
-	for _, tc := range []struct {
-		cidrs []string
-		want  []string
-	}{
-		{[]string{"10.96.0.0/12"}, []string{"10.96.0.53"}},
-		{[]string{"10.120.0.0/16", "fd00:120::/108"}, []string{"10.120.0.53", "fd00:120::35"}},
-		// Under 1024 addresses the band kept for chosen addresses may be only 16 long.
-		{[]string{"10.0.0.0/24"}, []string{"10.0.0.11"}},
-		{[]string{"10.0.0.0/22"}, []string{"10.0.0.53"}},
-		{[]string{"10.0.0.0/29"}, nil}, // too small: validation asks for an address
-		{[]string{"bad"}, nil},
-	} {
-		if got := defaultDNSServiceIPs(tc.cidrs); !slices.Equal(got, tc.want) {
-			t.Errorf("defaultDNSServiceIPs(%v) = %v, want %v", tc.cidrs, got, tc.want)
-		}
-	}
+func TestExplicitDNSServiceIPs(t *testing.T) {
 	// An explicit choice is kept and validated.
 	cs, err := Parse([]byte(strings.Replace(valid, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [10.110.1.1]", 1)))
 	if err != nil || !slices.Equal(cs.Spec.Clusters[0].DNSServiceIPs, []string{"10.110.1.1"}) {
