@@ -96,8 +96,8 @@ lab-down: ## Remove a lab left behind by a killed run.
 	go run ./e2e/cmd/mcnet-lab down
 
 .PHONY: clean
-clean: ## Remove build output (keeps the cached tool builds).
-	rm -rf dist fleet-repo $(addprefix bin/,$(BINARIES))
+clean: ## Remove build output (keeps the cached tool builds and Debian packages).
+	rm -rf dist fleet-repo bin/images $(addprefix bin/,$(BINARIES))
 
 .PHONY: image
 image: ## Build mcnet's images for this machine into bin/images/ (OCI layout + tar each): mcnet.tar (ghcr.io/mcnet-io/mcnet:<version>), nettools.tar (also docker.io/alpine/socat:1.7.4.4, docker.io/nicolaka/netshoot:v0.15), pause.tar (registry.k8s.io/pause:3.6); see docs/images.md.
