@@ -157,7 +157,7 @@ func TestOperate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		patch := []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"gateway","args":["--cluster-id=` + a.Name + `","--probe-interval=9s"]}]}}}}`)
+		patch := []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"gateway","args":["--config=/etc/mcnet/config.yaml","--probe-interval=9s"]}]}}}}`)
 		if _, err := dss.Patch(ctx, "mcnet-gateway", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -5,15 +5,15 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/testenv"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
@@ -35,15 +35,30 @@ func TestRenderedTreeAppliesToRealAPIServers(t *testing.T) {
 
 	t.Run("workloads are configured for their cluster", func(t *testing.T) {
 		for _, c := range cs.Spec.Clusters {
-			var ds unstructured.Unstructured
-			ds.SetAPIVersion("apps/v1")
-			ds.SetKind("DaemonSet")
+			var ds appsv1.DaemonSet
 			if err := clients[c.Name].Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: "mcnet-gateway"}, &ds); err != nil {
 				t.Fatalf("%s: %v", c.Name, err)
 			}
-			args, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
-			if s := stringOf(args); !strings.Contains(s, "--cluster-id="+c.Name) || !strings.Contains(s, "--cable="+string(c.Cable)) {
-				t.Errorf("%s gateway args: %s", c.Name, s)
+			var cmName string
+			for _, v := range ds.Spec.Template.Spec.Volumes {
+				if v.ConfigMap != nil && strings.HasPrefix(v.ConfigMap.Name, mcnetv1.AgentConfigMap+"-") {
+					cmName = v.ConfigMap.Name
+				}
+			}
+			var cm corev1.ConfigMap
+			if err := clients[c.Name].Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: cmName}, &cm); err != nil {
+				t.Fatalf("%s: the gateway's config %q: %v", c.Name, cmName, err)
+			}
+			ac, err := agentconfig.Parse([]byte(cm.Data[mcnetv1.AgentConfigKey]))
+			if err != nil {
+				t.Fatalf("%s: %v", c.Name, err)
+			}
+			if ac.ClusterID != c.Name || ac.Cable != c.Cable || ac.Fleet != cs.Name {
+				t.Errorf("%s: the gateway's config says cluster %s, cable %s, fleet %s", c.Name, ac.ClusterID, ac.Cable, ac.Fleet)
+			}
+			var f mcnetv1.Fleet
+			if err := clients[c.Name].Get(ctx, client.ObjectKey{Name: cs.Name}, &f); err != nil || len(f.Spec.Clusters) != len(cs.Spec.Clusters) {
+				t.Errorf("%s: the fleet table: %d members, %v", c.Name, len(f.Spec.Clusters), err)
 			}
 		}
 	})
@@ -52,36 +67,15 @@ func TestRenderedTreeAppliesToRealAPIServers(t *testing.T) {
 		testBrokerScoping(ctx, t, cs, configs[cs.Spec.Broker.Cluster], clients[cs.Spec.Broker.Cluster])
 	})
 
+	t.Run("a hostile member's content is refused", func(t *testing.T) {
+		testAllocationPolicy(ctx, t, cs, configs[cs.Spec.Broker.Cluster], clients[cs.Spec.Broker.Cluster])
+	})
+
 	t.Run("agents can do their jobs and no more", func(t *testing.T) {
 		for _, c := range cs.Spec.Clusters {
 			testAgentRBAC(ctx, t, configs[c.Name], c.Name)
 		}
 	})
-}
-
-func stringOf(v any) string {
-	b, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(&map[string]any{"v": v})
-	return strings.ReplaceAll(strings.TrimSpace(strings.Join(flatten(b), " ")), "  ", " ")
-}
-
-func flatten(v any) []string {
-	switch x := v.(type) {
-	case map[string]any:
-		var out []string
-		for _, e := range x {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	case []any:
-		var out []string
-		for _, e := range x {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	case string:
-		return []string{x}
-	}
-	return nil
 }
 
 // impersonate returns a client that authenticates with a token minted for a
@@ -100,10 +94,13 @@ func endpoint(ns, cluster string) *mcnetv1.Endpoint {
 		},
 		Spec: mcnetv1.EndpointSpec{
 			ClusterID: cluster, Hostname: cluster + "-gw", Cable: mcnetv1.CableWireGuard, Port: 51820,
-			PrivateIPs: []string{"198.18.0.10"}, Subnets: []string{"10.10.0.0/16"},
+			PrivateIPs: []string{"198.18.0.10"}, Subnets: []string{testSubnets[cluster]},
 		},
 	}
 }
+
+// testSubnets are the pod CIDRs testdata/fleet.yaml allocates.
+var testSubnets = map[string]string{"hub": "10.0.0.0/16", "east": "10.10.0.0/16", "west": "10.20.0.0/16"}
 
 func wantForbidden(t *testing.T, what string, err error) {
 	t.Helper()
@@ -185,6 +182,15 @@ func testAgentRBAC(ctx context.Context, t *testing.T, cfg *rest.Config, cluster 
 	gw.Status.HAStatus = mcnetv1.HAActive
 	if err := gateway.Status().Update(ctx, gw); err != nil {
 		t.Errorf("%s: gateway writes Gateway status: %v", cluster, err)
+	}
+	for name, c := range map[string]client.Client{"controller": controller, "gateway": gateway, "route agent": agent} {
+		var fleets mcnetv1.FleetList
+		if err := c.List(ctx, &fleets); err != nil || len(fleets.Items) != 1 {
+			t.Errorf("%s: %s reads the fleet table: %d, %v", cluster, name, len(fleets.Items), err)
+		}
+		if len(fleets.Items) == 1 {
+			wantForbidden(t, cluster+": "+name+" edits the fleet table", c.Update(ctx, &fleets.Items[0]))
+		}
 	}
 	var clusters mcnetv1.ClusterList
 	if err := agent.List(ctx, &clusters, client.InNamespace(ns)); err != nil {

@@ -36,6 +36,15 @@ func renderBroker(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec
 		brokerPolicy(ns)...); err != nil {
 		return err
 	}
+	resources = append(resources, "allocation.yaml")
+	if err := t.putYAML(path.Join(DirBroker, "allocation.yaml"),
+		"# What a cluster writes must fit what the fleet table (Fleet "+cs.Name+", applied with every\n"+
+			"# cluster's overlay) allocates to it: its own name and clusterID, subnets and addresses\n"+
+			"# inside its own networks, exports under its own name. Without the table, cluster\n"+
+			"# identities can write nothing.\n",
+		allocationPolicies(ns, cs.Name)...); err != nil {
+		return err
+	}
 	for _, c := range clusters {
 		f := "cluster-" + c.Name + ".yaml"
 		resources = append(resources, f)
@@ -97,7 +106,7 @@ func brokerIdentity(ns, cluster string) []any {
 }
 
 func brokerPolicy(ns string) []any {
-	prefix := "system:serviceaccount:" + ns + ":" + BrokerServiceAccount("")
+	prefix := "system:serviceaccount:" + ns + ":" + naming.BrokerServiceAccountPrefix
 	label := fmt.Sprintf("'%s'", mcnetv1.ClusterLabel)
 	owns := func(obj string) string {
 		return fmt.Sprintf("has(%[1]s.metadata.labels) && %[2]s in %[1]s.metadata.labels && %[1]s.metadata.labels[%[2]s] == variables.cluster", obj, label)

@@ -217,7 +217,8 @@ Rendered from a ClusterSet with %d clusters; broker on %q (namespace %q).
 |---|---|---|
 | bases/crds | mcnet and Multi-Cluster Services CRDs | every cluster, first |
 | bases/mcnet | controller, gateway and route agent, shared by all clusters | (through clusters/*) |
-| clusters/NAME | one cluster's overlay: identity, networks, cable, image | that cluster |
+| bases/fleet | the membership table (kind Fleet): every cluster's networks, trusted over the broker | (through clusters/*) |
+| clusters/NAME | one cluster's overlay: its config (identity, networks, cable, broker), image | that cluster |
 | broker | the broker namespace, one identity per cluster, one-writer policy | the broker cluster |
 | flux/NAME | Flux Kustomizations for that cluster (CRDs first via dependsOn) | that cluster's Flux |
 | argocd | Argo CD AppProject and Applications (sync waves put CRDs first) | Argo CD |

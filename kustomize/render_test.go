@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 )
 
@@ -151,13 +153,19 @@ func TestEveryKustomizationBuilds(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// The generated config's name carries its hash, and every workload
+				// mounts it under that name.
+				if n := bytes.Count(out, []byte("name: "+mcnetv1.AgentConfigMap+"-")); n != 4 {
+					t.Errorf("clusters/%s: %d references to the generated %s, want 4 (the ConfigMap and three workloads)", cluster, n, mcnetv1.AgentConfigMap)
+				}
 				for _, want := range []string{
 					"kind: Deployment", "name: mcnet-controller",
 					"kind: DaemonSet", "name: mcnet-gateway", "name: mcnet-route-agent",
 					"kind: ClusterRole", "secretName: mcnet-broker-credentials",
-					"--cluster-id=" + cluster, "mcnet.io/cluster: " + cluster,
+					"clusterID: " + cluster, "mcnet.io/cluster: " + cluster,
 					"image: ghcr.io/mcnet-io/mcnet:v1.2.3",
-					"--broker-server=https://hub.example.com:6443",
+					"server: https://hub.example.com:6443", "--config=/etc/mcnet/config.yaml",
+					"kind: Fleet", "name: prod",
 				} {
 					if !bytes.Contains(out, []byte(want)) {
 						t.Errorf("clusters/%s build lacks %q", cluster, want)
@@ -246,5 +254,83 @@ func TestRenderDefaultsAndValidates(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "spec.clusters[hub].podCIDRs[0]") || !strings.Contains(err.Error(), "overlaps east podCIDRs") {
 		t.Errorf("error does not name the field and the overlap: %v", err)
+	}
+}
+
+// TestAddingAClusterChangesOnlyItsOwnFiles adds a cluster to the fleet: the other
+// clusters' overlays, the shared bases and the broker's policies stay byte for byte the
+// same; what changes is the new cluster's own files, the membership table, and the
+// lists that name every cluster.
+func TestAddingAClusterChangesOnlyItsOwnFiles(t *testing.T) {
+	before, err := Render(loadFleet(t), testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := loadFleet(t)
+	cs.Spec.Clusters = append(cs.Spec.Clusters, mcnetv1.ClusterSpec{Name: "north", PodCIDRs: []string{"10.30.0.0/16"}, ServiceCIDRs: []string{"10.130.0.0/16"}})
+	after, err := Render(cs, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changed []string
+	for _, p := range after.Paths() {
+		if !bytes.Equal(before[p], after[p]) {
+			changed = append(changed, p)
+		}
+	}
+	for _, p := range before.Paths() {
+		if _, ok := after[p]; !ok {
+			changed = append(changed, p+" (removed)")
+		}
+	}
+	own := regexp.MustCompile(`^(clusters/north/|flux/north/|argocd/north(-crds)?\.yaml$|broker/cluster-north\.yaml$)`)
+	lists := map[string]bool{
+		path.Join(DirFleet, "fleet.yaml"): true, // the table
+		"broker/kustomization.yaml":       true, // lists every broker identity
+		"argocd/kustomization.yaml":       true, // lists every Application
+		"argocd/project.yaml":             true, // lists every destination
+		"README.md":                       true, // counts the clusters
+	}
+	var table bool
+	for _, p := range changed {
+		switch {
+		case own.MatchString(p):
+		case lists[p]:
+			table = table || p == path.Join(DirFleet, "fleet.yaml")
+		default:
+			t.Errorf("adding north changed %s", p)
+		}
+	}
+	if !table || !strings.Contains(string(after[path.Join(DirFleet, "fleet.yaml")]), "name: north") {
+		t.Error("the membership table does not list north")
+	}
+}
+
+// TestConfigAndTable checks that the tree holds the membership table once, whatever
+// the number of clusters, and that every cluster's config reads back as the components
+// read it, naming that cluster and the table.
+func TestConfigAndTable(t *testing.T) {
+	cs := loadFleet(t)
+	tree, err := Render(cs, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for _, p := range tree.Paths() {
+		if bytes.Contains(tree[p], []byte("\nkind: Fleet\n")) {
+			tables = append(tables, p)
+		}
+	}
+	if !slices.Equal(tables, []string{path.Join(DirFleet, "fleet.yaml")}) {
+		t.Errorf("the table is rendered in %v, want once in %s", tables, DirFleet)
+	}
+	for _, c := range cs.Spec.Clusters {
+		ac, err := agentconfig.Parse(tree[path.Join(DirClusters, c.Name, mcnetv1.AgentConfigKey)])
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		if ac.ClusterID != c.Name || ac.Fleet != cs.Name || ac.Cable != c.Cable || ac.CablePort != c.CablePort || !slices.Equal(ac.PodCIDRs, c.PodCIDRs) {
+			t.Errorf("%s: config %+v", c.Name, ac)
+		}
 	}
 }

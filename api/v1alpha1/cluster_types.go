@@ -28,8 +28,12 @@ type ClusterObjSpec struct {
 	// ClusterID is the cluster's name in the fleet.
 	ClusterID string `json:"clusterID"`
 	// PodCIDRs are the cluster's pod networks (one per IP family).
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:items:MaxLength=49
 	PodCIDRs []string `json:"podCIDRs"`
 	// ServiceCIDRs are the cluster's service networks (one per IP family).
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:items:MaxLength=49
 	ServiceCIDRs []string `json:"serviceCIDRs"`
 	// Cable is the cable driver the cluster's gateways run.
 	Cable CableDriver `json:"cable"`

@@ -66,19 +66,25 @@ func ValidateClusterSet(cs *ClusterSet) field.ErrorList {
 		errs = append(errs, validateCable(p.Child("cable"), c.Cable)...)
 		errs = append(errs, validatePort(p.Child("cablePort"), c.CablePort, false)...)
 		errs = append(errs, validateDNSServiceIPs(p.Child("dnsServiceIPs"), c)...)
-		for k, v := range c.Gateway.NodeSelector {
-			for _, msg := range validation.IsQualifiedName(k) {
-				errs = append(errs, field.Invalid(p.Child("gateway", "nodeSelector").Key(k), k, msg))
-			}
-			for _, msg := range validation.IsValidLabelValue(v) {
-				errs = append(errs, field.Invalid(p.Child("gateway", "nodeSelector").Key(k), v, msg))
-			}
-		}
+		errs = append(errs, validateSelector(p.Child("gateway", "nodeSelector"), c.Gateway.NodeSelector)...)
 		if c.Server != "" {
 			errs = append(errs, validateURL(p.Child("server"), c.Server)...)
 		}
 	}
 	errs = append(errs, validateOverlaps(cs)...)
+	return errs
+}
+
+func validateSelector(p *field.Path, sel map[string]string) field.ErrorList {
+	var errs field.ErrorList
+	for k, v := range sel {
+		for _, msg := range validation.IsQualifiedName(k) {
+			errs = append(errs, field.Invalid(p.Key(k), k, msg))
+		}
+		for _, msg := range validation.IsValidLabelValue(v) {
+			errs = append(errs, field.Invalid(p.Key(k), v, msg))
+		}
+	}
 	return errs
 }
 

@@ -33,9 +33,13 @@ type EndpointSpec struct {
 	// Port is the UDP port the cable listens on.
 	Port int32 `json:"port"`
 	// PrivateIPs are the gateway node's own addresses (one per IP family).
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=45
 	PrivateIPs []string `json:"privateIPs"`
 	// PublicIPs are the addresses other clusters reach the gateway at; they differ from
 	// PrivateIPs behind NAT.
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=45
 	// +optional
 	PublicIPs []string `json:"publicIPs,omitempty"`
 	// PublicKey is the gateway's WireGuard public key (base64); empty for other drivers.
@@ -43,9 +47,15 @@ type EndpointSpec struct {
 	// +optional
 	PublicKey string `json:"publicKey,omitempty"`
 	// HealthCheckIPs are addresses inside the tunnel the gateway answers probes on.
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:items:MaxLength=45
 	// +optional
 	HealthCheckIPs []string `json:"healthCheckIPs,omitempty"`
-	// Subnets are the cluster networks reachable through this gateway.
+	// Subnets are the cluster networks reachable through this gateway: its pod and
+	// service CIDRs. Receivers route only those inside the cluster's allocation in the
+	// fleet table, at most 8.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=49
 	Subnets []string `json:"subnets"`
 }
 

@@ -20,6 +20,16 @@ const (
 // take over from a gateway that still works.
 const GatewayConditionActiveReachable = "ActiveGatewayReachable"
 
+// GatewayConditionRemotesInAllocation is the condition the active Gateway reports about
+// what the other clusters publish: False (reason OutsideAllocation) when some cluster
+// publishes something the fleet table does not allocate to it, or is not in the table
+// at all; the message says which cluster published what. That part is ignored.
+const GatewayConditionRemotesInAllocation = "RemotesWithinAllocation"
+
+// ReasonOutsideAllocation is the reason of a False RemotesWithinAllocation condition
+// and of the Warning Event recorded when it becomes so.
+const ReasonOutsideAllocation = "OutsideAllocation"
+
 // ConnectionStatus is the state of a cable to one remote cluster.
 // +kubebuilder:validation:Enum=connecting;connected;error
 type ConnectionStatus string

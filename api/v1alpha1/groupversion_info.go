@@ -1,6 +1,8 @@
-// Package v1alpha1 holds mcnet's API: the ClusterSet fleet file that render reads, and the
-// Cluster, Endpoint and Gateway objects the in-cluster components exchange through the
-// broker. Group mcnet.io, version v1alpha1.
+// Package v1alpha1 holds mcnet's API: the ClusterSet fleet file that render reads; the
+// Fleet membership table and the per-cluster AgentConfig that render writes from it; and
+// the Cluster, Endpoint and Gateway objects the in-cluster components exchange through
+// the broker. Defaulting (SetDefaults_*) and validation (Validate*) live beside the
+// types. Group mcnet.io, version v1alpha1.
 //
 // +kubebuilder:object:generate=true
 // +groupName=mcnet.io
@@ -26,6 +28,7 @@ var (
 func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&ClusterSet{}, &ClusterSetList{},
+		&Fleet{}, &FleetList{},
 		&Cluster{}, &ClusterList{},
 		&Endpoint{}, &EndpointList{},
 		&Gateway{}, &GatewayList{},

@@ -3,29 +3,28 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"os"
 
+	"github.com/spf13/pflag"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/controller"
 )
 
 func main() {
 	var o controller.Options
-	fs := flag.NewFlagSet("mcnet-controller", flag.ExitOnError)
-	o.BindFlags(fs)
-	zo := zap.Options{}
-	zo.BindFlags(fs)
-	_ = fs.Parse(os.Args[1:])
-	o.Complete()
-	if err := o.Validate(); err != nil {
+	fs := pflag.NewFlagSet("mcnet-controller", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	if code, ok := agentconfig.ParseFlags(fs, os.Args[1:]); !ok {
+		os.Exit(code)
+	}
+	if err := o.Complete(); err != nil {
 		fmt.Fprintln(os.Stderr, "mcnet-controller:", err)
 		os.Exit(2)
 	}
-	logger := zap.New(zap.UseFlagOptions(&zo))
+	logger := o.Logger()
 	ctrl.SetLogger(logger)
 	ctx := ctrl.LoggerInto(ctrl.SetupSignalHandler(), logger)
 	if err := controller.Run(ctx, o); err != nil {

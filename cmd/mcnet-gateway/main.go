@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,19 +11,16 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/gateway"
 )
 
 func main() {
 	var o gateway.Options
 	fs := pflag.NewFlagSet("mcnet-gateway", pflag.ContinueOnError)
-	o.Common.AddFlags(fs)
 	o.AddFlags(fs)
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
-		os.Exit(2)
+	if code, ok := agentconfig.ParseFlags(fs, os.Args[1:]); !ok {
+		os.Exit(code)
 	}
 	log := o.Logger()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -61,6 +61,7 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
 
+	"github.com/mcnet-io/mcnet/internal/membership"
 	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
@@ -79,6 +80,9 @@ type Reconciler struct {
 	// SystemNamespace holds the local Gateways, whose status says which clusters are
 	// reachable and how far (mcnet-system).
 	SystemNamespace string
+	// Fleet names the fleet table (a Fleet object, read through Local): only exports of
+	// its members, inside their allocations, are imported (accept.go).
+	Fleet string
 }
 
 // SetupWithManager registers the reconciler with mgr.
@@ -116,6 +120,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A connection going down or up, or an RTT change, moves ClusterSetIP traffic.
 		Watches(&mcnetv1.Gateway{}, handler.EnqueueRequestsFromMapFunc(r.allImports)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceRequests)).
+		// A change of the fleet table (through Git) can admit or drop any export.
+		Watches(&mcnetv1.Fleet{}, handler.EnqueueRequestsFromMapFunc(r.fleetRequests)).
 		Complete(r)
 	if err != nil {
 		return fmt.Errorf("set up serviceimport controller: %w", err)
@@ -202,14 +208,25 @@ func (r *Reconciler) exports(ctx context.Context, namespace, name string) ([]Exp
 	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), naming.ServiceSelector(namespace, name)); err != nil {
 		return nil, fmt.Errorf("list exports of %s/%s on the broker: %w", namespace, name, err)
 	}
+	table, err := r.table(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []Export
+	var rejected []membership.Rejection
 	for i := range list.Items {
 		si := &list.Items[i]
-		// Only what its own cluster wrote counts, whoever else could write the broker.
-		if c := si.Labels[mcsv1alpha1.LabelSourceCluster]; c != "" && si.Name == naming.BrokerName(namespace, name, c) && si.DeletionTimestamp.IsZero() {
+		// Only what a member wrote under its own name counts, whoever else could
+		// write the broker.
+		ok, rej := acceptExport(table, namespace, name, si)
+		if rej != nil {
+			rejected = append(rejected, *rej)
+		}
+		if ok {
 			out = append(out, ExportFrom(si))
 		}
 	}
+	logRejected(ctx, namespace, name, rejected)
 	return out, nil
 }
 
@@ -324,15 +341,22 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 	if err := r.Broker.GetClient().List(ctx, &list, client.InNamespace(r.BrokerNamespace), naming.ServiceSelector(si.Namespace, si.Name)); err != nil {
 		return nil, fmt.Errorf("list EndpointSlices of %s/%s on the broker: %w", si.Namespace, si.Name, err)
 	}
+	table, err := r.table(ctx)
+	if err != nil {
+		return nil, err
+	}
 	owner := metav1.OwnerReference{APIVersion: mcsv1alpha1.GroupVersion.String(), Kind: "ServiceImport", Name: si.Name, UID: si.UID}
 	var want []*discoveryv1.EndpointSlice
+	var rejected []membership.Rejection
 	for i := range list.Items {
 		src := &list.Items[i]
 		c := src.Labels[mcsv1alpha1.LabelSourceCluster]
 		stem := naming.BrokerName(si.Namespace, si.Name, c) + "."
-		if !slices.Contains(clusters, c) || !strings.HasPrefix(src.Name, stem) || !src.DeletionTimestamp.IsZero() {
+		if c != writer(src) || !slices.Contains(clusters, c) || !strings.HasPrefix(src.Name, stem) || !src.DeletionTimestamp.IsZero() {
 			continue
 		}
+		endpoints, rej := acceptEndpoints(table, c, src)
+		rejected = append(rejected, rej...)
 		want = append(want, &discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace:       si.Namespace,
@@ -341,10 +365,11 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 				OwnerReferences: []metav1.OwnerReference{owner},
 			},
 			AddressType: src.AddressType,
-			Endpoints:   src.Endpoints,
+			Endpoints:   endpoints,
 			Ports:       src.Ports,
 		})
 	}
+	logRejected(ctx, si.Namespace, si.Name, rejected)
 	if _, err := r.sync(ctx, types.NamespacedName{Namespace: si.Namespace, Name: si.Name}, want); err != nil {
 		return nil, err
 	}

@@ -1,19 +1,18 @@
 // Package controller runs mcnet's per-cluster controller: it announces the cluster, keeps
 // it in step with the broker, and (with the discovery reconcilers) serves the clusterset
-// domain. cmd/mcnet-controller only parses flags and calls Run.
+// domain. cmd/mcnet-controller only parses flags and calls Run; who the cluster is comes
+// from its AgentConfig.
 package controller
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -37,93 +36,45 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/naming"
 	"github.com/mcnet-io/mcnet/internal/patient"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
 
-// Options are the controller's flags, as the rendered Deployment sets them.
+// Options configure the controller: the cluster's AgentConfig, and the flags that are
+// this process's own choice.
 type Options struct {
-	ClusterID        string
-	ClusterSet       string
-	PodCIDRs         []string
-	ServiceCIDRs     []string
-	Cable            string
-	CablePort        int
-	BrokerServer     string
-	BrokerNamespace  string
+	agentconfig.Process
+	// Config is the cluster's AgentConfig; Complete loads it from --config when unset.
+	Config *mcnetv1.AgentConfig
+	// BrokerKubeconfig holds this cluster's broker credentials (the mounted Secret).
 	BrokerKubeconfig string
-	Domain           string
 	DNSBindAddress   string
 	MetricsAddress   string
 	ProbeAddress     string
-	Kubeconfig       string
-	Namespace        string
 	LeaderElect      bool
 }
 
-// BindFlags registers the options on fs.
-func (o *Options) BindFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.ClusterID, "cluster-id", "", "This cluster's name in the fleet")
-	fs.StringVar(&o.ClusterSet, "clusterset", "", "The fleet's name")
-	fs.Func("pod-cidrs", "Comma-separated pod CIDRs of this cluster", csv(&o.PodCIDRs))
-	fs.Func("service-cidrs", "Comma-separated service CIDRs of this cluster", csv(&o.ServiceCIDRs))
-	fs.StringVar(&o.Cable, "cable", string(mcnetv1.CableWireGuard), "Cable driver of this cluster's gateways: wireguard or vxlan")
-	fs.IntVar(&o.CablePort, "cable-port", 0, "UDP port of the cable")
-	fs.StringVar(&o.BrokerServer, "broker-server", "", "The broker API server's URL (informational; the kubeconfig decides)")
-	fs.StringVar(&o.BrokerNamespace, "broker-namespace", mcnetv1.DefaultBrokerNamespace, "Namespace on the broker holding exchanged objects")
-	fs.StringVar(&o.BrokerKubeconfig, "broker-kubeconfig", "/var/run/mcnet/broker/kubeconfig", "Kubeconfig with this cluster's broker credentials")
-	fs.StringVar(&o.Domain, "domain", mcnetv1.DefaultDomain, "DNS zone of exported services")
-	fs.StringVar(&o.DNSBindAddress, "dns-bind-address", ":5353", "Address the clusterset DNS server listens on (UDP and TCP)")
-	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9450", "Address of the Prometheus metrics endpoint; 0 disables it")
-	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", ":9451", "Address of /healthz and /readyz; 0 disables it")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "Kubeconfig of this cluster (default: $KUBECONFIG, then in-cluster)")
-	fs.StringVar(&o.Namespace, "namespace", "", "Namespace mcnet runs in (default: $POD_NAMESPACE, then mcnet-system)")
-	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "Elect one active controller through a Lease")
+// AddFlags registers the options on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.Process.AddFlags(fs)
+	fs.StringVar(&o.BrokerKubeconfig, "broker-kubeconfig", "/var/run/mcnet/broker/kubeconfig", "kubeconfig with this cluster's broker credentials")
+	fs.StringVar(&o.DNSBindAddress, "dns-bind-address", ":5353", "address the clusterset DNS server listens on (UDP and TCP); 0 disables it")
+	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9450", "address of the Prometheus metrics endpoint; 0 disables it")
+	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", ":9451", "address of /healthz and /readyz; 0 disables it")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one active controller through a Lease")
 }
 
-func csv(dst *[]string) func(string) error {
-	return func(s string) error {
-		*dst = nil
-		for _, part := range strings.Split(s, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				*dst = append(*dst, part)
-			}
-		}
+// Complete fills in defaults from the environment and reads the config file, unless
+// Config is already set.
+func (o *Options) Complete() error {
+	c, err := o.Process.Complete()
+	if o.Config != nil {
 		return nil
 	}
-}
-
-// Complete fills in defaults from the environment.
-func (o *Options) Complete() {
-	if o.Namespace == "" {
-		o.Namespace = os.Getenv("POD_NAMESPACE")
-	}
-	if o.Namespace == "" {
-		o.Namespace = mcnetv1.SystemNamespace
-	}
-}
-
-// Validate reports every bad flag at once.
-func (o *Options) Validate() error {
-	var errs []error
-	if o.ClusterID == "" {
-		errs = append(errs, errors.New("--cluster-id is required"))
-	}
-	for name, cidrs := range map[string][]string{"--pod-cidrs": o.PodCIDRs, "--service-cidrs": o.ServiceCIDRs} {
-		if len(cidrs) == 0 {
-			errs = append(errs, fmt.Errorf("%s is required", name))
-		}
-		for _, c := range cidrs {
-			if _, err := netip.ParsePrefix(c); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not a CIDR", name, c))
-			}
-		}
-	}
-	if o.Cable != string(mcnetv1.CableWireGuard) && o.Cable != string(mcnetv1.CableVXLAN) {
-		errs = append(errs, fmt.Errorf("--cable %q: use wireguard or vxlan", o.Cable))
-	}
-	return errors.Join(errs...)
+	o.Config = c
+	return err
 }
 
 // Scheme returns the types the controller reads and writes.
@@ -147,9 +98,12 @@ func restConfig(path string) (*rest.Config, error) {
 	return clientcmd.BuildConfigFromFlags("", path)
 }
 
-// Run starts the controller and blocks until ctx ends.
+// Run starts the controller and blocks until ctx ends. o must be complete.
 func Run(ctx context.Context, o Options) error {
 	logger := log.FromContext(ctx)
+	if o.Config == nil {
+		return errors.New("no AgentConfig: call Options.Complete first")
+	}
 	scheme, err := Scheme()
 	if err != nil {
 		return err
@@ -160,7 +114,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	brokerCfg, err := clientcmd.BuildConfigFromFlags("", o.BrokerKubeconfig)
 	if err != nil {
-		return fmt.Errorf("read broker credentials %s (create them with kubectl mcnet broker credentials --cluster %s): %w", o.BrokerKubeconfig, o.ClusterID, err)
+		return fmt.Errorf("read broker credentials %s (create them with kubectl mcnet broker credentials --cluster %s): %w", o.BrokerKubeconfig, o.Config.ClusterID, err)
 	}
 	localInformers, err := patient.ForConfig(cfg)
 	if err != nil {
@@ -197,7 +151,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	broker, err := cluster.New(brokerCfg, func(co *cluster.Options) {
 		co.Scheme = scheme
-		co.Cache.DefaultNamespaces = map[string]cache.Config{o.BrokerNamespace: {}}
+		co.Cache.DefaultNamespaces = map[string]cache.Config{o.Config.Broker.Namespace: {}}
 		co.Cache.NewInformer = patient.Informers(brokerReady, time.Second)
 	})
 	if err != nil {
@@ -213,14 +167,14 @@ func Run(ctx context.Context, o Options) error {
 		logger.Info("broker identity not readable; published objects will not be garbage-collected", "error", err.Error())
 	}
 	if err := (&brokersync.Syncer[*mcnetv1.Cluster]{
-		Kind: brokersync.Clusters, ClusterID: o.ClusterID, Local: mgr.GetClient(), LocalNamespace: o.Namespace,
-		Broker: broker, BrokerNamespace: o.BrokerNamespace, Owner: owner,
+		Kind: brokersync.Clusters, ClusterID: o.Config.ClusterID, Local: mgr.GetClient(), LocalNamespace: o.Namespace,
+		Broker: broker, BrokerNamespace: o.Config.Broker.Namespace, Owner: owner,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&brokersync.Syncer[*mcnetv1.Endpoint]{
-		Kind: brokersync.Endpoints, ClusterID: o.ClusterID, Local: mgr.GetClient(), LocalNamespace: o.Namespace,
-		Broker: broker, BrokerNamespace: o.BrokerNamespace, Owner: owner,
+		Kind: brokersync.Endpoints, ClusterID: o.Config.ClusterID, Local: mgr.GetClient(), LocalNamespace: o.Namespace,
+		Broker: broker, BrokerNamespace: o.Config.Broker.Namespace, Owner: owner,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -243,7 +197,7 @@ func Run(ctx context.Context, o Options) error {
 	}); err != nil {
 		return err
 	}
-	logger.Info("starting mcnet controller", "version", version.Version, "cluster", o.ClusterID, "brokerNamespace", o.BrokerNamespace)
+	logger.Info("starting mcnet controller", "version", version.Version, "cluster", o.Config.ClusterID, "brokerNamespace", o.Config.Broker.Namespace)
 	return mgr.Start(ctx)
 }
 
@@ -254,7 +208,7 @@ func brokerOwner(ctx context.Context, cfg *rest.Config, o Options) (*metav1.Owne
 		return nil, err
 	}
 	var sa corev1.ServiceAccount
-	if err := c.Get(ctx, client.ObjectKey{Namespace: o.BrokerNamespace, Name: naming.BrokerServiceAccount(o.ClusterID)}, &sa); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Config.Broker.Namespace, Name: naming.BrokerServiceAccount(o.Config.ClusterID)}, &sa); err != nil {
 		return nil, err
 	}
 	return &metav1.OwnerReference{APIVersion: "v1", Kind: "ServiceAccount", Name: sa.Name, UID: sa.UID}, nil
@@ -270,14 +224,14 @@ const (
 	ConditionReady = "Ready"
 )
 
-// announce keeps this cluster's own Cluster object as the flags describe it, and its
+// announce keeps this cluster's own Cluster object as its config describes it, and its
 // status saying whether the broker answers.
 func announce(ctx context.Context, c client.Client, o Options, brokerReady func(context.Context) error) error {
 	want := brokersync.LocalCluster(o.Namespace, mcnetv1.ClusterObjSpec{
-		ClusterID:    o.ClusterID,
-		PodCIDRs:     o.PodCIDRs,
-		ServiceCIDRs: o.ServiceCIDRs,
-		Cable:        mcnetv1.CableDriver(o.Cable),
+		ClusterID:    o.Config.ClusterID,
+		PodCIDRs:     o.Config.PodCIDRs,
+		ServiceCIDRs: o.Config.ServiceCIDRs,
+		Cable:        o.Config.Cable,
 		Version:      version.Version,
 	})
 	// Poll the cache rather than wait for events: the object may not exist yet, and

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/controller"
 	"github.com/mcnet-io/mcnet/internal/testenv"
 )
@@ -75,9 +76,9 @@ func TestBrokerSync(t *testing.T) {
 		local, broker := f.ControllerKubeconfigs(ctx, t, dir, c.Name)
 		cfg := f.Configs[c.Name]
 		m := &member{name: c.Name, cfg: cfg, client: testenv.Client(t, cfg), opts: controller.Options{
-			ClusterID: c.Name, ClusterSet: cs.Name, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs,
-			Cable: string(c.Cable), BrokerNamespace: ns, BrokerKubeconfig: broker, Kubeconfig: local,
-			Namespace: mcnetv1.SystemNamespace, MetricsAddress: "0", ProbeAddress: "0", LeaderElect: true,
+			Process: agentconfig.Process{Kubeconfig: local, Namespace: mcnetv1.SystemNamespace},
+			Config:  f.AgentConfig(t, c.Name), BrokerKubeconfig: broker,
+			MetricsAddress: "0", ProbeAddress: "0", LeaderElect: true,
 		}}
 		members[c.Name] = m
 		m.start(ctx, t)

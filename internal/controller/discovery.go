@@ -25,14 +25,14 @@ import (
 // server. CoreDNS's server block for the domain is rendered into Git, not written here.
 func setupDiscovery(mgr ctrl.Manager, broker cluster.Cluster, owner *metav1.OwnerReference, o Options) error {
 	if err := (&serviceexport.Reconciler{
-		ClusterID: o.ClusterID, Local: mgr.GetClient(), Broker: broker, BrokerNamespace: o.BrokerNamespace, Owner: owner,
+		ClusterID: o.Config.ClusterID, Local: mgr.GetClient(), Broker: broker, BrokerNamespace: o.Config.Broker.Namespace, Owner: owner,
 		Recorder: mgr.GetEventRecorder("mcnet-controller"),
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&serviceimport.Reconciler{
-		Local: mgr.GetClient(), Broker: broker, BrokerNamespace: o.BrokerNamespace,
-		ClusterID: o.ClusterID, SystemNamespace: o.Namespace,
+		Local: mgr.GetClient(), Broker: broker, BrokerNamespace: o.Config.Broker.Namespace, Fleet: o.Config.Fleet,
+		ClusterID: o.Config.ClusterID, SystemNamespace: o.Namespace,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -40,15 +40,12 @@ func setupDiscovery(mgr ctrl.Manager, broker cluster.Cluster, owner *metav1.Owne
 		return nil
 	}
 	index := dns.NewIndex()
-	src := &dns.Source{Index: index, Client: mgr.GetClient(), Namespace: o.Namespace}
+	src := &dns.Source{Index: index, Client: mgr.GetClient(), Namespace: o.Namespace, Fleet: o.Config.Fleet}
 	if err := src.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	domain := o.Domain
-	if domain == "" {
-		domain = "clusterset.local"
-	}
-	server := dns.NewServer(domain, o.ClusterID, index)
+	domain := o.Config.Discovery.Domain
+	server := dns.NewServer(domain, o.Config.ClusterID, index)
 	var serving atomic.Bool
 	if err := mgr.Add(nonLeader(func(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {

@@ -26,6 +26,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/serviceimport"
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/controller"
 	"github.com/mcnet-io/mcnet/internal/diagnose"
 	"github.com/mcnet-io/mcnet/internal/testenv"
@@ -80,10 +81,10 @@ func startFleet(t testing.TB) *fleetEnv {
 		local, broker := fl.ControllerKubeconfigs(ctx, t, dir, c.Name)
 		cfg := fl.Configs[c.Name]
 		m := &member{name: c.Name, cfg: cfg, client: testenv.Client(t, cfg), opts: controller.Options{
-			ClusterID: c.Name, ClusterSet: cs.Name, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs,
-			Cable: string(c.Cable), BrokerNamespace: f.ns, BrokerKubeconfig: broker, Kubeconfig: local,
-			Namespace: mcnetv1.SystemNamespace, MetricsAddress: "0", ProbeAddress: "0", LeaderElect: true,
-			Domain: "clusterset.local", DNSBindAddress: freeAddr(t),
+			Process: agentconfig.Process{Kubeconfig: local, Namespace: mcnetv1.SystemNamespace},
+			Config:  fl.AgentConfig(t, c.Name), BrokerKubeconfig: broker,
+			MetricsAddress: "0", ProbeAddress: "0", LeaderElect: true,
+			DNSBindAddress: freeAddr(t),
 		}}
 		f.members[c.Name] = m
 		m.startTB(ctx, t)

@@ -32,7 +32,7 @@ func BrokerFromCluster(ctx context.Context, c client.Client, s *inspect.Snapshot
 	if s.Controller == nil {
 		return nil
 	}
-	target, err := brokerAddr(s.Settings["broker-server"])
+	target, err := brokerAddr(s.Config.Broker.Server)
 	if err != nil {
 		return []Check{skip("broker", id, name, err.Error())}
 	}

@@ -17,7 +17,7 @@ var Catalog = map[string]Entry{
 	"MCN1004": {"kubernetes", "route agent DaemonSet not ready", "nodes without a ready route agent cannot reach other clusters: kubectl -n mcnet-system get pods -l app.kubernetes.io/name=mcnet-route-agent -o wide"},
 	"MCN1005": {"kubernetes", "cluster unreachable", "the plugin cannot reach this API server: check the kubeconfig context, VPN and credentials"},
 
-	"MCN1101": {"broker", "broker settings missing", "the controller has no --broker-server/--broker-namespace: render the fleet again and sync it"},
+	"MCN1101": {"broker", "broker settings missing", "the controller's config (ConfigMap mcnet-config) names no broker: render the fleet again and sync it"},
 	"MCN1102": {"broker", "broker credentials missing", "create Secret mcnet-system/mcnet-broker-credentials with key kubeconfig (kubectl mcnet broker credentials --cluster NAME)"},
 	"MCN1103": {"broker", "broker unreachable", "the broker API server does not answer, from here or from the cluster's own nodes: is it up, and do the clusters' firewalls and routes let them reach its URL?"},
 	"MCN1104": {"broker", "broker credentials rejected", "the broker refuses the token: mint new credentials for this cluster and replace the Secret"},

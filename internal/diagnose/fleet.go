@@ -315,7 +315,7 @@ func BrokerHost(ctx context.Context, targets []*multicluster.Target, ns string) 
 // then presented to it rather than to the URL they name.
 func Broker(ctx context.Context, t *multicluster.Target, s *inspect.Snapshot, via *multicluster.Target) []Check {
 	id := s.ClusterID
-	server, ns := s.Settings["broker-server"], s.Settings["broker-namespace"]
+	server, ns := s.Config.Broker.Server, s.Config.Broker.Namespace
 	if ns == "" {
 		ns = mcnetv1.DefaultBrokerNamespace
 	}
@@ -323,7 +323,7 @@ func Broker(ctx context.Context, t *multicluster.Target, s *inspect.Snapshot, vi
 		return []Check{skip("broker", id, "broker is reachable", "mcnet is not installed")}
 	}
 	if server == "" {
-		return []Check{fail("MCN1101", id, "broker is configured", "the controller has no --broker-server")}
+		return []Check{fail("MCN1101", id, "broker is configured", "the controller's config (ConfigMap %s) names no broker.server", mcnetv1.AgentConfigMap)}
 	}
 	var sec corev1.Secret
 	if err := t.Client.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: inspect.BrokerSecret}, &sec); err != nil {

@@ -33,6 +33,9 @@ type Source struct {
 	Client client.Client
 	// Namespace holds the local Gateways (mcnet-system).
 	Namespace string
+	// Fleet names the fleet table: the index holds only clusters of the table, and of
+	// each only addresses inside its allocation, whatever the imports say (trust.go).
+	Fleet string
 }
 
 // SetupWithManager registers the source's two watches with mgr.
@@ -49,6 +52,8 @@ func (s *Source) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetLabels()[mcsv1alpha1.LabelServiceName]}}}
 		})).
+		// A change of the fleet table can admit or drop any cluster's answers.
+		Watches(&mcnetv1.Fleet{}, handler.EnqueueRequestsFromMapFunc(s.allImports)).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			return reconcile.Result{}, s.UpdateService(ctx, req.NamespacedName)
 		}))
@@ -101,7 +106,11 @@ func (s *Source) UpdateService(ctx context.Context, key types.NamespacedName) er
 	if err := s.Client.List(ctx, &slices, client.InNamespace(key.Namespace), naming.ImportedSliceSelector(key.Name)); err != nil {
 		return err
 	}
-	s.Index.Set(ServiceFrom(&si, slices.Items))
+	svc := ServiceFrom(&si, slices.Items)
+	if err := s.trust(ctx, svc); err != nil {
+		return err
+	}
+	s.Index.Set(svc)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +25,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/testenv"
 	"github.com/mcnet-io/mcnet/kustomize"
@@ -173,18 +176,22 @@ func TestEngine(t *testing.T) {
 	if err := remote.listen(ctx, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.3:%d", port))); err != nil {
 		t.Fatal(err)
 	}
-	hub := endpoint("hub", mcnetv1.CableVXLAN, "10.0.0.0/16", "10.100.0.0/16")
+	hub := endpoint("hub", mcnetv1.CableWireGuard, "10.0.0.0/16", "10.100.0.0/16")
 	hub.Namespace, hub.Spec.HealthCheckIPs, hub.Spec.PublicIPs = sys, []string{"127.0.0.3"}, nil
 	if err := admin.Create(ctx, &hub); err != nil {
 		t.Fatal(err)
 	}
 
-	east := cs.Spec.Clusters[1]
+	// east's rendered config, probing on the test's port.
+	conf, err := agentconfig.Parse(tree[path.Join(kustomize.DirClusters, "east", mcnetv1.AgentConfigKey)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.Gateway.HealthCheckPort = int32(port)
 	o := Options{
-		Common: Common{ClusterID: east.Name, ClusterSet: cs.Name, PodCIDRs: east.PodCIDRs, ServiceCIDRs: east.ServiceCIDRs,
-			Cable: string(mcnetv1.CableVXLAN), CablePort: 4789, NodeName: node.Name, Namespace: sys},
-		MetricsBindAddress: "0", HealthCheckPort: port,
-		LeaseDuration: time.Second, RenewDeadline: 800 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
+		Common:             Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
+		MetricsBindAddress: "0",
+		LeaseDuration:      time.Second, RenewDeadline: 800 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
 		ProbeInterval: 200 * time.Millisecond, StatusInterval: 5 * time.Second,
 		// Long enough that taking the Lease back within the test's deadlines proves
 		// the next process did not wait it out.
@@ -216,7 +223,8 @@ func TestEngine(t *testing.T) {
 				return fmt.Errorf("last State %+v", s)
 			}
 			r := s.Remotes[0]
-			if r.ClusterID != "hub" || r.Cable.Driver != dataplane.DriverVXLAN || r.Cable.Endpoints[0] != netip.MustParseAddr("198.18.100.10") {
+			// hub prefers WireGuard in the fleet table, so the pair uses it.
+			if r.ClusterID != "hub" || r.Cable.Driver != dataplane.DriverWireGuard || r.Cable.Endpoints[0] != netip.MustParseAddr("198.18.100.10") {
 				return fmt.Errorf("remote %+v", r)
 			}
 			return nil
@@ -230,7 +238,9 @@ func TestEngine(t *testing.T) {
 				return err
 			}
 			st := g.Status
-			if st.HAStatus != mcnetv1.HAActive || st.LocalEndpoint == nil || len(st.Connections) != 1 {
+			// One connection per member of the fleet table: west publishes nothing here.
+			if st.HAStatus != mcnetv1.HAActive || st.LocalEndpoint == nil || len(st.Connections) != 2 ||
+				st.Connections[1].Cluster != "west" || !strings.Contains(st.Connections[1].Message, "endpoint missing") {
 				return fmt.Errorf("status %+v", st)
 			}
 			c := st.Connections[0]
@@ -332,4 +342,136 @@ func ptrInt(p *int32) int32 {
 		return 0
 	}
 	return *p
+}
+
+// TestEngineTrustsOnlyTheTable runs the gateway against a real API server with
+// Endpoints that no member's broker identity could have written (an administrator, or
+// a broker without its policy, let them through): a member claiming the whole IPv6
+// internet and the metadata service, and a cluster outside the fleet. The gateway
+// routes only what the fleet table allocates, says on its Gateway and in an Event who
+// published what, and follows a change of the table without a restart.
+func TestEngineTrustsOnlyTheTable(t *testing.T) {
+	ctx := t.Context()
+	cs, err := fleet.Load("../../kustomize/testdata/fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testenv.StartClusterAPIServers(t, cs.Spec.Clusters[1:2])[0] // east
+	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v1.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := testenv.NewRepo(t, tree)
+	testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirCRDs))
+	testenv.Apply(ctx, t, cfg, repo.Build(t, path.Join(kustomize.DirClusters, "east")))
+	admin := testenv.Client(t, cfg)
+	sys := mcnetv1.SystemNamespace
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "east-gw-0", Labels: map[string]string{mcnetv1.GatewayLabel: "true"},
+		Annotations: map[string]string{HealthCheckIPAnnotation: "127.0.0.2"}}}
+	if err := admin.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.1.10"}}
+	if err := admin.Status().Update(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	create := func(ep mcnetv1.Endpoint) {
+		t.Helper()
+		ep.Namespace, ep.Spec.HealthCheckIPs = sys, nil
+		if err := admin.Create(ctx, &ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create(endpoint("west", mcnetv1.CableWireGuard, "10.20.0.0/16", "::/0", "169.254.169.254/32", "10.10.0.0/16"))
+	create(endpoint("evil", mcnetv1.CableWireGuard, "10.66.0.0/16"))
+
+	conf, err := agentconfig.Parse(tree[path.Join(kustomize.DirClusters, "east", mcnetv1.AgentConfigKey)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.Gateway.HealthCheckPort = int32(freeUDPPort(t))
+	o := Options{
+		Common:             Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
+		MetricsBindAddress: "0",
+		LeaseDuration:      time.Second, RenewDeadline: 800 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
+		ProbeInterval: 200 * time.Millisecond, StatusInterval: time.Second,
+	}
+	dp := &fakeDataplane{}
+	gw := startEngine(ctx, t, o, testenv.As(ctx, t, cfg, sys, "mcnet-gateway"), dp)
+	defer gw.stop(t)
+
+	routed := func(want map[string][]string) func(context.Context) error {
+		return func(context.Context) error {
+			s, ok := dp.last()
+			if !ok {
+				return errors.New("nothing applied")
+			}
+			got := map[string][]string{}
+			for _, r := range s.Remotes {
+				for _, p := range r.CIDRs {
+					got[r.ClusterID] = append(got[r.ClusterID], p.String())
+				}
+			}
+			if d := cmp.Diff(want, got); d != "" {
+				return fmt.Errorf("routed (-want +got):\n%s", d)
+			}
+			return nil
+		}
+	}
+	t.Run("routes only the allocation and says who published what", func(t *testing.T) {
+		testenv.Eventually(ctx, t, 30*time.Second, "west's allocation only, nothing of evil", routed(map[string][]string{"west": {"10.20.0.0/16"}}))
+		testenv.Eventually(ctx, t, 30*time.Second, "RemotesWithinAllocation False", func(ctx context.Context) error {
+			var g mcnetv1.Gateway
+			if err := admin.Get(ctx, client.ObjectKey{Namespace: sys, Name: node.Name}, &g); err != nil {
+				return err
+			}
+			c := meta.FindStatusCondition(g.Status.Conditions, mcnetv1.GatewayConditionRemotesInAllocation)
+			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != mcnetv1.ReasonOutsideAllocation {
+				return fmt.Errorf("condition %+v", c)
+			}
+			for _, want := range []string{`cluster "evil" is not a member of fleet prod`, "Endpoint west spec.subnets[1] ::/0: outside its allocation", "169.254.169.254/32", "10.10.0.0/16"} {
+				if !strings.Contains(c.Message, want) {
+					return fmt.Errorf("message lacks %q: %s", want, c.Message)
+				}
+			}
+			for _, conn := range g.Status.Connections {
+				if conn.Cluster == "evil" {
+					return errors.New("a connection to a cluster outside the fleet")
+				}
+			}
+			return nil
+		})
+		testenv.Eventually(ctx, t, 10*time.Second, "an OutsideAllocation Event", func(ctx context.Context) error {
+			var evs corev1.EventList
+			if err := admin.List(ctx, &evs, client.InNamespace(sys)); err != nil {
+				return err
+			}
+			for _, e := range evs.Items {
+				if e.Reason == mcnetv1.ReasonOutsideAllocation && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, "::/0") {
+					return nil
+				}
+			}
+			return errors.New("no OutsideAllocation Event")
+		})
+	})
+
+	var table mcnetv1.Fleet
+	if err := admin.Get(ctx, client.ObjectKey{Name: cs.Name}, &table); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a cluster added to the table is routed without a restart", func(t *testing.T) {
+		table.Spec.Clusters = append(table.Spec.Clusters, mcnetv1.FleetMember{Name: "evil", PodCIDRs: []string{"10.66.0.0/16"}, ServiceCIDRs: []string{"10.166.0.0/16"},
+			Cable: mcnetv1.CableWireGuard, CablePort: 51820})
+		if err := admin.Update(ctx, &table); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(ctx, t, 30*time.Second, "evil routed once a member", routed(map[string][]string{"west": {"10.20.0.0/16"}, "evil": {"10.66.0.0/16"}}))
+	})
+	t.Run("a cluster removed from the table is dropped without a restart", func(t *testing.T) {
+		table.Spec.Clusters = slices.DeleteFunc(table.Spec.Clusters, func(m mcnetv1.FleetMember) bool { return m.Name == "west" })
+		if err := admin.Update(ctx, &table); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(ctx, t, 30*time.Second, "west dropped", routed(map[string][]string{"evil": {"10.66.0.0/16"}}))
+	})
 }

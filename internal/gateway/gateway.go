@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -39,6 +40,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/membership"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
 
@@ -50,10 +52,6 @@ const DaemonSetName = "mcnet-gateway"
 type Options struct {
 	Common
 	MetricsBindAddress string
-	HealthCheckPort    int
-	// LivenessPort is the UDP port on the node's address where the active gateway
-	// answers its standbys (0 disables: Lease timing alone decides failovers).
-	LivenessPort int
 	// Lease timings: a standby takes over at most LeaseDuration+RetryPeriod after the
 	// active gateway stops renewing; the active one gives up after RenewDeadline.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -68,15 +66,10 @@ type Options struct {
 	StatusInterval time.Duration
 }
 
-// AddFlags registers the gateway's flags.
-func (o *Options) AddFlags(fs interface {
-	StringVar(*string, string, string, string)
-	IntVar(*int, string, int, string)
-	DurationVar(*time.Duration, string, time.Duration, string)
-}) {
+// AddFlags registers the gateway's flags, the shared ones included.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.Common.AddFlags(fs)
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9452", "address of the Prometheus metrics endpoint (0 disables it)")
-	fs.IntVar(&o.HealthCheckPort, "health-check-port", DefaultHealthCheckPort, "UDP port of the health-check responder")
-	fs.IntVar(&o.LivenessPort, "liveness-port", DefaultLivenessPort, "UDP port on the node's address where the active gateway answers standbys, so a slow Lease renewal is not taken for a dead gateway (0 disables)")
 	fs.DurationVar(&o.LeaseDuration, "lease-duration", time.Second, "gateway Lease duration (whole seconds: the Lease counts seconds)")
 	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 800*time.Millisecond, "how long the active gateway retries renewing before it steps down")
 	fs.DurationVar(&o.RetryPeriod, "lease-retry-period", 200*time.Millisecond, "how often the Lease is renewed or tried")
@@ -95,10 +88,20 @@ func (o *Options) validateLease() error {
 		return fmt.Errorf("--lease-renew-deadline=%s: must be shorter than --lease-duration=%s, or the active gateway keeps acting after a standby took over", o.RenewDeadline, o.LeaseDuration)
 	case o.RetryPeriod <= 0 || o.RetryPeriod >= o.RenewDeadline:
 		return fmt.Errorf("--lease-retry-period=%s: must be shorter than --lease-renew-deadline=%s", o.RetryPeriod, o.RenewDeadline)
-	case o.LivenessPort < 0 || o.LivenessPort > 65535:
-		return fmt.Errorf("--liveness-port=%d: must be a UDP port, or 0 to disable", o.LivenessPort)
 	}
 	return nil
+}
+
+// healthCheckPort is the UDP port gateways of the fleet answer probes on.
+func (o *Options) healthCheckPort() int { return int(o.Config.Gateway.HealthCheckPort) }
+
+// livenessPort is the UDP port on the node's address where the active gateway answers
+// its standbys (0 disables: Lease timing alone decides failovers).
+func (o *Options) livenessPort() int {
+	if p := o.Config.Gateway.LivenessPort; p != nil {
+		return int(*p)
+	}
+	return 0
 }
 
 // dataplaneAPI is what the gateway needs of *dataplane.Dataplane.
@@ -114,7 +117,9 @@ type dataplaneAPI interface {
 // and no connection flaps; on an uninstall it releases the Lease and removes its
 // kernel state.
 func Run(ctx context.Context, log logr.Logger, o Options) error {
-	o.Complete()
+	if err := o.Complete(); err != nil {
+		return err
+	}
 	if err := o.validateLease(); err != nil {
 		return err
 	}
@@ -164,9 +169,14 @@ type Gateway struct {
 	// standbyCond is the ActiveGatewayReachable condition a standby reports; nil on the
 	// active gateway or when nothing is known.
 	standbyCond *metav1.Condition
-	pubKey      dataplane.Key
-	kick        chan struct{}
-	now         func() time.Time
+	// allocCond is the RemotesWithinAllocation condition the active gateway reports.
+	allocCond *metav1.Condition
+	// rejected and tableErr are the last report of what remotes publish outside their
+	// allocation and why the fleet table could not be read, so each is told once.
+	rejected, tableErr string
+	pubKey             dataplane.Key
+	kick               chan struct{}
+	now                func() time.Time
 
 	mu       sync.Mutex
 	leading  bool
@@ -217,7 +227,7 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cf
 		metrics: newMetrics(), events: events,
 		recorder: events.NewRecorder(scheme, corev1.EventSource{Component: "mcnet-gateway", Host: o.NodeName}),
 		prober:   newProber(o.ProbeInterval),
-		live:     newLiveness(o.LivenessPort),
+		live:     newLiveness(o.livenessPort()),
 		pubKey:   key,
 		kick:     make(chan struct{}, 1),
 		now:      time.Now,
@@ -241,7 +251,8 @@ func (g *Gateway) run(ctx context.Context) error {
 	cctx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCache()
 	go func() { _ = g.cache.Start(cctx) }()
-	for _, obj := range []client.Object{&mcnetv1.Endpoint{}, &mcnetv1.Cluster{}, &mcnetv1.Gateway{}, &corev1.Node{}} {
+	// The fleet table too: a change in Git reaches the cables without a restart.
+	for _, obj := range []client.Object{&mcnetv1.Endpoint{}, &mcnetv1.Fleet{}, &mcnetv1.Gateway{}, &corev1.Node{}} {
 		inf, err := g.cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("informer: %w", err)
@@ -280,7 +291,7 @@ func (g *Gateway) run(ctx context.Context) error {
 	g.live.log = func(msg string, err error) { g.log.Error(err, msg) }
 	go func() {
 		if err := g.live.run(ctx); err != nil {
-			log.Error(err, "Liveness port unavailable: a standby takes over whenever the Lease renewals are late", "port", g.opts.LivenessPort)
+			log.Error(err, "Liveness port unavailable: a standby takes over whenever the Lease renewals are late", "port", g.opts.livenessPort())
 		}
 	}()
 
@@ -465,12 +476,51 @@ func (g *Gateway) sync(ctx context.Context, probe bool) {
 		g.log.Error(err, "Cannot list Endpoints")
 		return
 	}
+	table, err := membership.Load(ctx, g.client, g.local.Fleet)
+	if msg := errString(err); msg != g.tableErr {
+		g.tableErr = msg
+		if err != nil {
+			g.log.Error(err, "No remote cluster is trusted without the fleet table")
+		} else {
+			g.log.Info("Read the fleet table", "fleet", table.Name(), "members", len(table.Names()))
+		}
+	}
 	g.watchHolder(ctx, leader)
 	if leading {
-		g.syncActive(ctx, &node, eps.Items, probe)
+		g.syncActive(ctx, &node, table, eps.Items, probe)
 	} else {
-		g.syncPassive(ctx, leader, eps.Items)
+		g.syncPassive(ctx, leader, table, eps.Items)
 	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// noteRejections logs when what remote clusters publish outside their allocation
+// changes and keeps the RemotesWithinAllocation condition; it reports whether anything
+// changed, and returns the Event to record once the Gateway exists.
+func (g *Gateway) noteRejections(rejected []membership.Rejection) (bool, *Event) {
+	summary := membership.Summary(rejected, 5)
+	if summary == g.rejected && g.allocCond != nil {
+		return false, nil
+	}
+	var ev *Event
+	g.rejected = summary
+	c := metav1.Condition{Type: mcnetv1.GatewayConditionRemotesInAllocation, Status: metav1.ConditionTrue, Reason: "WithinAllocation",
+		Message: "every remote cluster publishes only what the fleet table allocates to it"}
+	if len(rejected) > 0 {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, mcnetv1.ReasonOutsideAllocation, "ignored: "+summary
+		g.log.Info("Ignoring what remote clusters publish outside their allocation", "fleet", g.local.Fleet, "ignored", summary, "count", len(rejected))
+		ev = &Event{corev1.EventTypeWarning, mcnetv1.ReasonOutsideAllocation, "Ignored: " + summary}
+	} else if g.allocCond != nil {
+		g.log.Info("Every remote cluster publishes only what its allocation holds again")
+	}
+	g.allocCond = &c
+	return true, ev
 }
 
 // watchHolder points the liveness check at the Lease holder's node, unless that is
@@ -489,7 +539,7 @@ func (g *Gateway) watchHolder(ctx context.Context, leader string) {
 	g.live.watch(leader, ip)
 }
 
-func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnetv1.Endpoint, probe bool) {
+func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *membership.Table, eps []mcnetv1.Endpoint, probe bool) {
 	now := g.now()
 	if !g.wasActive {
 		g.wasActive = true
@@ -507,23 +557,27 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 	if err := g.publishEndpoint(ctx, spec); err != nil {
 		g.log.Error(err, "Cannot publish the Endpoint")
 	}
-	state, bad := BuildState(g.local, eps, GatewayPorts(g.local, addrs.HealthCheck), netip.Addr{})
+	state, bad, rejected := BuildState(g.local, table, eps, GatewayPorts(g.local, addrs.HealthCheck), netip.Addr{})
 	g.badRemotes = bad
+	rejectionsChanged, rejectionEvent := g.noteRejections(rejected)
 	g.apply(ctx, state)
 	if !g.live.serving.Swap(true) {
-		g.log.Info("Answering standbys on the liveness port", "port", g.opts.LivenessPort)
+		g.log.Info("Answering standbys on the liveness port", "port", g.opts.livenessPort())
 	}
 
 	targets := map[string]netip.AddrPort{}
 	remotes := map[string]*mcnetv1.EndpointSpec{}
 	for _, ep := range RemoteEndpoints(g.local.ClusterID, eps) {
+		if _, member := table.Member(ep.Spec.ClusterID); !member {
+			continue
+		}
 		remotes[ep.Spec.ClusterID] = ep.Spec.DeepCopy()
 		if _, isBad := bad[ep.Spec.ClusterID]; isBad {
 			continue
 		}
 		for _, s := range ep.Spec.HealthCheckIPs {
 			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-				targets[ep.Spec.ClusterID] = netip.AddrPortFrom(a, uint16(g.opts.HealthCheckPort))
+				targets[ep.Spec.ClusterID] = netip.AddrPortFrom(a, uint16(g.opts.healthCheckPort()))
 				break
 			}
 		}
@@ -540,22 +594,17 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 			cables[cs[i].ClusterID] = &cs[i]
 		}
 	}
-	// Every cluster of the fleet has a connection entry: mirrored Clusters without an
-	// Endpoint show up as errors instead of silently missing.
+	// Every member of the fleet table has a connection entry: members without an
+	// Endpoint show up as errors instead of silently missing, and nothing outside the
+	// table gets one, whatever the broker holds.
 	names := map[string]bool{}
-	for c := range remotes {
-		names[c] = true
-	}
-	var clusters mcnetv1.ClusterList
-	if err := g.client.List(ctx, &clusters, client.InNamespace(g.opts.Namespace)); err == nil {
-		for _, c := range clusters.Items {
-			if id := c.Spec.ClusterID; id != "" && id != g.local.ClusterID && c.Labels[mcnetv1.ClusterLabel] == id && c.DeletionTimestamp == nil {
-				names[id] = true
-			}
+	for _, c := range table.Names() {
+		if c != g.local.ClusterID {
+			names[c] = true
 		}
 	}
 	conns := map[string]mcnetv1.Connection{}
-	changed := false
+	changed := rejectionsChanged
 	for c := range names {
 		in := ConnInput{Cluster: c, Endpoint: remotes[c], EndpointErr: bad[c], ApplyErr: g.applyErr, Cable: cables[c], Probe: stats[c]}
 		if t, ok := targets[c]; ok {
@@ -585,13 +634,16 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, eps []mcnet
 	if changed || now.Sub(g.statusAt) >= g.opts.StatusInterval {
 		g.writeStatus(ctx, mcnetv1.HAActive, &spec, list)
 	}
+	if ev := rejectionEvent; ev != nil {
+		g.event(ctx, ev.Type, ev.Reason, ev.Message) // on the Gateway, which exists now
+	}
 }
 
 // listenHealth opens the probe socket on the first IPv4 health-check address.
 func (g *Gateway) listenHealth(ctx context.Context, hcs []netip.Addr) {
 	for _, hc := range hcs {
 		if hc.Is4() {
-			if err := g.prober.listen(ctx, netip.AddrPortFrom(hc, uint16(g.opts.HealthCheckPort))); err != nil {
+			if err := g.prober.listen(ctx, netip.AddrPortFrom(hc, uint16(g.opts.healthCheckPort()))); err != nil {
 				g.log.Error(err, "Cannot probe")
 			}
 			return
@@ -599,7 +651,7 @@ func (g *Gateway) listenHealth(ctx context.Context, hcs []netip.Addr) {
 	}
 }
 
-func (g *Gateway) syncPassive(ctx context.Context, leader string, eps []mcnetv1.Endpoint) {
+func (g *Gateway) syncPassive(ctx context.Context, leader string, table *membership.Table, eps []mcnetv1.Endpoint) {
 	// Nothing changes until another node holds the Lease. Right after a start the
 	// holder is not known yet (or is still this node, which will renew); a gateway
 	// that merely cannot renew (its API server is away) keeps its cables, since
@@ -622,7 +674,7 @@ func (g *Gateway) syncPassive(ctx context.Context, leader string, eps []mcnetv1.
 	var n corev1.Node
 	if err := g.client.Get(ctx, client.ObjectKey{Name: leader}, &n); err == nil {
 		if ip, ok := InternalIP(&n); ok {
-			state, _ := BuildState(g.local, eps, nil, ip)
+			state, _, _ := BuildState(g.local, table, eps, nil, ip)
 			g.apply(ctx, state)
 		}
 	}
@@ -755,6 +807,9 @@ func (g *Gateway) writeStatus(ctx context.Context, ha mcnetv1.HAStatus, ep *mcne
 	if c := g.standbyCond; c != nil && ha == mcnetv1.HAPassive {
 		gw.Status.Conditions = append(gw.Status.Conditions, keepTransition(base.Status.Conditions, *c, g.now()))
 	}
+	if c := g.allocCond; c != nil && ha == mcnetv1.HAActive {
+		gw.Status.Conditions = append(gw.Status.Conditions, keepTransition(base.Status.Conditions, *c, g.now()))
+	}
 	if err := g.client.Status().Patch(ctx, gw, client.MergeFrom(base)); err != nil {
 		if apierrors.IsNotFound(err) {
 			g.gwObj = nil // deleted under us: create again next time
@@ -795,10 +850,10 @@ func (g *Gateway) livenessCondition(holder string) *metav1.Condition {
 	}
 	if ok {
 		return &metav1.Condition{Type: mcnetv1.GatewayConditionActiveReachable, Status: metav1.ConditionTrue, Reason: "Answers",
-			Message: fmt.Sprintf("active gateway %s answers on its liveness port (UDP %d)", holder, g.opts.LivenessPort)}
+			Message: fmt.Sprintf("active gateway %s answers on its liveness port (UDP %d)", holder, g.opts.livenessPort())}
 	}
 	return &metav1.Condition{Type: mcnetv1.GatewayConditionActiveReachable, Status: metav1.ConditionFalse, Reason: "NoAnswer",
-		Message: fmt.Sprintf("active gateway %s does not answer on UDP %d of its node: if its Lease renewals are ever late, this standby takes over from a working gateway; allow UDP %d between gateway nodes", holder, g.opts.LivenessPort, g.opts.LivenessPort)}
+		Message: fmt.Sprintf("active gateway %s does not answer on UDP %d of its node: if its Lease renewals are ever late, this standby takes over from a working gateway; allow UDP %d between gateway nodes", holder, g.opts.livenessPort(), g.opts.livenessPort())}
 }
 
 // sameCondition says whether conds holds the standby condition c with the same status,

@@ -9,11 +9,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 )
 
 // DefaultLivenessPort is the UDP port, on every gateway node's own address, where the
-// process serving as the cluster's active gateway answers its standbys.
-const DefaultLivenessPort = 4802
+// process serving as the cluster's active gateway answers its standbys, unless the
+// AgentConfig names another (gateway.livenessPort).
+const DefaultLivenessPort = mcnetv1.DefaultLivenessPort
 
 // Liveness wire format: 4 bytes magic, 1 byte kind.
 var livenessMagic = [4]byte{'M', 'C', 'N', 'L'}

@@ -17,10 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultHealthCheckPort is the UDP port gateways answer health probes on, at their
+// Gateways answer health probes on the AgentConfig's gateway.healthCheckPort, at their
 // health-check address inside their cluster's pod CIDR. Probes and replies travel
 // through the cables like pod traffic, so a reply proves the datapath works.
-const DefaultHealthCheckPort = 4801
 
 // Probe wire format: 4 bytes magic, 1 byte kind, 8 bytes sequence number.
 var probeMagic = [4]byte{'M', 'C', 'N', 'P'}

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/membership"
 )
 
 // LeaseName is the Lease in the system namespace whose holder is the cluster's active
@@ -44,30 +46,41 @@ func RemoteEndpoints(local string, eps []mcnetv1.Endpoint) []mcnetv1.Endpoint {
 	return slices.CompactFunc(out, func(a, b mcnetv1.Endpoint) bool { return a.Spec.ClusterID == b.Spec.ClusterID })
 }
 
-// Remote turns a remote cluster's Endpoint into the dataplane's view of it, using
-// the driver both clusters agree on (mcnetv1.CableTo) and the port of that driver.
-func Remote(localCable mcnetv1.CableDriver, ep *mcnetv1.Endpoint) (dataplane.Remote, error) {
+// Remote turns a member's Endpoint into the dataplane's view of it, trusting the fleet
+// table over what the Endpoint claims: the pair's driver and port follow the member's
+// entry in the table (mcnetv1.CableTo), only subnets inside the member's allocation are
+// routed, and a gateway address inside any member's networks is never a cable
+// endpoint. What is left out comes back as rejections; the error says why the Endpoint
+// cannot be used at all.
+func Remote(localCable mcnetv1.CableDriver, t *membership.Table, m *membership.Member, ep *mcnetv1.Endpoint) (dataplane.Remote, []membership.Rejection, error) {
 	var errs []error
+	object := "Endpoint " + ep.Name
 	r := dataplane.Remote{ClusterID: ep.Spec.ClusterID}
-	for _, s := range ep.Spec.Subnets {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("subnet %q: %w", s, err))
-			continue
-		}
-		r.CIDRs = append(r.CIDRs, p.Masked())
+	cidrs, rej := m.Subnets(object, "spec.subnets", ep.Spec.Subnets)
+	r.CIDRs = cidrs
+	spec := ep.Spec
+	if spec.Cable != m.Cable || spec.Port != m.CablePort {
+		rej = append(rej, membership.Rejection{Cluster: m.Name, Object: object, Field: "spec.cable/port",
+			Value: fmt.Sprintf("%s:%d", spec.Cable, spec.Port), Reason: fmt.Sprintf("the fleet table says %s:%d; using that", m.Cable, m.CablePort)})
 	}
-	driver, port := mcnetv1.CableTo(localCable, &ep.Spec)
+	spec.Cable, spec.Port = m.Cable, m.CablePort
+	driver, port := mcnetv1.CableTo(localCable, &spec)
 	r.Cable.Driver, r.Cable.Port = dataplane.Driver(driver), uint16(port)
 	// Public addresses first: they are what other networks route; private ones serve
 	// peers on the same network.
-	for _, s := range append(slices.Clone(ep.Spec.PublicIPs), ep.Spec.PrivateIPs...) {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("address %q: %w", s, err))
-			continue
+	for i, s := range append(slices.Clone(ep.Spec.PublicIPs), ep.Spec.PrivateIPs...) {
+		field := fmt.Sprintf("spec.publicIPs[%d]", i)
+		if i >= len(ep.Spec.PublicIPs) {
+			field = fmt.Sprintf("spec.privateIPs[%d]", i-len(ep.Spec.PublicIPs))
 		}
-		if !slices.Contains(r.Cable.Endpoints, a) {
+		a, err := netip.ParseAddr(s)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("address %q: %w", s, err))
+		case t.InFleet(a):
+			// Tunnels to it would be routed into a member's networks.
+			rej = append(rej, membership.Rejection{Cluster: m.Name, Object: object, Field: field, Value: s, Reason: "a gateway address inside the fleet's networks"})
+		case !slices.Contains(r.Cable.Endpoints, a):
 			r.Cable.Endpoints = append(r.Cable.Endpoints, a)
 		}
 	}
@@ -81,34 +94,57 @@ func Remote(localCable mcnetv1.CableDriver, ep *mcnetv1.Endpoint) (dataplane.Rem
 		}
 	}
 	if len(r.CIDRs) == 0 {
-		errs = append(errs, errors.New("no subnets"))
+		errs = append(errs, fmt.Errorf("no subnets inside its allocation (%s)", cidrList(m.CIDRs())))
+	}
+	if len(r.Cable.Endpoints) == 0 {
+		errs = append(errs, errors.New("no usable gateway address"))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return r, fmt.Errorf("endpoint of cluster %s: %w", ep.Spec.ClusterID, err)
+		return r, rej, fmt.Errorf("endpoint of cluster %s: %w", ep.Spec.ClusterID, err)
 	}
-	return r, nil
+	return r, rej, nil
+}
+
+func cidrList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // Local is what a node knows about its own cluster.
 type Local struct {
 	ClusterID string
+	// Fleet names the membership table the node trusts.
+	Fleet     string
 	Cable     mcnetv1.CableDriver
 	CablePort int32
 	// CIDRs are the cluster's pod and service CIDRs.
 	CIDRs []netip.Prefix
 }
 
-// BuildState computes a node's dataplane State from the remote Endpoints. gw is set on
-// the active gateway; activeGateway on every other node. Endpoints that cannot be used
-// are left out and reported by cluster, so one broken remote does not cut the others.
-func BuildState(l Local, eps []mcnetv1.Endpoint, gw *dataplane.Gateway, activeGateway netip.Addr) (dataplane.State, map[string]error) {
+// BuildState computes a node's dataplane State from the remote Endpoints, judged
+// against the fleet table t: Endpoints of clusters outside the table are ignored, and
+// of a member only what lies inside its allocation is used. gw is set on the active
+// gateway; activeGateway on every other node. Members whose Endpoint cannot be used are
+// left out and reported by cluster, so one broken remote does not cut the others; what
+// was ignored comes back as rejections, for the caller to report.
+func BuildState(l Local, t *membership.Table, eps []mcnetv1.Endpoint, gw *dataplane.Gateway, activeGateway netip.Addr) (dataplane.State, map[string]error, []membership.Rejection) {
 	s := dataplane.State{ClusterID: l.ClusterID, LocalCIDRs: l.CIDRs, Gateway: gw}
 	if gw == nil {
 		s.ActiveGateway = activeGateway
 	}
 	bad := map[string]error{}
+	var rejected []membership.Rejection
 	for _, ep := range RemoteEndpoints(l.ClusterID, eps) {
-		r, err := Remote(l.Cable, &ep)
+		m, ok := t.Member(ep.Spec.ClusterID)
+		if !ok {
+			rejected = append(rejected, t.NotMember(ep.Spec.ClusterID, "Endpoint "+ep.Name))
+			continue
+		}
+		r, rej, err := Remote(l.Cable, t, m, &ep)
+		rejected = append(rejected, rej...)
 		if err == nil {
 			// Validate the remote alone against what is already accepted, so an
 			// overlapping or otherwise invalid cluster is the only one left out.
@@ -122,7 +158,8 @@ func BuildState(l Local, eps []mcnetv1.Endpoint, gw *dataplane.Gateway, activeGa
 		}
 		s.Remotes = append(s.Remotes, r)
 	}
-	return s, bad
+	membership.Sort(rejected)
+	return s, bad, rejected
 }
 
 // GatewayPorts is the dataplane's gateway configuration for a cluster: its own driver

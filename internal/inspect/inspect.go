@@ -19,6 +19,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 )
 
 // Workload names of mcnet's components in mcnet-system.
@@ -33,10 +34,11 @@ const (
 type Snapshot struct {
 	// Context is the kubeconfig context it was read through.
 	Context string
-	// ClusterID is the cluster's name in the fleet (the controller's --cluster-id).
+	// ClusterID is the cluster's name in the fleet (its AgentConfig's clusterID).
 	ClusterID string
-	// Settings are the controller's flags (--name=value), e.g. broker-server, domain.
-	Settings map[string]string
+	// Config is the AgentConfig the controller runs with: the ConfigMap its Deployment
+	// mounts. Empty (zero) when it cannot be read.
+	Config mcnetv1.AgentConfig
 	// ServerVersion is the Kubernetes version.
 	ServerVersion string
 
@@ -58,7 +60,7 @@ type Snapshot struct {
 // Collect reads a snapshot. It fails only when the cluster cannot be reached at all;
 // missing pieces are left empty (diagnose reports them).
 func Collect(ctx context.Context, c client.Client, kube kubernetes.Interface, contextName string) (*Snapshot, error) {
-	s := &Snapshot{Context: contextName, Settings: map[string]string{}}
+	s := &Snapshot{Context: contextName}
 	if kube != nil {
 		v, err := kube.Discovery().ServerVersion()
 		if err != nil {
@@ -70,8 +72,8 @@ func Collect(ctx context.Context, c client.Client, kube kubernetes.Interface, co
 	var d appsv1.Deployment
 	if s.read(c.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: ControllerName}, &d), "Deployment "+ControllerName) {
 		s.Controller = &d
-		s.Settings = ContainerFlags(d.Spec.Template.Spec)
-		s.ClusterID = s.Settings["cluster-id"]
+		s.readConfig(ctx, c, d.Spec.Template.Spec)
+		s.ClusterID = s.Config.ClusterID
 	}
 	for name, dst := range map[string]**appsv1.DaemonSet{GatewayName: &s.GatewayDS, RouteAgentName: &s.RouteAgent} {
 		var ds appsv1.DaemonSet
@@ -135,18 +137,25 @@ func (s *Snapshot) guessClusterID() string {
 	return ""
 }
 
-// ContainerFlags returns the --name=value arguments of a pod template's first container.
-func ContainerFlags(spec corev1.PodSpec) map[string]string {
-	out := map[string]string{}
-	if len(spec.Containers) == 0 {
-		return out
-	}
-	for _, a := range spec.Containers[0].Args {
-		if k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok && strings.HasPrefix(a, "--") {
-			out[k] = v
+// readConfig reads the AgentConfig a pod template mounts: the ConfigMap the render
+// generated (its name carries a hash of its content).
+func (s *Snapshot) readConfig(ctx context.Context, c client.Client, spec corev1.PodSpec) {
+	for _, v := range spec.Volumes {
+		if v.ConfigMap == nil || !strings.HasPrefix(v.ConfigMap.Name, mcnetv1.AgentConfigMap) {
+			continue
 		}
+		var cm corev1.ConfigMap
+		if !s.read(c.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: v.ConfigMap.Name}, &cm), "ConfigMap "+v.ConfigMap.Name) {
+			return
+		}
+		cfg, err := agentconfig.Parse([]byte(cm.Data[mcnetv1.AgentConfigKey]))
+		if err != nil {
+			s.Problems = append(s.Problems, fmt.Sprintf("ConfigMap %s: %v", v.ConfigMap.Name, err))
+			return
+		}
+		s.Config = *cfg
+		return
 	}
-	return out
 }
 
 // Self is the cluster's own Cluster object, or nil.
@@ -240,7 +249,7 @@ func ImageTag(image string) string {
 
 // Domain is the clusterset DNS domain the controller serves.
 func (s *Snapshot) Domain() string {
-	if d := s.Settings["domain"]; d != "" {
+	if d := s.Config.Discovery.Domain; d != "" {
 		return d
 	}
 	return mcnetv1.DefaultDomain

@@ -27,6 +27,7 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/membership"
 )
 
 // DaemonSetName is the route agent's DaemonSet, checked on shutdown to tell an
@@ -36,17 +37,14 @@ const DaemonSetName = "mcnet-route-agent"
 // resync re-applies an unchanged state, repairing what someone else changed.
 const resync = 30 * time.Second
 
-// Options configure a route agent.
+// Options configure a route agent: what it shares with the gateway, nothing of its
+// own. The gateway nodes, where it idles, are the AgentConfig's gateway.nodeSelector.
 type Options struct {
 	gateway.Common
-	// GatewayNodeSelector selects the gateway nodes (k=v,...), where the agent idles.
-	GatewayNodeSelector string
 }
 
-// AddFlags registers the agent's own flags.
-func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.GatewayNodeSelector, "gateway-node-selector", mcnetv1.GatewayLabel+"=true", "label selector of the gateway nodes")
-}
+// AddFlags registers the agent's flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) { o.Common.AddFlags(fs) }
 
 // dataplaneAPI is what the agent needs of *dataplane.Dataplane.
 type dataplaneAPI interface {
@@ -56,15 +54,14 @@ type dataplaneAPI interface {
 
 // Run runs the agent until ctx ends; on an uninstall it removes its kernel state.
 func Run(ctx context.Context, log logr.Logger, o Options) error {
-	o.Complete()
+	if err := o.Complete(); err != nil {
+		return err
+	}
 	local, err := o.Local()
 	if err != nil {
 		return err
 	}
-	sel, err := labels.Parse(o.GatewayNodeSelector)
-	if err != nil {
-		return fmt.Errorf("--gateway-node-selector: %w", err)
-	}
+	sel := labels.SelectorFromSet(o.Config.Gateway.NodeSelector)
 	cfg, err := o.RESTConfig()
 	if err != nil {
 		return err
@@ -97,9 +94,12 @@ type agent struct {
 	kick   chan struct{}
 
 	gatewayNode bool
-	applied     *dataplane.State
-	appliedAt   time.Time
-	applyErr    error
+	// rejected and tableErr are the last summary of what remotes publish outside
+	// their allocation and the last fleet table error, so each is logged once.
+	rejected, tableErr string
+	applied            *dataplane.State
+	appliedAt          time.Time
+	applyErr           error
 }
 
 func newAgent(log logr.Logger, o Options, local gateway.Local, sel labels.Selector, cfg *rest.Config, dp dataplaneAPI) (*agent, error) {
@@ -125,7 +125,7 @@ func (a *agent) run(ctx context.Context) error {
 	cctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	go func() { _ = a.cache.Start(cctx) }()
-	for _, obj := range []client.Object{&mcnetv1.Endpoint{}, &coordinationv1.Lease{}, &corev1.Node{}} {
+	for _, obj := range []client.Object{&mcnetv1.Endpoint{}, &mcnetv1.Fleet{}, &coordinationv1.Lease{}, &corev1.Node{}} {
 		inf, err := a.cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("informer: %w", err)
@@ -184,9 +184,22 @@ func (a *agent) sync(ctx context.Context) {
 		a.log.Error(err, "Cannot list Endpoints")
 		return
 	}
-	state, bad := gateway.BuildState(a.local, eps.Items, nil, gw)
+	table, terr := membership.Load(ctx, a.client, a.local.Fleet)
+	if msg := fmt.Sprint(terr); msg != a.tableErr {
+		a.tableErr = msg
+		if terr != nil {
+			a.log.Error(terr, "No remote cluster is trusted without the fleet table")
+		}
+	}
+	state, bad, rejected := gateway.BuildState(a.local, table, eps.Items, nil, gw)
 	for c, err := range bad {
 		a.log.V(1).Info("Remote cluster left out", "cluster", c, "reason", err.Error())
+	}
+	if summary := membership.Summary(rejected, 5); summary != a.rejected {
+		a.rejected = summary
+		if summary != "" {
+			a.log.Info("Ignoring what remote clusters publish outside their allocation", "fleet", table.Name(), "ignored", summary, "count", len(rejected))
+		}
 	}
 	now := time.Now()
 	if a.applied != nil && a.applyErr == nil && reflect.DeepEqual(*a.applied, state) && now.Sub(a.appliedAt) < resync {

@@ -34,6 +34,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
@@ -302,4 +303,15 @@ func (f *Fleet) ControllerKubeconfigs(ctx context.Context, t testing.TB, dir, cl
 	local = WriteKubeconfig(t, dir, cluster, As(ctx, t, f.Configs[cluster], mcnetv1.SystemNamespace, "mcnet-controller"))
 	broker = WriteKubeconfig(t, dir, cluster+"-broker", As(ctx, t, f.Broker, f.Set.Spec.Broker.Namespace, kustomize.BrokerServiceAccount(cluster)))
 	return local, broker
+}
+
+// AgentConfig is the config the render wrote for a cluster's components, read the way
+// they read it.
+func (f *Fleet) AgentConfig(t testing.TB, cluster string) *mcnetv1.AgentConfig {
+	t.Helper()
+	c, err := agentconfig.Parse(f.Tree[path.Join(kustomize.DirClusters, cluster, mcnetv1.AgentConfigKey)])
+	if err != nil {
+		t.Fatalf("config of cluster %s: %v", cluster, err)
+	}
+	return c
 }

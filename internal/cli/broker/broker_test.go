@@ -3,8 +3,10 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -39,6 +41,7 @@ func TestCredentialsWorkOnTheBroker(t *testing.T) {
 	cfg := testenv.StartAPIServers(t, 1)[0]
 	testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirCRDs))
 	testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirBroker))
+	testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirFleet)) // the broker policies' parameter
 	admin := testenv.WriteKubeconfig(t, t.TempDir(), "hub", cfg)
 
 	run := func(args ...string) (int, string, string) {
@@ -73,9 +76,17 @@ func TestCredentialsWorkOnTheBroker(t *testing.T) {
 	if err := east.Create(ctx, ep("east")); err != nil {
 		t.Errorf("east publishes with its minted credentials: %v", err)
 	}
-	if err := east.Create(ctx, ep("west")); !apierrors.IsForbidden(err) {
-		t.Errorf("east publishes west's Endpoint: want 403, got %v", err)
-	}
+	// The API server takes a moment to start enforcing newly created policies.
+	testenv.Eventually(ctx, t, 10*time.Second, "east may not publish west's Endpoint", func(ctx context.Context) error {
+		err := east.Create(ctx, ep("west"))
+		if apierrors.IsForbidden(err) {
+			return nil
+		}
+		if err == nil {
+			_ = east.Delete(ctx, ep("west")) // the policy is not in force yet: undo and retry
+		}
+		return fmt.Errorf("want 403, got %v", err)
+	})
 	var secrets corev1.SecretList
 	if err := east.List(ctx, &secrets, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
 		t.Errorf("east lists broker Secrets: want 403, got %v", err)

@@ -183,7 +183,7 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 	copy(per, targets)
 	brokerNS := ""
 	for _, s := range snaps {
-		if ns := s.Settings["broker-namespace"]; ns != "" {
+		if ns := s.Config.Broker.Namespace; ns != "" {
 			brokerNS = ns
 		}
 	}
