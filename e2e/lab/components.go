@@ -48,6 +48,8 @@ func (c *Cluster) WorkloadPods(ctx context.Context, workload string) ([]Workload
 		return nil, fmt.Errorf("cluster %s: list pods: %w", c.Name, err)
 	}
 	var out []WorkloadPod
+	// One task list per node, not one per container.
+	tasks := map[*Node]map[string]int{}
 	for i := range list.Items {
 		p := &list.Items[i]
 		w := WorkloadPod{Name: p.Name, Workload: workloadOf(p), Node: c.Node(p.Spec.NodeName), PIDs: map[string]int{}, Pod: p}
@@ -66,7 +68,10 @@ func (c *Cluster) WorkloadPods(ctx context.Context, workload string) ([]Workload
 			if st.State.Running == nil || w.Node == nil || w.Node.runtime == nil {
 				continue
 			}
-			if pid, err := w.Node.runtime.TaskPID(ctx, strings.TrimPrefix(st.ContainerID, "containerd://")); err == nil {
+			if _, ok := tasks[w.Node]; !ok {
+				tasks[w.Node], _ = w.Node.runtime.Tasks(ctx)
+			}
+			if pid, ok := tasks[w.Node][strings.TrimPrefix(st.ContainerID, "containerd://")]; ok {
 				w.PIDs[st.Name] = pid
 				if w.Netns == "" {
 					w.Netns = fmt.Sprintf("/proc/%d/ns/net", pid)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/node"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -94,7 +96,7 @@ func removeRunDir(dir string) error {
 	var errs []error
 	mnts, _ := filepath.Glob(filepath.Join(dir, "*", "mnt"))
 	for _, m := range mnts {
-		if err := unmountFile(m); err != nil {
+		if err := node.Unmount(m); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -105,11 +107,4 @@ func removeRunDir(dir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-func unmountFile(path string) error {
-	if err := syscall.Unmount(path, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("unmount %s: %w", path, err)
-	}
-	return nil
 }

@@ -27,8 +27,6 @@ type Pod struct {
 	IP    netip.Addr
 	// HostNetwork pods share their node's namespace and IP.
 	HostNetwork bool
-	uid         string
-	containerID string
 }
 
 // PodOptions describe a pod to add.
@@ -124,7 +122,7 @@ func (p *Pod) waitRunning(ctx context.Context, timeout time.Duration) error {
 		if err != nil {
 			return err
 		}
-		p.uid, p.IP, p.containerID = string(obj.UID), ip, cid
+		p.IP = ip
 		p.Netns = p.Node.Netns
 		if !p.HostNetwork {
 			p.Netns = fmt.Sprintf("/proc/%d/ns/net", pid)

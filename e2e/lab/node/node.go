@@ -432,24 +432,36 @@ func labelList(m map[string]string) string {
 // TaskPID returns the host PID of a running container's main process, asked of the
 // node's containerd (the CRI namespace k8s.io).
 func (n *Node) TaskPID(ctx context.Context, containerID string) (int, error) {
+	tasks, err := n.Tasks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	pid, ok := tasks[containerID]
+	if !ok {
+		return 0, fmt.Errorf("node %s: no running task for container %.12s", n.cfg.Name, containerID)
+	}
+	return pid, nil
+}
+
+// Tasks maps the ID of every running container on the node to the host PID of its main
+// process, from one `ctr tasks list`.
+func (n *Node) Tasks(ctx context.Context) (map[string]int, error) {
 	out, err := exec.CommandContext(ctx, "ctr", "--address", n.Socket(), "--namespace", "k8s.io", "tasks", "list").CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("node %s: list tasks: %w: %s", n.cfg.Name, err, strings.TrimSpace(string(out)))
+		return nil, fmt.Errorf("node %s: list tasks: %w: %s", n.cfg.Name, err, strings.TrimSpace(string(out)))
 	}
+	tasks := map[string]int{}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 3 && f[0] == containerID {
-			if f[2] != "RUNNING" {
-				return 0, fmt.Errorf("node %s: container %.12s is %s", n.cfg.Name, containerID, f[2])
-			}
-			var pid int
-			if _, err := fmt.Sscan(f[1], &pid); err != nil || pid == 0 {
-				return 0, fmt.Errorf("node %s: container %.12s has no PID", n.cfg.Name, containerID)
-			}
-			return pid, nil
+		if len(f) < 3 || f[2] != "RUNNING" {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscan(f[1], &pid); err == nil && pid > 0 {
+			tasks[f[0]] = pid
 		}
 	}
-	return 0, fmt.Errorf("node %s: no task for container %.12s", n.cfg.Name, containerID)
+	return tasks, nil
 }
 
 // PIDs lists every process of the node: containerd, the kubelet, shims, containers.
