@@ -14,12 +14,12 @@ import (
 
 	"github.com/mcnet-io/mcnet/internal/cli/benchmark"
 	"github.com/mcnet-io/mcnet/internal/cli/broker"
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/cli/diagnose"
 	"github.com/mcnet-io/mcnet/internal/cli/export"
 	"github.com/mcnet-io/mcnet/internal/cli/render"
 	"github.com/mcnet-io/mcnet/internal/cli/show"
 	"github.com/mcnet-io/mcnet/internal/cli/versioncmd"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
 )
 
 // NewCommand returns the root command of the plugin.

@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-	"github.com/mcnet-io/mcnet/internal/cli/multicluster"
 	"github.com/mcnet-io/mcnet/internal/inspect"
+	"github.com/mcnet-io/mcnet/internal/multicluster"
 )
 
 // Network is one cluster's networks, from a fleet file or a Cluster object.

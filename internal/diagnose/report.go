@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/mcnet-io/mcnet/internal/cli/output"
+	"github.com/mcnet-io/mcnet/internal/output"
 )
 
 // Kind is the kind of the report document.

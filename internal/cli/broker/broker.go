@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/kustomize"
 )

@@ -13,11 +13,11 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
-	"github.com/mcnet-io/mcnet/internal/cli/multicluster"
-	"github.com/mcnet-io/mcnet/internal/cli/output"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/diagnose"
 	"github.com/mcnet-io/mcnet/internal/inspect"
+	"github.com/mcnet-io/mcnet/internal/multicluster"
+	"github.com/mcnet-io/mcnet/internal/output"
 	"github.com/mcnet-io/mcnet/internal/version"
 	"github.com/mcnet-io/mcnet/kustomize"
 )

@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
-	"github.com/mcnet-io/mcnet/internal/cli/multicluster"
-	"github.com/mcnet-io/mcnet/internal/cli/output"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/multicluster"
+	"github.com/mcnet-io/mcnet/internal/output"
 )
 
 // Options are the flags and state of export and unexport.

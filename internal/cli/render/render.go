@@ -15,7 +15,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/version"
 	"github.com/mcnet-io/mcnet/kustomize"

@@ -16,10 +16,10 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
-	"github.com/mcnet-io/mcnet/internal/cli/multicluster"
-	"github.com/mcnet-io/mcnet/internal/cli/output"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/inspect"
+	"github.com/mcnet-io/mcnet/internal/multicluster"
+	"github.com/mcnet-io/mcnet/internal/output"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
 

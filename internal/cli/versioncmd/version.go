@@ -9,7 +9,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
 
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
 

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/term"
 	"sigs.k8s.io/yaml"
 
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
 )
 
 // APIVersion is the apiVersion of every report document.

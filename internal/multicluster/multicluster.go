@@ -27,7 +27,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-	"github.com/mcnet-io/mcnet/internal/cli/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/cmdutil"
 )
 
 // ControllerName is the Deployment whose presence marks a cluster with mcnet.
