@@ -113,20 +113,15 @@ func (l *Lab) addServer(s io.Closer) error {
 	return nil
 }
 
-// StartIperf3 runs an iperf3 server on port inside the pod until the lab stops and
-// returns when it accepts connections.
+// StartIperf3 runs the pod image's iperf3 server on port, inside the pod's container
+// (started through pods/exec, daemonised, so it lives as long as the pod), and returns
+// when it accepts connections.
 func (p *Pod) StartIperf3(ctx context.Context, port int) error {
-	l := p.Node.Cluster.lab
-	log := filepath.Join(l.LogDir, p.Node.Cluster.Name, p.Node.Name, fmt.Sprintf("iperf3-%s-%d.log", p.Name, port))
-	proc, err := startProc(p.String()+"/iperf3", p.Netns, log, nil, "iperf3", "--server", "--port", strconv.Itoa(port), "--forceflush")
-	if err != nil {
-		return err
+	if out, err := p.Exec(ctx, "iperf3", "--server", "--daemon", "--port", strconv.Itoa(port),
+		"--logfile", fmt.Sprintf("/tmp/iperf3-%d.log", port), "--forceflush"); err != nil {
+		return fmt.Errorf("start iperf3 in %s: %w: %s", p, err, out)
 	}
-	l.procs.add(proc)
 	return Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
-		if proc.exited() {
-			return proc.exitError()
-		}
 		c, err := p.Dial(ctx, "tcp", net.JoinHostPort(p.IP.String(), strconv.Itoa(port)))
 		if err != nil {
 			return err
