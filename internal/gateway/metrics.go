@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -14,7 +16,7 @@ type metrics struct {
 	status *prometheus.GaugeVec
 	rtt    *prometheus.GaugeVec
 	loss   *prometheus.GaugeVec
-	rx, tx *prometheus.GaugeVec
+	bytes  *byteCounters
 	// leaseKept counts the late renewals of a live active gateway this standby let pass.
 	leaseKept prometheus.Counter
 }
@@ -36,18 +38,13 @@ func newMetrics() *metrics {
 		loss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mcnet_gateway_connection_probe_loss_ratio", Help: "Share of the last probes that got no reply.",
 		}, []string{"remote_cluster"}),
-		rx: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "mcnet_gateway_connection_rx_bytes", Help: "Bytes received through the cable (WireGuard only).",
-		}, []string{"remote_cluster"}),
-		tx: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "mcnet_gateway_connection_tx_bytes", Help: "Bytes sent through the cable (WireGuard only).",
-		}, []string{"remote_cluster"}),
+		bytes: newByteCounters(),
 		leaseKept: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcnet_gateway_lease_late_renewals_tolerated_total",
 			Help: "Times this standby found the active gateway's Lease renewal late but the gateway answering on its liveness port, and did not take over.",
 		}),
 	}
-	m.reg.MustRegister(m.active, m.status, m.rtt, m.loss, m.rx, m.tx, m.leaseKept,
+	m.reg.MustRegister(m.active, m.status, m.rtt, m.loss, m.bytes, m.leaseKept,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -59,7 +56,7 @@ func (m *metrics) set(active bool, conns []mcnetv1.Connection) {
 	} else {
 		m.active.Set(0)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.status, m.rtt, m.loss, m.rx, m.tx} {
+	for _, v := range []*prometheus.GaugeVec{m.status, m.rtt, m.loss} {
 		v.Reset()
 	}
 	for _, c := range conns {
@@ -79,7 +76,42 @@ func (m *metrics) set(active bool, conns []mcnetv1.Connection) {
 			}
 		}
 		m.loss.WithLabelValues(c.Cluster).Set(float64(c.LossPercent) / 100)
-		m.rx.WithLabelValues(c.Cluster).Set(float64(c.RxBytes))
-		m.tx.WithLabelValues(c.Cluster).Set(float64(c.TxBytes))
+	}
+	m.bytes.set(conns)
+}
+
+// byteCounters exports the cable's byte totals as Prometheus counters. The kernel (or
+// wireguard-go) keeps the totals, so there is nothing to Add to: each scrape reports the
+// last totals read as constant counter samples. A total that drops (the peer was
+// re-created) is a counter reset, which rate() already handles.
+type byteCounters struct {
+	rx, tx *prometheus.Desc
+	mu     sync.Mutex
+	last   []mcnetv1.Connection
+}
+
+func newByteCounters() *byteCounters {
+	return &byteCounters{
+		rx: prometheus.NewDesc("mcnet_gateway_connection_rx_bytes_total", "Bytes received through the cable (WireGuard only).", []string{"remote_cluster"}, nil),
+		tx: prometheus.NewDesc("mcnet_gateway_connection_tx_bytes_total", "Bytes sent through the cable (WireGuard only).", []string{"remote_cluster"}, nil),
+	}
+}
+
+func (b *byteCounters) set(conns []mcnetv1.Connection) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.last = conns
+}
+
+// Describe implements prometheus.Collector.
+func (b *byteCounters) Describe(ch chan<- *prometheus.Desc) { ch <- b.rx; ch <- b.tx }
+
+// Collect implements prometheus.Collector.
+func (b *byteCounters) Collect(ch chan<- prometheus.Metric) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.last {
+		ch <- prometheus.MustNewConstMetric(b.rx, prometheus.CounterValue, float64(c.RxBytes), c.Cluster)
+		ch <- prometheus.MustNewConstMetric(b.tx, prometheus.CounterValue, float64(c.TxBytes), c.Cluster)
 	}
 }
