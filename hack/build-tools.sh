@@ -16,7 +16,7 @@ KREW_VERSION=v0.4.3
 WIREGUARD_GO_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 FLUX_VERSION=v1.9.6 # source-controller and kustomize-controller (v1.10 needs Go 1.27)
 COREDNS_VERSION=v1.15.0 # a build with the plugins in hack/tools/coredns/main.go
-COREDNS_BUILD=$COREDNS_VERSION+k8s # bump the suffix when the plugin list changes
+COREDNS_BUILD=$COREDNS_VERSION+k8s.file # bump the suffix when the plugin list changes
 MCS_CONFORMANCE_VERSION=v0.5.2 # the MCS CRDs' version (sigs.k8s.io/mcs-api in go.mod); docs/conformance.md
 
 kube_bin="$root/bin/k8s/$KUBE_VERSION"

@@ -13,7 +13,7 @@ const (
 	EtcdVersion = "v3.6.8"
 	// CoreDNSBuild names the CoreDNS build hack/build-tools.sh makes (its version and
 	// the plugin set, COREDNS_BUILD there).
-	CoreDNSBuild = "v1.15.0+k8s"
+	CoreDNSBuild = "v1.15.0+k8s.file"
 )
 
 // ErrMissingBinary is returned when a binary the lab needs has not been built.

@@ -9,6 +9,7 @@ import (
 
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/file"
 	_ "github.com/coredns/coredns/plugin/forward"
 	_ "github.com/coredns/coredns/plugin/health"
 	_ "github.com/coredns/coredns/plugin/kubernetes"
@@ -18,8 +19,10 @@ import (
 )
 
 // directives are the plugins compiled in, in CoreDNS's execution order: what a
-// cluster's DNS Deployment needs (kubernetes, health, ready) and what the tests use.
-var directives = []string{"ready", "health", "errors", "log", "cache", "kubernetes", "forward", "whoami"}
+// cluster's DNS Deployment needs (kubernetes, health, ready), what the tests use, and
+// file, which serves the DNS benchmark's zone so CoreDNS and mcnet answer the same
+// records side by side.
+var directives = []string{"ready", "health", "errors", "log", "cache", "kubernetes", "file", "forward", "whoami"}
 
 func init() { dnsserver.Directives = directives }
 
