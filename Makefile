@@ -69,7 +69,7 @@ e2e: tools build image ## Run only the end-to-end suites in the lab (root).
 	go test $(GO_TEST_FLAGS) -count=1 -tags e2e -timeout 85m ./e2e/...
 
 .PHONY: bench
-bench: tools build ## Run the benchmarks and print their figures.
+bench: tools build image ## Run the benchmarks and print their figures.
 	hack/build-tools.sh wireguard-go
 	MCNET_BENCH_BASELINE=$(BENCH_BASELINE) go test -run '^$$' -bench . -benchtime 1x -timeout 40m ./...
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,7 +20,15 @@ import (
 // gateway namespaces of the lab, one stream and four, for: plain routing without a
 // tunnel, the mcnet vxlan cable, the mcnet wireguard cable (userspace here unless the
 // kernel has the module) and a standalone wireguard-go configured by wg(8) between the
-// same namespaces, all in one run. It prints one line per figure, e.g.
+// same namespaces, all in one run.
+//
+// The modes are interleaved (direct, vxlan, wireguard, wireguard-go, direct, …) over
+// MCNET_BENCH_TRIALS trials (default 5), so a burst of load elsewhere on the machine
+// hits every mode alike; each figure is the median with its spread, and the ratios are
+// of medians. The iperf3 client runs on CPU 0 and the server on CPU 1 (taskset) where
+// there are two CPUs, so the two ends do not migrate between runs. Beside each figure:
+// the CPU it cost, machine-wide busy time from /proc/stat per Gbit carried, which tells a
+// CPU-bound four-stream figure from a path-bound one. It prints lines such as
 //
 //	dataplane vxlan/direct 1-stream ratio 0.93
 //
@@ -32,80 +41,169 @@ func BenchmarkDataplaneThroughput(b *testing.B) {
 		}
 		b.Skip("iperf3 missing")
 	}
-	secs := 3
+	secs, trials := 3, 5
 	if s, err := strconv.Atoi(os.Getenv("MCNET_BENCH_SECONDS")); err == nil && s > 0 {
 		secs = s
+	}
+	if n, err := strconv.Atoi(os.Getenv("MCNET_BENCH_TRIALS")); err == nil && n > 0 {
+		trials = n
 	}
 	l := newLab(b)
 	for _, role := range []string{"gwa", "gwb"} {
 		l.sysctl(role, "net.ipv4.ip_forward", "1")
 	}
-	server := exec.Command("ip", "netns", "exec", l.ns["podb"], "iperf3", "-s", "-p", "5201")
-	if err := server.Start(); err != nil {
+	client, server, pinned := cpuPins()
+	srv := exec.Command("ip", append([]string{"netns", "exec", l.ns["podb"]}, append(server, "iperf3", "-s", "-p", "5201")...)...)
+	if err := srv.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { server.Process.Kill(); server.Wait() })
+	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	l.waitListening("podb", 5201)
+	l.startNodes()
 
-	type result struct{ one, four float64 } // Gbit/s
-	results := map[string]result{}
-	measure := func(mode string) {
-		l.waitPing("poda", podB.String())
-		r := result{one: l.iperf(1, secs), four: l.iperf(4, secs)}
-		results[mode] = r
-		fmt.Printf("dataplane %s 1-stream %.2f Gbit/s\ndataplane %s 4-stream %.2f Gbit/s\n", mode, r.one, mode, r.four)
+	type mode struct {
+		name     string
+		up, down func()
 	}
-
-	for range b.N { // -benchtime 1x: one pass; the figures come from iperf3, not b.N
-		// Direct: the same namespaces with plain routes, no tunnel.
-		l.ip("gwa", "route", "add", "10.2.0.0/16", "via", wanB.String())
-		l.ip("gwb", "route", "add", "10.1.0.0/16", "via", wanA.String())
-		measure("direct")
-		l.ip("gwa", "route", "del", "10.2.0.0/16")
-		l.ip("gwb", "route", "del", "10.1.0.0/16")
-
-		l.startNodes()
-		for _, d := range []Driver{DriverVXLAN, DriverWireGuard} {
-			l.applyAll(d)
-			measure(string(d))
-			for _, role := range []string{"gwa", "gwb", "nodea"} {
-				if _, err := l.nodes[role].call(helperRequest{Op: "cleanup"}); err != nil {
-					b.Fatal(err)
-				}
+	cleanup := func() {
+		for _, role := range []string{"gwa", "gwb", "nodea"} {
+			if _, err := l.nodes[role].call(helperRequest{Op: "cleanup"}); err != nil {
+				b.Fatal(err)
 			}
 		}
+	}
+	modes := []mode{
+		{name: "direct", // the same namespaces with plain routes, no tunnel
+			up: func() {
+				l.ip("gwa", "route", "add", "10.2.0.0/16", "via", wanB.String())
+				l.ip("gwb", "route", "add", "10.1.0.0/16", "via", wanA.String())
+			},
+			down: func() {
+				l.ip("gwa", "route", "del", "10.2.0.0/16")
+				l.ip("gwb", "route", "del", "10.1.0.0/16")
+			}},
+		{name: "vxlan", up: func() { l.applyAll(DriverVXLAN) }, down: cleanup},
+		{name: "wireguard", up: func() { l.applyAll(DriverWireGuard) }, down: cleanup},
+	}
+	var stopWG func()
+	if stop, ok := l.standaloneWireGuardGo(); ok {
+		stop()
+		modes = append(modes, mode{name: "wireguard-go",
+			up:   func() { stopWG, _ = l.standaloneWireGuardGo() },
+			down: func() { stopWG() }})
+	}
 
-		if stop, ok := l.standaloneWireGuardGo(); ok {
-			measure("wireguard-go")
-			stop()
+	type sample struct{ gbps, cpuPerGbit float64 }
+	results := map[string][]sample{} // "vxlan 4" → trials
+	for range b.N { // -benchtime 1x: one pass; the figures come from iperf3, not b.N
+		for range trials {
+			for _, m := range modes {
+				m.up()
+				l.waitPing("poda", podB.String())
+				for _, streams := range []int{1, 4} {
+					gbps, cpu := l.iperfCPU(client, streams, secs)
+					k := fmt.Sprintf("%s %d", m.name, streams)
+					results[k] = append(results[k], sample{gbps, cpu})
+				}
+				m.down()
+			}
 		}
 	}
 
-	ratio := func(a, base string) {
-		ra, okA := results[a]
-		rb, okB := results[base]
-		if !okA || !okB || rb.one == 0 || rb.four == 0 {
-			return
+	median := func(k string, f func(sample) float64) (med, lo, hi float64) {
+		var v []float64
+		for _, s := range results[k] {
+			v = append(v, f(s))
 		}
-		fmt.Printf("dataplane %s/%s 1-stream ratio %.2f\n", a, base, ra.one/rb.one)
-		fmt.Printf("dataplane %s/%s 4-stream ratio %.2f\n", a, base, ra.four/rb.four)
+		if len(v) == 0 {
+			return 0, 0, 0
+		}
+		slices.Sort(v)
+		return v[len(v)/2], v[0], v[len(v)-1]
+	}
+	gbps := func(s sample) float64 { return s.gbps }
+	fmt.Printf("dataplane: %d interleaved trials of %d s per mode and stream count; %s; CPU is machine-wide busy time per Gbit carried\n", trials, secs, pinned)
+	fmt.Printf("dataplane %-14s %7s %9s %9s %9s %14s\n", "mode", "streams", "median", "min", "max", "CPU-s/Gbit")
+	for _, m := range modes {
+		for _, streams := range []int{1, 4} {
+			k := fmt.Sprintf("%s %d", m.name, streams)
+			med, lo, hi := median(k, gbps)
+			cpu, _, _ := median(k, func(s sample) float64 { return s.cpuPerGbit })
+			fmt.Printf("dataplane %-14s %7d %9.2f %9.2f %9.2f %14.3f  Gbit/s\n", m.name, streams, med, lo, hi, cpu)
+			b.ReportMetric(med, fmt.Sprintf("%s-%dstream-Gbit/s", m.name, streams))
+			b.ReportMetric(cpu, fmt.Sprintf("%s-%dstream-CPU-s/Gbit", m.name, streams))
+		}
+	}
+	ratio := func(a, base string) {
+		for _, streams := range []int{1, 4} {
+			ma, _, _ := median(fmt.Sprintf("%s %d", a, streams), gbps)
+			mb, _, _ := median(fmt.Sprintf("%s %d", base, streams), gbps)
+			if ma == 0 || mb == 0 {
+				continue
+			}
+			fmt.Printf("dataplane %s/%s %d-stream ratio %.2f\n", a, base, streams, ma/mb)
+			b.ReportMetric(ma/mb, fmt.Sprintf("%s/%s-%dstream-ratio", a, base, streams))
+		}
 	}
 	ratio("vxlan", "direct")
 	ratio("wireguard", "wireguard-go")
 	ratio("wireguard", "direct")
 	ratio("wireguard-go", "direct")
-	for mode, r := range results {
-		b.ReportMetric(r.one, mode+"-1stream-Gbit/s")
-		b.ReportMetric(r.four, mode+"-4stream-Gbit/s")
-	}
 }
 
-// iperf runs an iperf3 client in poda against podb and returns Gbit/s received.
-func (l *lab) iperf(streams, secs int) float64 {
+// cpuPins returns command prefixes that pin the iperf3 client to CPU 0 and the server
+// to CPU 1, and says so; with one CPU or no taskset, none.
+func cpuPins() (client, server []string, say string) {
+	ts, err := exec.LookPath("taskset")
+	if err != nil {
+		return nil, nil, "iperf3 unpinned (no taskset)"
+	}
+	if err := exec.Command(ts, "-c", "1", "true").Run(); err != nil {
+		return nil, nil, "iperf3 unpinned (one CPU)"
+	}
+	return []string{ts, "-c", "0"}, []string{ts, "-c", "1"}, "iperf3 client pinned to CPU 0, server to CPU 1"
+}
+
+// busyJiffies is the machine's busy CPU time so far (all CPUs, in USER_HZ ticks): the
+// first line of /proc/stat less idle and iowait.
+func busyJiffies() float64 {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	var total, idle float64
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		total += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return total - idle
+}
+
+// iperfCPU runs iperf(streams, secs) with the client command prefixed by pin, and
+// returns Gbit/s received and the machine's busy CPU seconds per Gbit carried.
+func (l *lab) iperfCPU(pin []string, streams, secs int) (gbps, cpuPerGbit float64) {
+	before := busyJiffies()
+	gbps = l.iperfWith(pin, streams, secs)
+	busy := (busyJiffies() - before) / 100 // USER_HZ
+	if gbps > 0 {
+		// -O 1 adds a second that iperf3 does not count: charge the CPU over secs+1.
+		cpuPerGbit = busy / (gbps * float64(secs+1))
+	}
+	return gbps, cpuPerGbit
+}
+
+// iperfWith runs an iperf3 client in poda, its command prefixed by pin (taskset),
+// against podb and returns Gbit/s received.
+func (l *lab) iperfWith(pin []string, streams, secs int) float64 {
 	l.tb.Helper()
 	// -O 1 drops the first second (slow start, the WireGuard handshake).
-	out, err := l.try("poda", "iperf3", "-c", podB.String(), "-p", "5201", "-J", "-O", "1",
+	args := append(slices.Clone(pin), "iperf3", "-c", podB.String(), "-p", "5201", "-J", "-O", "1",
 		"-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams))
+	out, err := l.try("poda", args...)
 	if err != nil {
 		l.tb.Fatalf("iperf3 -P %d: %v\n%s", streams, err, out)
 	}
