@@ -95,7 +95,7 @@ func BenchmarkDataplaneThroughput(b *testing.B) {
 
 	type sample struct{ gbps, cpuPerGbit float64 }
 	results := map[string][]sample{} // "vxlan 4" → trials
-	for range b.N { // -benchtime 1x: one pass; the figures come from iperf3, not b.N
+	for range b.N {                  // -benchtime 1x: one pass; the figures come from iperf3, not b.N
 		for range trials {
 			for _, m := range modes {
 				m.up()

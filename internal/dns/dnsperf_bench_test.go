@@ -73,7 +73,7 @@ func BenchmarkDNSPerf(b *testing.B) {
 	}
 	const offered = 50000
 	type latency struct {
-		lat               []time.Duration
+		lat                []time.Duration
 		sent, lost, runFor float64
 	}
 	lat := map[string]*latency{}
