@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
@@ -214,7 +215,10 @@ type wgLinks struct {
 }
 
 type userspaceWG struct {
-	dev  *device.Device
+	dev *device.Device
+	// tun is the device's TUN; its batch size is above 1 exactly when the kernel took
+	// the virtio-net header, i.e. TSO/checksum offload and GRO on the TUN are on.
+	tun  tun.Device
 	uapi net.Listener
 	done chan struct{}
 }
@@ -224,17 +228,29 @@ func newWGLinks(nl netlinkHandle) *wgLinks {
 }
 
 // Create makes a kernel WireGuard link, falling back to a userspace device when the
-// kernel has no WireGuard module.
+// kernel has no WireGuard module. The kernel decides: the module is there exactly when
+// rtnetlink creates a link of kind "wireguard" (loading the module on demand where it
+// is built but not loaded). Without it rtnetlink answers EOPNOTSUPP ("Unknown device
+// type"), and only that error selects userspace: any other (a name taken, no
+// CAP_NET_ADMIN) is returned, since a userspace device would fail the same way or hide
+// a kernel link that exists.
 func (w *wgLinks) Create(ctx context.Context, name string, mtu int) error {
 	log := logr.FromContextOrDiscard(ctx)
 	err := w.nl.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}})
 	if err == nil {
+		log.V(1).Info("Using kernel WireGuard", "link", name)
 		return nil
 	}
-	// Without the module rtnetlink answers EOPNOTSUPP ("Unknown device type").
+	if !kernelLacksWireGuard(err) {
+		return fmt.Errorf("create kernel wireguard link %s: %w", name, err)
+	}
 	log.V(1).Info("Kernel WireGuard unavailable, using userspace wireguard-go", "link", name, "reason", err.Error())
 	return w.createUserspace(ctx, name, mtu)
 }
+
+// kernelLacksWireGuard says whether adding a link of kind wireguard failed because the
+// kernel has no such link kind.
+func kernelLacksWireGuard(err error) bool { return errors.Is(err, unix.EOPNOTSUPP) }
 
 func (w *wgLinks) createUserspace(ctx context.Context, name string, mtu int) error {
 	w.mu.Lock()
@@ -265,7 +281,8 @@ func (w *wgLinks) createUserspace(ctx context.Context, name string, mtu int) err
 		dev.Close()
 		return fmt.Errorf("listen on uapi socket: %w", err)
 	}
-	u := &userspaceWG{dev: dev, uapi: l, done: make(chan struct{})}
+	u := &userspaceWG{dev: dev, tun: t, uapi: l, done: make(chan struct{})}
+	log.V(1).Info("Started userspace WireGuard", "tunOffloads", u.offloads())
 	go func() {
 		defer close(u.done)
 		for {
@@ -310,6 +327,11 @@ func (w *wgLinks) Remove(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// offloads says whether the TUN runs with the virtio-net header: segmentation and
+// checksum offload on writes and GRO coalescing on reads, so wireguard-go moves up to
+// 64 KiB per system call rather than one MTU-sized packet.
+func (u *userspaceWG) offloads() bool { return u.tun.BatchSize() > 1 }
 
 // stop closes the UAPI socket (removing its file) and the device (removing the TUN).
 func (u *userspaceWG) stop() {
