@@ -89,11 +89,15 @@ demo: build ## Render the bundled example fleet into a new Git repository, fleet
 
 .PHONY: lab
 lab: tools build image ## Bring up a lab of real clusters with the example fleet applied (three clusters); Ctrl-C tears it down (root).
-	go run ./e2e/cmd/mcnet-lab up
+	@# Built, then exec'd, not go run: go run exits 1 on Ctrl-C even when the lab tore
+	@# down cleanly and exited 0, and make would report that as an error.
+	go build -o bin/mcnet-lab ./e2e/cmd/mcnet-lab
+	exec bin/mcnet-lab up
 
 .PHONY: lab-down
 lab-down: ## Remove a lab left behind by a killed run.
-	go run ./e2e/cmd/mcnet-lab down
+	go build -o bin/mcnet-lab ./e2e/cmd/mcnet-lab
+	exec bin/mcnet-lab down
 
 .PHONY: clean
 clean: ## Remove build output (keeps the cached tool builds and Debian packages).
