@@ -12,68 +12,385 @@ import (
 	"strings"
 )
 
-// Write puts a rendered tree into dir, which may not exist yet or may be a Git working
-// tree holding an earlier render and unrelated files. Files of the previous render that
-// the new one no longer has are removed (a cluster taken out of the fleet loses its
-// directory); files render never wrote are left alone.
-//
-// A new dir is written whole under a temporary name and renamed into place. In an existing
-// dir every changed file is first written under a temporary directory and then renamed
-// over the old one, so a failure part-way leaves no half-written file.
+// WriteOptions change how Write treats what it finds in the output directory.
+type WriteOptions struct {
+	// Force overwrites files the render did not write (they are not in the index of the
+	// previous render). Without it such a file stops the write and is named in the error.
+	Force bool
+}
+
+// WriteResult says what a write changed, as slash-separated paths relative to the
+// output directory, sorted.
+type WriteResult struct {
+	// Written are the files created or replaced.
+	Written []string
+	// Removed are the files of the previous render that the new one no longer has.
+	Removed []string
+}
+
+// ErrNotOurs is returned (wrapped in a *ConflictError) when the tree would replace files
+// the render did not write.
+var ErrNotOurs = errors.New("files render did not write")
+
+// ConflictError names every file a write refused to touch.
+type ConflictError struct {
+	// Files are the paths (relative to the output directory) and why each is refused.
+	Files []string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("refusing to overwrite %d file(s) kubectl mcnet render did not write (move them away, or pass --force to overwrite them):\n  %s\nnothing was written",
+		len(e.Files), strings.Join(e.Files, "\n  "))
+}
+
+func (e *ConflictError) Unwrap() error { return ErrNotOurs }
+
+// ErrSymlink is returned when a rendered path would be written or removed through a
+// symbolic link: render never follows one, so it can never write outside the output.
+var ErrSymlink = errors.New("symbolic link in a rendered path")
+
+// journalFile names the list of renames and removals of an update in progress. Once it
+// is in place the update is decided: whoever finds it (the next Write, or Recover)
+// finishes it; without it, staged files are thrown away and the old tree stays.
+const journalFile = ".mcnet-render-journal"
+
+// stagePrefix starts the names of staging directories.
+const stagePrefix = ".mcnet-render-"
+
+// Write puts a rendered tree into dir with default options; see WriteTree.
 func Write(dir string, t Tree) error {
+	_, err := WriteTree(dir, t, WriteOptions{})
+	return err
+}
+
+// WriteTree puts a rendered tree into dir, which may not exist yet or may be a Git
+// working tree holding an earlier render and unrelated files. Files of the previous
+// render that the new one no longer has are removed (a cluster taken out of the fleet
+// loses its directory); files render never wrote are left alone, and are never
+// overwritten unless o.Force is set. No rendered path is written through a symbolic link.
+//
+// A new dir is written whole under a temporary name and renamed into place. In an
+// existing dir every changed file is first written under a staging directory; then a
+// journal of the renames and removals is put in place in one rename, the update's
+// commit point, and carried out. A crash before the commit point leaves the old tree
+// (the next Write discards the staged files); a crash after it leaves a journal that the
+// next Write, or Recover, carries out before anything else, giving the new tree.
+func WriteTree(dir string, t Tree, o WriteOptions) (WriteResult, error) {
 	t = withIndex(t)
 	for _, p := range t.Paths() {
 		if err := checkRelative(p); err != nil {
-			return err
+			return WriteResult{}, err
 		}
 	}
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return writeNew(dir, t)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := writeNew(dir, t); err != nil {
+			return WriteResult{}, err
+		}
+		return WriteResult{Written: t.Paths()}, nil
+	}
+	if err := Recover(dir); err != nil {
+		return WriteResult{}, err
 	}
 	old, err := readIndex(dir)
 	if err != nil {
-		return err
+		return WriteResult{}, err
 	}
-	stage, err := os.MkdirTemp(dir, ".mcnet-render-")
+	plan, err := planWrite(dir, t, old, o)
 	if err != nil {
-		return fmt.Errorf("create staging directory: %w", err)
+		return WriteResult{}, err
 	}
-	defer os.RemoveAll(stage)
+	if len(plan.Written) == 0 && len(plan.Removed) == 0 {
+		return plan, nil
+	}
 
-	// Stage only what differs; unchanged files keep their mtimes, so tools watching the
-	// tree see no change.
-	var changed []string
+	stage, err := os.MkdirTemp(dir, stagePrefix)
+	if err != nil {
+		return WriteResult{}, fmt.Errorf("create staging directory: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			os.RemoveAll(stage)
+		}
+	}()
 	d := dirMaker{}
+	for _, p := range plan.Written {
+		if err := d.writeFile(filepath.Join(stage, filepath.FromSlash(p)), t[p]); err != nil {
+			return WriteResult{}, fmt.Errorf("stage %s: %w", p, err)
+		}
+	}
+	if err := writeJournal(dir, filepath.Base(stage), plan); err != nil {
+		return WriteResult{}, err
+	}
+	committed = true
+	if err := Recover(dir); err != nil {
+		return WriteResult{}, err
+	}
+	return plan, nil
+}
+
+// planWrite decides which files change, and refuses the write, naming every file, when
+// it would replace a file render did not write or pass through a symbolic link.
+func planWrite(dir string, t Tree, old []string, o WriteOptions) (WriteResult, error) {
+	ours := map[string]bool{IndexFile: true}
+	for _, p := range old {
+		ours[p] = true
+	}
+	var plan WriteResult
+	var conflicts, links []string
 	for _, p := range t.Paths() {
-		if same, _ := sameContent(filepath.Join(dir, filepath.FromSlash(p)), t[p]); same {
+		if l := symlinkOn(dir, p); l != "" {
+			links = append(links, l)
 			continue
 		}
-		if err := d.writeFile(filepath.Join(stage, filepath.FromSlash(p)), t[p]); err != nil {
-			return fmt.Errorf("stage %s: %w", p, err)
+		dst := filepath.Join(dir, filepath.FromSlash(p))
+		fi, err := os.Lstat(dst)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if blocker := fileOnPath(dir, p); blocker != "" {
+				conflicts = append(conflicts, blocker+" (a file where render needs a directory for "+p+")")
+				continue
+			}
+		case err != nil:
+			return WriteResult{}, fmt.Errorf("read %s: %w", p, err)
+		case fi.IsDir():
+			conflicts = append(conflicts, p+" (a directory where render writes a file)")
+			continue
+		default:
+			// Unchanged files keep their mtimes, so tools watching the tree see no change.
+			if same, _ := sameContent(dst, t[p]); same {
+				continue
+			}
+			if !ours[p] && !o.Force {
+				conflicts = append(conflicts, p)
+				continue
+			}
 		}
-		changed = append(changed, p)
+		plan.Written = append(plan.Written, p)
 	}
-	for _, p := range changed {
+	for _, p := range old {
+		if _, keep := t[p]; keep || checkRelative(p) != nil {
+			continue // never follow a tampered index outside dir
+		}
+		if l := symlinkOn(dir, p); l != "" {
+			links = append(links, l)
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(p))); err == nil {
+			plan.Removed = append(plan.Removed, p)
+		}
+	}
+	var errs []error
+	if len(links) > 0 {
+		sort.Strings(links)
+		links = dedupe(links)
+		errs = append(errs, fmt.Errorf("%w: render never writes through one (it could lead outside the output directory); replace with a directory or file:\n  %s", ErrSymlink, strings.Join(links, "\n  ")))
+	}
+	if len(conflicts) > 0 {
+		errs = append(errs, &ConflictError{Files: conflicts})
+	}
+	if len(errs) > 0 {
+		if len(links) > 0 && len(conflicts) == 0 {
+			errs = append(errs, errors.New("nothing was written"))
+		}
+		return WriteResult{}, errors.Join(errs...)
+	}
+	return plan, nil
+}
+
+// symlinkOn returns "PATH -> TARGET" for the first symbolic link among p's existing
+// components (p itself included), or "".
+func symlinkOn(dir, p string) string {
+	parts := strings.Split(p, "/")
+	cur := dir
+	for i, part := range parts {
+		cur = filepath.Join(cur, part)
+		fi, err := os.Lstat(cur)
+		if err != nil {
+			return "" // the rest does not exist yet
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			target, _ := os.Readlink(cur)
+			return strings.Join(parts[:i+1], "/") + " -> " + target
+		}
+		if !fi.IsDir() {
+			return ""
+		}
+	}
+	return ""
+}
+
+// fileOnPath returns the first proper ancestor of p that exists and is not a directory.
+func fileOnPath(dir, p string) string {
+	parts := strings.Split(p, "/")
+	cur := dir
+	for i, part := range parts[:len(parts)-1] {
+		cur = filepath.Join(cur, part)
+		fi, err := os.Lstat(cur)
+		if err != nil {
+			return ""
+		}
+		if !fi.IsDir() {
+			return strings.Join(parts[:i+1], "/")
+		}
+	}
+	return ""
+}
+
+func dedupe(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// writeJournal puts the journal in place in one rename, after the staged files and the
+// journal itself are on disk.
+func writeJournal(dir, stage string, plan WriteResult) error {
+	var b strings.Builder
+	b.WriteString("stage " + stage + "\n")
+	for _, p := range plan.Written {
+		b.WriteString("write " + p + "\n")
+	}
+	for _, p := range plan.Removed {
+		b.WriteString("remove " + p + "\n")
+	}
+	if err := syncTree(filepath.Join(dir, stage)); err != nil {
+		return fmt.Errorf("stage: %w", err)
+	}
+	tmp := filepath.Join(dir, journalFile+".tmp")
+	_ = os.Remove(tmp) // a leftover, or a link planted to redirect the write
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("write journal: %w", err)
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		return fmt.Errorf("write journal: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write journal: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write journal: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, journalFile)); err != nil {
+		return fmt.Errorf("write journal: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// Recover finishes an update a crash interrupted after its commit point, and throws
+// away the staged files of one interrupted before it. Write calls it first; it is safe
+// to call at any time.
+func Recover(dir string) error {
+	data, err := os.ReadFile(filepath.Join(dir, journalFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return removeStages(dir)
+	case err != nil:
+		return fmt.Errorf("read render journal: %w", err)
+	}
+	var stage string
+	var writes, removes []string
+	for _, line := range strings.Split(string(data), "\n") {
+		op, p, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		switch op {
+		case "stage":
+			stage = p
+		case "write":
+			writes = append(writes, p)
+		case "remove":
+			removes = append(removes, p)
+		}
+	}
+	if !strings.HasPrefix(stage, stagePrefix) || strings.ContainsAny(stage, `/\`) {
+		return fmt.Errorf("render journal %s names no staging directory; remove it and render again", filepath.Join(dir, journalFile))
+	}
+	d := dirMaker{}
+	for _, p := range writes {
+		if checkRelative(p) != nil || symlinkOn(dir, p) != "" {
+			return fmt.Errorf("render journal %s: refusing %s; remove the journal and render again", filepath.Join(dir, journalFile), p)
+		}
+		src := filepath.Join(dir, stage, filepath.FromSlash(p))
+		if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
+			continue // moved before the crash
+		}
 		dst := filepath.Join(dir, filepath.FromSlash(p))
 		if err := d.mkdir(filepath.Dir(dst)); err != nil {
 			return fmt.Errorf("write %s: %w", p, err)
 		}
-		if err := os.Rename(filepath.Join(stage, filepath.FromSlash(p)), dst); err != nil {
+		if err := os.Rename(src, dst); err != nil {
 			return fmt.Errorf("write %s: %w", p, err)
 		}
 	}
-	for _, p := range old {
-		if _, keep := t[p]; keep {
+	for _, p := range removes {
+		if checkRelative(p) != nil || symlinkOn(dir, p) != "" {
 			continue
-		}
-		if err := checkRelative(p); err != nil {
-			continue // never follow a tampered index outside dir
 		}
 		dst := filepath.Join(dir, filepath.FromSlash(p))
 		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove stale %s: %w", p, err)
 		}
 		removeEmptyParents(dir, filepath.Dir(dst))
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(dir, journalFile)); err != nil {
+		return fmt.Errorf("remove render journal: %w", err)
+	}
+	return removeStages(dir)
+}
+
+// removeStages removes staging directories and a half-written journal left by a crash.
+func removeStages(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read output directory: %w", err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if n == journalFile+".tmp" || (e.IsDir() && strings.HasPrefix(n, stagePrefix) && e.Type()&fs.ModeSymlink == 0) {
+			if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
+				return fmt.Errorf("remove leftover %s: %w", n, err)
+			}
+		}
+	}
+	return nil
+}
+
+// syncTree flushes every file and directory under root to disk, so that a journal
+// naming them never outlives them in a power loss.
+func syncTree(root string) error {
+	return filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	})
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -85,7 +402,7 @@ func writeNew(dir string, t Tree) error {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("create output directory: %w", err)
 	}
-	stage, err := os.MkdirTemp(parent, ".mcnet-render-")
+	stage, err := os.MkdirTemp(parent, stagePrefix)
 	if err != nil {
 		return fmt.Errorf("create staging directory: %w", err)
 	}
@@ -166,7 +483,11 @@ func withIndex(t Tree) Tree {
 }
 
 func readIndex(dir string) ([]string, error) {
-	f, err := os.Open(filepath.Join(dir, IndexFile))
+	p := filepath.Join(dir, IndexFile)
+	if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file; remove it and render again", ErrSymlink, IndexFile)
+	}
+	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

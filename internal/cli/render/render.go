@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +28,7 @@ type Options struct {
 	FleetFile string
 	OutDir    string
 	Commit    bool
+	Force     bool
 	Message   string
 	ImageRepo string
 	ImageTag  string
@@ -54,7 +57,11 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
   argocd/          Argo CD AppProject and Applications (sync waves)
 
 The same fleet renders a byte-identical tree. Rendering over an earlier render removes
-what the fleet no longer has and leaves other files alone. Bad input changes nothing.`,
+what the fleet no longer has and leaves other files alone: a file render did not write
+is never overwritten without --force, and no rendered path is written through a symbolic
+link. The update is atomic: a render killed part-way leaves the old tree, or a journal
+the next render finishes first. Bad input changes nothing. A Git URL taken from the
+origin remote loses any credentials in it before it is written into a manifest.`,
 		Example: `  # Render the example fleet into a new Git repository and commit
   git init fleet-repo && kubectl mcnet render -f examples/fleet.yaml --out fleet-repo --commit`,
 		Args: cobra.NoArgs,
@@ -71,7 +78,8 @@ what the fleet no longer has and leaves other files alone. Bad input changes not
 	f := cmd.Flags()
 	f.StringVarP(&o.FleetFile, "filename", "f", "", "Fleet file (a ClusterSet) to render")
 	f.StringVar(&o.OutDir, "out", "", "Directory to render into (created if missing; may be a Git working tree)")
-	f.BoolVar(&o.Commit, "commit", false, "Commit the rendered files in the output's Git repository (initialised if needed)")
+	f.BoolVar(&o.Commit, "commit", false, "Commit the rendered files (and only them) in the output's Git repository (initialised if needed)")
+	f.BoolVar(&o.Force, "force", false, "Overwrite files at rendered paths that an earlier render did not write")
 	f.StringVar(&o.Message, "message", "", "Commit message (default: mcnet: render fleet NAME)")
 	f.StringVar(&o.ImageRepo, "image-repository", "", "Image repository of the in-cluster components (overrides spec.image.repository)")
 	f.StringVar(&o.ImageTag, "image-tag", "", "Image tag of the in-cluster components (overrides spec.image.tag; default: the plugin's version)")
@@ -108,7 +116,7 @@ func (o *Options) Complete(ctx context.Context) error {
 	o.renderO = kustomize.Options{Version: version.Version, RepoURL: o.RepoURL}
 	if o.gitTop != "" {
 		if o.renderO.RepoURL == "" {
-			o.renderO.RepoURL = git(ctx, o.gitTop, "remote", "get-url", "origin")
+			o.renderO.RepoURL = withoutCredentials(git(ctx, o.gitTop, "remote", "get-url", "origin"))
 		}
 		if cs.Spec.GitOps.Path == "" {
 			if rel, err := filepath.Rel(o.gitTop, abs); err == nil && rel != "." {
@@ -124,6 +132,11 @@ func (o *Options) Validate() error {
 	if fi, err := os.Stat(o.OutDir); err == nil && !fi.IsDir() {
 		return cmdutil.Usage(fmt.Errorf("--out %s is a file; name a directory", o.OutDir))
 	}
+	for _, u := range []struct{ field, url string }{{"--repo-url", o.RepoURL}, {"spec.gitOps.repoURL", o.fleet.Spec.GitOps.RepoURL}} {
+		if u.url != "" && withoutCredentials(u.url) != u.url {
+			return cmdutil.Usage(fmt.Errorf("%s %s carries credentials, which would be written into the manifests; give the URL without them and let Flux or Argo CD take credentials from a Secret\nnothing was written", u.field, withoutCredentials(u.url)))
+		}
+	}
 	if tag := o.fleet.Spec.Image.Tag; tag != "" && strings.ContainsAny(tag, " /:@") {
 		return cmdutil.Usage(fmt.Errorf("image tag %q is not a valid tag (no spaces, '/', ':' or '@')", tag))
 	}
@@ -136,7 +149,11 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return cmdutil.Failure(err)
 	}
-	if err := kustomize.Write(o.OutDir, tree); err != nil {
+	res, err := kustomize.WriteTree(o.OutDir, tree, kustomize.WriteOptions{Force: o.Force})
+	if err != nil {
+		if errors.Is(err, kustomize.ErrNotOurs) || errors.Is(err, kustomize.ErrSymlink) {
+			return cmdutil.Usage(err)
+		}
 		return cmdutil.Failure(err)
 	}
 	fmt.Fprintf(o.Out, "rendered fleet %q (%d clusters, %d files) into %s\n", o.fleet.Name, len(o.fleet.Spec.Clusters), len(tree), o.OutDir)
@@ -146,10 +163,13 @@ func (o *Options) Run(ctx context.Context) error {
 	if !o.Commit {
 		return nil
 	}
-	return o.commit(ctx)
+	return o.commit(ctx, append(append(tree.Paths(), kustomize.IndexFile), res.Removed...))
 }
 
-func (o *Options) commit(ctx context.Context) error {
+// commit records exactly the rendered paths (written, unchanged or removed) in a new
+// commit, through a temporary index: whatever else the user has staged or changed stays
+// as it was, uncommitted.
+func (o *Options) commit(ctx context.Context, rendered []string) error {
 	top := o.gitTop
 	if top == "" {
 		if err := run(ctx, o.OutDir, "init", "-q", "-b", o.fleet.Spec.GitOps.Revision); err != nil {
@@ -157,10 +177,38 @@ func (o *Options) commit(ctx context.Context) error {
 		}
 		top = o.OutDir
 	}
-	if err := run(ctx, top, "add", "-A", "--", o.OutDir); err != nil {
-		return cmdutil.Failure(fmt.Errorf("git add: %w", err))
+	rel, err := filepath.Rel(top, o.OutDir)
+	if err != nil {
+		return cmdutil.Failure(err)
 	}
-	if run(ctx, top, "diff", "--cached", "--quiet") == nil {
+	paths := make([]string, len(rendered))
+	for i, p := range rendered {
+		paths[i] = filepath.ToSlash(filepath.Join(rel, filepath.FromSlash(p)))
+	}
+	idx, err := os.CreateTemp("", "mcnet-render-index-")
+	if err != nil {
+		return cmdutil.Failure(err)
+	}
+	idx.Close()
+	defer os.Remove(idx.Name())
+	env := []string{"GIT_INDEX_FILE=" + idx.Name()}
+	head := git(ctx, top, "rev-parse", "-q", "--verify", "HEAD")
+	readTree := []string{"read-tree", "--empty"}
+	if head != "" {
+		readTree = []string{"read-tree", head}
+	}
+	if err := runEnv(ctx, top, env, nil, readTree...); err != nil {
+		return cmdutil.Failure(fmt.Errorf("git read-tree: %w", err))
+	}
+	// --add --remove: a rendered path that exists is staged, one that is gone is dropped.
+	if err := runEnv(ctx, top, env, strings.NewReader(strings.Join(paths, "\x00")+"\x00"), "update-index", "--add", "--remove", "-z", "--stdin"); err != nil {
+		return cmdutil.Failure(fmt.Errorf("git update-index: %w", err))
+	}
+	tree, err := outputEnv(ctx, top, env, "write-tree")
+	if err != nil {
+		return cmdutil.Failure(fmt.Errorf("git write-tree: %w", err))
+	}
+	if head != "" && git(ctx, top, "rev-parse", head+"^{tree}") == tree {
 		fmt.Fprintln(o.Out, "nothing to commit: the tree already matches the fleet")
 		return nil
 	}
@@ -168,11 +216,47 @@ func (o *Options) commit(ctx context.Context) error {
 	if msg == "" {
 		msg = fmt.Sprintf("mcnet: render fleet %s (%d clusters)", o.fleet.Name, len(o.fleet.Spec.Clusters))
 	}
-	if err := run(ctx, top, "-c", "user.name=mcnet", "-c", "user.email=mcnet@localhost", "commit", "-q", "-m", msg); err != nil {
-		return cmdutil.Failure(fmt.Errorf("git commit: %w", err))
+	args := []string{"-c", "user.name=mcnet", "-c", "user.email=mcnet@localhost", "commit-tree", tree, "-m", msg}
+	if head != "" {
+		args = append(args, "-p", head)
+	}
+	commit, err := outputEnv(ctx, top, nil, args...)
+	if err != nil {
+		return cmdutil.Failure(fmt.Errorf("git commit-tree: %w", err))
+	}
+	oldRef := head
+	if oldRef == "" {
+		oldRef = strings.Repeat("0", len(commit)) // HEAD must still be unborn
+	}
+	if err := run(ctx, top, "update-ref", "-m", "mcnet render", "HEAD", commit, oldRef); err != nil {
+		return cmdutil.Failure(fmt.Errorf("git update-ref: %w", err))
+	}
+	// The real index learns the rendered paths only, so they show as committed.
+	if err := runEnv(ctx, top, nil, strings.NewReader(strings.Join(paths, "\x00")+"\x00"), "update-index", "--add", "--remove", "-z", "--stdin"); err != nil {
+		return cmdutil.Failure(fmt.Errorf("git update-index: %w", err))
 	}
 	fmt.Fprintf(o.Out, "committed: %s\n", git(ctx, top, "rev-parse", "--short", "HEAD"))
 	return nil
+}
+
+// withoutCredentials drops the user name and password from a URL with a scheme, except
+// an ssh user name (git@host), which names an account rather than proving it. SCP-like
+// addresses (git@host:path) carry no password and are returned unchanged.
+func withoutCredentials(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil || u.Scheme == "" {
+		return raw
+	}
+	_, hasPassword := u.User.Password()
+	if (u.Scheme == "ssh" || u.Scheme == "git+ssh") && !hasPassword {
+		return raw
+	}
+	if u.Scheme == "ssh" || u.Scheme == "git+ssh" {
+		u.User = url.User(u.User.Username())
+	} else {
+		u.User = nil
+	}
+	return u.String()
 }
 
 // gitTopLevel returns the Git working tree dir belongs to, or "" when there is none or
@@ -204,12 +288,27 @@ func git(ctx context.Context, dir string, args ...string) string {
 }
 
 func run(ctx context.Context, dir string, args ...string) error {
+	return runEnv(ctx, dir, nil, nil, args...)
+}
+
+func runEnv(ctx context.Context, dir string, env []string, stdin io.Reader, args ...string) error {
+	_, err := gitCmd(ctx, dir, env, stdin, args...)
+	return err
+}
+
+func outputEnv(ctx context.Context, dir string, env []string, args ...string) (string, error) {
+	return gitCmd(ctx, dir, env, nil, args...)
+}
+
+func gitCmd(ctx context.Context, dir string, env []string, stdin io.Reader, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = stdin
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	return nil
+	return strings.TrimSpace(stdout.String()), nil
 }

@@ -135,3 +135,113 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version -o xml: exit %d, want 2", code)
 	}
 }
+
+func gitOut(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestRenderCommitsOnlyRenderedPaths renders with --commit into a repository holding the
+// user's staged and unstaged work: the commit holds the rendered files only, and the
+// user's work is where it was.
+func TestRenderCommitsOnlyRenderedPaths(t *testing.T) {
+	repo := t.TempDir()
+	gitOut(t, repo, "init", "-q", "-b", "main")
+	gitOut(t, repo, "remote", "add", "origin", "https://alice:s3cr3t-token@git.example.com/platform/fleet.git")
+	for p, s := range map[string]string{"staged.txt": "staged\n", "untracked.txt": "untracked\n"} {
+		if err := os.WriteFile(filepath.Join(repo, p), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gitOut(t, repo, "add", "staged.txt")
+	good, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without spec.gitOps.repoURL the origin remote is the Git URL.
+	fleetFile := filepath.Join(t.TempDir(), "fleet.yaml")
+	noURL := strings.Replace(string(good), "    repoURL: https://git.example.com/platform/fleet.git\n", "", 1)
+	if err := os.WriteFile(fleetFile, []byte(noURL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(repo, "deploy")
+	if code, _, stderr := run(t, "render", "-f", fleetFile, "--out", out, "--commit"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	files := strings.Split(gitOut(t, repo, "ls-tree", "-r", "--name-only", "HEAD"), "\n")
+	for _, f := range files {
+		if !strings.HasPrefix(f, "deploy/") {
+			t.Errorf("commit holds %s, which render did not write", f)
+		}
+	}
+	if status := gitOut(t, repo, "status", "--porcelain"); status != "A  staged.txt\n?? untracked.txt" && status != "A  staged.txt\n?? untracked.txt\n" {
+		t.Errorf("git status after the commit:\n%s\nwant the user's staged and untracked files untouched", status)
+	}
+	// No manifest carries the credentials of the origin URL; Argo CD points at it without them.
+	var sawURL bool
+	for p, s := range snapshot(t, out) {
+		if strings.Contains(s, "s3cr3t-token") || strings.Contains(s, "alice") {
+			t.Errorf("%s carries the origin URL's credentials", p)
+		}
+		sawURL = sawURL || strings.Contains(s, "https://git.example.com/platform/fleet.git")
+	}
+	if !sawURL {
+		t.Error("no manifest points at the origin URL (without its credentials)")
+	}
+
+	// A removed cluster's files are removed in the next commit; the user's work still is
+	// not committed.
+	west := strings.Index(noURL, "  - name: west")
+	if err := os.WriteFile(fleetFile, []byte(noURL[:west]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := run(t, "render", "-f", fleetFile, "--out", out, "--commit"); code != 0 {
+		t.Fatalf("re-render: exit %d: %s", code, stderr)
+	}
+	if tree := gitOut(t, repo, "ls-tree", "-r", "--name-only", "HEAD"); strings.Contains(tree, "west") {
+		t.Errorf("west's files are still committed after it left the fleet:\n%s", tree)
+	}
+	if got := gitOut(t, repo, "log", "--format=%s", "-n", "5"); strings.Count(got, "\n") != 1 {
+		t.Errorf("commits after two renders:\n%s", got)
+	}
+	if strings.Contains(gitOut(t, repo, "ls-tree", "-r", "--name-only", "HEAD"), "staged.txt") {
+		t.Error("the second commit took the user's file")
+	}
+}
+
+// TestRenderRefusesUserFiles renders over a file of the user's at a rendered path.
+func TestRenderRefusesUserFiles(t *testing.T) {
+	out := t.TempDir()
+	if err := os.WriteFile(filepath.Join(out, "README.md"), []byte("mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "render", "-f", example, "--out", out)
+	if code != 2 || !strings.Contains(stderr, "README.md") || !strings.Contains(stderr, "--force") {
+		t.Fatalf("exit %d, stderr %q; want 2 naming README.md and --force", code, stderr)
+	}
+	if diff := cmp.Diff(map[string]string{"README.md": "mine\n"}, snapshot(t, out)); diff != "" {
+		t.Errorf("refused render changed the output (-want +got):\n%s", diff)
+	}
+	if code, _, stderr := run(t, "render", "-f", example, "--out", out, "--force"); code != 0 {
+		t.Fatalf("--force: exit %d: %s", code, stderr)
+	}
+	if s := snapshot(t, out)["README.md"]; s == "mine\n" {
+		t.Error("--force left the user's README.md")
+	}
+}
+
+// TestRenderRefusesCredentialsInRepoURL gives the URL with a token on the command line.
+func TestRenderRefusesCredentialsInRepoURL(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "repo")
+	code, _, stderr := run(t, "render", "-f", example, "--out", out, "--repo-url", "https://x-access-token:ghp_abc@git.example.com/fleet.git")
+	if code != 2 || !strings.Contains(stderr, "--repo-url") || strings.Contains(stderr, "ghp_abc") {
+		t.Fatalf("exit %d, stderr %q; want 2, naming --repo-url, not echoing the token", code, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Error("the refused render wrote the output")
+	}
+}
