@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -88,7 +90,26 @@ type NetworkTest struct {
 	Status NetworkTestStatus `json:"status,omitempty"`
 }
 
-// NetworkTestSpec says who runs what.
+// Bounds of a NetworkTest, checked by the API server (the CRD's validation) and again by
+// the agent that runs it: a test is a measurement, never a load generator.
+const (
+	// MaxNetworkTestDuration is the longest a client measures or a server listens.
+	MaxNetworkTestDuration = 10 * time.Minute
+	// MaxNetworkTestEchoes bounds count x interval of a latency or udp run.
+	MaxNetworkTestEchoes = 2 * time.Minute
+	// MaxConcurrentNetworkTests is how many tests one agent runs at once; more fail.
+	MaxConcurrentNetworkTests = 4
+)
+
+// NetworkTestSpec says who runs what. Targets are limited to the fleet's addresses (its
+// members' pod and service CIDRs, their published gateway addresses and the broker's
+// API server): the agent refuses any other.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.duration) || duration(self.duration) <= duration('10m')",message="spec.duration may be at most 10m"
+// +kubebuilder:validation:XValidation:rule="self.role != 'Client' || self.type != 'throughput' || !has(self.duration) || duration(self.duration) <= duration('2m')",message="spec.duration of a throughput client may be at most 2m"
+// +kubebuilder:validation:XValidation:rule="!has(self.interval) || duration(self.interval) <= duration('1s')",message="spec.interval may be at most 1s"
+// +kubebuilder:validation:XValidation:rule="!has(self.count) || (has(self.interval) ? duration(self.interval).getMilliseconds() : 20) * self.count <= 120000",message="spec.count x spec.interval (default 20ms) may be at most 2m"
+// +kubebuilder:validation:XValidation:rule="self.role != 'Client' || (has(self.target) && self.target != ”)",message="spec.target is required for a client"
 type NetworkTestSpec struct {
 	// NodeName is the node whose agent runs the test.
 	NodeName string `json:"nodeName"`
@@ -102,12 +123,15 @@ type NetworkTestSpec struct {
 	// only packets and streams that carry it, so nobody else can use an open test port.
 	// +kubebuilder:validation:MinLength=16
 	Session string `json:"session"`
-	// Target is the server's address and port (clients only).
+	// Target is the server's address and port (clients only), inside the fleet.
 	// +optional
+	// +kubebuilder:validation:MaxLength=64
 	Target string `json:"target,omitempty"`
 	// SourceCIDRs make a client send from a local address inside one of them, so that
 	// replies come back through the tunnel (e.g. the client cluster's pod CIDRs).
 	// +optional
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=64
 	SourceCIDRs []string `json:"sourceCIDRs,omitempty"`
 	// Duration of a throughput run; for a server, how long it listens at most.
 	// +optional

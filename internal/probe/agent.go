@@ -22,7 +22,7 @@ import (
 // Defaults and bounds of a NetworkTest.
 const (
 	DefaultServerLifetime = 2 * time.Minute
-	MaxServerLifetime     = 10 * time.Minute
+	MaxServerLifetime     = mcnetv1.MaxNetworkTestDuration
 	DefaultDuration       = 5 * time.Second
 	MaxDuration           = 2 * time.Minute
 	DefaultCount          = 100
@@ -43,6 +43,9 @@ type AgentOptions struct {
 	Agent mcnetv1.Agent
 	// ListenHost is where servers listen; empty means every address.
 	ListenHost string
+	// AllowTarget says whether a client may measure toward addr: nil when it is one of
+	// the fleet's addresses, else why not. Without it every client test fails.
+	AllowTarget func(ctx context.Context, addr netip.Addr) error
 }
 
 // RunAgent serves and runs the NetworkTests addressed to this node and agent until
@@ -71,6 +74,7 @@ type agent struct {
 
 	mu      sync.Mutex
 	running map[types.UID]context.CancelFunc
+	active  int // tests serving or measuring now (running also holds finished ones)
 	wg      sync.WaitGroup
 }
 
@@ -168,9 +172,20 @@ func (a *agent) handle(ctx context.Context, nt *mcnetv1.NetworkTest) {
 		a.finish(ctx, nt, mcnetv1.TestFailed, "the agent restarted while the test ran; run it again", nil)
 		return
 	}
+	if err := CheckBounds(nt.Spec); err != nil {
+		a.finish(ctx, nt, mcnetv1.TestFailed, err.Error(), nil)
+		return
+	}
 	tctx, cancel := context.WithCancel(ctx)
 	a.mu.Lock()
+	if a.active >= mcnetv1.MaxConcurrentNetworkTests {
+		a.mu.Unlock()
+		cancel()
+		a.finish(ctx, nt, mcnetv1.TestFailed, fmt.Sprintf("this agent already runs %d NetworkTests, the most it runs at once; run it again when they are done", mcnetv1.MaxConcurrentNetworkTests), nil)
+		return
+	}
 	a.running[nt.UID] = cancel
+	a.active++
 	a.mu.Unlock()
 	nt = nt.DeepCopy()
 	a.wg.Go(func() {
@@ -187,6 +202,9 @@ func (a *agent) handle(ctx context.Context, nt *mcnetv1.NetworkTest) {
 		} else {
 			a.measure(tctx, nt)
 		}
+		a.mu.Lock()
+		a.active--
+		a.mu.Unlock()
 	})
 }
 
@@ -226,6 +244,9 @@ func (a *agent) serve(ctx context.Context, nt *mcnetv1.NetworkTest) {
 // measure runs a client test and writes its result.
 func (a *agent) measure(ctx context.Context, nt *mcnetv1.NetworkTest) {
 	e, err := endpointOf(nt)
+	if err == nil {
+		err = a.allowTarget(ctx, e.Target.Addr())
+	}
 	if err != nil {
 		a.finish(ctx, nt, mcnetv1.TestFailed, err.Error(), nil)
 		return
@@ -317,6 +338,51 @@ func endpointOf(nt *mcnetv1.NetworkTest) (Endpoint, error) {
 		e.Source = src
 	}
 	return e, nil
+}
+
+func (a *agent) allowTarget(ctx context.Context, addr netip.Addr) error {
+	if a.opts.AllowTarget == nil {
+		return fmt.Errorf("spec.target %s: this agent knows no fleet addresses to measure toward", addr)
+	}
+	if err := a.opts.AllowTarget(ctx, addr.Unmap()); err != nil {
+		return fmt.Errorf("spec.target %s is not a fleet address (%w); NetworkTests measure only toward members' networks, their gateways and the broker", addr, err)
+	}
+	return nil
+}
+
+// CheckBounds refuses a spec over the limits the CRD's validation sets, for an object
+// written before the CRD had them: the agent runs nothing unbounded.
+func CheckBounds(spec mcnetv1.NetworkTestSpec) error {
+	var errs []error
+	d := func(p *metav1.Duration) time.Duration {
+		if p == nil {
+			return 0
+		}
+		return p.Duration
+	}
+	if d(spec.Duration) > mcnetv1.MaxNetworkTestDuration {
+		errs = append(errs, fmt.Errorf("spec.duration %s is over the limit of %s", d(spec.Duration), mcnetv1.MaxNetworkTestDuration))
+	}
+	if spec.Role == mcnetv1.NetworkTestClient && spec.Type == mcnetv1.TestThroughput && d(spec.Duration) > MaxDuration {
+		errs = append(errs, fmt.Errorf("spec.duration %s of a throughput client is over the limit of %s", d(spec.Duration), MaxDuration))
+	}
+	if d(spec.Interval) > time.Second {
+		errs = append(errs, fmt.Errorf("spec.interval %s is over the limit of 1s", d(spec.Interval)))
+	}
+	interval := d(spec.Interval)
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	if total := interval * time.Duration(spec.Count); total > mcnetv1.MaxNetworkTestEchoes {
+		errs = append(errs, fmt.Errorf("spec.count %d x spec.interval %s = %s is over the limit of %s", spec.Count, interval, total, mcnetv1.MaxNetworkTestEchoes))
+	}
+	if spec.Streams > 64 {
+		errs = append(errs, fmt.Errorf("spec.streams %d is over the limit of 64", spec.Streams))
+	}
+	if len(spec.SourceCIDRs) > 4 {
+		errs = append(errs, fmt.Errorf("spec.sourceCIDRs has %d entries, over the limit of 4", len(spec.SourceCIDRs)))
+	}
+	return errors.Join(errs...)
 }
 
 // finish writes a final phase; set (optional) adds the result.
