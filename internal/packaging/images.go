@@ -121,6 +121,8 @@ func gitVersion(ctx context.Context, root string) (version, commit string) {
 //	                                     as the conformance suite's alpine/socat and
 //	                                     nicolaka/netshoot (same layers, their configs)
 //	OutDir/pause-oci/, pause.tar         the pause image, as containerd's sandbox image
+//	OutDir/postgresql-oci/, etcd-oci/    the example databases (Debian's PostgreSQL, the
+//	                                     pinned etcd), and their .tar
 func BuildImages(ctx context.Context, o ImagesOptions) ([]LabImage, error) {
 	if err := o.complete(); err != nil {
 		return nil, err
@@ -222,6 +224,13 @@ func BuildImages(ctx context.Context, o ImagesOptions) ([]LabImage, error) {
 		return nil, err
 	}
 	imgs, err = o.write("pause", []TaggedImage{{Index: pidx, Refs: append(slices.Clone(PauseRefs), sibling(o.ImageRepository, "pause")+":"+o.ImageTag)}}, []string{"pause"})
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, imgs...)
+
+	// The example databases' images (examples/databases/).
+	imgs, err = o.buildDatabaseImages(ctx, meta, logf)
 	if err != nil {
 		return nil, err
 	}

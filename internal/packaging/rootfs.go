@@ -207,9 +207,16 @@ type alternative struct {
 }
 
 // parseAlternatives finds `update-alternatives --install LINK NAME PATH PRIORITY
-// [--slave LINK NAME PATH]...` in a maintainer script (line continuations joined).
+// [--slave LINK NAME PATH]...` in a maintainer script (comment lines dropped, then line
+// continuations joined: ucf's postinst carries a commented-out example).
 func parseAlternatives(script []byte) []alternative {
-	text := strings.ReplaceAll(string(script), "\\\n", " ")
+	var code []string
+	for _, line := range strings.Split(string(script), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			code = append(code, line)
+		}
+	}
+	text := strings.ReplaceAll(strings.Join(code, "\n"), "\\\n", " ")
 	var res []alternative
 	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)

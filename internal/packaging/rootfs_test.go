@@ -139,6 +139,8 @@ func TestParseAlternatives(t *testing.T) {
 	  --slave /usr/sbin/iptables-save iptables-save /usr/sbin/iptables-legacy-save
         update-alternatives --install /usr/sbin/iptables iptables /usr/sbin/iptables-nft 20 --slave /usr/sbin/iptables-save iptables-save /usr/sbin/iptables-nft-save
 PROGRAM=$(dpkg-divert --truename /bin/ping)
+    # update-alternatives \
+    #       --install /usr/bin/program program /usr/bin/alternative 50
 `
 	got := parseAlternatives([]byte(script))
 	want := []alternative{
