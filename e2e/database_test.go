@@ -377,19 +377,45 @@ type fault struct {
 	repair func(ctx context.Context) error
 	// during checks the system while the fault holds.
 	during func(ctx context.Context, from time.Time) error
+	// gateway says the fault moves the primary's cluster's gateway role.
+	gateway bool
 }
 
 // faultResult is what a fault cost the writers.
 type faultResult struct {
 	etcdGap, pgGap, lagUnder1s time.Duration
+	// leaseMoved is how long the primary's cluster took to have another gateway hold
+	// the Lease, for the gateway faults (0 when it did not move).
+	leaseMoved time.Duration
 }
 
 // run injects f, holds it, repairs it and waits for writes and replication to recover.
 func (d *dbLab) run(ctx context.Context, f fault) (faultResult, error) {
+	old, _ := leaseHolder(ctx, d.primary)
 	start := time.Now()
 	if err := f.inject(ctx); err != nil {
 		return faultResult{}, fmt.Errorf("%s: %w", f.name, err)
 	}
+	// Time the Lease's move beside the writers' gaps, which also wait for the remote
+	// gateways, the tunnels and the databases' own reconnections.
+	moved := make(chan time.Duration, 1)
+	wctx, stopWatch := context.WithTimeout(ctx, time.Minute)
+	defer stopWatch()
+	go func() {
+		var took time.Duration
+		_ = poll(wctx, time.Minute, 50*time.Millisecond, func(ctx context.Context) error {
+			h, err := leaseHolder(ctx, d.primary)
+			if err != nil {
+				return err
+			}
+			if h == old {
+				return fmt.Errorf("%s still holds the Lease", old)
+			}
+			took = time.Since(start)
+			return nil
+		})
+		moved <- took
+	}()
 	if f.hold > 0 {
 		select {
 		case <-ctx.Done():
@@ -414,6 +440,10 @@ func (d *dbLab) run(ctx context.Context, f fault) (faultResult, error) {
 	}
 	to := start.Add(lag + repaired.Sub(start))
 	res := faultResult{lagUnder1s: lag}
+	if f.gateway {
+		res.leaseMoved = <-moved
+	}
+	stopWatch()
 	for w, gap := range map[string]*time.Duration{"etcd-writer": &res.etcdGap, "pg-writer": &res.pgGap} {
 		acks, err := d.acks(ctx, w)
 		if err != nil {
@@ -426,7 +456,7 @@ func (d *dbLab) run(ctx context.Context, f fault) (faultResult, error) {
 
 // gatewayKill is a SIGKILL of the active gateway in the primary's cluster.
 func (d *dbLab) gatewayKill() fault {
-	return fault{name: "SIGKILL of the active gateway", inject: func(ctx context.Context) error {
+	return fault{name: "SIGKILL of the active gateway", gateway: true, inject: func(ctx context.Context) error {
 		holder, err := leaseHolder(ctx, d.primary)
 		if err != nil {
 			return err
@@ -439,7 +469,7 @@ func (d *dbLab) gatewayKill() fault {
 // hold, on again.
 func (d *dbLab) gatewayPowerOff(hold time.Duration) fault {
 	var node *lab.Node
-	return fault{name: "power-off of the active gateway node", hold: hold,
+	return fault{name: "power-off of the active gateway node", hold: hold, gateway: true,
 		inject: func(ctx context.Context) error {
 			holder, err := leaseHolder(ctx, d.primary)
 			if err != nil {
@@ -510,15 +540,17 @@ func (d *dbLab) memberCutOff(hold time.Duration) fault {
 func TestDatabases(t *testing.T) {
 	labtest.RequireRoot(t)
 	ctx := t.Context()
+	start := time.Now()
 	d := startDatabaseLab(t)
+	t.Logf("lab connected and databases writing after %s", time.Since(start).Round(time.Second))
 
 	for _, f := range []fault{d.gatewayKill(), d.gatewayPowerOff(5 * time.Second), d.brokerOutage(20 * time.Second), d.memberCutOff(15 * time.Second)} {
 		res, err := d.run(ctx, f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s: longest write gap etcd %s, PostgreSQL %s; replay lag under 1 s %s after repair",
-			f.name, res.etcdGap.Round(10*time.Millisecond), res.pgGap.Round(10*time.Millisecond), res.lagUnder1s.Round(10*time.Millisecond))
+		t.Logf("%s: longest write gap etcd %s, PostgreSQL %s; replay lag under 1 s %s after the repair began; gateway Lease moved after %s",
+			f.name, res.etcdGap.Round(10*time.Millisecond), res.pgGap.Round(10*time.Millisecond), res.lagUnder1s.Round(10*time.Millisecond), res.leaseMoved.Round(10*time.Millisecond))
 	}
 	d.checkCutOffMemberRejoined(t)
 	d.checkNoAcknowledgedWriteLost(t)

@@ -16,6 +16,11 @@ max_connections = 200
 wal_level = replica
 max_wal_senders = 4
 max_replication_slots = 4
+# Across clusters a path can vanish for seconds (a gateway failover): give up on a
+# connection whose data goes unacknowledged for 5 s rather than wait out TCP's backoff,
+# and notice a silent standby within 10 s.
+tcp_user_timeout = 5000
+wal_sender_timeout = 10s
 CONF
   cat >>"$PGDATA/pg_hba.conf" <<HBA
 host all all all scram-sha-256
