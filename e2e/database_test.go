@@ -478,6 +478,15 @@ func (d *dbLab) gatewayPowerOff(hold time.Duration) fault {
 			if node = d.primary.Node(holder); node == nil {
 				return fmt.Errorf("no node %s", holder)
 			}
+			// Where the cluster's controller runs decides how soon the broker learns the
+			// new active gateway: it publishes the cluster's Endpoint there.
+			pods, err := d.primary.Client.CoreV1().Pods(mcnetv1.SystemNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=mcnet-controller"})
+			if err != nil {
+				return err
+			}
+			for _, p := range pods.Items {
+				fmt.Printf("databases: powering off %s; %s's controller %s runs on %s\n", holder, d.primary.Name, p.Name, p.Spec.NodeName)
+			}
 			return node.SetDown(ctx, true)
 		},
 		repair: func(ctx context.Context) error {
