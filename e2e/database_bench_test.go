@@ -20,14 +20,14 @@ import (
 //   - the write-availability gap of a SIGKILL of the active gateway in the primary's
 //     cluster — the longest time with no acknowledged write, for etcd and PostgreSQL —
 //     and the time from the kill until the standby's replay lag is under 1 s, p50 and
-//     p99 over MCNET_DB_TRIALS trials (default 5);
+//     p99 over MCNET_DB_TRIALS trials (default 3: each costs about 40 s here);
 //   - etcd's commit latency (a compare-and-swap transaction as the writer sees it) p50
 //     and p99 before any fault, beside the lab's round trip between the gateways;
 //   - PostgreSQL's WAL replication throughput: one transaction writing about 100 MB of
 //     WAL, committed synchronously, so it returns once the standby has flushed it all.
 func BenchmarkDatabases(b *testing.B) {
 	labtest.RequireRoot(b)
-	trials := 5
+	trials := 3
 	if s := os.Getenv("MCNET_DB_TRIALS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
