@@ -69,9 +69,9 @@ e2e: tools build image ## Run only the end-to-end suites in the lab (root).
 	go test $(GO_TEST_FLAGS) -count=1 -tags e2e -timeout 85m ./e2e/...
 
 .PHONY: bench
-bench: tools build image ## Run the benchmarks and print their figures.
+bench: tools build image ## Run the benchmarks (the lab's too: -tags e2e) and print their figures.
 	hack/build-tools.sh wireguard-go
-	MCNET_BENCH_BASELINE=$(BENCH_BASELINE) go test -run '^$$' -bench . -benchtime 1x -timeout 40m ./...
+	MCNET_BENCH_BASELINE=$(BENCH_BASELINE) go test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 120m ./...
 
 .PHONY: conformance
 conformance: ## Run the MCS API conformance suite unmodified: CONFORMANCE_KUBECONFIG=FILE CONFORMANCE_CONTEXTS=c0,c1[,c2] (docs/conformance.md).
