@@ -311,6 +311,14 @@ func TestDiscovery(t *testing.T) {
 		}
 	})
 
+	t.Run("names already imported answer through a broker outage and a controller restart", func(t *testing.T) {
+		checkDNSThroughBrokerOutage(t, l, d, map[string][]string{
+			c1.Name + "." + web: {ips[c1.Name]},
+			c2.Name + "." + web: {ips[c2.Name]},
+			web:                 {clusterSetIP(ctx, t, c3, ns, "web")},
+		})
+	})
+
 	t.Run("unexport is NXDOMAIN within 5 s", func(t *testing.T) {
 		if err := mcsClient(t, c2).Delete(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}); err != nil {
 			t.Fatal(err)
@@ -369,3 +377,123 @@ func vipEndpoints(ctx context.Context, cl client.Client, ns, name string) ([]str
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// checkDNSThroughBrokerOutage stops the broker's API server for 60 s and, 15 s in,
+// kills the asking cluster's controller. Every name in names is dug every 250 ms from
+// d's pod throughout; not one may fail. The restarted controller must stay running with
+// the broker still down.
+func checkDNSThroughBrokerOutage(t *testing.T, l *connectedLab, d digger, names map[string][]string) {
+	ctx := t.Context()
+	broker := l.Cluster(l.fleet.Spec.Broker.Cluster)
+	asker := d.pod.Node.Cluster
+	if broker == asker {
+		t.Fatal("want the digging pod outside the broker's cluster")
+	}
+	for name, want := range names {
+		if err := lab.Eventually(ctx, 30*time.Second, d.expect(name, "A", want...)); err != nil {
+			t.Fatalf("before the outage: %v", err)
+		}
+	}
+	digCtx, stopDig := context.WithCancel(ctx)
+	type result struct {
+		digs     int
+		failures []string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for digCtx.Err() == nil {
+			for name, want := range names {
+				if err := d.expect(name, "A", want...)(digCtx); err != nil && digCtx.Err() == nil {
+					r.failures = append(r.failures, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err))
+				}
+				r.digs++
+			}
+			select {
+			case <-digCtx.Done():
+			case <-tick.C:
+			}
+		}
+		done <- r
+	}()
+	wait := func(d time.Duration) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+	if err := broker.StopAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("broker API server (%s) stopped", broker.Name)
+	brokerBack := false
+	defer func() {
+		if !brokerBack {
+			_ = broker.StartAPIServer(context.WithoutCancel(ctx))
+		}
+	}()
+	// The outage is the fault being injected, not a synchronisation: wait it out.
+	wait(15 * time.Second)
+	pods, err := asker.WorkloadPods(ctx, "mcnet-controller")
+	if err != nil || len(pods) != 1 || pods[0].Node == nil {
+		t.Fatalf("%s's controller pod: %v %v", asker.Name, pods, err)
+	}
+	before := pods[0].Restarts
+	if err := asker.Kill(ctx, "mcnet-controller", pods[0].Node.Name); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s's controller killed on %s with the broker down", asker.Name, pods[0].Node.Name)
+	if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		pods, err := asker.WorkloadPods(ctx, "mcnet-controller")
+		if err != nil || len(pods) != 1 {
+			return fmt.Errorf("pods %v: %v", pods, err)
+		}
+		if pods[0].Restarts <= before || len(pods[0].PIDs) == 0 {
+			return fmt.Errorf("not restarted yet (%d restarts, %d containers running)", pods[0].Restarts, len(pods[0].PIDs))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wait(45 * time.Second)
+	// Still the one restart: the controller waits for the broker instead of exiting.
+	pods, err = asker.WorkloadPods(ctx, "mcnet-controller")
+	if err != nil || len(pods) != 1 {
+		t.Fatalf("%s's controller pod: %v %v", asker.Name, pods, err)
+	}
+	if pods[0].Restarts != before+1 || len(pods[0].PIDs) == 0 || !pods[0].Ready {
+		t.Errorf("%s's controller with the broker down: %d restarts (want %d), %d containers running, ready %v (%v)",
+			asker.Name, pods[0].Restarts, before+1, len(pods[0].PIDs), pods[0].Ready, pods[0].Err)
+	}
+	stopDig()
+	r := <-done
+	if err := broker.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	brokerBack = true
+	back := time.Now()
+	t.Logf("%d digs through the outage, %d failed", r.digs, len(r.failures))
+	fmt.Printf("discovery: broker down 60 s with %s's controller restarted: %d digs, %d failed (target 0)\n", asker.Name, r.digs, len(r.failures))
+	if len(r.failures) > 0 || r.digs == 0 {
+		t.Errorf("%d of %d digs failed with the broker down:\n%s", len(r.failures), r.digs, strings.Join(r.failures, "\n"))
+	}
+	if err := l.waitConnected(ctx, 3*time.Minute); err != nil {
+		t.Fatalf("after the broker returned: %v", err)
+	}
+	// The broker's cluster lost its own API server too, so its controller lost its
+	// leadership and restarted: wait until one leads again (renews its Lease).
+	if err := lab.Eventually(ctx, 2*time.Minute, func(ctx context.Context) error {
+		lease, err := broker.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, "mcnet-controller", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if lease.Spec.RenewTime == nil || lease.Spec.RenewTime.Before(&metav1.MicroTime{Time: back}) {
+			return fmt.Errorf("%s: no controller has renewed its Lease since the API server returned", broker.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -167,6 +167,7 @@ func testAgentRBAC(ctx context.Context, t *testing.T, cfg *rest.Config, cluster 
 	controller := impersonate(ctx, t, cfg, ns, "mcnet-controller")
 	gateway := impersonate(ctx, t, cfg, ns, "mcnet-gateway")
 	agent := impersonate(ctx, t, cfg, ns, "mcnet-route-agent")
+	dnsServer := impersonate(ctx, t, cfg, ns, "mcnet-dns")
 
 	mirror := &mcnetv1.Cluster{
 		ObjectMeta: metav1.ObjectMeta{Name: "remote", Namespace: ns},
@@ -183,7 +184,7 @@ func testAgentRBAC(ctx context.Context, t *testing.T, cfg *rest.Config, cluster 
 	if err := gateway.Status().Update(ctx, gw); err != nil {
 		t.Errorf("%s: gateway writes Gateway status: %v", cluster, err)
 	}
-	for name, c := range map[string]client.Client{"controller": controller, "gateway": gateway, "route agent": agent} {
+	for name, c := range map[string]client.Client{"controller": controller, "gateway": gateway, "route agent": agent, "dns": dnsServer} {
 		var fleets mcnetv1.FleetList
 		if err := c.List(ctx, &fleets); err != nil || len(fleets.Items) != 1 {
 			t.Errorf("%s: %s reads the fleet table: %d, %v", cluster, name, len(fleets.Items), err)
@@ -197,7 +198,14 @@ func testAgentRBAC(ctx context.Context, t *testing.T, cfg *rest.Config, cluster 
 		t.Errorf("%s: route agent lists Clusters: %v", cluster, err)
 	}
 	wantForbidden(t, cluster+": route agent deletes a Cluster", agent.Delete(ctx, mirror))
-	for name, c := range map[string]client.Client{"controller": controller, "gateway": gateway, "route agent": agent} {
+	// The DNS server only reads what it answers from.
+	var gws mcnetv1.GatewayList
+	if err := dnsServer.List(ctx, &gws, client.InNamespace(ns)); err != nil || len(gws.Items) == 0 {
+		t.Errorf("%s: dns lists Gateways: %d, %v", cluster, len(gws.Items), err)
+	}
+	wantForbidden(t, cluster+": dns writes Gateway status", dnsServer.Status().Update(ctx, gw))
+	wantForbidden(t, cluster+": dns deletes a Cluster", dnsServer.Delete(ctx, mirror))
+	for name, c := range map[string]client.Client{"controller": controller, "gateway": gateway, "route agent": agent, "dns": dnsServer} {
 		var secrets corev1.SecretList
 		wantForbidden(t, cluster+": "+name+" lists Secrets", c.List(ctx, &secrets))
 	}

@@ -88,6 +88,7 @@ func renderFlux(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec, 
 	}
 	health := []any{
 		workload("Deployment", "mcnet-controller"),
+		workload("Deployment", "mcnet-dns"),
 		workload("DaemonSet", "mcnet-gateway"),
 		workload("DaemonSet", "mcnet-route-agent"),
 	}

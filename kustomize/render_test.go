@@ -155,11 +155,11 @@ func TestEveryKustomizationBuilds(t *testing.T) {
 				}
 				// The generated config's name carries its hash, and every workload
 				// mounts it under that name.
-				if n := bytes.Count(out, []byte("name: "+mcnetv1.AgentConfigMap+"-")); n != 4 {
-					t.Errorf("clusters/%s: %d references to the generated %s, want 4 (the ConfigMap and three workloads)", cluster, n, mcnetv1.AgentConfigMap)
+				if n := bytes.Count(out, []byte("name: "+mcnetv1.AgentConfigMap+"-")); n != 5 {
+					t.Errorf("clusters/%s: %d references to the generated %s, want 5 (the ConfigMap and four workloads)", cluster, n, mcnetv1.AgentConfigMap)
 				}
 				for _, want := range []string{
-					"kind: Deployment", "name: mcnet-controller",
+					"kind: Deployment", "name: mcnet-controller", "name: mcnet-dns",
 					"kind: DaemonSet", "name: mcnet-gateway", "name: mcnet-route-agent",
 					"kind: ClusterRole", "secretName: mcnet-broker-credentials",
 					"clusterID: " + cluster, "mcnet.io/cluster: " + cluster,

@@ -50,7 +50,6 @@ type Options struct {
 	Config *mcnetv1.AgentConfig
 	// BrokerKubeconfig holds this cluster's broker credentials (the mounted Secret).
 	BrokerKubeconfig string
-	DNSBindAddress   string
 	MetricsAddress   string
 	ProbeAddress     string
 	LeaderElect      bool
@@ -60,7 +59,6 @@ type Options struct {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Process.AddFlags(fs)
 	fs.StringVar(&o.BrokerKubeconfig, "broker-kubeconfig", "/var/run/mcnet/broker/kubeconfig", "kubeconfig with this cluster's broker credentials")
-	fs.StringVar(&o.DNSBindAddress, "dns-bind-address", ":5353", "address the clusterset DNS server listens on (UDP and TCP); 0 disables it")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9450", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", ":9451", "address of /healthz and /readyz; 0 disables it")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one active controller through a Lease")
@@ -132,8 +130,11 @@ func Run(ctx context.Context, o Options) error {
 		LeaseDuration:                 &leaseDuration,
 		RenewDeadline:                 &renew,
 		RetryPeriod:                   &retry,
-		// One manager per process in a cluster; tests run several side by side.
-		Controller: config.Controller{SkipNameValidation: ptr(true)},
+		// One manager per process in a cluster; tests run several side by side. The
+		// broker's informers wait out an outage however long it lasts (patient); a
+		// controller must not give up on them and exit, or a restart during the outage
+		// becomes a crash loop.
+		Controller: config.Controller{SkipNameValidation: ptr(true), CacheSyncTimeout: waitForever},
 		// The broker's cluster loses its own API server in a broker outage; its
 		// informers must resume as soon as it is back.
 		Cache: cache.Options{NewInformer: localInformers, ByObject: map[client.Object]cache.ByObject{
@@ -157,7 +158,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("connect to the broker: %w", err)
 	}
-	if err := mgr.Add(broker); err != nil {
+	// Not added as a cache the manager waits for before it starts anything: the broker
+	// may be down, and the local work must not wait for it.
+	if err := mgr.Add(brokerCache{broker}); err != nil {
 		return err
 	}
 	owner, err := brokerOwner(ctx, brokerCfg, o)
@@ -189,9 +192,14 @@ func Run(ctx context.Context, o Options) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("broker", func(*http.Request) error {
-		if !broker.GetCache().WaitForCacheSync(context.Background()) {
-			return errors.New("broker cache not synced")
+	// Ready means the local cache is synced, checked within a bound. The broker is not
+	// part of it: its reachability is the Cluster's BrokerConnected condition, and a
+	// broker outage must not stall a rollout (a fix to the broker credentials, say).
+	if err := mgr.AddReadyzCheck("cache", func(r *http.Request) error {
+		ctx, cancel := context.WithTimeout(r.Context(), readyzTimeout)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("local cache not synced")
 		}
 		return nil
 	}); err != nil {
@@ -201,8 +209,31 @@ func Run(ctx context.Context, o Options) error {
 	return mgr.Start(ctx)
 }
 
+const (
+	// waitForever is the controllers' cache sync timeout: in effect none.
+	waitForever = 100 * 365 * 24 * time.Hour
+	// readyzTimeout bounds every readiness check.
+	readyzTimeout = time.Second
+	// brokerOwnerTimeout bounds the start-up read of the broker identity.
+	brokerOwnerTimeout = 5 * time.Second
+)
+
+// brokerCache runs the broker's cache as one of the leader's runnables, which the
+// manager starts without waiting for it to sync. It must not have a GetCache method:
+// the manager would wait for any runnable with one to sync before starting the rest.
+type brokerCache struct{ c cluster.Cluster }
+
+// Start implements manager.Runnable.
+func (b brokerCache) Start(ctx context.Context) error { return b.c.Start(ctx) }
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: only the leader
+// writes to the broker and reads from it.
+func (brokerCache) NeedLeaderElection() bool { return true }
+
 // brokerOwner returns an owner reference to this cluster's ServiceAccount on the broker.
 func brokerOwner(ctx context.Context, cfg *rest.Config, o Options) (*metav1.OwnerReference, error) {
+	ctx, cancel := context.WithTimeout(ctx, brokerOwnerTimeout)
+	defer cancel()
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		return nil, err

@@ -26,8 +26,11 @@ type member struct {
 	cfg    *rest.Config
 	client client.Client
 	opts   controller.Options
-	stop   context.CancelFunc
-	done   chan error
+	// dns, when set, is the member's DNS server, run beside the controller.
+	dns     *controller.DNSOptions
+	stop    context.CancelFunc
+	done    chan error
+	dnsDone chan error
 }
 
 func (m *member) start(ctx context.Context, t *testing.T) {

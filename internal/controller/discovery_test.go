@@ -84,7 +84,9 @@ func startFleet(t testing.TB) *fleetEnv {
 			Process: agentconfig.Process{Kubeconfig: local, Namespace: mcnetv1.SystemNamespace},
 			Config:  fl.AgentConfig(t, c.Name), BrokerKubeconfig: broker,
 			MetricsAddress: "0", ProbeAddress: "0", LeaderElect: true,
-			DNSBindAddress: freeAddr(t),
+		}, dns: &controller.DNSOptions{
+			Process: agentconfig.Process{Kubeconfig: local, Namespace: mcnetv1.SystemNamespace},
+			Config:  fl.AgentConfig(t, c.Name), BindAddress: freeAddr(t), MetricsAddress: "0", ProbeAddress: "0",
 		}}
 		f.members[c.Name] = m
 		m.startTB(ctx, t)
@@ -111,6 +113,10 @@ func (m *member) startTB(ctx context.Context, t testing.TB) {
 		logger = zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{tt, m.name}))
 	}
 	go func() { m.done <- controller.Run(log.IntoContext(ctx, logger), m.opts) }()
+	if m.dns != nil {
+		m.dnsDone = make(chan error, 1)
+		go func() { m.dnsDone <- controller.RunDNS(log.IntoContext(ctx, logger.WithName("dns")), *m.dns) }()
+	}
 }
 
 func (m *member) haltTB(t testing.TB) {
@@ -124,6 +130,17 @@ func (m *member) haltTB(t testing.TB) {
 	case <-time.After(30 * time.Second):
 		t.Errorf("%s controller did not stop", m.name)
 	}
+	if m.dnsDone == nil {
+		return
+	}
+	select {
+	case err := <-m.dnsDone:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("%s DNS: %v", m.name, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s DNS did not stop", m.name)
+	}
 }
 
 // resolve asks m's DNS server over UDP; it returns the rcode and the answers' addresses.
@@ -131,7 +148,7 @@ func (m *member) resolve(name string, qtype uint16) (int, []string, error) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), qtype)
 	c := &dns.Client{Timeout: time.Second}
-	resp, _, err := c.Exchange(q, m.opts.DNSBindAddress)
+	resp, _, err := c.Exchange(q, m.dns.BindAddress)
 	if err != nil {
 		return 0, nil, err
 	}
