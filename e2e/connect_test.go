@@ -284,7 +284,8 @@ func TestConnect(t *testing.T) {
 	servers, clients := serveOnWorkers(t, l.Lab)
 	checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
 
-	// The cables are the drivers the pairs agree on.
+	// The cables are the drivers the pairs agree on, reported the same from both ends.
+	checkCablesAgree(t, l)
 	gw, err := activeGateway(t.Context(), l.Clusters()[0])
 	if err != nil {
 		t.Fatal(err)
@@ -292,6 +293,43 @@ func TestConnect(t *testing.T) {
 	for _, conn := range gw.Status.Connections {
 		if conn.RTT == nil || conn.RTT.Last.Duration <= 0 {
 			t.Errorf("%s: connection to %s has no RTT: %+v", gw.Name, conn.Cluster, conn)
+		}
+	}
+}
+
+// checkCablesAgree checks that every active gateway reports, for each connection, the
+// driver the pair runs (mcnetv1.PairDriver of the two clusters' preferences), the same
+// as the other end reports, on the port the remote listens on.
+func checkCablesAgree(t *testing.T, l *connectedLab) {
+	t.Helper()
+	ctx := t.Context()
+	prefer := map[string]mcnetv1.CableDriver{}
+	for _, c := range l.fleet.Spec.Clusters {
+		prefer[c.Name] = c.Cable
+		if prefer[c.Name] == "" {
+			prefer[c.Name] = l.fleet.Spec.Cable
+		}
+	}
+	reported := map[[2]string]mcnetv1.Connection{}
+	for _, c := range l.members() {
+		gw, err := activeGateway(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, conn := range gw.Status.Connections {
+			reported[[2]string{c.Name, conn.Cluster}] = conn
+		}
+	}
+	for pair, conn := range reported {
+		want := mcnetv1.PairDriver(prefer[pair[0]], prefer[pair[1]])
+		back, ok := reported[[2]string{pair[1], pair[0]}]
+		switch {
+		case conn.Cable != want:
+			t.Errorf("%s -> %s: cable %q, want %q (preferences %s and %s)", pair[0], pair[1], conn.Cable, want, prefer[pair[0]], prefer[pair[1]])
+		case !ok || back.Cable != conn.Cable:
+			t.Errorf("%s -> %s runs %q but %s -> %s reports %q", pair[0], pair[1], conn.Cable, pair[1], pair[0], back.Cable)
+		case conn.Port == 0:
+			t.Errorf("%s -> %s: no port reported", pair[0], pair[1])
 		}
 	}
 }

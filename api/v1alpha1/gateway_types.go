@@ -101,6 +101,13 @@ type Connection struct {
 	// Message says what is wrong when Status is not connected.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Cable is the driver the cable to this cluster runs, as the kernel reports it: the
+	// pair's driver (the same from both ends), never either side's preference.
+	// +optional
+	Cable CableDriver `json:"cable,omitempty"`
+	// Port is the remote gateway's UDP port the cable sends to.
+	// +optional
+	Port int32 `json:"port,omitempty"`
 	// UsingIP is the remote address the cable sends to.
 	// +optional
 	UsingIP string `json:"usingIP,omitempty"`

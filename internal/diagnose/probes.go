@@ -63,9 +63,14 @@ func Probe(ctx context.Context, p Pair) []Check {
 		case err != nil:
 			return []Check{warn("MCN1407", a.ClusterID, pname, "%v", err)}
 		case st.Phase == mcnetv1.TestSucceeded:
+			// The cable the gateway reports running; what the pair would choose only when
+			// it reports none (no cable configured, or an older gateway).
 			driver, port := mcnetv1.CableTo(ga[0].Status.Cable, &epB.Spec)
 			if port == 0 {
 				port = mcnetv1.DefaultCablePort(driver)
+			}
+			if conn != nil && conn.Cable != "" {
+				driver, port = conn.Cable, conn.Port
 			}
 			return []Check{fail("MCN1405", a.ClusterID, pname, "gateway %s answers UDP from %s on the underlay, but nothing passes the %s cable on UDP %d", gb[0].Name, ga[0].Name, driver, port)}
 		default:

@@ -255,6 +255,17 @@ func TestEngine(t *testing.T) {
 	}
 	t.Run("reports the connection connected while probes are answered", func(t *testing.T) {
 		testenv.Eventually(ctx, t, 30*time.Second, "connected", status(mcnetv1.Connected, ""))
+		// Owned by its Node: the garbage collector removes it with the node.
+		var g mcnetv1.Gateway
+		if err := admin.Get(ctx, client.ObjectKey{Namespace: sys, Name: node.Name}, &g); err != nil {
+			t.Fatal(err)
+		}
+		if refs := g.OwnerReferences; len(refs) != 1 || refs[0].Kind != "Node" || refs[0].UID != node.UID {
+			t.Errorf("Gateway owners %+v, want the Node %s (uid %s)", refs, node.Name, node.UID)
+		}
+		if c := g.Status.Connections[0]; c.Cable == "" || c.Port == 0 {
+			t.Errorf("connection to hub reports no cable: %+v", c)
+		}
 	})
 
 	t.Run("reports an error and an Event when the remote stops answering", func(t *testing.T) {

@@ -786,12 +786,22 @@ func (g *Gateway) writeStatus(ctx context.Context, ha mcnetv1.HAStatus, ep *mcne
 			Namespace: g.opts.Namespace, Name: g.opts.NodeName,
 			Labels: map[string]string{mcnetv1.ClusterLabel: g.local.ClusterID},
 		}}
+		owner, ownerErr := g.nodeOwner(ctx)
+		if owner != nil {
+			gw.OwnerReferences = []metav1.OwnerReference{*owner}
+		}
 		err := g.client.Create(ctx, gw)
 		if apierrors.IsAlreadyExists(err) {
 			err = g.client.Get(ctx, client.ObjectKeyFromObject(gw), gw)
+			if err == nil && owner != nil && !slices.ContainsFunc(gw.OwnerReferences, func(r metav1.OwnerReference) bool { return r.UID == owner.UID }) {
+				// Written by an older version, or for a node of the same name that was
+				// removed and joined again: owned by this node from now on.
+				gw.OwnerReferences = append(slices.DeleteFunc(gw.OwnerReferences, func(r metav1.OwnerReference) bool { return r.Kind == "Node" }), *owner)
+				err = g.client.Update(ctx, gw)
+			}
 		}
 		if err != nil {
-			g.log.Error(err, "Cannot create the Gateway object")
+			g.log.Error(errors.Join(err, ownerErr), "Cannot create the Gateway object")
 			return
 		}
 		g.gwObj = gw
@@ -819,6 +829,16 @@ func (g *Gateway) writeStatus(ctx context.Context, ha mcnetv1.HAStatus, ep *mcne
 	}
 	g.gwObj = gw
 	g.statusAt = g.now()
+}
+
+// nodeOwner returns an owner reference to this gateway's Node, so the garbage
+// collector removes the Gateway object when the node leaves the cluster.
+func (g *Gateway) nodeOwner(ctx context.Context) (*metav1.OwnerReference, error) {
+	var n corev1.Node
+	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, &n); err != nil {
+		return nil, fmt.Errorf("read node %s for the Gateway's owner: %w", g.opts.NodeName, err)
+	}
+	return &metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID}, nil
 }
 
 // readyCondition is Ready=True when every connection is connected (or, on a standby,

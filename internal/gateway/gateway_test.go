@@ -262,3 +262,20 @@ func TestLocalEndpointAndAddresses(t *testing.T) {
 		t.Errorf("endpoint (-want +got):\n%s", diff)
 	}
 }
+
+// TestConnectionReportsTheCableThatRuns: a remote that prefers VXLAN, reached over the
+// WireGuard cable the pair runs, is reported as WireGuard on the remote's port, and a
+// connection with no cable configured reports none.
+func TestConnectionReportsTheCableThatRuns(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ep := endpoint("hub", mcnetv1.CableVXLAN, "10.20.0.0/16").Spec
+	wg := &dataplane.CableStatus{ClusterID: "hub", Driver: dataplane.DriverWireGuard, Endpoint: netip.MustParseAddrPort("198.19.1.10:51820")}
+	got, _ := NextConnection(nil, ConnInput{Cluster: "hub", Endpoint: &ep, Cable: wg}, now)
+	if got.Cable != mcnetv1.CableWireGuard || got.Port != 51820 || got.UsingIP != "198.19.1.10" {
+		t.Errorf("cable %q port %d via %q, want wireguard 51820 via 198.19.1.10", got.Cable, got.Port, got.UsingIP)
+	}
+	got, _ = NextConnection(nil, ConnInput{Cluster: "hub", Endpoint: &ep}, now)
+	if got.Cable != "" || got.Port != 0 {
+		t.Errorf("no cable configured: cable %q port %d, want none", got.Cable, got.Port)
+	}
+}

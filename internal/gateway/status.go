@@ -68,8 +68,10 @@ func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcne
 		c.NAT = len(in.Endpoint.PublicIPs) > 0 && !slices.Equal(in.Endpoint.PublicIPs, in.Endpoint.PrivateIPs)
 	}
 	if in.Cable != nil {
+		c.Cable = mcnetv1.CableDriver(in.Cable.Driver)
 		if in.Cable.Endpoint.IsValid() {
 			c.UsingIP = in.Cable.Endpoint.Addr().String()
+			c.Port = int32(in.Cable.Endpoint.Port())
 		}
 		c.RxBytes, c.TxBytes = in.Cable.RxBytes, in.Cable.TxBytes
 	}

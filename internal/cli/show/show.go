@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -195,6 +196,7 @@ type ConnectionView struct {
 	Remote      string  `json:"remote"`
 	Status      string  `json:"status"`
 	Cable       string  `json:"cable,omitempty"`
+	Port        int32   `json:"port,omitempty"`
 	RemoteNode  string  `json:"remoteGateway,omitempty"`
 	UsingIP     string  `json:"usingIP,omitempty"`
 	NAT         bool    `json:"nat"`
@@ -311,10 +313,12 @@ func Build(s *inspect.Snapshot, sections []string) ClusterView {
 }
 
 func connectionView(gw string, c mcnetv1.Connection) ConnectionView {
-	cv := ConnectionView{Gateway: gw, Remote: c.Cluster, Status: string(c.Status), UsingIP: c.UsingIP, NAT: c.NAT,
-		LossPercent: c.LossPercent, RxBytes: c.RxBytes, TxBytes: c.TxBytes, Message: c.Message}
+	// The cable that runs, as the gateway reports it; the remote's published
+	// preference is not the pair's driver.
+	cv := ConnectionView{Gateway: gw, Remote: c.Cluster, Status: string(c.Status), Cable: string(c.Cable), Port: c.Port,
+		UsingIP: c.UsingIP, NAT: c.NAT, LossPercent: c.LossPercent, RxBytes: c.RxBytes, TxBytes: c.TxBytes, Message: c.Message}
 	if c.Endpoint != nil {
-		cv.Cable, cv.RemoteNode = string(c.Endpoint.Cable), c.Endpoint.Hostname
+		cv.RemoteNode = c.Endpoint.Hostname
 	}
 	if c.RTT != nil {
 		cv.RTTAvg, cv.RTTMin, cv.RTTMax = c.RTT.Avg.Duration.String(), c.RTT.Min.Duration.String(), c.RTT.Max.Duration.String()
@@ -433,7 +437,7 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 		}
 	case "connections":
 		fmt.Fprintln(w, st.Bold("Connections"))
-		fmt.Fprintln(tw, "  GATEWAY\tREMOTE\tSTATUS\tCABLE\tREMOTE GATEWAY\tUSING IP\tNAT\tRTT AVG\tLOSS\tRX\tTX")
+		fmt.Fprintln(tw, "  GATEWAY\tREMOTE\tSTATUS\tCABLE\tPORT\tREMOTE GATEWAY\tUSING IP\tNAT\tRTT AVG\tLOSS\tRX\tTX")
 		for _, cn := range c.Connections {
 			status := cn.Status
 			switch mcnetv1.ConnectionStatus(cn.Status) {
@@ -444,7 +448,7 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 			default:
 				status = st.Warn(status)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d%%\t%s\t%s\n", cn.Gateway, cn.Remote, status, output.Dash(cn.Cable),
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d%%\t%s\t%s\n", cn.Gateway, cn.Remote, status, output.Dash(cn.Cable), port(cn.Port),
 				output.Dash(cn.RemoteNode), output.Dash(cn.UsingIP), yesNo(cn.NAT), rtt(cn.RTTAvg), cn.LossPercent, output.Bytes(cn.RxBytes), output.Bytes(cn.TxBytes))
 		}
 		if len(c.Connections) == 0 {
@@ -511,4 +515,12 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// port prints a UDP port, or a dash when none is known.
+func port(p int32) string {
+	if p == 0 {
+		return "-"
+	}
+	return strconv.Itoa(int(p))
 }
