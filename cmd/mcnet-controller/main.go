@@ -25,7 +25,6 @@ func main() {
 		os.Exit(2)
 	}
 	logger := o.Logger()
-	ctrl.SetLogger(logger)
 	ctx := ctrl.LoggerInto(ctrl.SetupSignalHandler(), logger)
 	if err := controller.Run(ctx, o); err != nil {
 		logger.Error(err, "mcnet-controller failed")

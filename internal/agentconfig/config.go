@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/logging"
 )
 
 // ErrInvalid is wrapped by every error that is the config file's fault.
@@ -100,9 +101,12 @@ func (p *Process) Complete() (*mcnetv1.AgentConfig, error) {
 	return Load(p.ConfigFile)
 }
 
-// Logger returns the process's logger at the chosen verbosity.
+// Logger returns the process's logger at the chosen verbosity and routes klog
+// (client-go) and controller-runtime into it, so the process logs in one format.
 func (p *Process) Logger() logr.Logger {
-	return zap.New(zap.Level(zapcore.Level(-p.LogLevel)))
+	l := zap.New(zap.Level(zapcore.Level(-p.LogLevel)))
+	logging.Route(l, p.LogLevel)
+	return l
 }
 
 // ParseFlags parses a binary's arguments into fs. It returns false when the

@@ -9,8 +9,10 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	ctrlzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/mcnet-io/mcnet/internal/cli/benchmark"
 	"github.com/mcnet-io/mcnet/internal/cli/broker"
@@ -20,11 +22,13 @@ import (
 	"github.com/mcnet-io/mcnet/internal/cli/show"
 	"github.com/mcnet-io/mcnet/internal/cli/versioncmd"
 	"github.com/mcnet-io/mcnet/internal/cmdutil"
+	"github.com/mcnet-io/mcnet/internal/logging"
 )
 
 // NewCommand returns the root command of the plugin.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	flags := genericclioptions.NewConfigFlags(true)
+	verbosity := 0
 	root := &cobra.Command{
 		Use:   "mcnet",
 		Short: "Multi-cluster networking for Kubernetes, installed the GitOps way",
@@ -39,8 +43,15 @@ Flux apply it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl mcnet"},
+		// Before any verb runs, client-go's logs (throttling notices, and at -v 6 every
+		// request) go to stderr in the same format as the rest of the plugin's, after
+		// the flags are parsed so -v counts.
+		PersistentPreRun: func(*cobra.Command, []string) {
+			logging.Route(ctrlzap.New(ctrlzap.WriteTo(streams.ErrOut), ctrlzap.ConsoleEncoder(), ctrlzap.Level(zapcore.Level(-verbosity))), verbosity)
+		},
 	}
 	flags.AddFlags(root.PersistentFlags())
+	root.PersistentFlags().IntVarP(&verbosity, "v", "v", 0, "Log verbosity: 4 shows client-go's retries and throttling, 6 each API request")
 	root.AddCommand(
 		render.NewCommand(streams),
 		broker.NewCommand(flags, streams),

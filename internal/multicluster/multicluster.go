@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -16,13 +17,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
@@ -67,19 +67,38 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Timeout, "cluster-timeout", 20*time.Second, "How long to wait for each cluster")
 }
 
-// Resolve returns the targets: --contexts, else the root's --context, else every
-// context of the kubeconfig with mcnet installed. Unknown contexts are usage errors;
-// finding no cluster with mcnet is a connection error (exit code 2).
+// Resolve returns the targets and applies every kubeconfig flag of the root to each
+// of them, so --user, --token, --request-timeout, --as and the rest mean the same as in
+// kubectl. The clusters are:
+//   - --server or --cluster alone: that one API server (with the current context's
+//     credentials unless --token, --user... say otherwise), even with no kubeconfig;
+//   - --contexts, else --context: those contexts;
+//   - otherwise every context of the kubeconfig with mcnet installed.
+//
+// Unknown contexts are usage errors; finding no cluster with mcnet is a connection
+// error (exit code 2).
 func (o *Options) Resolve(ctx context.Context, flags *genericclioptions.ConfigFlags) ([]*Target, error) {
+	if err := o.Validate(flags); err != nil {
+		return nil, err
+	}
+	if len(o.Contexts) == 0 && (set(flags.APIServer) || set(flags.ClusterName) || set(flags.Context)) {
+		// The flags pin one cluster: let cli-runtime resolve it exactly as kubectl does.
+		name := deref(flags.Context)
+		if name == "" {
+			name = firstSet(flags.APIServer, flags.ClusterName)
+		}
+		t, err := TargetFor(name, flags)
+		if err != nil {
+			return nil, cmdutil.Usage(err)
+		}
+		return []*Target{t}, nil
+	}
 	raw, err := flags.ToRawKubeConfigLoader().RawConfig()
 	if err != nil {
 		return nil, cmdutil.Usage(fmt.Errorf("load kubeconfig: %w", err))
 	}
 	names := o.Contexts
 	explicit := len(names) > 0
-	if !explicit && flags.Context != nil && *flags.Context != "" {
-		names, explicit = []string{*flags.Context}, true
-	}
 	if !explicit {
 		for n := range raw.Contexts {
 			names = append(names, n)
@@ -87,14 +106,14 @@ func (o *Options) Resolve(ctx context.Context, flags *genericclioptions.ConfigFl
 		slices.Sort(names)
 	}
 	if len(names) == 0 {
-		return nil, cmdutil.Usage(errors.New("the kubeconfig has no contexts"))
+		return nil, cmdutil.Usage(errors.New("the kubeconfig has no contexts; name a cluster with --kubeconfig, --context or --server"))
 	}
 	var targets []*Target
 	for _, n := range names {
 		if _, ok := raw.Contexts[n]; !ok {
 			return nil, cmdutil.Usage(fmt.Errorf("context %q is not in the kubeconfig (contexts: %s)", n, strings.Join(contextNames(raw.Contexts), ", ")))
 		}
-		t, err := NewTarget(n, raw, flags)
+		t, err := TargetFor(n, ForContext(flags, n))
 		if err != nil {
 			return nil, cmdutil.Usage(err)
 		}
@@ -127,6 +146,27 @@ func (o *Options) Resolve(ctx context.Context, flags *genericclioptions.ConfigFl
 	return with, nil
 }
 
+// Validate rejects flag combinations that name the clusters twice over: --server and
+// --cluster pick one API server, which cannot also be several --contexts.
+func (o *Options) Validate(flags *genericclioptions.ConfigFlags) error {
+	var errs []error
+	if len(o.Contexts) > 0 && set(flags.Context) {
+		errs = append(errs, errors.New("--context and --contexts both name the clusters; use one of them"))
+	}
+	if len(o.Contexts) > 1 {
+		for name, v := range map[string]*string{"--server": flags.APIServer, "--cluster": flags.ClusterName} {
+			if set(v) {
+				errs = append(errs, fmt.Errorf("%s names one cluster but --contexts names %d; drop one of them", name, len(o.Contexts)))
+			}
+		}
+	}
+	if o.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("--cluster-timeout %s: use a positive duration", o.Timeout))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return cmdutil.Usage(errors.Join(errs...))
+}
+
 // PerCluster is the timeout of each cluster's work.
 func (o *Options) PerCluster() time.Duration {
 	if o.Timeout <= 0 {
@@ -144,36 +184,66 @@ func contextNames[V any](m map[string]V) []string {
 	return out
 }
 
-// NewTarget builds clients for one context of raw, with the root's flags (user,
-// server, TLS, request timeout...) applied on top.
-func NewTarget(name string, raw clientcmdapiConfig, flags *genericclioptions.ConfigFlags) (*Target, error) {
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: name}
-	if flags != nil {
-		if flags.Impersonate != nil {
-			overrides.AuthInfo.Impersonate = *flags.Impersonate
-		}
-		if flags.Timeout != nil && *flags.Timeout != "0" {
-			overrides.Timeout = *flags.Timeout
-		}
-		if flags.Insecure != nil && *flags.Insecure {
-			overrides.ClusterInfo.InsecureSkipTLSVerify = true
+func set(p *string) bool { return p != nil && *p != "" }
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func firstSet(ps ...*string) string {
+	for _, p := range ps {
+		if set(p) {
+			return *p
 		}
 	}
-	cfg, err := clientcmd.NewNonInteractiveClientConfig(raw, name, overrides, nil).ClientConfig()
+	return ""
+}
+
+// ForContext returns a copy of the root's kubeconfig flags aimed at one context. It
+// copies every exported field by reflection rather than by name so that a flag
+// cli-runtime adds later is honoured too, instead of being silently dropped for
+// multi-cluster verbs; the unexported caches stay fresh, so each context gets its own
+// client config and discovery cache.
+func ForContext(flags *genericclioptions.ConfigFlags, name string) *genericclioptions.ConfigFlags {
+	out := genericclioptions.NewConfigFlags(false)
+	src, dst := reflect.ValueOf(flags).Elem(), reflect.ValueOf(out).Elem()
+	for i := range src.NumField() {
+		if dst.Field(i).CanSet() {
+			dst.Field(i).Set(src.Field(i))
+		}
+	}
+	out.Context = &name
+	return out
+}
+
+// TargetFor builds clients for what flags name. The REST mapper comes from the flags
+// too, so --cache-dir holds the discovery cache as it does for kubectl.
+func TargetFor(name string, flags genericclioptions.RESTClientGetter) (*Target, error) {
+	cfg, err := flags.ToRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("context %s: %w", name, err)
 	}
-	return TargetFor(name, cfg)
+	mapper, err := flags.ToRESTMapper()
+	if err != nil {
+		return nil, fmt.Errorf("context %s: %w", name, err)
+	}
+	return targetFor(name, cfg, mapper)
 }
 
-// clientcmdapiConfig is the kubeconfig type, named here to keep imports short.
-type clientcmdapiConfig = clientcmdapi.Config
+// TargetForConfig builds clients for a rest.Config (tests and callers that hold one).
+func TargetForConfig(name string, cfg *rest.Config) (*Target, error) {
+	return targetFor(name, cfg, nil)
+}
 
-// TargetFor builds clients for a rest.Config.
-func TargetFor(name string, cfg *rest.Config) (*Target, error) {
+func targetFor(name string, cfg *rest.Config, mapper meta.RESTMapper) (*Target, error) {
 	cfg = rest.CopyConfig(cfg)
+	// Show and diagnose read a dozen kinds from each cluster at once; client-go's
+	// default 5 QPS would make them wait on the client, not the server.
 	cfg.QPS, cfg.Burst = 50, 100
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme()})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme(), Mapper: mapper})
 	if err != nil {
 		return nil, fmt.Errorf("context %s: %w", name, err)
 	}

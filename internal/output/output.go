@@ -1,5 +1,5 @@
-// Package output is how kubectl-mcnet verbs print: tables for people, versioned
-// JSON/YAML documents for scripts, colour and symbols only on a terminal without
+// Package output is how kubectl-mcnet reports look: tables for people, report kinds
+// (runtime.Objects that cli-runtime's printers take) for scripts, colour and symbols only on a terminal without
 // NO_COLOR, and a spinner on a terminal for anything slow.
 package output
 
@@ -14,55 +14,56 @@ import (
 	"time"
 
 	"golang.org/x/term"
-	"sigs.k8s.io/yaml"
-
-	"github.com/mcnet-io/mcnet/internal/cmdutil"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// APIVersion is the apiVersion of every report document.
+// APIVersion is the apiVersion of every report document. Reports are never stored in
+// a cluster and have no CRD; they share mcnet's API group so scripts see one family.
 const APIVersion = "mcnet.io/v1alpha1"
 
-// Formats of -o.
-const (
-	Table = "table"
-	JSON  = "json"
-	YAML  = "yaml"
-)
-
-// ValidateFormat checks an -o value.
-func ValidateFormat(f string) error {
-	switch f {
-	case Table, JSON, YAML:
-		return nil
-	}
-	return cmdutil.Usage(fmt.Errorf("--output %q is not supported; use table, json or yaml", f))
-}
-
-// TypeMeta heads every report document so scripts can check what they parse.
-type TypeMeta struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-}
+// TypeMeta heads every report document so scripts can check what they parse. It is
+// Kubernetes' own, which makes a report half of a runtime.Object: with DeepCopyObject
+// (see DeepCopyJSON) cli-runtime's printers take it.
+type TypeMeta = metav1.TypeMeta
 
 // Meta returns the TypeMeta of kind.
 func Meta(kind string) TypeMeta { return TypeMeta{APIVersion: APIVersion, Kind: kind} }
 
-// Document writes doc as JSON or YAML.
-func Document(w io.Writer, format string, doc any) error {
-	switch format {
-	case JSON:
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(doc)
-	case YAML:
-		data, err := yaml.Marshal(doc)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(data)
-		return err
+// DeepCopyJSON copies a report through its JSON form, for DeepCopyObject. Reports are
+// plain documents in which every field is serialised, so the round trip is a complete
+// copy, and unlike generated deep-copy code it cannot fall behind when a field is added.
+func DeepCopyJSON[T any](in *T) *T {
+	if in == nil {
+		return nil
 	}
-	return fmt.Errorf("output format %q is not a document format", format)
+	data, err := json.Marshal(in)
+	if err != nil {
+		panic(fmt.Sprintf("copy %T: %v", in, err)) // only for a type that is not a plain document
+	}
+	out := new(T)
+	if err := json.Unmarshal(data, out); err != nil {
+		panic(fmt.Sprintf("copy %T: %v", in, err))
+	}
+	return out
+}
+
+// ClusterSubjects returns clusters as objects of kind Cluster, in order and without
+// repeats: what `-o name` prints for a report about clusters.
+func ClusterSubjects(names ...string) []runtime.Object {
+	var out []runtime.Object
+	seen := map[string]bool{}
+	for _, n := range names {
+		if n == "" || seen[n] {
+			continue
+		}
+		seen[n] = true
+		out = append(out, &metav1.PartialObjectMetadata{
+			TypeMeta:   metav1.TypeMeta{APIVersion: APIVersion, Kind: "Cluster"},
+			ObjectMeta: metav1.ObjectMeta{Name: n},
+		})
+	}
+	return out
 }
 
 // NewTable returns a tab writer for aligned columns; Flush it.

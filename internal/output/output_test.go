@@ -25,20 +25,17 @@ func TestStyleForPipeAndNoColor(t *testing.T) {
 	}
 }
 
-func TestDocumentCarriesKind(t *testing.T) {
-	var b bytes.Buffer
-	doc := struct {
+func TestDeepCopyJSONIsDeep(t *testing.T) {
+	type doc struct {
 		TypeMeta `json:",inline"`
-		X        int `json:"x"`
-	}{Meta("ShowReport"), 1}
-	if err := Document(&b, YAML, doc); err != nil {
-		t.Fatal(err)
+		Items    []string          `json:"items"`
+		Labels   map[string]string `json:"labels"`
 	}
-	if want := "apiVersion: mcnet.io/v1alpha1\nkind: ShowReport\nx: 1\n"; b.String() != want {
-		t.Errorf("got %q, want %q", b.String(), want)
-	}
-	if ValidateFormat("xml") == nil || ValidateFormat("table") != nil {
-		t.Error("ValidateFormat accepts xml or rejects table")
+	in := &doc{TypeMeta: Meta("ShowReport"), Items: []string{"a"}, Labels: map[string]string{"k": "v"}}
+	out := DeepCopyJSON(in)
+	out.Items[0], out.Labels["k"] = "changed", "changed"
+	if in.Items[0] != "a" || in.Labels["k"] != "v" || out.Kind != "ShowReport" || out.APIVersion != APIVersion {
+		t.Errorf("copy shares memory or lost the kind: in %+v, out %+v", in, out)
 	}
 }
 

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/cli/clioptions"
 	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/inspect"
 	"github.com/mcnet-io/mcnet/internal/multicluster"
@@ -31,7 +33,7 @@ const Kind = "BenchmarkReport"
 // Options are the flags and state of benchmark.
 type Options struct {
 	Clusters     multicluster.Options
-	Output       string
+	Print        *clioptions.PrintFlags
 	Test         mcnetv1.NetworkTestType
 	From, To     string
 	Mode         string
@@ -42,6 +44,7 @@ type Options struct {
 	AgentTimeout time.Duration
 
 	flags   *genericclioptions.ConfigFlags
+	flagErr error
 	targets []*multicluster.Target
 	getenv  func(string) string
 	genericiooptions.IOStreams
@@ -49,7 +52,7 @@ type Options struct {
 
 // NewCommand returns the benchmark command.
 func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv}
+	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv, Print: clioptions.NewPrintFlags(clioptions.Table)}
 	cmd := &cobra.Command{
 		Use:       "benchmark throughput|latency",
 		Short:     "Measure throughput or latency between clusters, gateway to gateway and worker to worker",
@@ -62,7 +65,11 @@ is added. throughput sends TCP streams (like iperf3) and reports Gbit/s at the
 receiver; latency sends UDP echoes and reports RTT min/avg/p99/max and loss.
 
 --mode gateway measures between the active gateways, worker between a non-gateway
-node of each cluster, both does both.`,
+node of each cluster, both does both.
+
+-o json|yaml prints a BenchmarkReport document (apiVersion mcnet.io/v1alpha1), which
+-o jsonpath=... and -o go-template=... read too; -o name prints the clusters
+measured. The tests run in mcnet's own namespace, so -n does not apply.`,
 		Example: `  # Throughput between every pair, gateways and workers
   kubectl mcnet benchmark throughput
 
@@ -70,15 +77,18 @@ node of each cluster, both does both.`,
   kubectl mcnet benchmark latency --from east --to west --mode gateway -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(cmd.Context(), args); err != nil {
+			if err := o.Complete(cmd, args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())
 		},
 	}
 	o.Clusters.AddFlags(cmd.Flags())
+	o.Print.AddFlags(cmd)
 	f := cmd.Flags()
-	f.StringVarP(&o.Output, "output", "o", output.Table, "Output format: table, json or yaml")
 	f.StringVar(&o.From, "from", "", "Client cluster (fleet name or context); default every cluster")
 	f.StringVar(&o.To, "to", "", "Server cluster (fleet name or context); default every other cluster")
 	f.StringVar(&o.Mode, "mode", "both", "gateway, worker or both")
@@ -90,11 +100,8 @@ node of each cluster, both does both.`,
 	return cmd
 }
 
-// Complete checks the arguments and finds the clusters.
-func (o *Options) Complete(ctx context.Context, args []string) error {
-	if err := output.ValidateFormat(o.Output); err != nil {
-		return err
-	}
+// Complete parses the benchmark's name and notes a -n, which cannot apply.
+func (o *Options) Complete(cmd *cobra.Command, args []string) error {
 	switch args[0] {
 	case "throughput", "tput":
 		o.Test = mcnetv1.TestThroughput
@@ -103,15 +110,35 @@ func (o *Options) Complete(ctx context.Context, args []string) error {
 	default:
 		return cmdutil.Usage(fmt.Errorf("unknown benchmark %q; use throughput or latency", args[0]))
 	}
+	var allow []string
+	for _, n := range clioptions.KubeconfigFlags() {
+		if n != "namespace" {
+			allow = append(allow, n)
+		}
+	}
+	o.flagErr = clioptions.RejectKubeconfigFlags(cmd, "the agents run NetworkTests in "+mcnetv1.SystemNamespace+" only", allow...)
+	return nil
+}
+
+// Validate checks every flag at once, before any cluster is contacted.
+func (o *Options) Validate() error {
+	errs := []error{o.flagErr, o.Print.Validate(), o.Clusters.Validate(o.flags)}
 	if !slices.Contains([]string{"gateway", "worker", "both"}, o.Mode) {
-		return cmdutil.Usage(fmt.Errorf("--mode %q: use gateway, worker or both", o.Mode))
+		errs = append(errs, fmt.Errorf("--mode %q: use gateway, worker or both", o.Mode))
 	}
-	if o.Streams < 1 || o.Streams > 64 || o.Count < 1 || o.Duration <= 0 || o.Duration > 2*time.Minute {
-		return cmdutil.Usage(errors.New("--streams must be 1..64, --count at least 1, --duration up to 2m"))
+	if o.Streams < 1 || o.Streams > 64 {
+		errs = append(errs, fmt.Errorf("--streams %d: use 1 to 64", o.Streams))
 	}
-	var err error
-	o.targets, err = o.Clusters.Resolve(ctx, o.flags)
-	return err
+	if o.Count < 1 {
+		errs = append(errs, fmt.Errorf("--count %d: use at least 1", o.Count))
+	}
+	if o.Duration <= 0 || o.Duration > 2*time.Minute {
+		errs = append(errs, fmt.Errorf("--duration %s: use more than 0 and at most 2m", o.Duration))
+	}
+	if o.Interval <= 0 || o.AgentTimeout <= 0 {
+		errs = append(errs, errors.New("--interval and --agent-timeout must be positive"))
+	}
+	return cmdutil.Usage(errors.Join(errs...))
 }
 
 // Report is benchmark's document.
@@ -120,6 +147,18 @@ type Report struct {
 	PluginVersion   string   `json:"pluginVersion"`
 	Test            string   `json:"test"`
 	Results         []Result `json:"results"`
+}
+
+// DeepCopyObject makes the report a runtime.Object, which cli-runtime's printers take.
+func (r *Report) DeepCopyObject() runtime.Object { return output.DeepCopyJSON(r) }
+
+// Subjects are what -o name prints: the clusters measured, client side first.
+func (r *Report) Subjects() []runtime.Object {
+	var names []string
+	for _, x := range r.Results {
+		names = append(names, x.From, x.To)
+	}
+	return output.ClusterSubjects(names...)
 }
 
 // Result is one measured pair.
@@ -143,6 +182,10 @@ type Result struct {
 
 // Run measures every pair, one at a time so runs do not share the path.
 func (o *Options) Run(ctx context.Context) error {
+	var err error
+	if o.targets, err = o.Clusters.Resolve(ctx, o.flags); err != nil {
+		return err
+	}
 	spin := output.StartSpinner(o.ErrOut, o.getenv, "reading clusters")
 	defer spin.Stop()
 	results := multicluster.Parallel(ctx, o.targets, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (*inspect.Snapshot, error) {
@@ -180,11 +223,10 @@ func (o *Options) Run(ctx context.Context) error {
 	if len(rep.Results) == 0 {
 		return cmdutil.Usage(errors.New("no pair of clusters matches --from/--to"))
 	}
-	var err error
-	if o.Output == output.Table {
+	if o.Print.Default() {
 		Print(o.Out, output.StyleFor(o.Out, o.getenv), &rep)
 	} else {
-		err = output.Document(o.Out, o.Output, &rep)
+		err = o.Print.Print(o.Out, &rep)
 	}
 	if err != nil {
 		return err

@@ -4,7 +4,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -22,9 +21,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"sigs.k8s.io/yaml"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/cli/clioptions"
 	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/kustomize"
@@ -47,15 +46,16 @@ type CredentialsOptions struct {
 	BrokerNamespace string
 	Server          string
 	Duration        time.Duration
-	Output          string
+	Print           *clioptions.PrintFlags
 
-	flags  *genericclioptions.ConfigFlags
-	config *rest.Config
+	flags   *genericclioptions.ConfigFlags
+	flagErr error
+	config  *rest.Config
 	genericiooptions.IOStreams
 }
 
 func newCredentialsCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &CredentialsOptions{flags: flags, IOStreams: streams}
+	o := &CredentialsOptions{flags: flags, IOStreams: streams, Print: clioptions.NewPrintFlags("").WithDefault("yaml")}
 	cmd := &cobra.Command{
 		Use:   "credentials --cluster NAME",
 		Short: "Mint a cluster's broker credentials and print them as a Secret for that cluster",
@@ -66,11 +66,16 @@ Secret mcnet-system/mcnet-broker-credentials that the cluster's controller reads
 Run it against the broker's cluster (--context). The Secret goes to stdout only: seal
 or encrypt it (kubeseal, SOPS) before it goes anywhere near Git, or apply it directly.
 The token is bound to the ServiceAccount and expires after --duration (the API server
-may cap it); mint a new one before then.`,
+may cap it); mint a new one before then.
+
+--server here is the broker's URL as the member reaches it, written into the Secret;
+the rest of the kubeconfig flags (--context, --token, ...) say how this command
+reaches the broker's cluster, and -n is the broker namespace.`,
 		Example: `  kubectl mcnet broker credentials --context hub --cluster east -f fleet.yaml | kubeseal -o yaml > east-broker.sealed.yaml
   kubectl mcnet broker credentials --context hub --cluster east | kubectl --context east apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.flagErr = clioptions.RejectKubeconfigFlags(cmd, "broker credentials makes no discovery requests to cache", allButCacheDir()...)
 			if err := o.Complete(); err != nil {
 				return err
 			}
@@ -86,9 +91,19 @@ may cap it); mint a new one before then.`,
 	f.StringVar(&o.BrokerNamespace, "broker-namespace", "", "Broker namespace (default: the fleet's, else "+mcnetv1.DefaultBrokerNamespace+")")
 	f.StringVar(&o.Server, "server", "", "Broker URL as the member cluster reaches it (default: the fleet's broker server, else the current context's)")
 	f.DurationVar(&o.Duration, "duration", 365*24*time.Hour, "Token lifetime")
-	f.StringVarP(&o.Output, "output", "o", "yaml", "Output format: yaml or json")
+	o.Print.AddFlags(cmd)
 	_ = cmd.MarkFlagRequired("cluster")
 	return cmd
+}
+
+func allButCacheDir() []string {
+	var out []string
+	for _, n := range clioptions.KubeconfigFlags() {
+		if n != "cache-dir" {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Complete reads the fleet (if given) and the kubeconfig.
@@ -112,6 +127,12 @@ func (o *CredentialsOptions) Complete() error {
 			o.Server = cs.Spec.Broker.Server
 		}
 	}
+	if ns := o.namespaceFlag(); ns != "" {
+		if o.BrokerNamespace != "" && o.BrokerNamespace != ns {
+			return cmdutil.Usage(fmt.Errorf("-n %s and the broker namespace %s (--broker-namespace or the fleet's) differ; give one", ns, o.BrokerNamespace))
+		}
+		o.BrokerNamespace = ns
+	}
 	if o.BrokerNamespace == "" {
 		o.BrokerNamespace = mcnetv1.DefaultBrokerNamespace
 	}
@@ -126,17 +147,23 @@ func (o *CredentialsOptions) Complete() error {
 	return nil
 }
 
+// namespaceFlag is -n when given on the command line; the kubeconfig context's own
+// namespace is a member's workload namespace, not the broker's, so it does not count.
+func (o *CredentialsOptions) namespaceFlag() string {
+	if o.flags.Namespace == nil {
+		return ""
+	}
+	return *o.flags.Namespace
+}
+
 // Validate checks the flags.
 func (o *CredentialsOptions) Validate() error {
-	var errs []error
+	errs := []error{o.flagErr, o.Print.Validate()}
 	for _, msg := range validation.IsDNS1123Label(o.Cluster) {
 		errs = append(errs, fmt.Errorf("--cluster %q: %s", o.Cluster, msg))
 	}
 	if o.Duration < 10*time.Minute {
 		errs = append(errs, fmt.Errorf("--duration %s is too short; use at least 10m", o.Duration))
-	}
-	if o.Output != "yaml" && o.Output != "json" {
-		errs = append(errs, fmt.Errorf("--output %q: use yaml or json", o.Output))
 	}
 	return cmdutil.Usage(errors.Join(errs...))
 }
@@ -163,19 +190,12 @@ func (o *CredentialsOptions) Run(ctx context.Context) error {
 		return cmdutil.Failure(err)
 	}
 	secret := Secret(o.Cluster, kubeconfig, tr.Status.ExpirationTimestamp.Time)
-	if o.Output == "json" {
-		enc := json.NewEncoder(o.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(secret)
+	if o.Print.Format() == "yaml" {
+		// YAML is what goes to kubeseal or SOPS; the warning travels with it as a comment.
+		fmt.Fprintf(o.Out, "# Broker credentials of cluster %s, valid until %s. Secret material: seal or encrypt before storing.\n",
+			o.Cluster, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
 	}
-	data, err := yaml.Marshal(secret)
-	if err != nil {
-		return cmdutil.Failure(err)
-	}
-	fmt.Fprintf(o.Out, "# Broker credentials of cluster %s, valid until %s. Secret material: seal or encrypt before storing.\n",
-		o.Cluster, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
-	_, err = o.Out.Write(data)
-	return err
+	return o.Print.Print(o.Out, secret)
 }
 
 func (o *CredentialsOptions) kubeconfig(token string) ([]byte, error) {

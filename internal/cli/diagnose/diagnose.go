@@ -13,6 +13,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/mcnet-io/mcnet/internal/cli/clioptions"
 	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/diagnose"
 	"github.com/mcnet-io/mcnet/internal/inspect"
@@ -25,7 +26,7 @@ import (
 // Options are the flags and state of diagnose.
 type Options struct {
 	Clusters     multicluster.Options
-	Output       string
+	Print        *clioptions.PrintFlags
 	Offline      bool
 	FleetFile    string
 	RepoDir      string
@@ -33,6 +34,7 @@ type Options struct {
 	AgentTimeout time.Duration
 
 	flags   *genericclioptions.ConfigFlags
+	flagErr error
 	targets []*multicluster.Target
 	getenv  func(string) string
 	now     func() time.Time
@@ -41,7 +43,7 @@ type Options struct {
 
 // NewCommand returns the diagnose command.
 func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv, now: time.Now}
+	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv, now: time.Now, Print: clioptions.NewPrintFlags(clioptions.Table)}
 	cmd := &cobra.Command{
 		Use:   "diagnose",
 		Short: "Check clusters, tunnels, broker, DNS and the GitOps tree; say what is wrong and what to do",
@@ -58,6 +60,10 @@ of the rendered tree and compares it with the live objects (drift).
 
 --offline checks a fleet file (-f) and/or a rendered tree (--repo) with no cluster.
 
+-o json|yaml prints a DiagnoseReport document (apiVersion mcnet.io/v1alpha1), which
+-o jsonpath=... and -o go-template=... read too; -o name prints the clusters that
+have a failed check. Diagnose checks whole clusters, so -n does not apply.
+
 Exit codes: 0 no failed check (warnings allowed), 1 a check failed, 2 bad usage or a
 cluster could not be reached.`,
 		Example: `  # Check every cluster with mcnet in the kubeconfig
@@ -67,18 +73,24 @@ cluster could not be reached.`,
   kubectl mcnet diagnose --offline -f fleet.yaml --repo ./fleet-repo
 
   # Drift between Git and two clusters, as JSON
-  kubectl mcnet diagnose --contexts east,west --repo ./fleet-repo -o json`,
+  kubectl mcnet diagnose --contexts east,west --repo ./fleet-repo -o json
+
+  # The codes of the failed checks only
+  kubectl mcnet diagnose -o jsonpath='{range .checks[?(@.result=="fail")]}{.code} {.cluster}{"\n"}{end}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Complete(cmd.Context()); err != nil {
+			if err := o.Complete(cmd); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())
 		},
 	}
 	o.Clusters.AddFlags(cmd.Flags())
+	o.Print.AddFlags(cmd)
 	f := cmd.Flags()
-	f.StringVarP(&o.Output, "output", "o", output.Table, "Output format: table, json or yaml")
 	f.BoolVar(&o.Offline, "offline", false, "Check only the fleet file and/or rendered tree; contact no cluster")
 	f.StringVarP(&o.FleetFile, "filename", "f", "", "Fleet file to check")
 	f.StringVar(&o.RepoDir, "repo", "", "Rendered tree (kubectl mcnet render --out) to build and compare with the live objects")
@@ -89,10 +101,33 @@ cluster could not be reached.`,
 	return cmd
 }
 
-// Complete checks flags and, online, finds the clusters.
-func (o *Options) Complete(ctx context.Context) error {
-	if err := output.ValidateFormat(o.Output); err != nil {
+// Complete records which root flags were given: offline, no kubeconfig flag applies,
+// and -n never does.
+func (o *Options) Complete(cmd *cobra.Command) error {
+	why := "diagnose checks whole clusters, not one namespace"
+	allow := []string{}
+	for _, n := range clioptions.KubeconfigFlags() {
+		if n != "namespace" {
+			allow = append(allow, n)
+		}
+	}
+	if o.Offline {
+		why, allow = "--offline contacts no cluster", nil
+	}
+	o.flagErr = clioptions.RejectKubeconfigFlags(cmd, why, allow...)
+	return nil
+}
+
+// Validate checks the flags before any cluster is contacted.
+func (o *Options) Validate() error {
+	if o.flagErr != nil {
+		return o.flagErr
+	}
+	if err := o.Print.Validate(); err != nil {
 		return err
+	}
+	if o.AgentTimeout <= 0 {
+		return cmdutil.Usage(fmt.Errorf("--agent-timeout %s: use a positive duration", o.AgentTimeout))
 	}
 	if o.Offline {
 		if o.FleetFile == "" && o.RepoDir == "" {
@@ -100,13 +135,17 @@ func (o *Options) Complete(ctx context.Context) error {
 		}
 		return nil
 	}
-	var err error
-	o.targets, err = o.Clusters.Resolve(ctx, o.flags)
-	return err
+	return o.Clusters.Validate(o.flags)
 }
 
 // Run runs the checks and prints the report.
 func (o *Options) Run(ctx context.Context) error {
+	if !o.Offline {
+		var err error
+		if o.targets, err = o.Clusters.Resolve(ctx, o.flags); err != nil {
+			return err
+		}
+	}
 	rep := &diagnose.Report{TypeMeta: output.Meta(diagnose.Kind), PluginVersion: version.Version}
 	spin := output.StartSpinner(o.ErrOut, o.getenv, "checking")
 	var tree *diagnose.Tree
@@ -133,9 +172,9 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	spin.Stop()
 	rep.Sort()
-	if o.Output == output.Table {
+	if o.Print.Default() {
 		diagnose.Print(o.Out, output.StyleFor(o.Out, o.getenv), rep)
-	} else if err := output.Document(o.Out, o.Output, rep); err != nil {
+	} else if err := o.Print.Print(o.Out, rep); err != nil {
 		return err
 	}
 	switch {

@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
+	"github.com/mcnet-io/mcnet/internal/cli/clioptions"
 	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/multicluster"
-	"github.com/mcnet-io/mcnet/internal/output"
 )
 
 // Options are the flags and state of export and unexport.
@@ -27,7 +27,7 @@ type Options struct {
 	Unexport bool
 	Name     string
 	DryRun   string
-	Output   string
+	Print    *clioptions.PrintFlags
 
 	namespace string
 	flags     *genericclioptions.ConfigFlags
@@ -46,7 +46,7 @@ func NewUnexportCommand(flags *genericclioptions.ConfigFlags, streams genericioo
 }
 
 func newCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, unexport bool) *cobra.Command {
-	o := &Options{flags: flags, IOStreams: streams, Unexport: unexport}
+	o := &Options{flags: flags, IOStreams: streams, Unexport: unexport, Print: clioptions.NewPrintFlags("")}
 	cmd := &cobra.Command{
 		Use:   "export service/NAME",
 		Short: "Share a Service with the other clusters (create its ServiceExport)",
@@ -60,6 +60,9 @@ the other clusters import it as NAME.NAMESPACE.svc.clusterset.local.
 			if err := o.Complete(args); err != nil {
 				return err
 			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
 			return o.Run(cmd.Context())
 		},
 	}
@@ -70,11 +73,12 @@ the other clusters import it as NAME.NAMESPACE.svc.clusterset.local.
 		cmd.Example = "  kubectl mcnet unexport service/db -n app"
 	}
 	cmd.Flags().StringVar(&o.DryRun, "dry-run", "none", `"none" or "client" (print the object, change nothing)`)
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "With --dry-run=client: yaml or json (default yaml); otherwise name prints only the object's name")
+	o.Print.AddFlags(cmd)
 	return cmd
 }
 
-// Complete parses the argument and connects unless dry-running.
+// Complete parses the argument, takes the namespace (-n, else the context's) and,
+// unless dry-running, connects.
 func (o *Options) Complete(args []string) error {
 	kind, name, found := strings.Cut(args[0], "/")
 	if !found {
@@ -89,16 +93,6 @@ func (o *Options) Complete(args []string) error {
 		return cmdutil.Usage(errors.New("name the service: service/NAME"))
 	}
 	o.Name = name
-	switch o.DryRun {
-	case "none", "client":
-	default:
-		return cmdutil.Usage(fmt.Errorf("--dry-run=%s: use none or client", o.DryRun))
-	}
-	switch o.Output {
-	case "", "yaml", "json", "name":
-	default:
-		return cmdutil.Usage(fmt.Errorf("--output %q: use yaml, json or name", o.Output))
-	}
 	ns, _, err := o.flags.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
 		return cmdutil.Usage(err)
@@ -107,16 +101,22 @@ func (o *Options) Complete(args []string) error {
 	if o.DryRun == "client" {
 		return nil
 	}
-	cfg, err := o.flags.ToRESTConfig()
-	if err != nil {
-		return cmdutil.Usage(err)
-	}
-	t, err := multicluster.TargetFor("", cfg)
+	t, err := multicluster.TargetFor("", o.flags)
 	if err != nil {
 		return cmdutil.Usage(err)
 	}
 	o.client = t.Client
 	return nil
+}
+
+// Validate checks --dry-run and -o.
+func (o *Options) Validate() error {
+	switch o.DryRun {
+	case "none", "client":
+	default:
+		return cmdutil.Usage(fmt.Errorf("--dry-run=%s: use none or client", o.DryRun))
+	}
+	return o.Print.Validate()
 }
 
 // Object is the ServiceExport export creates.
@@ -135,20 +135,15 @@ func (o *Options) Run(ctx context.Context) error {
 		verb = "unexported"
 	}
 	if o.DryRun == "client" {
-		switch o.Output {
-		case "name":
-			_, err := fmt.Fprintf(o.Out, "serviceexport.multicluster.x-k8s.io/%s\n", o.Name)
-			return err
-		case "json":
-			return output.Document(o.Out, output.JSON, obj)
-		case "yaml":
-			return output.Document(o.Out, output.YAML, obj)
+		if !o.Print.Default() {
+			return o.Print.Print(o.Out, obj)
 		}
 		if o.Unexport {
 			_, err := fmt.Fprintf(o.Out, "serviceexport.multicluster.x-k8s.io/%s %s (dry run)\n", o.Name, verb)
 			return err
 		}
-		return output.Document(o.Out, output.YAML, obj)
+		// A dry run is for Git: without -o it prints the object as YAML.
+		return o.Print.WithDefault("yaml").Print(o.Out, obj)
 	}
 	if o.Unexport {
 		if err := o.client.Delete(ctx, obj); err != nil {
@@ -172,9 +167,10 @@ func (o *Options) Run(ctx context.Context) error {
 			verb = "already exported"
 		}
 	}
-	if o.Output == "name" {
-		_, err := fmt.Fprintf(o.Out, "serviceexport.multicluster.x-k8s.io/%s\n", o.Name)
-		return err
+	if !o.Print.Default() {
+		// The client's decoder drops the kind of a typed object; printers need it.
+		obj.TypeMeta = o.Object().TypeMeta
+		return o.Print.Print(o.Out, obj)
 	}
 	_, err := fmt.Fprintf(o.Out, "service %s/%s %s\n", o.namespace, o.Name, verb)
 	return err

@@ -5,6 +5,7 @@ package operate_test
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/rest"
@@ -46,10 +48,17 @@ func kubeconfig(t *testing.T, names []string, cfgs []*rest.Config) string {
 
 func run(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	code, out, _ := runErr(t, args...)
+	return code, out
+}
+
+// runErr is run that also returns what went to stderr.
+func runErr(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	code := cli.Run(t.Context(), genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, args)
+	code = cli.Run(t.Context(), genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, args)
 	t.Logf("kubectl mcnet %s → %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
-	return code, out.String()
+	return code, out.String(), errOut.String()
 }
 
 // install applies the rendered CRDs and cluster overlay, then writes the objects the
@@ -162,6 +171,8 @@ func TestShowDiagnoseExport(t *testing.T) {
 		t.Errorf("show -o json: exit %d kind %v", code, rep["kind"])
 	}
 
+	kubeconfigFlags(t, kc, cfgs, east.Name, west.Name)
+
 	repoDir := t.TempDir()
 	must(t, kustomize.Write(repoDir, tree))
 	// Drift: change a live object the tree renders.
@@ -229,5 +240,83 @@ func TestShowDiagnoseExport(t *testing.T) {
 	}
 	if err := c.Get(t.Context(), client.ObjectKey{Namespace: "app", Name: "db"}, &se); client.IgnoreNotFound(err) != nil || err == nil {
 		t.Errorf("ServiceExport still there after unexport: %v", err)
+	}
+}
+
+// kubeconfigFlags checks that show and diagnose honour the root's kubeconfig flags
+// (each case printed the default clusters before they did) and print through
+// cli-runtime's printers.
+func kubeconfigFlags(t *testing.T, kc string, cfgs []*rest.Config, east, west string) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	// west's API server reached with nothing from the kubeconfig: --server, --token,
+	// --certificate-authority only, as from a CI job with a ServiceAccount token.
+	cw := testenv.Client(t, cfgs[1])
+	must(t, cw.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "viewer"}}))
+	must(t, cw.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "viewer-admin"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "default", Name: "viewer"}}}))
+	token := testenv.Token(ctx, t, cfgs[1], "default", "viewer")
+	ca := filepath.Join(dir, "west-ca.crt")
+	must(t, os.WriteFile(ca, cfgs[1].CAData, 0o600))
+	empty := filepath.Join(dir, "empty-kubeconfig")
+	must(t, clientcmd.WriteToFile(*clientcmdapi.NewConfig(), empty))
+	code, out := run(t, "show", "--kubeconfig", empty, "--server", cfgs[1].Host, "--token", token, "--certificate-authority", ca, "-o", "name")
+	if code != 0 || out != "cluster.mcnet.io/"+west+"\n" {
+		t.Errorf("show --server --token: exit %d, printed %q; want 0 and west only", code, out)
+	}
+	// --user picks another identity of the kubeconfig for the context.
+	withNobody, err := clientcmd.LoadFromFile(kc)
+	must(t, err)
+	withNobody.AuthInfos["nobody"] = &clientcmdapi.AuthInfo{Token: "not-a-valid-token"}
+	for _, c := range withNobody.Contexts {
+		c.AuthInfo = "nobody-but-for-cert" // the cert user stays under its own name
+	}
+	withNobody.AuthInfos["nobody-but-for-cert"] = withNobody.AuthInfos["nobody"]
+	nobodyKC := filepath.Join(dir, "kubeconfig-nobody")
+	must(t, clientcmd.WriteToFile(*withNobody, nobodyKC))
+	if code, out := run(t, "show", "--kubeconfig", nobodyKC, "--contexts", "ctx-east", "--user", "ctx-east", "-o", "name"); code != 0 || out != "cluster.mcnet.io/"+east+"\n" {
+		t.Errorf("show --user with a good identity: exit %d %q, want 0 and east", code, out)
+	}
+	if code, _, stderr := runErr(t, "show", "--kubeconfig", kc, "--contexts", "ctx-east", "--user", "nobody-missing"); code != 2 {
+		t.Errorf("show --user naming no identity: exit %d, want 2 (stderr %q)", code, stderr)
+	}
+	if code, _ := run(t, "show", "--kubeconfig", nobodyKC, "--contexts", "ctx-east"); code != 2 {
+		t.Errorf("show as an identity the server refuses: exit %d, want 2", code)
+	}
+	// -n keeps one namespace's services.
+	c := testenv.Client(t, cfgs[0])
+	for _, ns := range []string{"shop", "other"} {
+		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+		must(t, c.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}))
+	}
+	code, out = run(t, "show", "services", "--kubeconfig", kc, "--context", "ctx-east", "-n", "shop", "-o", "jsonpath={.clusters[*].services.exports[*].namespace}")
+	if code != 0 || out != "shop" {
+		t.Errorf("show services -n shop: exit %d, namespaces %q; want shop only", code, out)
+	}
+	// --cache-dir holds the discovery cache; -v 6 logs each request through the one logger.
+	cache := filepath.Join(dir, "cache")
+	code, _, stderr := runErr(t, "show", "--kubeconfig", kc, "--context", "ctx-east", "--cache-dir", cache, "-v", "6")
+	if entries, _ := os.ReadDir(filepath.Join(cache, "discovery")); code != 0 || len(entries) == 0 {
+		t.Errorf("show --cache-dir: exit %d, discovery cache entries %d; want the cache written", code, len(entries))
+	}
+	if !strings.Contains(stderr, `"verb": "GET", "url": "`+strings.TrimSuffix(cfgs[0].Host, "/")) {
+		t.Errorf("show -v 6 logged no request to %s", cfgs[0].Host)
+	}
+	// Flags a verb cannot use are refused, not ignored.
+	for _, args := range [][]string{
+		{"diagnose", "--kubeconfig", kc, "-n", "app"},
+		{"benchmark", "latency", "--kubeconfig", kc, "-n", "app"},
+		{"version", "--context", "ctx-east"},
+		{"diagnose", "--offline", "-f", "../../../kustomize/testdata/fleet.yaml", "--context", "ctx-east"},
+		{"show", "--kubeconfig", kc, "--server", cfgs[0].Host, "--contexts", "ctx-east,ctx-west"},
+		{"show", "--kubeconfig", kc, "-o", "xml"},
+	} {
+		if code, _ := run(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	if code, out := run(t, "diagnose", "--kubeconfig", kc, "--probe=false", "-o", "go-template={{.kind}} {{len .clusters}}"); code != 1 || out != "DiagnoseReport 2" {
+		t.Errorf("diagnose -o go-template: exit %d, printed %q", code, out)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/cli/clioptions"
 	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/version"
@@ -37,6 +38,7 @@ type Options struct {
 	fleet   *mcnetv1.ClusterSet
 	gitTop  string // the output's Git working tree, if any
 	renderO kustomize.Options
+	flagErr error
 
 	genericiooptions.IOStreams
 }
@@ -66,6 +68,7 @@ origin remote loses any credentials in it before it is written into a manifest.`
   git init fleet-repo && kubectl mcnet render -f examples/fleet.yaml --out fleet-repo --commit`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.flagErr = clioptions.RejectKubeconfigFlags(cmd, "render reads a fleet file and writes files; it contacts no cluster")
 			if err := o.Complete(cmd.Context()); err != nil {
 				return err
 			}
@@ -129,6 +132,9 @@ func (o *Options) Complete(ctx context.Context) error {
 
 // Validate checks the flags against each other and the file system.
 func (o *Options) Validate() error {
+	if o.flagErr != nil {
+		return o.flagErr
+	}
 	if fi, err := os.Stat(o.OutDir); err == nil && !fi.IsDir() {
 		return cmdutil.Usage(fmt.Errorf("--out %s is a file; name a directory", o.OutDir))
 	}

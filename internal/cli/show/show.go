@@ -17,6 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/cli/clioptions"
 	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/inspect"
 	"github.com/mcnet-io/mcnet/internal/multicluster"
@@ -33,8 +34,12 @@ var Sections = []string{"networks", "gateways", "connections", "endpoints", "ser
 // Options are the flags and state of show.
 type Options struct {
 	Clusters multicluster.Options
-	Output   string
+	Print    *clioptions.PrintFlags
 	Sections []string
+	// Namespace is -n when given: the services section lists only that namespace's
+	// exports and imports. The kubeconfig context's own namespace does not filter, as
+	// show reads every cluster and a context's default would hide the rest.
+	Namespace string
 
 	flags   *genericclioptions.ConfigFlags
 	targets []*multicluster.Target
@@ -44,7 +49,7 @@ type Options struct {
 
 // NewCommand returns the show command.
 func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv}
+	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv, Print: clioptions.NewPrintFlags(clioptions.Table)}
 	cmd := &cobra.Command{
 		Use:       "show [connections|endpoints|gateways|networks|services|versions|all]...",
 		Short:     "Show gateways, connections, networks, services and versions of each cluster",
@@ -59,36 +64,52 @@ installed, or --contexts) in parallel and prints one block per cluster:
   services     exported and imported services (Multi-Cluster Services API)
   versions     plugin, components and Kubernetes versions
 
-Without arguments it shows connections. -o json|yaml prints a ShowReport document.`,
+Without arguments it shows connections. -o json|yaml prints a ShowReport document
+(apiVersion mcnet.io/v1alpha1), which -o jsonpath=... and -o go-template=... read
+too; -o name prints the clusters shown. -n NAMESPACE limits services to one
+namespace.`,
 		Example: `  # Connections of every cluster with mcnet in the kubeconfig
   kubectl mcnet show
 
   # Everything, for two clusters, as JSON
-  kubectl mcnet show all --contexts east,west -o json`,
+  kubectl mcnet show all --contexts east,west -o json
+
+  # The status of each connection, one line per tunnel
+  kubectl mcnet show -o jsonpath='{range .clusters[*].connections[*]}{.gateway} {.remote} {.status}{"\n"}{end}'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(cmd.Context(), args); err != nil {
+			if err := o.Complete(args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
 				return err
 			}
 			return o.Run(cmd.Context())
 		},
 	}
 	o.Clusters.AddFlags(cmd.Flags())
-	cmd.Flags().StringVarP(&o.Output, "output", "o", output.Table, "Output format: table, json or yaml")
+	o.Print.AddFlags(cmd)
 	return cmd
 }
 
-// Complete validates the sections and finds the clusters.
-func (o *Options) Complete(ctx context.Context, args []string) error {
-	if err := output.ValidateFormat(o.Output); err != nil {
-		return err
-	}
+// Complete parses the sections and takes -n from the root's flags.
+func (o *Options) Complete(args []string) error {
 	sections, err := ParseSections(args)
 	if err != nil {
 		return err
 	}
 	o.Sections = sections
-	o.targets, err = o.Clusters.Resolve(ctx, o.flags)
-	return err
+	if o.flags.Namespace != nil {
+		o.Namespace = *o.flags.Namespace
+	}
+	return nil
+}
+
+// Validate checks -o and the cluster flags before any cluster is contacted.
+func (o *Options) Validate() error {
+	if err := o.Print.Validate(); err != nil {
+		return err
+	}
+	return o.Clusters.Validate(o.flags)
 }
 
 // ParseSections turns arguments into the sections to print.
@@ -116,6 +137,10 @@ func ParseSections(args []string) ([]string, error) {
 // Run collects and prints. A cluster that cannot be read makes the exit code 2 after
 // the others are printed.
 func (o *Options) Run(ctx context.Context) error {
+	var err error
+	if o.targets, err = o.Clusters.Resolve(ctx, o.flags); err != nil {
+		return err
+	}
 	spin := output.StartSpinner(o.ErrOut, o.getenv, fmt.Sprintf("reading %d clusters", len(o.targets)))
 	results := multicluster.Parallel(ctx, o.targets, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (*inspect.Snapshot, error) {
 		return inspect.Collect(ctx, t.Client, t.Kube, t.Context)
@@ -131,11 +156,11 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		rep.Clusters = append(rep.Clusters, Build(r.Value, o.Sections))
 	}
-	var err error
-	if o.Output == output.Table {
+	rep.InNamespace(o.Namespace)
+	if o.Print.Default() {
 		err = Print(o.Out, output.StyleFor(o.Out, o.getenv), &rep)
 	} else {
-		err = output.Document(o.Out, o.Output, &rep)
+		err = o.Print.Print(o.Out, &rep)
 	}
 	if err != nil {
 		return err
