@@ -51,7 +51,7 @@ Flux apply it.`,
 		},
 	}
 	flags.AddFlags(root.PersistentFlags())
-	root.PersistentFlags().IntVarP(&verbosity, "v", "v", 0, "Log verbosity: 4 shows client-go's retries and throttling, 6 each API request")
+	root.PersistentFlags().IntVarP(&verbosity, "v", "v", 0, "Log verbosity of stderr, client-go's lines included (6 logs each API request)")
 	root.AddCommand(
 		render.NewCommand(streams),
 		broker.NewCommand(flags, streams),
