@@ -208,6 +208,8 @@ func (o *Options) Run(ctx context.Context) error {
 	if o.Mode != "both" {
 		modes = []string{o.Mode}
 	}
+	// Pairs run one after another, never at once: two throughput runs through the same
+	// gateway would each measure half the path.
 	for i, a := range snaps {
 		for j, b := range snaps {
 			if i == j || !match(a, o.From) || !match(b, o.To) {
@@ -269,6 +271,8 @@ func (o *Options) measure(ctx context.Context, a, b *inspect.Snapshot, ta, tb *m
 	if l := st.Latency; l != nil && l.Received > 0 {
 		ms := func(d time.Duration) *float64 { v := float64(d) / 1e6; return &v }
 		res.RTTMinMs, res.RTTAvgMs, res.RTTP99Ms, res.RTTMaxMs = ms(l.Min.Duration), ms(l.Avg.Duration), ms(l.P99.Duration), ms(l.Max.Duration)
+		// Loss is the share of echoes without a reply, not of bytes: the latency test
+		// sends one small datagram per interval.
 		loss := 100 * float64(l.Sent-l.Received) / float64(l.Sent)
 		res.LossPct = &loss
 	}

@@ -226,6 +226,9 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 			brokerNS = ns
 		}
 	}
+	// The broker is a namespace on one member's API server; finding which member hosts
+	// it lets the broker checks go through that member's credentials as well as each
+	// cluster's own, so a refused token is told apart from an unreachable server.
 	brokerHost := diagnose.BrokerHost(ctx, targets, brokerNS)
 	multicluster.Parallel(ctx, per, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (struct{}, error) {
 		var s *inspect.Snapshot
@@ -261,6 +264,9 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 		}
 		return struct{}{}, nil
 	})
+	// Path MTU and the cable port can only be measured between two gateways, by the
+	// agents on them: every ordered pair, since a NAT or a firewall may pass one
+	// direction only.
 	if o.Probe && len(snaps) > 1 {
 		spin.Set("measuring path MTU and cable ports through the gateways")
 		type pair struct{ a, b int }
@@ -275,6 +281,8 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 		var wg sync.WaitGroup
 		for _, p := range pairs {
 			wg.Go(func() {
+				// The agent gets AgentTimeout to pick the test up; the measurement
+				// itself (MTU steps, port probes) needs well under 40 s more.
 				pctx, cancel := context.WithTimeout(ctx, o.AgentTimeout+40*time.Second)
 				defer cancel()
 				add(diagnose.Probe(pctx, diagnose.Pair{A: snaps[p.a], B: snaps[p.b], ClientA: targets[p.a].Client, ClientB: targets[p.b].Client, AgentTimeout: o.AgentTimeout}))
