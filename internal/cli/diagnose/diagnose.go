@@ -226,9 +226,10 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 			brokerNS = ns
 		}
 	}
-	// The broker is a namespace on one member's API server; finding which member hosts
-	// it lets the broker checks go through that member's credentials as well as each
-	// cluster's own, so a refused token is told apart from an unreachable server.
+	// The broker is a namespace on one member's API server. The broker URL in a
+	// member's config may be reachable only from inside the fleet, so each member's
+	// broker token is tried through the connection this plugin already has to the
+	// hosting member's API server.
 	brokerHost := diagnose.BrokerHost(ctx, targets, brokerNS)
 	multicluster.Parallel(ctx, per, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (struct{}, error) {
 		var s *inspect.Snapshot
