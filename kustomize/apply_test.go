@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -59,6 +60,22 @@ func TestRenderedTreeAppliesToRealAPIServers(t *testing.T) {
 			var f mcnetv1.Fleet
 			if err := clients[c.Name].Get(ctx, client.ObjectKey{Name: cs.Name}, &f); err != nil || len(f.Spec.Clusters) != len(cs.Spec.Clusters) {
 				t.Errorf("%s: the fleet table: %d members, %v", c.Name, len(f.Spec.Clusters), err)
+			}
+		}
+	})
+
+	t.Run("each cluster holds its MCS identity as About API ClusterProperties", func(t *testing.T) {
+		for _, c := range cs.Spec.Clusters {
+			for name, want := range map[string]string{kustomize.ClusterIDProperty: c.Name, kustomize.ClusterSetIDProperty: cs.Name} {
+				var p unstructured.Unstructured
+				p.SetAPIVersion("about.k8s.io/v1alpha1")
+				p.SetKind("ClusterProperty")
+				if err := clients[c.Name].Get(ctx, client.ObjectKey{Name: name}, &p); err != nil {
+					t.Fatalf("%s: ClusterProperty %s: %v", c.Name, name, err)
+				}
+				if got, _, _ := unstructured.NestedString(p.Object, "spec", "value"); got != want {
+					t.Errorf("%s: ClusterProperty %s = %q, want %q", c.Name, name, got, want)
+				}
 			}
 		}
 	})

@@ -114,7 +114,7 @@ func renderBases(t Tree) error {
 	if err != nil {
 		return fmt.Errorf("read embedded bases: %w", err)
 	}
-	resources := make([]string, 0, len(crdFiles)+2)
+	resources := make([]string, 0, len(crdFiles)+3)
 	for _, f := range crdFiles {
 		data, err := config.CRDs.ReadFile("crd/" + f)
 		if err != nil {
@@ -128,6 +128,11 @@ func renderBases(t Tree) error {
 	t[path.Join(DirCRDs, "multicluster.x-k8s.io_serviceexports.yaml")] = mcscrd.ServiceExportCRD
 	t[path.Join(DirCRDs, "multicluster.x-k8s.io_serviceimports.yaml")] = mcscrd.ServiceImportCRD
 	resources = append(resources, "multicluster.x-k8s.io_serviceexports.yaml", "multicluster.x-k8s.io_serviceimports.yaml")
+	if err := t.putYAML(path.Join(DirCRDs, aboutCRDFile),
+		"# The About API's ClusterProperty (KEP-2149), for each cluster's MCS identity.\n", clusterPropertyCRD()); err != nil {
+		return err
+	}
+	resources = append(resources, aboutCRDFile)
 	return t.putYAML(path.Join(DirCRDs, "kustomization.yaml"),
 		"# The CustomResourceDefinitions every cluster needs, applied before anything else.\n",
 		kustomization(map[string]any{"resources": resources}))
@@ -184,8 +189,13 @@ func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag s
 `, coreDNSConfigMap(cs, dnsIPs)); err != nil {
 		return err
 	}
+	if err := t.putYAML(path.Join(dir, clusterPropertiesFile),
+		"# This cluster's MCS identity (the About API, KEP-2149): its name in the ClusterSet, and the ClusterSet's.\n",
+		clusterProperties(cs, c)...); err != nil {
+		return err
+	}
 	k := kustomization(map[string]any{
-		"resources": []string{"../../" + DirMCNet, "../../" + DirFleet, "coredns.yaml"},
+		"resources": []string{"../../" + DirMCNet, "../../" + DirFleet, "coredns.yaml", clusterPropertiesFile},
 		"labels": []any{map[string]any{
 			"pairs":            map[string]string{mcnetv1.ClusterLabel: c.Name},
 			"includeSelectors": false,
