@@ -16,8 +16,9 @@ import (
 )
 
 // MaxClusters is the most clusters a fleet may have: the Fleet table's CRD holds no
-// more, and the broker's admission policy is costed for that many.
-const MaxClusters = 256
+// more, and the broker's admission policy is costed for that many. `make scale`
+// measures fleets up to 1000 members on one broker (docs/scale.md).
+const MaxClusters = 1024
 
 // ValidateClusterSet returns every problem of a defaulted fleet, each naming its field
 // and, where it can, the fix. The name follows Kubernetes' validation convention.

@@ -35,7 +35,7 @@ type FleetSpec struct {
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=1024
 	Clusters []FleetMember `json:"clusters"`
 }
 

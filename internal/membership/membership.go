@@ -68,10 +68,17 @@ func (m *Member) allocation() string {
 type Table struct {
 	name    string
 	members map[string]*Member
+	// nets are every member's networks by prefix, and bits the prefix lengths among
+	// them: InFleet looks an address up once per length instead of scanning every
+	// member (gateways ask it for each address of each remote).
+	nets map[netip.Prefix]bool
+	bits []int
 }
 
 // Empty is the table of a Fleet that cannot be read: it accepts nothing.
-func Empty(name string) *Table { return &Table{name: name, members: map[string]*Member{}} }
+func Empty(name string) *Table {
+	return &Table{name: name, members: map[string]*Member{}, nets: map[netip.Prefix]bool{}}
+}
 
 // New reads a Fleet into a table. A member whose entry does not parse (the Fleet CRD's
 // validation makes that unlikely) is left out, and reported in the error; the table
@@ -103,6 +110,12 @@ func New(f *mcnetv1.Fleet) (*Table, error) {
 			continue
 		}
 		t.members[fm.Name] = m
+		for _, p := range m.CIDRs() {
+			if !slices.Contains(t.bits, p.Bits()) {
+				t.bits = append(t.bits, p.Bits())
+			}
+			t.nets[p] = true
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return t, fmt.Errorf("fleet table %s: %w", f.Name, err)
@@ -146,8 +159,9 @@ func (t *Table) Names() []string {
 
 // InFleet says whether a lies inside any member's allocation.
 func (t *Table) InFleet(a netip.Addr) bool {
-	for _, m := range t.members {
-		if m.ContainsAddr(a) {
+	a = a.Unmap()
+	for _, b := range t.bits {
+		if p, err := a.Prefix(b); err == nil && t.nets[p] {
 			return true
 		}
 	}

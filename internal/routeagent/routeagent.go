@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -103,7 +104,10 @@ type agent struct {
 }
 
 func newAgent(log logr.Logger, o Options, local gateway.Local, sel labels.Selector, cfg *rest.Config, dp dataplaneAPI) (*agent, error) {
-	c, cl, err := o.NewCache(cfg)
+	// Only the gateway Lease, whose holder is all the agent reads of it.
+	c, cl, err := o.NewCache(cfg, map[client.Object]cache.ByObject{
+		&coordinationv1.Lease{}: {Field: fields.OneTermEqualSelector("metadata.name", gateway.LeaseName)},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -131,8 +135,12 @@ func (a *agent) run(ctx context.Context) error {
 			return fmt.Errorf("informer: %w", err)
 		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { a.trigger() },
-			UpdateFunc: func(any, any) { a.trigger() },
+			AddFunc: func(any) { a.trigger() },
+			UpdateFunc: func(old, cur any) {
+				if relevantUpdate(old, cur) {
+					a.trigger()
+				}
+			},
 			DeleteFunc: func(any) { a.trigger() },
 		}); err != nil {
 			return err
@@ -156,6 +164,30 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		a.sync(ctx)
 	}
+}
+
+// relevantUpdate tells the updates that can change the agent's routes from those that
+// cannot: the active gateway renews its Lease every few hundred milliseconds and
+// kubelets update their Nodes' status every few seconds; only a new holder, or a
+// Node's labels or addresses, matter here. Without this filter every node of a cluster
+// recomputed its state on every renewal.
+func relevantUpdate(old, cur any) bool {
+	switch o := old.(type) {
+	case *coordinationv1.Lease:
+		c, ok := cur.(*coordinationv1.Lease)
+		return !ok || ptrString(o.Spec.HolderIdentity) != ptrString(c.Spec.HolderIdentity)
+	case *corev1.Node:
+		c, ok := cur.(*corev1.Node)
+		return !ok || !reflect.DeepEqual(o.Labels, c.Labels) || !reflect.DeepEqual(o.Status.Addresses, c.Status.Addresses)
+	}
+	return true
+}
+
+func ptrString(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 // sync routes remote CIDRs to the current Lease holder.
