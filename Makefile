@@ -74,14 +74,17 @@ bench: tools build image ## Run the benchmarks (the lab's too: -tags e2e) and pr
 	MCNET_BENCH_BASELINE=$(BENCH_BASELINE) go test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 120m ./...
 
 .PHONY: conformance
-conformance: ## Run the MCS API conformance suite unmodified: CONFORMANCE_KUBECONFIG=FILE CONFORMANCE_CONTEXTS=c0,c1[,c2] (docs/conformance.md).
+conformance: ## Run the MCS API conformance suite unmodified: on lab clusters (2, then 3; root), or CONFORMANCE_KUBECONFIG=FILE CONFORMANCE_CONTEXTS=c0,c1[,c2] (docs/conformance.md).
 	@[ -x "$(MCS_CONFORMANCE)" ] || hack/build-tools.sh mcs-conformance
 	@if [ -z "$(CONFORMANCE_CONTEXTS)" ] || [ -z "$(CONFORMANCE_KUBECONFIG)" ]; then \
-		echo "conformance: set CONFORMANCE_KUBECONFIG and CONFORMANCE_CONTEXTS (the clusters to test, mcnet installed);"; \
-		echo "             bringing up real-node lab clusters for it comes with the real-node lab (docs/conformance.md)"; exit 2; fi
-	go run ./hack/mcs-conformance run -suite $(MCS_CONFORMANCE) -kubeconfig $(CONFORMANCE_KUBECONFIG) \
-		-contexts $(CONFORMANCE_CONTEXTS) -mcnet-version $(VERSION) \
-		-out $(CONFORMANCE_OUT)/$(words $(subst $(comma), ,$(CONFORMANCE_CONTEXTS)))-clusters
+		$(MAKE) --no-print-directory tools build image && \
+		MCS_CONFORMANCE=$(abspath $(MCS_CONFORMANCE)) MCS_CONFORMANCE_OUT=$(abspath $(CONFORMANCE_OUT)) \
+			go test -tags e2e -count=1 -timeout 90m -run '^TestMCSConformance$$' -v ./e2e/; \
+	else \
+		go run ./hack/mcs-conformance run -suite $(MCS_CONFORMANCE) -kubeconfig $(CONFORMANCE_KUBECONFIG) \
+			-contexts $(CONFORMANCE_CONTEXTS) -mcnet-version $(VERSION) \
+			-out $(CONFORMANCE_OUT)/$(words $(subst $(comma), ,$(CONFORMANCE_CONTEXTS)))-clusters; \
+	fi
 
 .PHONY: demo
 demo: build ## Render the bundled example fleet into a new Git repository, fleet-repo/.

@@ -53,7 +53,12 @@ func runConformance(t *testing.T, suite string, drivers []mcnetv1.CableDriver) {
 		// rendered server block; startClusterDNS checks both are there.
 		startClusterDNS(t, l.Lab, c)
 	}
+	// Reports go where `make conformance` keeps them (MCS_CONFORMANCE_OUT/N-clusters),
+	// else beside the lab's logs.
 	out := filepath.Join(l.LogDir, "conformance")
+	if dir := os.Getenv("MCS_CONFORMANCE_OUT"); dir != "" {
+		out = filepath.Join(dir, fmt.Sprintf("%d-clusters", len(drivers)))
+	}
 	var progress strings.Builder
 	specs, err := conformance.Run(ctx, conformance.Options{
 		Suite:       suite,

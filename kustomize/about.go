@@ -25,7 +25,12 @@ func clusterPropertyCRD() *apiextensionsv1.CustomResourceDefinition {
 	maxLen := int64(128 * 1024)
 	return &apiextensionsv1.CustomResourceDefinition{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
-		ObjectMeta: metav1.ObjectMeta{Name: "clusterproperties." + aboutGroup},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "clusterproperties." + aboutGroup,
+			// *.k8s.io groups are protected: the API server wants the API's approval
+			// on record, here the KEP that defines it.
+			Annotations: map[string]string{"api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/tree/master/keps/sig-multicluster/2149-clusterid"},
+		},
 		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
 			Group: aboutGroup,
 			Scope: apiextensionsv1.ClusterScoped,
