@@ -19,6 +19,8 @@ BENCH_BASELINE ?= 0caa576f4db98dc08be03172b5c6cc75303258c9
 MCS_CONFORMANCE_VERSION := v0.5.2
 MCS_CONFORMANCE ?= bin/mcs-conformance/$(MCS_CONFORMANCE_VERSION)/conformance.test
 CONFORMANCE_OUT ?= bin/conformance
+# Fleet sizes `make scale` measures; fewer for a quick run (SCALE_N=10,100).
+SCALE_N ?= 10,100,300,1000
 export KUBEBUILDER_ASSETS := $(ENVTEST_ASSETS)
 
 BINARIES := $(notdir $(wildcard cmd/*))
@@ -72,6 +74,10 @@ e2e: tools build image ## Run only the end-to-end suites in the lab (root).
 bench: tools build image ## Run the benchmarks (the lab's too: -tags e2e) and print their figures.
 	hack/build-tools.sh wireguard-go
 	MCNET_BENCH_BASELINE=$(BENCH_BASELINE) go test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 120m ./...
+
+.PHONY: scale
+scale: tools build image ## Measure 1000 clusters on one broker: a real member and broker in the lab, N-1 simulated members (SCALE_N=10,100,300,1000; results, table and plot in bin/scale; docs/scale.md).
+	go test -tags e2e,scale -run '^TestScale$$' -count=1 -timeout 60m -v ./e2e/scale/ -args -scale.n=$(SCALE_N) -scale.out=$(CURDIR)/bin/scale
 
 .PHONY: conformance
 conformance: ## Run the MCS API conformance suite unmodified: on lab clusters (2, then 3; root), or CONFORMANCE_KUBECONFIG=FILE CONFORMANCE_CONTEXTS=c0,c1[,c2] (docs/conformance.md).
