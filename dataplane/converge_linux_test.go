@@ -77,8 +77,10 @@ func convergeStates() map[string]State {
 		"gateway-wireguard": {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{bWG, c}, Gateway: gw},
 		"gateway-mixed":     {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}, Gateway: gw},
 		"gateway-dualstack": {ClusterID: "a", LocalCIDRs: append(prefixes("fd00:1::/48"), local...), Remotes: []Remote{b, c6}, Gateway: gw, UnderlayMTU: 9000},
-		"node":              {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}, ActiveGateway: netip.MustParseAddr("198.18.1.1"), LooseRPFilter: []string{"eth0"}},
-		"node-no-gateway":   {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}},
+		"gateway-remap": {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}, Gateway: gw,
+			Remap: []PrefixMap{{Real: netip.MustParsePrefix("10.1.0.0/16"), Global: netip.MustParsePrefix("100.64.0.0/16")}}},
+		"node":            {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}, ActiveGateway: netip.MustParseAddr("198.18.1.1"), LooseRPFilter: []string{"eth0"}},
+		"node-no-gateway": {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}},
 	}
 }
 

@@ -183,7 +183,21 @@ func buildRuleset(name string, f filterSpec) nftRuleset {
 		}
 	}
 	rules := map[string][][]expr.Any{chainVXLANSources: sources, chainKeepSource: keep, chainClampMSS: mssRules}
-	for _, def := range nftChainDefs {
+	defs := slices.Clone(nftChainDefs)
+	if len(f.Remap) > 0 {
+		for name, r := range remapRules(f.Remap) {
+			rules[name] = r
+		}
+		for _, d := range remapChainDefs {
+			defs = append(defs, struct {
+				name string
+				typ  nftables.ChainType
+				hook nftables.ChainHook
+				prio nftables.ChainPriority
+			}{d.name, nftables.ChainTypeNAT, d.hook, d.prio})
+		}
+	}
+	for _, def := range defs {
 		rs.chains = append(rs.chains, nftChainRules{
 			chain: &nftables.Chain{
 				Table: t, Name: def.name, Type: def.typ,

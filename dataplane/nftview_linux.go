@@ -240,6 +240,12 @@ func renderExprs(exprs []expr.Any) string {
 				continue
 			}
 		case *expr.Immediate:
+			if s, n := renderNATPrefix(exprs[i:]); n > 0 {
+				flush()
+				out = append(out, s)
+				i += n - 1
+				continue
+			}
 			x, ok := next(1).(*expr.Exthdr)
 			if ok && e.Register == x.SourceRegister && len(e.Data) == 2 &&
 				x.Op == expr.ExthdrOpTcpopt && x.Type == tcpOptMaxSeg && x.Offset == 2 && x.Len == 2 {
@@ -328,6 +334,10 @@ func renderPayload(p *expr.Payload, rest []expr.Any, l4, nfp *dep) (string, int)
 		case *expr.Cmp:
 			if a, ok := netip.AddrFromSlice(e.Data); ok && e.Op == expr.CmpOpEq {
 				return field + " " + a.String(), 2
+			}
+		case *expr.Bitwise:
+			if p := renderMaskedCmp(rest); p != "" {
+				return field + " " + p, 3
 			}
 		case *expr.NAT:
 			fam := map[uint32]string{unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6"}[e.Family]

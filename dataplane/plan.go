@@ -62,6 +62,9 @@ type filterSpec struct {
 	MSS []mssClamp
 	// Ports are the VXLAN ports that accept frames only from known peers.
 	Ports []portFilter
+	// Remap are the prefix maps the active gateway translates (chains remap-in and
+	// remap-out, present only when there are any).
+	Remap []PrefixMap
 }
 
 // mssClamp is one tunnel and its MTU.
@@ -246,6 +249,9 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 
 	p.Filter.Local = slices.Clone(s.LocalCIDRs)
 	p.Filter.Remote = remoteCIDRs
+	if s.Gateway != nil && len(remoteCIDRs) > 0 {
+		p.Filter.Remap = slices.Clone(s.Remap)
+	}
 	if len(remoteCIDRs) > 0 {
 		// Pods do not know the tunnel MTU; clamp their SYNs to it.
 		for _, l := range p.Links {

@@ -95,6 +95,9 @@ type State struct {
 	// an mcnet device; their rp_filter is set to loose. The interface towards the
 	// active gateway is found automatically.
 	LooseRPFilter []string `json:"looseRPFilter,omitempty"`
+	// Remap maps this cluster's pod CIDR onto its global range when the fleet remaps
+	// the cluster (see PrefixMap). Only the active gateway programs it.
+	Remap []PrefixMap `json:"remap,omitempty"`
 }
 
 // Gateway is the part of State only the active gateway has.
@@ -338,6 +341,7 @@ func (s State) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, s.validateRemap()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidState, err)
 	}

@@ -21,13 +21,16 @@ func FleetTable(cs *mcnetv1.ClusterSet) *mcnetv1.Fleet {
 		TypeMeta:   metav1.TypeMeta{APIVersion: mcnetv1.GroupVersion.String(), Kind: "Fleet"},
 		ObjectMeta: metav1.ObjectMeta{Name: cs.Name},
 	}
+	remapped := mcnetv1.RemappedClusters(cs)
 	for _, c := range cs.Spec.Clusters {
 		f.Spec.Clusters = append(f.Spec.Clusters, mcnetv1.FleetMember{
-			Name:         c.Name,
-			PodCIDRs:     slices.Clone(c.PodCIDRs),
-			ServiceCIDRs: slices.Clone(c.ServiceCIDRs),
-			Cable:        c.Cable,
-			CablePort:    c.CablePort,
+			Name:           c.Name,
+			PodCIDRs:       slices.Clone(c.PodCIDRs),
+			ServiceCIDRs:   slices.Clone(c.ServiceCIDRs),
+			Cable:          c.Cable,
+			CablePort:      c.CablePort,
+			GlobalPodCIDRs: slices.Clone(c.GlobalPodCIDRs),
+			Remapped:       remapped[c.Name],
 		})
 	}
 	slices.SortFunc(f.Spec.Clusters, func(a, b mcnetv1.FleetMember) int { return strings.Compare(a.Name, b.Name) })

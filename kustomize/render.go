@@ -37,6 +37,10 @@ type Options struct {
 	// RepoURL is the Git URL Argo CD Applications and a Flux GitRepository point at when
 	// the fleet's spec.gitOps names none.
 	RepoURL string
+	// Kept is the Fleet table of the previous render of this tree (read from Git), or
+	// nil: the global pod ranges it records stay where they are (see
+	// mcnetv1.AllocateGlobalnet).
+	Kept *mcnetv1.Fleet
 }
 
 // Top-level directories and files of a rendered tree. Everything else in the output
@@ -67,6 +71,9 @@ func Render(in *mcnetv1.ClusterSet, opts Options) (Tree, error) {
 	mcnetv1.SetDefaults_ClusterSet(cs)
 	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
 		return nil, fmt.Errorf("invalid fleet: %w", errs.ToAggregate())
+	}
+	if err := mcnetv1.AllocateGlobalnet(cs, opts.Kept); err != nil {
+		return nil, fmt.Errorf("invalid fleet: %w", err)
 	}
 	t := Tree{}
 	if err := renderBases(t); err != nil {

@@ -115,6 +115,12 @@ type ClusterSetSpec struct {
 	// +optional
 	GitOps GitOpsSpec `json:"gitOps,omitempty"`
 
+	// Globalnet lets clusters whose pod or service networks overlap join the fleet: the
+	// render gives each such cluster a global pod range of the same size from this
+	// pool, and the other clusters reach its pods there, remapped 1:1. See GlobalnetSpec.
+	// +optional
+	Globalnet *GlobalnetSpec `json:"globalnet,omitempty"`
+
 	// Clusters lists the member clusters.
 	Clusters []ClusterSpec `json:"clusters"`
 }
@@ -211,6 +217,14 @@ type ClusterSpec struct {
 	// it from a hub (Argo CD's destination); optional.
 	// +optional
 	Server string `json:"server,omitempty"`
+
+	// GlobalPodCIDRs pins the cluster's global pod range (one IPv4 CIDR of the same
+	// size as its IPv4 pod CIDR) instead of letting the render allocate one from
+	// spec.globalnet.cidr. Other clusters reach its pods there when its networks
+	// overlap another member's.
+	// +kubebuilder:validation:MaxItems=1
+	// +optional
+	GlobalPodCIDRs []string `json:"globalPodCIDRs,omitempty"`
 }
 
 // GatewaySelector selects gateway nodes.

@@ -73,6 +73,7 @@ func ValidateClusterSet(cs *ClusterSet) field.ErrorList {
 		}
 	}
 	errs = append(errs, validateOverlaps(cs)...)
+	errs = append(errs, validateGlobalnet(cs)...)
 	return errs
 }
 
@@ -226,10 +227,13 @@ type namedPrefix struct {
 	path *field.Path
 	pfx  netip.Prefix
 	who  string
+	name string // the cluster
 }
 
 // validateOverlaps rejects any two networks that overlap, whether in one cluster or across
-// clusters: routing between clusters cannot tell overlapping networks apart.
+// clusters: routing between clusters cannot tell overlapping networks apart. IPv4
+// networks of different clusters may overlap when globalnet remaps them (see
+// GlobalnetSpec); the error says how to turn it on.
 func validateOverlaps(cs *ClusterSet) field.ErrorList {
 	var all []namedPrefix
 	for i := range cs.Spec.Clusters {
@@ -238,7 +242,7 @@ func validateOverlaps(cs *ClusterSet) field.ErrorList {
 		for kind, list := range map[string][]string{"podCIDRs": c.PodCIDRs, "serviceCIDRs": c.ServiceCIDRs} {
 			for j, s := range list {
 				if pfx, err := netip.ParsePrefix(s); err == nil {
-					all = append(all, namedPrefix{p.Child(kind).Index(j), pfx.Masked(), c.Name + " " + kind})
+					all = append(all, namedPrefix{p.Child(kind).Index(j), pfx.Masked(), c.Name + " " + kind, c.Name})
 				}
 			}
 		}
@@ -247,9 +251,17 @@ func validateOverlaps(cs *ClusterSet) field.ErrorList {
 	var errs field.ErrorList
 	for i := range all {
 		for j := i + 1; j < len(all); j++ {
-			if all[i].pfx.Overlaps(all[j].pfx) {
-				errs = append(errs, field.Invalid(all[j].path, all[j].pfx.String(),
-					fmt.Sprintf("overlaps %s %s (%s); every cluster needs its own pod and service networks", all[i].who, all[i].pfx, all[i].path)))
+			a, b := all[i], all[j]
+			if !a.pfx.Overlaps(b.pfx) {
+				continue
+			}
+			switch {
+			case a.name == b.name:
+				errs = append(errs, field.Invalid(b.path, b.pfx.String(),
+					fmt.Sprintf("overlaps %s %s (%s); a cluster's pod and service networks must be distinct", a.who, a.pfx, a.path)))
+			case a.pfx.Addr().Is6() || !globalnetOn(cs, a.name, b.name):
+				errs = append(errs, field.Invalid(b.path, b.pfx.String(),
+					fmt.Sprintf("overlaps %s %s (%s); %s", a.who, a.pfx, a.path, globalOverlapDetail(a.pfx.Addr().Is6()))))
 			}
 		}
 	}

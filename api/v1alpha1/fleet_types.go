@@ -66,6 +66,17 @@ type FleetMember struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	CablePort int32 `json:"cablePort"`
+	// GlobalPodCIDRs is the cluster's global pod range (IPv4, the size of its IPv4 pod
+	// CIDR), kept here once allocated so that later renders never move it.
+	// +kubebuilder:validation:MaxItems=1
+	// +kubebuilder:validation:items:MaxLength=18
+	// +optional
+	GlobalPodCIDRs []string `json:"globalPodCIDRs,omitempty"`
+	// Remapped says the cluster's networks overlap another member's: every other
+	// cluster reaches its pods at GlobalPodCIDRs (its gateway maps them 1:1 onto its
+	// pod CIDR both ways) and routes none of its IPv4 service CIDRs.
+	// +optional
+	Remapped bool `json:"remapped,omitempty"`
 }
 
 // +kubebuilder:object:root=true

@@ -124,6 +124,10 @@ func RenderedTree(dir string) (*Tree, []Check) {
 
 // UpToDate checks the tree against what the fleet renders now.
 func UpToDate(cs *mcnetv1.ClusterSet, t *Tree, opts kustomize.Options) []Check {
+	if opts.Kept == nil {
+		// The tree's own table holds the global ranges already allocated.
+		opts.Kept, _ = kustomize.ReadKept(t.Dir, cs.Name)
+	}
 	want, err := kustomize.Render(cs, opts)
 	if err != nil {
 		return []Check{fail("MCN1803", "", "rendered tree matches the fleet", "render: %v", err)}

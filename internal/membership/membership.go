@@ -38,6 +38,9 @@ type Member struct {
 	// listen on with it, as Git says; what its Endpoint claims does not count.
 	Cable     mcnetv1.CableDriver
 	CablePort int32
+	// GlobalPodCIDRs and Remapped are as in the Fleet table (see globalnet.go).
+	GlobalPodCIDRs []netip.Prefix
+	Remapped       bool
 }
 
 // CIDRs are the member's pod and service CIDRs: its whole allocation.
@@ -87,12 +90,12 @@ func New(f *mcnetv1.Fleet) (*Table, error) {
 	t := Empty(f.Name)
 	var errs []error
 	for _, fm := range f.Spec.Clusters {
-		m := &Member{Name: fm.Name, Cable: fm.Cable, CablePort: fm.CablePort}
+		m := &Member{Name: fm.Name, Cable: fm.Cable, CablePort: fm.CablePort, Remapped: fm.Remapped}
 		var bad []error
 		for _, list := range []struct {
 			dst *[]netip.Prefix
 			src []string
-		}{{&m.PodCIDRs, fm.PodCIDRs}, {&m.ServiceCIDRs, fm.ServiceCIDRs}} {
+		}{{&m.PodCIDRs, fm.PodCIDRs}, {&m.ServiceCIDRs, fm.ServiceCIDRs}, {&m.GlobalPodCIDRs, fm.GlobalPodCIDRs}} {
 			for _, s := range list.src {
 				p, err := netip.ParsePrefix(s)
 				if err != nil {
@@ -102,15 +105,16 @@ func New(f *mcnetv1.Fleet) (*Table, error) {
 				*list.dst = append(*list.dst, p.Masked())
 			}
 		}
+		bad = append(bad, m.checkGlobal())
 		if _, dup := t.members[fm.Name]; dup {
 			bad = append(bad, errors.New("listed twice"))
 		}
-		if len(bad) > 0 {
+		if bad = slices.DeleteFunc(bad, func(e error) bool { return e == nil }); len(bad) > 0 {
 			errs = append(errs, fmt.Errorf("member %q left out: %w", fm.Name, errors.Join(bad...)))
 			continue
 		}
 		t.members[fm.Name] = m
-		for _, p := range m.CIDRs() {
+		for _, p := range slices.Concat(m.CIDRs(), m.GlobalPodCIDRs) { // global ranges too
 			if !slices.Contains(t.bits, p.Bits()) {
 				t.bits = append(t.bits, p.Bits())
 			}
@@ -157,7 +161,8 @@ func (t *Table) Names() []string {
 	return out
 }
 
-// InFleet says whether a lies inside any member's allocation.
+// InFleet says whether a lies inside any member's allocation, or in the global range
+// other clusters reach a member at.
 func (t *Table) InFleet(a netip.Addr) bool {
 	a = a.Unmap()
 	for _, b := range t.bits {

@@ -117,6 +117,9 @@ func (o *Options) Complete(ctx context.Context) error {
 	o.OutDir = abs
 	o.gitTop = gitTopLevel(ctx, abs)
 	o.renderO = kustomize.Options{Version: version.Version, RepoURL: o.RepoURL}
+	if o.renderO.Kept, err = kustomize.ReadKept(abs, cs.Name); err != nil {
+		return cmdutil.Usage(fmt.Errorf("%w\nnothing was written", err))
+	}
 	if o.gitTop != "" {
 		if o.renderO.RepoURL == "" {
 			o.renderO.RepoURL = withoutCredentials(git(ctx, o.gitTop, "remote", "get-url", "origin"))

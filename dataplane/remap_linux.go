@@ -1,0 +1,142 @@
+package dataplane
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// The globalnet chains of mcnet's table, present only on the active gateway of a
+// remapped cluster (State.Remap):
+//
+//	chain remap-in {
+//		type nat hook prerouting priority dstnat - 10; policy accept;
+//		ip daddr 100.64.0.0/16 dnat ip prefix to 10.244.0.0/16
+//	}
+//	chain remap-out {
+//		type nat hook postrouting priority srcnat - 20; policy accept;
+//		ip saddr 10.244.0.0/16 ip daddr @remote-v4 snat ip prefix to 100.64.0.0/16
+//	}
+//
+// "prefix" is the kernel's NF_NAT_RANGE_NETMAP: the host part of the address is kept,
+// so the map is 1:1 (nf_nat_core.c, nf_nat_l3proto_ip netmap since Linux 5.8). Both are
+// stateful: conntrack translates the replies back. remap-out runs before keep-source
+// (priority srcnat - 10), whose identity binding would otherwise stop it: the kernel
+// runs a hook's nat chains only until one binds. remap-in runs before kube-proxy's
+// dstnat chains; a packet for a global pod address needs no service DNAT, so taking
+// the hook's binding costs nothing. Neither depends on kube-proxy's mode.
+const (
+	chainRemapIn  = "remap-in"
+	chainRemapOut = "remap-out"
+)
+
+var remapChainDefs = []struct {
+	name string
+	hook nftables.ChainHook
+	prio nftables.ChainPriority
+}{
+	{chainRemapIn, unix.NF_INET_PRE_ROUTING, -110},
+	{chainRemapOut, unix.NF_INET_POST_ROUTING, 80},
+}
+
+// remapRules are the rules of remap-in and remap-out for the maps.
+func remapRules(maps []PrefixMap) map[string][][]expr.Any {
+	out := map[string][][]expr.Any{}
+	for _, m := range maps {
+		out[chainRemapIn] = append(out[chainRemapIn], concat(matchNFProto(false),
+			matchPrefix(false, m.Global),
+			natPrefix(expr.NATTypeDestNAT, m.Real)))
+		out[chainRemapOut] = append(out[chainRemapOut], concat(matchNFProto(false),
+			matchPrefix(true, m.Real),
+			[]expr.Any{loadAddr(false, false), lookup("remote-v4", false)},
+			natPrefix(expr.NATTypeSourceNAT, m.Global)))
+	}
+	return out
+}
+
+// matchPrefix matches the source or destination IPv4 address against p, as nft
+// encodes "ip saddr 10.0.0.0/16": load, mask, compare.
+func matchPrefix(src bool, p netip.Prefix) []expr.Any {
+	m := prefixMask(p)
+	return []expr.Any{
+		loadAddr(false, src),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: m, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
+	}
+}
+
+func prefixMask(p netip.Prefix) []byte {
+	b := make([]byte, p.Addr().BitLen()/8)
+	for i := 0; i < p.Bits(); i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return b
+}
+
+// natPrefix maps the address onto p keeping its host part (nft's "prefix to").
+func natPrefix(t expr.NATType, p netip.Prefix) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: p.Masked().Addr().AsSlice()},
+		&expr.Immediate{Register: 2, Data: lastAddr(p).AsSlice()},
+		&expr.NAT{Type: t, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 2, Prefix: true},
+	}
+}
+
+// renderNATPrefix prints two immediates and a prefix NAT as nft does, reporting how
+// many expressions it used (0: not that pattern).
+func renderNATPrefix(exprs []expr.Any) (string, int) {
+	if len(exprs) < 3 {
+		return "", 0
+	}
+	lo, ok1 := exprs[0].(*expr.Immediate)
+	hi, ok2 := exprs[1].(*expr.Immediate)
+	n, ok3 := exprs[2].(*expr.NAT)
+	if !ok1 || !ok2 || !ok3 || !n.Prefix || n.RegAddrMin != lo.Register || n.RegAddrMax != hi.Register || n.Family != unix.NFPROTO_IPV4 {
+		return "", 0
+	}
+	a, okA := netip.AddrFromSlice(lo.Data)
+	b, okB := netip.AddrFromSlice(hi.Data)
+	if !okA || !okB {
+		return "", 0
+	}
+	kind := "snat"
+	if n.Type == expr.NATTypeDestNAT {
+		kind = "dnat"
+	}
+	return fmt.Sprintf("%s ip prefix to %s", kind, rangeString(a, b)), 3
+}
+
+// renderMaskedCmp prints a masked compare of an address as nft does ("10.0.0.0/16"),
+// or "" when rest does not start with one.
+func renderMaskedCmp(rest []expr.Any) string {
+	if len(rest) < 2 {
+		return ""
+	}
+	b, ok1 := rest[0].(*expr.Bitwise)
+	c, ok2 := rest[1].(*expr.Cmp)
+	if !ok1 || !ok2 || c.Op != expr.CmpOpEq || len(b.Mask) != len(c.Data) {
+		return ""
+	}
+	ones := 0
+	for _, x := range b.Mask {
+		for i := 7; i >= 0; i-- {
+			if x&(1<<i) != 0 {
+				ones++
+			}
+		}
+	}
+	a, ok := netip.AddrFromSlice(c.Data)
+	if !ok {
+		return ""
+	}
+	p := netip.PrefixFrom(a, ones)
+	if !bytes.Equal(prefixMask(p), b.Mask) || p.Masked().Addr() != a {
+		return ""
+	}
+	return p.String()
+}
+
