@@ -139,4 +139,3 @@ func renderMaskedCmp(rest []expr.Any) string {
 	}
 	return p.String()
 }
-

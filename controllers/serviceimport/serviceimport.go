@@ -357,6 +357,10 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 		}
 		endpoints, rej := acceptEndpoints(table, c, src)
 		rejected = append(rejected, rej...)
+		if c != r.ClusterID {
+			endpoints, rej = reachEndpoints(table, c, src.Name, endpoints)
+			rejected = append(rejected, rej...)
+		}
 		want = append(want, &discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace:       si.Namespace,

@@ -36,6 +36,8 @@ type Source struct {
 	// Fleet names the fleet table: the index holds only clusters of the table, and of
 	// each only addresses inside its allocation, whatever the imports say (trust.go).
 	Fleet string
+	// ClusterID is the local cluster: its own backends keep their real addresses.
+	ClusterID string
 }
 
 // SetupWithManager registers the source's two watches with mgr.

@@ -24,18 +24,23 @@ func (s *Source) trust(ctx context.Context, svc *Service) error {
 	if errors.Is(err, membership.ErrNoTable) && !apierrors.IsNotFound(err) {
 		return err
 	}
-	if dropped := Trusted(svc, table); dropped > 0 {
+	if dropped := TrustedAt(svc, table, s.ClusterID); dropped > 0 {
 		log.FromContext(ctx).V(1).Info("DNS leaves out answers outside the fleet table", "namespace", svc.Namespace, "service", svc.Name, "dropped", dropped)
 	}
 	return nil
 }
 
 // Trusted removes from svc every backend of a cluster outside the table t and every
-// endpoint with an address outside its cluster's allocation, and says how many
-// endpoints it removed. The importer already filters so; this keeps DNS to the table
-// on its own, also for imports written before a change of the table reached the
-// importer.
-func Trusted(svc *Service, t *membership.Table) int {
+// endpoint with an address outside what is routed to its cluster (its allocation, or
+// its global range when the fleet remaps it), and says how many endpoints it removed.
+// The importer already filters so; this keeps DNS to the table on its own, also for
+// imports written before a change of the table reached the importer.
+func Trusted(svc *Service, t *membership.Table) int { return TrustedAt(svc, t, "") }
+
+// TrustedAt is Trusted for the DNS of cluster local: its own backends are held to its
+// own networks, remote ones to what local routes to them (their global range when the
+// fleet remaps them; the importer writes those addresses).
+func TrustedAt(svc *Service, t *membership.Table, local string) int {
 	dropped := 0
 	var backends []Backend
 	for _, b := range svc.Backends {
@@ -46,7 +51,11 @@ func Trusted(svc *Service, t *membership.Table) int {
 		}
 		var eps []Endpoint
 		for _, e := range b.Endpoints {
-			if len(e.Addrs) > 0 && !slices.ContainsFunc(e.Addrs, func(a netip.Addr) bool { return !m.ContainsAddr(a) }) {
+			inside := m.Reaches
+			if b.Cluster == local {
+				inside = m.ContainsAddr
+			}
+			if len(e.Addrs) > 0 && !slices.ContainsFunc(e.Addrs, func(a netip.Addr) bool { return !inside(a) }) {
 				eps = append(eps, e)
 			} else {
 				dropped++

@@ -577,8 +577,10 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *memb
 		}
 		for _, s := range ep.Spec.HealthCheckIPs {
 			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-				targets[ep.Spec.ClusterID] = netip.AddrPortFrom(a, uint16(g.opts.healthCheckPort()))
-				break
+				if a, ok := ReachHealthCheck(table, ep.Spec.ClusterID, a); ok {
+					targets[ep.Spec.ClusterID] = netip.AddrPortFrom(a, uint16(g.opts.healthCheckPort()))
+					break
+				}
 			}
 		}
 	}

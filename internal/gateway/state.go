@@ -57,7 +57,7 @@ func Remote(localCable mcnetv1.CableDriver, t *membership.Table, m *membership.M
 	object := "Endpoint " + ep.Name
 	r := dataplane.Remote{ClusterID: ep.Spec.ClusterID}
 	cidrs, rej := m.Subnets(object, "spec.subnets", ep.Spec.Subnets)
-	r.CIDRs = cidrs
+	r.CIDRs = reachable(m, cidrs)
 	spec := ep.Spec
 	if spec.Cable != m.Cable || spec.Port != m.CablePort {
 		rej = append(rej, membership.Rejection{Cluster: m.Name, Object: object, Field: "spec.cable/port",
@@ -131,7 +131,7 @@ type Local struct {
 // left out and reported by cluster, so one broken remote does not cut the others; what
 // was ignored comes back as rejections, for the caller to report.
 func BuildState(l Local, t *membership.Table, eps []mcnetv1.Endpoint, gw *dataplane.Gateway, activeGateway netip.Addr) (dataplane.State, map[string]error, []membership.Rejection) {
-	s := dataplane.State{ClusterID: l.ClusterID, LocalCIDRs: l.CIDRs, Gateway: gw}
+	s := dataplane.State{ClusterID: l.ClusterID, LocalCIDRs: l.CIDRs, Gateway: gw, Remap: localRemap(t, l.ClusterID)}
 	if gw == nil {
 		s.ActiveGateway = activeGateway
 	}

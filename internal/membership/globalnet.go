@@ -102,3 +102,8 @@ func (t *Table) Remapped() []*Member {
 	}
 	return out
 }
+
+// Reaches says whether a lies inside what this cluster routes to the member (Routed).
+func (m *Member) Reaches(a netip.Addr) bool {
+	return slices.ContainsFunc(m.Routed(), func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
+}
