@@ -67,7 +67,10 @@ func TestValidateGlobalnet(t *testing.T) {
 			cs.Spec.Clusters[0].DNSServiceIPs, cs.Spec.Clusters[1].DNSServiceIPs = nil, nil
 			SetDefaults_ClusterSet(cs)
 		}, "globalnet remaps IPv4 only"},
-		{"overlap inside one cluster", func(cs *ClusterSet) { cs.Spec.Clusters[2].ServiceCIDRs = []string{"10.30.128.0/24"}; cs.Spec.Clusters[2].DNSServiceIPs = []string{"10.30.128.11"} }, "must be distinct"},
+		{"overlap inside one cluster", func(cs *ClusterSet) {
+			cs.Spec.Clusters[2].ServiceCIDRs = []string{"10.30.128.0/24"}
+			cs.Spec.Clusters[2].DNSServiceIPs = []string{"10.30.128.11"}
+		}, "must be distinct"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cs := overlapFleet("100.64.0.0/10")
