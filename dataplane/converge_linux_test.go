@@ -78,7 +78,10 @@ func convergeStates() map[string]State {
 		"gateway-mixed":     {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}, Gateway: gw},
 		"gateway-dualstack": {ClusterID: "a", LocalCIDRs: append(prefixes("fd00:1::/48"), local...), Remotes: []Remote{b, c6}, Gateway: gw, UnderlayMTU: 9000},
 		"gateway-remap": {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}, Gateway: gw,
-			Remap: []PrefixMap{{Real: netip.MustParsePrefix("10.1.0.0/16"), Global: netip.MustParsePrefix("100.64.0.0/16")}}},
+			Remap: []PrefixMap{
+				{Real: netip.MustParsePrefix("10.1.0.0/16"), Global: netip.MustParsePrefix("100.64.0.0/16")},
+				{Real: netip.MustParsePrefix("10.101.0.0/16"), Global: netip.MustParsePrefix("100.65.0.0/16"), Stateless: true},
+			}},
 		"node":            {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}, ActiveGateway: netip.MustParseAddr("198.18.1.1"), LooseRPFilter: []string{"eth0"}},
 		"node-no-gateway": {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b, c}},
 	}

@@ -189,12 +189,9 @@ func buildRuleset(name string, f filterSpec) nftRuleset {
 			rules[name] = r
 		}
 		for _, d := range remapChainDefs {
-			defs = append(defs, struct {
-				name string
-				typ  nftables.ChainType
-				hook nftables.ChainHook
-				prio nftables.ChainPriority
-			}{d.name, nftables.ChainTypeNAT, d.hook, d.prio})
+			if rules[d.name] != nil {
+				defs = append(defs, d)
+			}
 		}
 	}
 	for _, def := range defs {

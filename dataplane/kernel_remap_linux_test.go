@@ -14,7 +14,8 @@ import (
 // other at its global range (a at 100.64.0.0/16, b at 100.65.0.0/16), TCP gets through
 // both ways, and the destination sees the sender's global pod address, even with a
 // CNI masquerade (iptables) on one gateway and kube-proxy's (nftables) on the other.
-// Dropping the remap from the State removes its chains.
+// A service address reached at its global twin is still DNATed by kube-proxy's
+// chain. Dropping the remap from the State removes its chains.
 func TestKernelRemap(t *testing.T) {
 	requireRoot(t)
 	l := newNamespaces(t, "gwa", "gwb", "poda", "podb")
@@ -25,16 +26,18 @@ func TestKernelRemap(t *testing.T) {
 		l.ip("pod"+side, "route", "add", "default", "via", "10.1.0.1")
 		l.sysctl("gw"+side, "net.ipv4.conf.all.rp_filter", "1")
 	}
-	real := netip.MustParsePrefix("10.1.0.0/16")
+	real, realSvc := netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("10.101.0.0/16")
 	globalA, globalB := netip.MustParsePrefix("100.64.0.0/16"), netip.MustParsePrefix("100.65.0.0/16")
-	remote := func(id string, global netip.Prefix, ep netip.Addr) Remote {
-		return Remote{ClusterID: id, CIDRs: []netip.Prefix{global}, Cable: Cable{Driver: DriverVXLAN, Endpoints: []netip.Addr{ep}}}
+	svcA, svcB := netip.MustParsePrefix("100.66.0.0/16"), netip.MustParsePrefix("100.67.0.0/16")
+	remote := func(id string, ep netip.Addr, global ...netip.Prefix) Remote {
+		return Remote{ClusterID: id, CIDRs: global, Cable: Cable{Driver: DriverVXLAN, Endpoints: []netip.Addr{ep}}}
 	}
+	local := []netip.Prefix{real, realSvc}
 	states := map[string]State{
-		"gwa": {ClusterID: "a", LocalCIDRs: []netip.Prefix{real}, Remotes: []Remote{remote("b", globalB, wanB)}, Gateway: &Gateway{},
-			Remap: []PrefixMap{{Real: real, Global: globalA}}},
-		"gwb": {ClusterID: "b", LocalCIDRs: []netip.Prefix{real}, Remotes: []Remote{remote("a", globalA, wanA)}, Gateway: &Gateway{},
-			Remap: []PrefixMap{{Real: real, Global: globalB}}},
+		"gwa": {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{remote("b", wanB, globalB, svcB)}, Gateway: &Gateway{},
+			Remap: []PrefixMap{{Real: real, Global: globalA}, {Real: realSvc, Global: svcA, Stateless: true}}},
+		"gwb": {ClusterID: "b", LocalCIDRs: local, Remotes: []Remote{remote("a", wanA, globalA, svcA)}, Gateway: &Gateway{},
+			Remap: []PrefixMap{{Real: real, Global: globalB}, {Real: realSvc, Global: svcB, Stateless: true}}},
 	}
 	for _, role := range []string{"gwa", "gwb"} {
 		l.nodes[role] = l.startNode(role)
@@ -55,8 +58,14 @@ func TestKernelRemap(t *testing.T) {
 	// the same way.
 	l.waitPing("podb", "100.64.0.1")
 
+	// A ClusterIP of b, 10.101.0.10, DNATed to b's pod by a stand-in for kube-proxy
+	// (nftables, priority dstnat): a reaches it at its global twin 100.67.0.10, the
+	// DNAT still applies, and the pod sees a's global pod address.
+	l.exec("gwb", "nft", "add table ip kube-proxy-svc { chain pre { type nat hook prerouting priority dstnat; ip daddr 10.101.0.10 dnat to 10.1.0.2; }; }")
+	l.checkRemappedTCP("podb", "poda", netip.MustParseAddr("100.67.0.10"), globalPodA)
+
 	for _, role := range []string{"gwa", "gwb"} {
-		if d := l.nftDump(role); !strings.Contains(d, "chain remap-in") || !strings.Contains(d, "chain remap-out") {
+		if d := l.nftDump(role); !strings.Contains(d, "chain remap-in") || !strings.Contains(d, "chain remap-svc-out") {
 			t.Fatalf("%s: no remap chains:\n%s", role, d)
 		}
 	}

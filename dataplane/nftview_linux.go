@@ -339,6 +339,9 @@ func renderPayload(p *expr.Payload, rest []expr.Any, l4, nfp *dep) (string, int)
 			if p := renderMaskedCmp(rest); p != "" {
 				return field + " " + p, 3
 			}
+			if s := renderRewrite(field, p, rest); s != "" {
+				return s, 3
+			}
 		case *expr.NAT:
 			fam := map[uint32]string{unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6"}[e.Family]
 			if e.Type == expr.NATTypeSourceNAT && e.RegAddrMin == p.DestRegister && (e.RegAddrMax == 0 || e.RegAddrMax == e.RegAddrMin) &&

@@ -17,9 +17,15 @@ import (
 //
 // Replies are translated back by conntrack. Each pod keeps one stable global
 // address, and the destination sees it as the source.
+//
+// A Stateless map (the service range) is translated without conntrack instead, before
+// it (remap-svc-in, prerouting priority raw; remap-svc-out, postrouting after srcnat),
+// so the packet reaches conntrack, and kube-proxy's DNAT, with the real ClusterIP: a
+// hook runs only one DNAT per connection, and kube-proxy's must be it.
 type PrefixMap struct {
-	Real   netip.Prefix `json:"real"`
-	Global netip.Prefix `json:"global"`
+	Real      netip.Prefix `json:"real"`
+	Global    netip.Prefix `json:"global"`
+	Stateless bool         `json:"stateless,omitempty"`
 }
 
 func (m PrefixMap) String() string { return m.Real.String() + "<->" + m.Global.String() }

@@ -29,24 +29,56 @@ import (
 // runs a hook's nat chains only until one binds. remap-in runs before kube-proxy's
 // dstnat chains; a packet for a global pod address needs no service DNAT, so taking
 // the hook's binding costs nothing. Neither depends on kube-proxy's mode.
+//
+// A stateless map (the service range) gets chains of its own, of type filter:
+//
+//	chain remap-svc-in {
+//		type filter hook prerouting priority raw; policy accept;
+//		ip daddr 100.65.0.0/16 ip daddr set ip daddr & 10.96.255.255 | 10.96.0.0
+//	}
+//	chain remap-svc-out {
+//		type filter hook postrouting priority 300; policy accept;
+//		ip saddr 10.96.0.0/16 ip daddr @remote-v4 ip saddr set ip saddr & 100.65.255.255 | 100.65.0.0
+//	}
+//
+// remap-svc-in rewrites before conntrack (priority -200), which then sees the real
+// ClusterIP and lets kube-proxy DNAT it, in either of its modes. The reply leaves the
+// gateway with the ClusterIP as source once conntrack has undone kube-proxy's DNAT
+// (at srcnat), so remap-svc-out runs after that. The checksums are updated with the
+// addresses (csum_type inet, L4 pseudo-header).
 const (
-	chainRemapIn  = "remap-in"
-	chainRemapOut = "remap-out"
+	chainRemapIn     = "remap-in"
+	chainRemapOut    = "remap-out"
+	chainRemapSvcIn  = "remap-svc-in"
+	chainRemapSvcOut = "remap-svc-out"
 )
 
 var remapChainDefs = []struct {
 	name string
+	typ  nftables.ChainType
 	hook nftables.ChainHook
 	prio nftables.ChainPriority
 }{
-	{chainRemapIn, unix.NF_INET_PRE_ROUTING, -110},
-	{chainRemapOut, unix.NF_INET_POST_ROUTING, 80},
+	{chainRemapIn, nftables.ChainTypeNAT, unix.NF_INET_PRE_ROUTING, -110},
+	{chainRemapOut, nftables.ChainTypeNAT, unix.NF_INET_POST_ROUTING, 80},
+	{chainRemapSvcIn, nftables.ChainTypeFilter, unix.NF_INET_PRE_ROUTING, -300},
+	{chainRemapSvcOut, nftables.ChainTypeFilter, unix.NF_INET_POST_ROUTING, 300},
 }
 
-// remapRules are the rules of remap-in and remap-out for the maps.
+// remapRules are the rules of the remap chains for the maps.
 func remapRules(maps []PrefixMap) map[string][][]expr.Any {
 	out := map[string][][]expr.Any{}
 	for _, m := range maps {
+		if m.Stateless {
+			out[chainRemapSvcIn] = append(out[chainRemapSvcIn], concat(matchNFProto(false),
+				matchPrefix(false, m.Global),
+				rewritePrefix(false, m.Real)))
+			out[chainRemapSvcOut] = append(out[chainRemapSvcOut], concat(matchNFProto(false),
+				matchPrefix(true, m.Real),
+				[]expr.Any{loadAddr(false, false), lookup("remote-v4", false)},
+				rewritePrefix(true, m.Global)))
+			continue
+		}
 		out[chainRemapIn] = append(out[chainRemapIn], concat(matchNFProto(false),
 			matchPrefix(false, m.Global),
 			natPrefix(expr.NATTypeDestNAT, m.Real)))
@@ -75,6 +107,44 @@ func prefixMask(p netip.Prefix) []byte {
 		b[i/8] |= 0x80 >> (i % 8)
 	}
 	return b
+}
+
+// rewritePrefix replaces the network part of the source or destination address with
+// p's, keeping the host part, and updates the checksums: nft's
+// "ip daddr set ip daddr & <host mask | net> | <net>".
+func rewritePrefix(src bool, p netip.Prefix) []expr.Any {
+	mask := prefixMask(p)
+	for i := range mask {
+		mask[i] = ^mask[i]
+	}
+	load := loadAddr(false, src)
+	return []expr.Any{
+		load,
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: p.Masked().Addr().AsSlice()},
+		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: load.Offset, Len: 4,
+			CsumType: expr.CsumTypeInet, CsumOffset: 10, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR},
+	}
+}
+
+// renderRewrite prints a rewritePrefix sequence after its load of field as nft does,
+// or "" when rest does not continue with one.
+func renderRewrite(field string, load *expr.Payload, rest []expr.Any) string {
+	if len(rest) < 2 {
+		return ""
+	}
+	b, ok1 := rest[0].(*expr.Bitwise)
+	w, ok2 := rest[1].(*expr.Payload)
+	if !ok1 || !ok2 || w.OperationType != expr.PayloadWrite || w.Base != load.Base || w.Offset != load.Offset || w.Len != load.Len ||
+		w.SourceRegister != b.DestRegister || len(b.Mask) != 4 || len(b.Xor) != 4 {
+		return ""
+	}
+	or := make([]byte, 4)
+	for i := range or {
+		or[i] = b.Mask[i] | b.Xor[i]
+	}
+	m, _ := netip.AddrFromSlice(or)
+	x, _ := netip.AddrFromSlice(b.Xor)
+	return fmt.Sprintf("%s set %s & %s | %s", field, field, m, x)
 }
 
 // natPrefix maps the address onto p keeping its host part (nft's "prefix to").

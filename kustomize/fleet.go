@@ -24,13 +24,14 @@ func FleetTable(cs *mcnetv1.ClusterSet) *mcnetv1.Fleet {
 	remapped := mcnetv1.RemappedClusters(cs)
 	for _, c := range cs.Spec.Clusters {
 		f.Spec.Clusters = append(f.Spec.Clusters, mcnetv1.FleetMember{
-			Name:           c.Name,
-			PodCIDRs:       slices.Clone(c.PodCIDRs),
-			ServiceCIDRs:   slices.Clone(c.ServiceCIDRs),
-			Cable:          c.Cable,
-			CablePort:      c.CablePort,
-			GlobalPodCIDRs: slices.Clone(c.GlobalPodCIDRs),
-			Remapped:       remapped[c.Name],
+			Name:               c.Name,
+			PodCIDRs:           slices.Clone(c.PodCIDRs),
+			ServiceCIDRs:       slices.Clone(c.ServiceCIDRs),
+			Cable:              c.Cable,
+			CablePort:          c.CablePort,
+			GlobalPodCIDRs:     slices.Clone(c.GlobalPodCIDRs),
+			GlobalServiceCIDRs: slices.Clone(c.GlobalServiceCIDRs),
+			Remapped:           remapped[c.Name],
 		})
 	}
 	slices.SortFunc(f.Spec.Clusters, func(a, b mcnetv1.FleetMember) int { return strings.Compare(a.Name, b.Name) })

@@ -225,6 +225,12 @@ type ClusterSpec struct {
 	// +kubebuilder:validation:MaxItems=1
 	// +optional
 	GlobalPodCIDRs []string `json:"globalPodCIDRs,omitempty"`
+
+	// GlobalServiceCIDRs likewise pins the cluster's global service range (one IPv4
+	// CIDR of the size of its IPv4 service CIDR).
+	// +kubebuilder:validation:MaxItems=1
+	// +optional
+	GlobalServiceCIDRs []string `json:"globalServiceCIDRs,omitempty"`
 }
 
 // GatewaySelector selects gateway nodes.

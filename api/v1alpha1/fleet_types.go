@@ -72,9 +72,15 @@ type FleetMember struct {
 	// +kubebuilder:validation:items:MaxLength=18
 	// +optional
 	GlobalPodCIDRs []string `json:"globalPodCIDRs,omitempty"`
+	// GlobalServiceCIDRs is the cluster's global service range (IPv4, the size of its
+	// IPv4 service CIDR), kept like GlobalPodCIDRs.
+	// +kubebuilder:validation:MaxItems=1
+	// +kubebuilder:validation:items:MaxLength=18
+	// +optional
+	GlobalServiceCIDRs []string `json:"globalServiceCIDRs,omitempty"`
 	// Remapped says the cluster's networks overlap another member's: every other
-	// cluster reaches its pods at GlobalPodCIDRs (its gateway maps them 1:1 onto its
-	// pod CIDR both ways) and routes none of its IPv4 service CIDRs.
+	// cluster reaches its pods at GlobalPodCIDRs and its services at
+	// GlobalServiceCIDRs (its gateway maps them 1:1 onto the real ones both ways).
 	// +optional
 	Remapped bool `json:"remapped,omitempty"`
 }

@@ -14,20 +14,21 @@ import (
 // service 10.96.0.0/12).
 //
 // A cluster whose IPv4 pod or service CIDR overlaps any CIDR of another member is
-// remapped: it gets a global pod range the size of its IPv4 pod CIDR, and every other
-// cluster reaches its pods there. Its gateway maps the range 1:1 onto the real pod CIDR
-// in both directions (nftables prefix NAT), so each remote pod keeps a unique, stable
-// address and the source a destination sees identifies one pod. Its services are
-// reached through their ClusterSetIP or headless records, which DNS answers with the
-// global pod addresses; its service CIDRs are not routed across clusters. Clusters whose
-// networks overlap no other member's keep their own addresses. The decision is made
-// from the fleet alone, so both ends of every pair agree on it.
+// remapped: it gets a global pod range and a global service range, each the size of
+// its IPv4 pod or service CIDR, and every other cluster reaches its pods and services
+// there. Its gateway maps the ranges 1:1 onto the real ones in both directions
+// (nftables prefix NAT), so each remote pod keeps a unique, stable address and the
+// source a destination sees identifies one pod; DNS answers the global addresses.
+// Clusters whose networks overlap no other member's keep their own addresses (a third
+// cluster could not tell two identical ranges apart, so every other member reaches a
+// remapped cluster at its global ranges). The decision is made from the fleet alone,
+// so both ends of every pair agree on it.
 //
 // Allocations are kept in the rendered Fleet table: a later render keeps every
 // allocation it finds there, so adding or removing clusters never moves another's.
 // IPv4 only: overlapping IPv6 networks are still an error.
 type GlobalnetSpec struct {
-	// CIDR is the IPv4 pool global pod ranges are allocated from, e.g. 100.64.0.0/10.
+	// CIDR is the IPv4 pool global ranges are allocated from, e.g. 100.64.0.0/10.
 	// It must overlap no member's pod or service CIDR.
 	CIDR string `json:"cidr"`
 }
@@ -75,9 +76,24 @@ func globalnetOn(cs *ClusterSet, a, b string) bool {
 	return pinned(a) && pinned(b)
 }
 
+// globalKind is one of the two networks a remapped cluster gets a global twin of.
+type globalKind struct {
+	field string // of ClusterSpec and FleetMember
+	real  func(*ClusterSpec) []string
+	get   func(*ClusterSpec) *[]string
+	kept  func(*FleetMember) []string
+}
+
+var globalKinds = []globalKind{
+	{"globalPodCIDRs", func(c *ClusterSpec) []string { return c.PodCIDRs }, func(c *ClusterSpec) *[]string { return &c.GlobalPodCIDRs }, func(m *FleetMember) []string { return m.GlobalPodCIDRs }},
+	{"globalServiceCIDRs", func(c *ClusterSpec) []string { return c.ServiceCIDRs }, func(c *ClusterSpec) *[]string { return &c.GlobalServiceCIDRs }, func(m *FleetMember) []string { return m.GlobalServiceCIDRs }},
+}
+
 // v4Pod is the cluster's IPv4 pod CIDR, if it has one that parses.
-func v4Pod(c *ClusterSpec) (netip.Prefix, bool) {
-	for _, s := range c.PodCIDRs {
+func v4Pod(c *ClusterSpec) (netip.Prefix, bool) { return firstV4(c.PodCIDRs) }
+
+func firstV4(cidrs []string) (netip.Prefix, bool) {
+	for _, s := range cidrs {
 		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
 			return p.Masked(), true
 		}
@@ -136,35 +152,38 @@ func validateGlobalnet(cs *ClusterSet) field.ErrorList {
 	var pins []pinned
 	for i := range cs.Spec.Clusters {
 		c := &cs.Spec.Clusters[i]
-		p := field.NewPath("spec", "clusters").Key(c.Name).Child("globalPodCIDRs")
-		if len(c.GlobalPodCIDRs) > 1 {
-			errs = append(errs, field.TooMany(p, len(c.GlobalPodCIDRs), 1))
-		}
-		for j, s := range c.GlobalPodCIDRs {
-			g, err := netip.ParsePrefix(s)
-			pod, hasPod := v4Pod(c)
-			switch {
-			case err != nil || !g.Addr().Is4():
-				errs = append(errs, field.Invalid(p.Index(j), s, "must be an IPv4 CIDR (globalnet is IPv4 only)"))
-			case g.Masked() != g:
-				errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("has host bits set; did you mean %s?", g.Masked())))
-			case !hasPod:
-				errs = append(errs, field.Invalid(p.Index(j), s, "the cluster has no IPv4 pod CIDR to map it onto"))
-			case g.Bits() != pod.Bits():
-				errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("must be a /%d, the size of the pod CIDR %s (the map is 1:1)", pod.Bits(), pod)))
-			case pool.IsValid() && !(pool.Bits() <= g.Bits() && pool.Contains(g.Addr())):
-				errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("outside spec.globalnet.cidr %s", pool)))
-			default:
-				if r, bad := overlapsReal(g); bad {
-					errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("overlaps the member network %s", r)))
-					continue
-				}
-				for _, o := range pins {
-					if o.p.Overlaps(g) {
-						errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("overlaps %s (%s)", o.p, o.path)))
+		for _, k := range globalKinds {
+			p := field.NewPath("spec", "clusters").Key(c.Name).Child(k.field)
+			pinnedList := *k.get(c)
+			if len(pinnedList) > 1 {
+				errs = append(errs, field.TooMany(p, len(pinnedList), 1))
+			}
+			for j, s := range pinnedList {
+				g, err := netip.ParsePrefix(s)
+				real, hasReal := firstV4(k.real(c))
+				switch {
+				case err != nil || !g.Addr().Is4():
+					errs = append(errs, field.Invalid(p.Index(j), s, "must be an IPv4 CIDR (globalnet is IPv4 only)"))
+				case g.Masked() != g:
+					errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("has host bits set; did you mean %s?", g.Masked())))
+				case !hasReal:
+					errs = append(errs, field.Invalid(p.Index(j), s, "the cluster has no IPv4 CIDR to map it onto"))
+				case g.Bits() != real.Bits():
+					errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("must be a /%d, the size of %s (the map is 1:1)", real.Bits(), real)))
+				case pool.IsValid() && !(pool.Bits() <= g.Bits() && pool.Contains(g.Addr())):
+					errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("outside spec.globalnet.cidr %s", pool)))
+				default:
+					if r, bad := overlapsReal(g); bad {
+						errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("overlaps the member network %s", r)))
+						continue
 					}
+					for _, o := range pins {
+						if o.p.Overlaps(g) {
+							errs = append(errs, field.Invalid(p.Index(j), s, fmt.Sprintf("overlaps %s (%s)", o.p, o.path)))
+						}
+					}
+					pins = append(pins, pinned{p.Index(j), g})
 				}
-				pins = append(pins, pinned{p.Index(j), g})
 			}
 		}
 	}
@@ -179,9 +198,10 @@ func validateGlobalnet(cs *ClusterSet) field.ErrorList {
 	return errs
 }
 
-// AllocateGlobalnet gives every remapped cluster of a defaulted, valid fleet that pins
-// no global pod range one from spec.globalnet.cidr, writing it into the cluster's
-// GlobalPodCIDRs. kept is the Fleet table of the previous render (nil for none): every
+// AllocateGlobalnet gives every remapped cluster of a defaulted, valid fleet a global
+// pod range and a global service range (each the size of its IPv4 pod or service
+// CIDR) from spec.globalnet.cidr where it pins none, writing them into the cluster's
+// GlobalPodCIDRs and GlobalServiceCIDRs. kept is the Fleet table of the previous render (nil for none): every
 // allocation recorded there for a cluster still in the fleet is kept, remapped or not,
 // so no render ever moves an allocation. New ones are the lowest free block of the
 // pod CIDR's size, given in cluster-name order, so the result depends on the fleet and
@@ -196,12 +216,18 @@ func AllocateGlobalnet(cs *ClusterSet, kept *Fleet) error {
 		return fmt.Errorf("spec.globalnet.cidr: %w", err)
 	}
 	taken := realCIDRs(cs)
-	alloc := map[string]netip.Prefix{}
+	type key struct {
+		cluster string
+		kind    int
+	}
+	alloc := map[key]netip.Prefix{}
 	for _, c := range cs.Spec.Clusters {
-		for _, s := range c.GlobalPodCIDRs {
-			if p, err := netip.ParsePrefix(s); err == nil {
-				taken = append(taken, p.Masked())
-				alloc[c.Name] = p.Masked()
+		for k, kind := range globalKinds {
+			for _, s := range *kind.get(&c) {
+				if p, err := netip.ParsePrefix(s); err == nil {
+					taken = append(taken, p.Masked())
+					alloc[key{c.Name, k}] = p.Masked()
+				}
 			}
 		}
 	}
@@ -216,42 +242,45 @@ func AllocateGlobalnet(cs *ClusterSet, kept *Fleet) error {
 	// Kept allocations first, so a new cluster never takes a block an old one holds.
 	if kept != nil {
 		for _, c := range byName {
-			if _, pinned := alloc[c.Name]; pinned {
-				continue
-			}
-			pod, ok := v4Pod(&c)
-			if !ok {
-				continue
-			}
-			for _, m := range kept.Spec.Clusters {
-				if m.Name != c.Name || len(m.GlobalPodCIDRs) == 0 {
+			for k, kind := range globalKinds {
+				real, ok := firstV4(kind.real(&c))
+				if _, pinned := alloc[key{c.Name, k}]; pinned || !ok {
 					continue
 				}
-				if p, err := netip.ParsePrefix(m.GlobalPodCIDRs[0]); err == nil && p.Bits() == pod.Bits() && fits(p.Masked()) {
-					alloc[c.Name] = p.Masked()
-					taken = append(taken, p.Masked())
+				for _, m := range kept.Spec.Clusters {
+					if m.Name != c.Name || len(kind.kept(&m)) == 0 {
+						continue
+					}
+					if p, err := netip.ParsePrefix(kind.kept(&m)[0]); err == nil && p.Bits() == real.Bits() && fits(p.Masked()) {
+						alloc[key{c.Name, k}] = p.Masked()
+						taken = append(taken, p.Masked())
+					}
 				}
 			}
 		}
 	}
 	remapped := RemappedClusters(cs)
 	for _, c := range byName {
-		if _, done := alloc[c.Name]; done || !remapped[c.Name] {
-			continue
+		for k, kind := range globalKinds {
+			real, ok := firstV4(kind.real(&c))
+			if _, done := alloc[key{c.Name, k}]; done || !remapped[c.Name] || !ok {
+				continue
+			}
+			p, ok := firstFree(pool, real.Bits(), fits)
+			if !ok {
+				return fmt.Errorf("spec.globalnet.cidr: %s has no free /%d left for cluster %s's %s (%d global ranges already allocated): "+
+					"use a larger pool (e.g. 100.64.0.0/10), smaller pod or service CIDRs, or give clusters that need no remap networks of their own",
+					pool, real.Bits(), c.Name, kind.field, len(alloc))
+			}
+			alloc[key{c.Name, k}] = p
+			taken = append(taken, p)
 		}
-		pod, _ := v4Pod(&c)
-		p, ok := firstFree(pool, pod.Bits(), fits)
-		if !ok {
-			return fmt.Errorf("spec.globalnet.cidr: %s has no free /%d left for cluster %s (%d global ranges already allocated): "+
-				"use a larger pool (e.g. 100.64.0.0/10), smaller pod CIDRs, or give clusters that need no remap networks of their own",
-				pool, pod.Bits(), c.Name, len(alloc))
-		}
-		alloc[c.Name] = p
-		taken = append(taken, p)
 	}
 	for i := range cs.Spec.Clusters {
-		if p, ok := alloc[cs.Spec.Clusters[i].Name]; ok {
-			cs.Spec.Clusters[i].GlobalPodCIDRs = []string{p.String()}
+		for k, kind := range globalKinds {
+			if p, ok := alloc[key{cs.Spec.Clusters[i].Name, k}]; ok {
+				*kind.get(&cs.Spec.Clusters[i]) = []string{p.String()}
+			}
 		}
 	}
 	return nil

@@ -117,21 +117,24 @@ func globals(cs *ClusterSet) map[string]string {
 func table(cs *ClusterSet) *Fleet {
 	f := &Fleet{ObjectMeta: metav1.ObjectMeta{Name: cs.Name}}
 	for _, c := range cs.Spec.Clusters {
-		f.Spec.Clusters = append(f.Spec.Clusters, FleetMember{Name: c.Name, GlobalPodCIDRs: c.GlobalPodCIDRs})
+		f.Spec.Clusters = append(f.Spec.Clusters, FleetMember{Name: c.Name, GlobalPodCIDRs: c.GlobalPodCIDRs, GlobalServiceCIDRs: c.GlobalServiceCIDRs})
 	}
 	return f
 }
 
 func TestAllocateGlobalnet(t *testing.T) {
-	cs := overlapFleet("100.64.0.0/14")
+	cs := overlapFleet("100.64.0.0/13")
 	if err := AllocateGlobalnet(cs, nil); err != nil {
 		t.Fatal(err)
 	}
 	first := globals(cs)
-	if want := map[string]string{"east": "100.64.0.0/16", "west": "100.65.0.0/16"}; !maps.Equal(first, want) {
+	if want := map[string]string{"east": "100.64.0.0/16", "west": "100.66.0.0/16"}; !maps.Equal(first, want) {
 		t.Fatalf("allocated %v, want %v (name order, lowest free first, none for north)", first, want)
 	}
-	again := overlapFleet("100.64.0.0/14")
+	if e, w := cs.Spec.Clusters[0].GlobalServiceCIDRs, cs.Spec.Clusters[1].GlobalServiceCIDRs; !slices.Equal(e, []string{"100.65.0.0/16"}) || !slices.Equal(w, []string{"100.67.0.0/16"}) {
+		t.Errorf("global service ranges east %v west %v, want 100.65.0.0/16 and 100.67.0.0/16", e, w)
+	}
+	again := overlapFleet("100.64.0.0/13")
 	slices.Reverse(again.Spec.Clusters)
 	if err := AllocateGlobalnet(again, nil); err != nil || !maps.Equal(globals(again), first) {
 		t.Errorf("file order changed the allocation: %v (%v)", globals(again), err)
@@ -139,20 +142,20 @@ func TestAllocateGlobalnet(t *testing.T) {
 
 	// Adding a cluster that sorts first, with the kept table, moves nobody.
 	kept := table(cs)
-	grown := overlapFleet("100.64.0.0/14")
+	grown := overlapFleet("100.64.0.0/13")
 	grown.Spec.Clusters = append(grown.Spec.Clusters, ClusterSpec{Name: "alpha", PodCIDRs: []string{"10.244.0.0/16"}, ServiceCIDRs: []string{"10.97.0.0/16"}})
 	SetDefaults_ClusterSet(grown)
 	if err := AllocateGlobalnet(grown, kept); err != nil {
 		t.Fatal(err)
 	}
 	g := globals(grown)
-	if g["east"] != first["east"] || g["west"] != first["west"] || g["alpha"] != "100.66.0.0/16" {
+	if g["east"] != first["east"] || g["west"] != first["west"] || g["alpha"] != "100.68.0.0/16" {
 		t.Errorf("after adding alpha: %v; want east and west unchanged and alpha in the next free block", g)
 	}
 
 	// Removing east frees its block; west stays, and a new cluster takes the hole.
 	kept = table(grown)
-	shrunk := overlapFleet("100.64.0.0/14")
+	shrunk := overlapFleet("100.64.0.0/13")
 	shrunk.Spec.Clusters = slices.DeleteFunc(shrunk.Spec.Clusters, func(c ClusterSpec) bool { return c.Name == "east" })
 	shrunk.Spec.Clusters = append(shrunk.Spec.Clusters, grown.Spec.Clusters[3], ClusterSpec{Name: "zulu", PodCIDRs: []string{"10.244.0.0/16"}, ServiceCIDRs: []string{"10.98.0.0/16"}})
 	shrunk.Spec.Broker.Cluster = "west"
@@ -160,7 +163,7 @@ func TestAllocateGlobalnet(t *testing.T) {
 	if err := AllocateGlobalnet(shrunk, kept); err != nil {
 		t.Fatal(err)
 	}
-	if g := globals(shrunk); g["west"] != "100.65.0.0/16" || g["alpha"] != "100.66.0.0/16" || g["zulu"] != "100.64.0.0/16" {
+	if g := globals(shrunk); g["west"] != "100.66.0.0/16" || g["alpha"] != "100.68.0.0/16" || g["zulu"] != "100.64.0.0/16" {
 		t.Errorf("after removing east and adding zulu: %v", g)
 	}
 

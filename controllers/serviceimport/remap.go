@@ -11,17 +11,17 @@ import (
 
 // reachEndpoints returns accepted endpoints of remote cluster c (published inside
 // its own networks) at the addresses this cluster reaches them at: a remapped
-// cluster's pod addresses become their global twins (see mcnetv1.GlobalnetSpec).
+// cluster's pod and service addresses become their global twins (see
+// mcnetv1.GlobalnetSpec).
 // DNS's headless records and the ClusterSetIP's EndpointSlices both read the
-// imported slices, so both answer what is reachable from here. An endpoint no other
-// cluster can reach (a remapped cluster's IPv4 service address) comes back as a
-// rejection.
+// imported slices, so both answer what is reachable from here. An endpoint outside
+// the remapped networks comes back as a rejection.
 func reachEndpoints(t *membership.Table, c, slice string, eps []discoveryv1.Endpoint) ([]discoveryv1.Endpoint, []membership.Rejection) {
 	m, ok := t.Member(c)
 	if !ok {
 		return nil, nil // acceptEndpoints accepted nothing
 	}
-	if _, _, remapped := m.Remap(); !remapped {
+	if len(m.Maps()) == 0 {
 		return eps, nil
 	}
 	var out []discoveryv1.Endpoint
@@ -35,7 +35,7 @@ func reachEndpoints(t *membership.Table, c, slice string, eps []discoveryv1.Endp
 			if !reachable {
 				ok = false
 				rej = append(rej, membership.Rejection{Cluster: c, Object: "EndpointSlice " + slice, Field: fmt.Sprintf("endpoints[%d].addresses[%d]", i, j), Value: s,
-					Reason: "a service address of a remapped cluster: no other cluster can reach it"})
+					Reason: "outside the remapped networks of a remapped cluster"})
 				continue
 			}
 			ep.Addresses[j] = r.String()

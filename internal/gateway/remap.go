@@ -8,9 +8,8 @@ import (
 )
 
 // reachable turns the subnets a member published (inside its real allocation) into
-// what this cluster routes to it: for a remapped member its global pod range in
-// place of its IPv4 pod subnets, and none of its IPv4 service subnets, which no
-// other cluster can tell apart from its own.
+// what this cluster routes to it: for a remapped member the global twins of its IPv4
+// subnets.
 func reachable(m *membership.Member, published []netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range published {
@@ -21,17 +20,17 @@ func reachable(m *membership.Member, published []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-// localRemap is the prefix map of the local cluster when the fleet table remaps it.
+// localRemap is the prefix maps of the local cluster when the fleet table remaps it.
 func localRemap(t *membership.Table, local string) []dataplane.PrefixMap {
 	m, ok := t.Member(local)
 	if !ok {
 		return nil
 	}
-	real, global, ok := m.Remap()
-	if !ok {
-		return nil
+	var out []dataplane.PrefixMap
+	for _, mp := range m.Maps() {
+		out = append(out, dataplane.PrefixMap{Real: mp.Real, Global: mp.Global, Stateless: mp.Service})
 	}
-	return []dataplane.PrefixMap{{Real: real, Global: global}}
+	return out
 }
 
 // ReachHealthCheck is the address this cluster probes for a member's published

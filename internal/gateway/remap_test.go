@@ -17,17 +17,17 @@ import (
 // its service range, a plain remote's real networks; the gateway of a remapped
 // cluster gets its own prefix map; health checks go to the global twin.
 func TestBuildStateRemap(t *testing.T) {
-	member := func(name, pod, svc, global string, remapped bool) mcnetv1.FleetMember {
+	member := func(name, pod, svc, global, globalSvc string, remapped bool) mcnetv1.FleetMember {
 		m := mcnetv1.FleetMember{Name: name, Cable: mcnetv1.CableVXLAN, CablePort: 4789, PodCIDRs: []string{pod}, ServiceCIDRs: []string{svc}, Remapped: remapped}
 		if global != "" {
-			m.GlobalPodCIDRs = []string{global}
+			m.GlobalPodCIDRs, m.GlobalServiceCIDRs = []string{global}, []string{globalSvc}
 		}
 		return m
 	}
 	tab, err := membership.New(&mcnetv1.Fleet{ObjectMeta: metav1.ObjectMeta{Name: "prod"}, Spec: mcnetv1.FleetSpec{Clusters: []mcnetv1.FleetMember{
-		member("east", "10.244.0.0/16", "10.96.0.0/16", "100.64.0.0/16", true),
-		member("west", "10.244.0.0/16", "10.96.0.0/16", "100.65.0.0/16", true),
-		member("north", "10.30.0.0/16", "10.130.0.0/16", "", false),
+		member("east", "10.244.0.0/16", "10.96.0.0/16", "100.64.0.0/16", "100.65.0.0/16", true),
+		member("west", "10.244.0.0/16", "10.96.0.0/16", "100.66.0.0/16", "100.67.0.0/16", true),
+		member("north", "10.30.0.0/16", "10.130.0.0/16", "", "", false),
 	}}})
 	if err != nil {
 		t.Fatal(err)
@@ -52,10 +52,10 @@ func TestBuildStateRemap(t *testing.T) {
 		wantRemap []dataplane.PrefixMap
 	}{
 		{"east", []netip.Prefix{p("10.244.0.0/16"), p("10.96.0.0/16")},
-			map[string][]netip.Prefix{"west": {p("100.65.0.0/16")}, "north": {p("10.30.0.0/16"), p("10.130.0.0/16")}},
-			[]dataplane.PrefixMap{{Real: p("10.244.0.0/16"), Global: p("100.64.0.0/16")}}},
+			map[string][]netip.Prefix{"west": {p("100.66.0.0/16"), p("100.67.0.0/16")}, "north": {p("10.30.0.0/16"), p("10.130.0.0/16")}},
+			[]dataplane.PrefixMap{{Real: p("10.244.0.0/16"), Global: p("100.64.0.0/16")}, {Real: p("10.96.0.0/16"), Global: p("100.65.0.0/16"), Stateless: true}}},
 		{"north", []netip.Prefix{p("10.30.0.0/16"), p("10.130.0.0/16")},
-			map[string][]netip.Prefix{"east": {p("100.64.0.0/16")}, "west": {p("100.65.0.0/16")}},
+			map[string][]netip.Prefix{"east": {p("100.64.0.0/16"), p("100.65.0.0/16")}, "west": {p("100.66.0.0/16"), p("100.67.0.0/16")}},
 			nil},
 	} {
 		l := Local{ClusterID: tc.local, Fleet: "prod", Cable: mcnetv1.CableVXLAN, CablePort: 4789, CIDRs: tc.cidrs}
@@ -74,8 +74,8 @@ func TestBuildStateRemap(t *testing.T) {
 			t.Errorf("%s: %v", tc.local, err)
 		}
 	}
-	if a, ok := ReachHealthCheck(tab, "west", netip.MustParseAddr("10.244.3.1")); !ok || a.String() != "100.65.3.1" {
-		t.Errorf("health check of west at %s (%v), want 100.65.3.1", a, ok)
+	if a, ok := ReachHealthCheck(tab, "west", netip.MustParseAddr("10.244.3.1")); !ok || a.String() != "100.66.3.1" {
+		t.Errorf("health check of west at %s (%v), want 100.66.3.1", a, ok)
 	}
 	if a, ok := ReachHealthCheck(tab, "north", netip.MustParseAddr("10.30.0.1")); !ok || a.String() != "10.30.0.1" {
 		t.Errorf("health check of north at %s (%v), want 10.30.0.1", a, ok)

@@ -10,31 +10,46 @@ import (
 )
 
 // A remapped member (its networks overlap another member's, see mcnetv1.GlobalnetSpec)
-// is reached by every other cluster at its global pod range, mapped 1:1 onto its IPv4
-// pod CIDR by its own gateway; its IPv4 service CIDRs are not reachable across clusters.
-// What it publishes (subnets, health-check and pod addresses) is in its real networks
-// and is judged against them; receivers then translate it with the functions here.
+// is reached by every other cluster at its global pod and service ranges, mapped 1:1
+// onto its IPv4 pod and service CIDRs by its own gateway. What it publishes (subnets,
+// health-check and endpoint addresses) is in its real networks and is judged against
+// them; receivers then translate it with the functions here.
+
+// Map is one of a remapped member's networks and the global range others reach it at.
+type Map struct {
+	Real, Global netip.Prefix
+	// Service marks the service range (translated before conntrack, so that
+	// kube-proxy's DNAT of the real ClusterIP still applies).
+	Service bool
+}
 
 // checkGlobal is the table's own consistency check of a member's remap: a remapped
-// member needs one global range the size of its IPv4 pod CIDR.
+// member needs one global range of the size of each of its IPv4 pod and service CIDRs.
 func (m *Member) checkGlobal() error {
 	if !m.Remapped {
 		return nil
 	}
-	pod, ok := m.v4Pod()
-	switch {
-	case !ok:
-		return errors.New("remapped without an IPv4 pod CIDR")
-	case len(m.GlobalPodCIDRs) != 1 || !m.GlobalPodCIDRs[0].Addr().Is4():
-		return errors.New("remapped without one IPv4 global pod CIDR")
-	case m.GlobalPodCIDRs[0].Bits() != pod.Bits():
-		return fmt.Errorf("global pod CIDR %s is not the size of pod CIDR %s", m.GlobalPodCIDRs[0], pod)
+	for _, k := range []struct {
+		what         string
+		real, global []netip.Prefix
+	}{{"pod", m.PodCIDRs, m.GlobalPodCIDRs}, {"service", m.ServiceCIDRs, m.GlobalServiceCIDRs}} {
+		real, ok := firstV4(k.real)
+		switch {
+		case !ok && k.what == "pod":
+			return errors.New("remapped without an IPv4 pod CIDR")
+		case !ok:
+			continue
+		case len(k.global) != 1 || !k.global[0].Addr().Is4():
+			return fmt.Errorf("remapped without one IPv4 global %s CIDR", k.what)
+		case k.global[0].Bits() != real.Bits():
+			return fmt.Errorf("global %s CIDR %s is not the size of %s", k.what, k.global[0], real)
+		}
 	}
 	return nil
 }
 
-func (m *Member) v4Pod() (netip.Prefix, bool) {
-	for _, p := range m.PodCIDRs {
+func firstV4(ps []netip.Prefix) (netip.Prefix, bool) {
+	for _, p := range ps {
 		if p.Addr().Is4() {
 			return p, true
 		}
@@ -42,46 +57,55 @@ func (m *Member) v4Pod() (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-// Remap is a member's pod CIDR and the global range others reach it at; ok is false
-// when the member is not remapped.
-func (m *Member) Remap() (real, global netip.Prefix, ok bool) {
+// Maps are the member's remapped networks (none unless the table remaps it).
+func (m *Member) Maps() []Map {
 	if !m.Remapped || m.checkGlobal() != nil {
-		return real, global, false
+		return nil
 	}
-	real, _ = m.v4Pod()
-	return real, m.GlobalPodCIDRs[0], true
+	var out []Map
+	if real, ok := firstV4(m.PodCIDRs); ok {
+		out = append(out, Map{Real: real, Global: m.GlobalPodCIDRs[0]})
+	}
+	if real, ok := firstV4(m.ServiceCIDRs); ok {
+		out = append(out, Map{Real: real, Global: m.GlobalServiceCIDRs[0], Service: true})
+	}
+	return out
 }
 
 // Reach is the address other clusters use for a, an address the member published
 // inside its own networks: the same address unless the member is remapped, then its
-// global twin for a pod address; ok is false for an address no other cluster can
-// reach (an IPv4 service address of a remapped member).
+// global twin; ok is false for an IPv4 address of a remapped member outside its
+// remapped networks.
 func (m *Member) Reach(a netip.Addr) (netip.Addr, bool) {
-	real, global, remapped := m.Remap()
+	maps := m.Maps()
 	a = a.Unmap()
-	switch {
-	case !remapped || !a.Is4():
+	if len(maps) == 0 || !a.Is4() {
 		return a, true
-	case real.Contains(a):
-		return mcnetv1.MapPrefix(a, real, global), true
+	}
+	for _, mp := range maps {
+		if mp.Real.Contains(a) {
+			return mcnetv1.MapPrefix(a, mp.Real, mp.Global), true
+		}
 	}
 	return netip.Addr{}, false
 }
 
 // ReachPrefix is Reach for a published subnet inside the member's allocation.
 func (m *Member) ReachPrefix(p netip.Prefix) (netip.Prefix, bool) {
-	real, global, remapped := m.Remap()
-	switch {
-	case !remapped || !p.Addr().Is4():
+	maps := m.Maps()
+	if len(maps) == 0 || !p.Addr().Is4() {
 		return p, true
-	case real.Bits() <= p.Bits() && real.Contains(p.Addr()):
-		return netip.PrefixFrom(mcnetv1.MapPrefix(p.Addr(), real, global), p.Bits()), true
+	}
+	for _, mp := range maps {
+		if mp.Real.Bits() <= p.Bits() && mp.Real.Contains(p.Addr()) {
+			return netip.PrefixFrom(mcnetv1.MapPrefix(p.Addr(), mp.Real, mp.Global), p.Bits()), true
+		}
 	}
 	return netip.Prefix{}, false
 }
 
 // Routed is what the other clusters route to the member: its allocation, with a
-// remapped member's IPv4 networks replaced by its global pod range.
+// remapped member's IPv4 networks replaced by their global ranges.
 func (m *Member) Routed() []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range m.CIDRs() {
@@ -90,6 +114,11 @@ func (m *Member) Routed() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// Reaches says whether a lies inside what this cluster routes to the member (Routed).
+func (m *Member) Reaches(a netip.Addr) bool {
+	return slices.ContainsFunc(m.Routed(), func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
 }
 
 // Remapped lists the table's remapped members, sorted by name.
@@ -101,9 +130,4 @@ func (t *Table) Remapped() []*Member {
 		}
 	}
 	return out
-}
-
-// Reaches says whether a lies inside what this cluster routes to the member (Routed).
-func (m *Member) Reaches(a netip.Addr) bool {
-	return slices.ContainsFunc(m.Routed(), func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
 }

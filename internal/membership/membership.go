@@ -39,8 +39,9 @@ type Member struct {
 	Cable     mcnetv1.CableDriver
 	CablePort int32
 	// GlobalPodCIDRs and Remapped are as in the Fleet table (see globalnet.go).
-	GlobalPodCIDRs []netip.Prefix
-	Remapped       bool
+	GlobalPodCIDRs     []netip.Prefix
+	GlobalServiceCIDRs []netip.Prefix
+	Remapped           bool
 }
 
 // CIDRs are the member's pod and service CIDRs: its whole allocation.
@@ -95,7 +96,7 @@ func New(f *mcnetv1.Fleet) (*Table, error) {
 		for _, list := range []struct {
 			dst *[]netip.Prefix
 			src []string
-		}{{&m.PodCIDRs, fm.PodCIDRs}, {&m.ServiceCIDRs, fm.ServiceCIDRs}, {&m.GlobalPodCIDRs, fm.GlobalPodCIDRs}} {
+		}{{&m.PodCIDRs, fm.PodCIDRs}, {&m.ServiceCIDRs, fm.ServiceCIDRs}, {&m.GlobalPodCIDRs, fm.GlobalPodCIDRs}, {&m.GlobalServiceCIDRs, fm.GlobalServiceCIDRs}} {
 			for _, s := range list.src {
 				p, err := netip.ParsePrefix(s)
 				if err != nil {
@@ -114,7 +115,7 @@ func New(f *mcnetv1.Fleet) (*Table, error) {
 			continue
 		}
 		t.members[fm.Name] = m
-		for _, p := range slices.Concat(m.CIDRs(), m.GlobalPodCIDRs) { // global ranges too
+		for _, p := range slices.Concat(m.CIDRs(), m.GlobalPodCIDRs, m.GlobalServiceCIDRs) { // global ranges too
 			if !slices.Contains(t.bits, p.Bits()) {
 				t.bits = append(t.bits, p.Bits())
 			}
