@@ -138,7 +138,9 @@ func KubeconfigFlags() []string {
 func RejectKubeconfigFlags(cmd *cobra.Command, why string, allow ...string) error {
 	var given []string
 	for _, name := range KubeconfigFlags() {
-		if slices.Contains(allow, name) || cmd.LocalNonPersistentFlags().Lookup(name) != nil {
+		// --kubeconfig only says where the file is, as $KUBECONFIG does; wrappers and
+		// scripts pass it to every verb, so it is never refused.
+		if name == "kubeconfig" || slices.Contains(allow, name) || cmd.LocalNonPersistentFlags().Lookup(name) != nil {
 			continue
 		}
 		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
