@@ -81,6 +81,17 @@ func testAllocationPolicy(ctx context.Context, t *testing.T, cs *mcnetv1.Cluster
 		{"service impersonation: an export labelled as east's", export(func(si *mcsv1alpha1.ServiceImport) { si.Labels[mcsv1alpha1.LabelSourceCluster] = "east" }),
 			"may only publish exports labelled " + mcsv1alpha1.LabelSourceCluster + "=west"},
 		{"service impersonation: an export named as east's", export(func(si *mcsv1alpha1.ServiceImport) { si.Name = naming.BrokerName("app", "db", "east") }), "<namespace>.<service>.west"},
+		{"squatting: an export whose service label holds dots, to take a name east's export needs",
+			export(func(si *mcsv1alpha1.ServiceImport) {
+				si.Labels[mcsv1alpha1.LabelServiceName] = "db.east"
+				si.Name = naming.BrokerName("app", "db.east", "west")
+			}), "which must be DNS labels"},
+		{"squatting: EndpointSlices whose namespace label holds dots",
+			slice(func(s *discoveryv1.EndpointSlice) {
+				s.Labels[naming.LabelServiceNamespace] = "app.db"
+				s.Labels[mcsv1alpha1.LabelServiceName] = "east"
+				s.Name = naming.BrokerName("app.db", "east", "west") + ".ipv4"
+			}), "which must be DNS labels"},
 		{"service impersonation: endpoints labelled as east's", slice(func(s *discoveryv1.EndpointSlice) { s.Labels[mcsv1alpha1.LabelSourceCluster] = "east" }), "source-cluster=west"},
 		// (Kubernetes itself refuses link-local endpoint addresses.)
 		{"DNS hijack: an endpoint at an upstream resolver", slice(func(s *discoveryv1.EndpointSlice) { s.Endpoints[0].Addresses = []string{"8.8.8.8"} }),
@@ -130,6 +141,37 @@ func testAllocationPolicy(ctx context.Context, t *testing.T, cs *mcnetv1.Cluster
 			}
 			if err := west.Delete(ctx, o); err != nil {
 				t.Errorf("west withdraws its %T: %v", o, err)
+			}
+		}
+	})
+
+	t.Run("the broker cluster's own components write only through its broker identity", func(t *testing.T) {
+		// On the broker's cluster the controller and gateway ServiceAccounts hold
+		// cluster-wide rights on the broker's kinds; the policy keeps them out of the
+		// broker namespace, so they are held to the policies like every member.
+		for _, sa := range []string{"mcnet-controller", "mcnet-gateway"} {
+			local := impersonate(ctx, t, admin, mcnetv1.SystemNamespace, sa)
+			e := endpoint(ns, "east")
+			e.Spec.Subnets = []string{"10.10.0.0/16"}
+			err := local.Create(ctx, e)
+			if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only with their cluster's broker identity") {
+				t.Errorf("%s writes east's Endpoint in the broker namespace: want 403, got %v", sa, err)
+			}
+		}
+	})
+
+	t.Run("the broker namespace has a quota in proportion to the fleet", func(t *testing.T) {
+		var q corev1.ResourceQuota
+		if err := adminClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "mcnet-broker"}, &q); err != nil {
+			t.Fatal(err)
+		}
+		n := len(cs.Spec.Clusters)
+		for r, want := range map[corev1.ResourceName]int64{
+			"count/endpoints.mcnet.io": int64(n), "count/serviceimports.multicluster.x-k8s.io": int64(512 * n),
+			"count/endpointslices.discovery.k8s.io": int64(2048 * n), "count/clusters.mcnet.io": int64(n),
+		} {
+			if got := q.Spec.Hard[r]; got.Value() != want {
+				t.Errorf("quota %s = %s, want %d", r, got.String(), want)
 			}
 		}
 	})

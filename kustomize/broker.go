@@ -32,8 +32,16 @@ func renderBroker(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec
 	}
 	if err := t.putYAML(path.Join(DirBroker, "policy.yaml"),
 		"# RBAC cannot limit create/update/delete to one cluster's objects, so this policy does:\n"+
-			"# a cluster's broker identity may only write objects labelled with its own name.\n",
-		brokerPolicy(ns)...); err != nil {
+			"# a cluster's broker identity may only write objects labelled with its own name, and\n"+
+			"# the broker cluster's own mcnet components write here only through that identity.\n",
+		append(brokerPolicy(ns), localComponentsPolicy(ns)...)...); err != nil {
+		return err
+	}
+	resources = append(resources, "quota.yaml")
+	if err := t.putYAML(path.Join(DirBroker, "quota.yaml"),
+		"# Every broker object fans out to every member: the quota bounds what a flood can cost\n"+
+			"# the broker's API server and every member's informers, in proportion to the fleet.\n",
+		brokerQuota(ns, len(clusters))); err != nil {
 		return err
 	}
 	resources = append(resources, "allocation.yaml")
@@ -101,6 +109,84 @@ func brokerIdentity(ns, cluster string) []any {
 			"metadata":   meta,
 			"roleRef":    map[string]string{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
 			"subjects":   []any{map[string]string{"kind": "ServiceAccount", "name": name, "namespace": ns}},
+		},
+	}
+}
+
+// Per-cluster budgets of the broker quota. A cluster writes one Cluster and one Endpoint
+// (their names are bound to it), an export and its EndpointSlices per exported service.
+const (
+	quotaExportsPerCluster = 512
+	quotaSlicesPerCluster  = 2048
+)
+
+func brokerQuota(ns string, clusters int) map[string]any {
+	n := func(per int) string { return fmt.Sprint(per * clusters) }
+	return map[string]any{
+		"apiVersion": "v1",
+		"kind":       "ResourceQuota",
+		"metadata":   map[string]any{"name": "mcnet-broker", "namespace": ns, "labels": map[string]string{"app.kubernetes.io/part-of": "mcnet"}},
+		"spec": map[string]any{"hard": map[string]string{
+			"count/clusters.mcnet.io":                    n(1),
+			"count/endpoints.mcnet.io":                   n(1),
+			"count/serviceimports.multicluster.x-k8s.io": n(quotaExportsPerCluster),
+			"count/endpointslices.discovery.k8s.io":      n(quotaSlicesPerCluster),
+		}},
+	}
+}
+
+// localComponentsPolicyName names the policy that keeps the broker cluster's own mcnet
+// components out of the broker namespace.
+const localComponentsPolicyName = "mcnet-broker-own-identity"
+
+// localComponentsPolicy refuses every write in the broker namespace by the ServiceAccounts
+// mcnet's components run as in their own cluster. On the broker's cluster they hold
+// cluster-wide rights on the kinds the broker carries; with this policy they write there
+// only through their cluster's broker identity, as every other member does, and are held
+// to the same policies.
+func localComponentsPolicy(ns string) []any {
+	prefix := "system:serviceaccount:" + mcnetv1.SystemNamespace + ":"
+	labels := map[string]string{"app.kubernetes.io/part-of": "mcnet"}
+	rule := func(group string, resources ...string) map[string]any {
+		return map[string]any{
+			"apiGroups": []string{group}, "apiVersions": []string{"*"},
+			"operations": []string{"CREATE", "UPDATE", "DELETE"}, "resources": resources,
+		}
+	}
+	return []any{
+		map[string]any{
+			"apiVersion": "admissionregistration.k8s.io/v1",
+			"kind":       "ValidatingAdmissionPolicy",
+			"metadata":   map[string]any{"name": localComponentsPolicyName, "labels": labels},
+			"spec": map[string]any{
+				"failurePolicy": "Fail",
+				"matchConstraints": map[string]any{"resourceRules": []any{
+					rule("mcnet.io", "clusters", "endpoints"),
+					rule("multicluster.x-k8s.io", "serviceimports"),
+					rule("discovery.k8s.io", "endpointslices"),
+				}},
+				"matchConditions": []any{map[string]any{
+					"name":       "local-mcnet-component",
+					"expression": fmt.Sprintf("request.userInfo.username.startsWith('%s')", prefix),
+				}},
+				"validations": []any{map[string]any{
+					"expression":        "false",
+					"messageExpression": fmt.Sprintf("request.userInfo.username + ' may not write in the broker namespace; mcnet components write there only with their cluster\\'s broker identity (%s<cluster>)'", naming.BrokerServiceAccountPrefix),
+					"reason":            "Forbidden",
+				}},
+			},
+		},
+		map[string]any{
+			"apiVersion": "admissionregistration.k8s.io/v1",
+			"kind":       "ValidatingAdmissionPolicyBinding",
+			"metadata":   map[string]any{"name": localComponentsPolicyName, "labels": labels},
+			"spec": map[string]any{
+				"policyName":        localComponentsPolicyName,
+				"validationActions": []string{"Deny"},
+				"matchResources": map[string]any{"namespaceSelector": map[string]any{
+					"matchLabels": map[string]string{"kubernetes.io/metadata.name": ns},
+				}},
+			},
 		},
 	}
 }

@@ -52,8 +52,11 @@ func allocationRules() map[string][]celRule {
 	}
 	stem := fmt.Sprintf("object.metadata.labels[%s] + '.' + object.metadata.labels[%s] + '.' + %s",
 		celStr(naming.LabelServiceNamespace), celStr(mcsv1alpha1.LabelServiceName), c)
-	labelled := fmt.Sprintf("%s in object.metadata.labels && %s in object.metadata.labels",
-		celStr(naming.LabelServiceNamespace), celStr(mcsv1alpha1.LabelServiceName))
+	// The service labels must be DNS labels (no dots), so an object name's third part is
+	// its writer and no cluster can take a name another cluster's export needs.
+	dnsLabel := "'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'"
+	labelled := fmt.Sprintf("%[1]s in object.metadata.labels && %[2]s in object.metadata.labels && object.metadata.labels[%[1]s].matches(%[3]s) && object.metadata.labels[%[2]s].matches(%[3]s)",
+		celStr(naming.LabelServiceNamespace), celStr(mcsv1alpha1.LabelServiceName), dnsLabel)
 	outside := func(list, ok string) string {
 		return fmt.Sprintf("%s.filter(s, !(%s)).join(', ')", list, ok)
 	}
@@ -86,13 +89,13 @@ func allocationRules() map[string][]celRule {
 		"serviceimports": {sourceCluster,
 			{
 				expr: labelled + " && object.metadata.name == " + stem,
-				msg:  "'cluster ' + " + c + " + ' may only publish an export named <namespace>.<service>.' + " + c + " + ' after its service labels'",
+				msg:  "'cluster ' + " + c + " + ' may only publish an export named <namespace>.<service>.' + " + c + " + ' after its service labels, which must be DNS labels'",
 			},
 		},
 		"endpointslices": {sourceCluster,
 			{
 				expr: labelled + " && object.metadata.name.startsWith(" + stem + " + '.')",
-				msg:  "'cluster ' + " + c + " + ' may only publish EndpointSlices named <namespace>.<service>.' + " + c + " + '.<suffix> after their service labels'",
+				msg:  "'cluster ' + " + c + " + ' may only publish EndpointSlices named <namespace>.<service>.' + " + c + " + '.<suffix> after their service labels, which must be DNS labels'",
 			},
 			{
 				expr: "object.addressType != 'FQDN' && (!has(object.endpoints) || object.endpoints.all(e, e.addresses.all(s, " + addrOK("s") + ")))",

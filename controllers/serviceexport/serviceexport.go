@@ -6,9 +6,9 @@
 // (the only objects the broker's admission policy lets it write):
 //   - a ServiceImport named <namespace>.<service>.<cluster> with the service's ports, type
 //     (Headless when clusterIP is None, else ClusterSetIP), session affinity, IP
-//     families, internal traffic policy and traffic distribution; the ServiceExport's
-//     creation time (annotation mcnet.io/export-creation-timestamp), which decides
-//     conflicts: the oldest export wins; and the ServiceExport's exportedLabels and
+//     families, internal traffic policy and traffic distribution (conflicts are decided
+//     by the broker object's creationTimestamp, which the broker's API server sets, so
+//     no publisher can date its export back); and the ServiceExport's exportedLabels and
 //     exportedAnnotations (annotations mcnet.io/exported-labels and
 //     mcnet.io/exported-annotations, JSON), never the Service's own;
 //   - EndpointSlices <namespace>.<service>.<cluster>.ipv4 / .ipv6 (then -1, -2, ... past
@@ -41,7 +41,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -364,7 +363,7 @@ func Published(clusterID, brokerNamespace string, se *mcsv1alpha1.ServiceExport,
 			Namespace:   brokerNamespace,
 			Name:        name,
 			Labels:      naming.BrokerLabels(svc.Namespace, svc.Name, clusterID),
-			Annotations: map[string]string{naming.AnnotationExportCreated: se.CreationTimestamp.UTC().Format(time.RFC3339)},
+			Annotations: map[string]string{},
 		},
 		Spec: mcsv1alpha1.ServiceImportSpec{
 			Type:                  mcsv1alpha1.ClusterSetIP,

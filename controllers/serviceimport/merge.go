@@ -27,12 +27,9 @@ type Export struct {
 
 // ExportFrom reads an Export from a broker ServiceImport.
 func ExportFrom(si *mcsv1alpha1.ServiceImport) Export {
-	e := Export{Cluster: si.Labels[mcsv1alpha1.LabelSourceCluster], Spec: si.Spec}
-	if t, err := time.Parse(time.RFC3339, si.Annotations[naming.AnnotationExportCreated]); err == nil {
-		e.Created = t
-	} else {
-		e.Created = si.CreationTimestamp.Time
-	}
+	// Created is the time the broker's API server set, never one the publisher wrote:
+	// an annotation dated back would let any cluster take a service over.
+	e := Export{Cluster: si.Labels[mcsv1alpha1.LabelSourceCluster], Spec: si.Spec, Created: si.CreationTimestamp.Time}
 	e.Labels = decodeMap(si.Annotations[naming.AnnotationExportedLabels])
 	e.Annotations = decodeMap(si.Annotations[naming.AnnotationExportedAnnotations])
 	return e

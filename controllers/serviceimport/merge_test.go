@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 )
 
@@ -174,5 +175,19 @@ func TestExportedMetadataRoundTrip(t *testing.T) {
 	}
 	if EncodeMap(nil) != "" || decodeMap("not json") != nil {
 		t.Error("empty or unreadable metadata must count as nothing exported")
+	}
+}
+
+// TestExportDatesAreTheBrokers gives a broker ServiceImport a publisher-written creation
+// annotation dated decades back: conflict order still uses the time the broker's API
+// server set.
+func TestExportDatesAreTheBrokers(t *testing.T) {
+	set := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	si := &mcsv1alpha1.ServiceImport{}
+	si.CreationTimestamp = metav1.NewTime(set)
+	si.Annotations = map[string]string{"mcnet.io/export-creation-timestamp": "2000-01-01T00:00:00Z"}
+	si.Labels = map[string]string{mcsv1alpha1.LabelSourceCluster: "west"}
+	if got := ExportFrom(si).Created; !got.Equal(set) {
+		t.Errorf("Created = %s, want the broker's creationTimestamp %s", got, set)
 	}
 }

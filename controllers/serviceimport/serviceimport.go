@@ -6,8 +6,9 @@
 // (see controllers/serviceexport). They carry the labels
 // multicluster.kubernetes.io/service-name, multicluster.kubernetes.io/service-namespace,
 // multicluster.kubernetes.io/source-cluster and mcnet.io/cluster (the broker's admission
-// policy only lets a cluster write objects carrying its own name), and the ServiceImport
-// the export's creation time in the mcnet.io/export-creation-timestamp annotation.
+// policy only lets a cluster write objects carrying its own name). The oldest export
+// wins conflicts, by the broker ServiceImport's creationTimestamp: the broker's API
+// server sets it, so no publisher can date its export back.
 //
 // For each service this package keeps, in the service's namespace of the local cluster:
 //   - one ServiceImport named like the service, merged from every cluster's export

@@ -17,6 +17,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/inspect"
+	"github.com/mcnet-io/mcnet/internal/membership"
 )
 
 // ConnectingGrace is how long a connection may stay "connecting" before it is a
@@ -207,6 +208,64 @@ func NodeCIDRs(s *inspect.Snapshot) []Check {
 		return []Check{fail("MCN1204", s.ClusterID, "nodes' pod CIDRs are announced", "outside %s: %s", strings.Join(self.Spec.PodCIDRs, ","), strings.Join(bad, ", "))}
 	}
 	return []Check{ok("networks", s.ClusterID, "nodes' pod CIDRs are announced")}
+}
+
+// Allocation names every remote cluster that publishes, in the Cluster and Endpoint
+// objects this cluster received, something outside what the fleet table allocates to
+// it, or that is not in the table at all: one finding per offending cluster.
+func Allocation(s *inspect.Snapshot) []Check {
+	const name = "remote clusters publish within their allocation"
+	if s.Fleet == nil {
+		return nil // no table to judge by; the components report that themselves
+	}
+	table, _ := membership.New(s.Fleet)
+	var rej []membership.Rejection
+	for _, c := range s.Clusters {
+		id := c.Spec.ClusterID
+		if id == s.ClusterID {
+			continue
+		}
+		m, ok := table.Member(id)
+		if !ok {
+			rej = append(rej, table.NotMember(id, "Cluster "+c.Name))
+			continue
+		}
+		_, r1 := m.Subnets("Cluster "+c.Name, "spec.podCIDRs", c.Spec.PodCIDRs)
+		_, r2 := m.Subnets("Cluster "+c.Name, "spec.serviceCIDRs", c.Spec.ServiceCIDRs)
+		rej = append(append(rej, r1...), r2...)
+	}
+	for _, e := range s.Endpoints {
+		id := e.Spec.ClusterID
+		if id == s.ClusterID {
+			continue
+		}
+		m, ok := table.Member(id)
+		if !ok {
+			rej = append(rej, table.NotMember(id, "Endpoint "+e.Name))
+			continue
+		}
+		_, r := m.Subnets("Endpoint "+e.Name, "spec.subnets", e.Spec.Subnets)
+		rej = append(rej, r...)
+	}
+	if len(rej) == 0 {
+		return []Check{ok("networks", s.ClusterID, name)}
+	}
+	membership.Sort(rej)
+	byCluster := map[string][]membership.Rejection{}
+	var order []string
+	for _, r := range rej {
+		if _, seen := byCluster[r.Cluster]; !seen {
+			order = append(order, r.Cluster)
+		}
+		byCluster[r.Cluster] = append(byCluster[r.Cluster], r)
+	}
+	var out []Check
+	for _, c := range order {
+		f := fail("MCN1205", s.ClusterID, name, "cluster %s publishes outside its allocation in fleet %s (ignored): %s", c, table.Name(), membership.Summary(byCluster[c], 5))
+		f.Offender = c
+		out = append(out, f)
+	}
+	return out
 }
 
 func nodePodCIDRs(n *corev1.Node) []string {

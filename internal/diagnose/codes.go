@@ -29,6 +29,7 @@ var Catalog = map[string]Entry{
 	"MCN1202": {"networks", "local Cluster object missing", "the controller has not announced this cluster: check the controller's logs"},
 	"MCN1203": {"networks", "remote cluster unknown", "this cluster has no Cluster object of a fleet member: the broker sync is broken on one side (see broker checks)"},
 	"MCN1204": {"networks", "node pod CIDR outside announced CIDRs", "the fleet file's podCIDRs do not match the nodes' pod CIDRs; fix the fleet file and render again"},
+	"MCN1205": {"networks", "cluster publishes outside its allocation", "receivers ignore what a member publishes outside what the fleet table (Git) allocates to it: its own controller or gateway is misconfigured, or its broker credentials are in the wrong hands; check that cluster, rotate its broker credentials if in doubt"},
 
 	"MCN1301": {"gateways", "no gateway node", "no node carries the gateway label: kubectl label node NODE mcnet.io/gateway=true (or the cluster's gateway nodeSelector)"},
 	"MCN1302": {"gateways", "no active gateway", "no gateway holds the Lease: check the mcnet-gateway pods and their logs"},

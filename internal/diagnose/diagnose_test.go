@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/internal/inspect"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -124,5 +127,47 @@ func TestSubset(t *testing.T) {
 	live["spec"].(map[string]any)["args"] = []any{"--a=2"}
 	if d := Subset(want, live, ""); !slices.Equal(d, []string{".spec.args[0]"}) {
 		t.Errorf("got %v, want .spec.args[0]", d)
+	}
+}
+
+// TestAllocationNamesTheOffender gives hub's snapshot a west publishing east's pods and
+// the metadata address, and an Endpoint of a cluster outside the table.
+func TestAllocationNamesTheOffender(t *testing.T) {
+	fleet := &mcnetv1.Fleet{Spec: mcnetv1.FleetSpec{Clusters: []mcnetv1.FleetMember{
+		{Name: "hub", PodCIDRs: []string{"10.0.0.0/16"}, ServiceCIDRs: []string{"10.100.0.0/16"}},
+		{Name: "east", PodCIDRs: []string{"10.10.0.0/16"}, ServiceCIDRs: []string{"10.110.0.0/16"}},
+		{Name: "west", PodCIDRs: []string{"10.20.0.0/16"}, ServiceCIDRs: []string{"10.120.0.0/16"}},
+	}}}
+	fleet.Name = "prod"
+	ep := func(id string, subnets ...string) mcnetv1.Endpoint {
+		e := mcnetv1.Endpoint{Spec: mcnetv1.EndpointSpec{ClusterID: id, Subnets: subnets}}
+		e.Name = id
+		return e
+	}
+	s := &inspect.Snapshot{ClusterID: "hub", Fleet: fleet, Endpoints: []mcnetv1.Endpoint{
+		ep("hub", "10.0.0.0/16"),
+		ep("east", "10.10.0.0/16"),
+		ep("west", "10.20.0.0/16", "10.10.0.0/16", "169.254.169.254/32"),
+		ep("evil", "10.66.0.0/16"),
+	}}
+	got := Allocation(s)
+	if len(got) != 2 {
+		t.Fatalf("%d findings, want 2 (evil, west): %+v", len(got), got)
+	}
+	for i, want := range []struct{ offender, text string }{
+		{"evil", "not a member of fleet prod"},
+		{"west", "spec.subnets[1] 10.10.0.0/16: outside its allocation"},
+	} {
+		c := got[i]
+		if c.Code != "MCN1205" || c.Result != Fail || c.Offender != want.offender || !strings.Contains(c.Message, "cluster "+want.offender) || !strings.Contains(c.Message, want.text) {
+			t.Errorf("finding %d: %+v; want MCN1205 naming %s and %q", i, c, want.offender, want.text)
+		}
+	}
+	if !strings.Contains(got[1].Message, "169.254.169.254/32") {
+		t.Errorf("west's finding does not name the metadata address: %s", got[1].Message)
+	}
+	s.Endpoints = s.Endpoints[:2]
+	if got := Allocation(s); len(got) != 1 || got[0].Result != OK {
+		t.Errorf("a fleet within its allocations: %+v, want one OK", got)
 	}
 }

@@ -33,8 +33,11 @@ type Check struct {
 	Result  string `json:"result"`
 	Code    string `json:"code,omitempty"`
 	Cluster string `json:"cluster,omitempty"`
-	Message string `json:"message,omitempty"`
-	Hint    string `json:"hint,omitempty"`
+	// Offender is the cluster whose publication the finding is about, when it is not
+	// Cluster (where it was seen), e.g. a member publishing outside its allocation.
+	Offender string `json:"offender,omitempty"`
+	Message  string `json:"message,omitempty"`
+	Hint     string `json:"hint,omitempty"`
 }
 
 // Summary counts results.

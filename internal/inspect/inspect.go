@@ -42,6 +42,10 @@ type Snapshot struct {
 	// ServerVersion is the Kubernetes version.
 	ServerVersion string
 
+	// Fleet is the fleet table the components trust (the Config's fleet), nil when it
+	// cannot be read.
+	Fleet *mcnetv1.Fleet
+
 	Controller  *appsv1.Deployment
 	GatewayDS   *appsv1.DaemonSet
 	RouteAgent  *appsv1.DaemonSet
@@ -79,6 +83,12 @@ func Collect(ctx context.Context, c client.Client, kube kubernetes.Interface, co
 		var ds appsv1.DaemonSet
 		if s.read(c.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: name}, &ds), "DaemonSet "+name) {
 			*dst = &ds
+		}
+	}
+	if s.Config.Fleet != "" {
+		var f mcnetv1.Fleet
+		if s.read(c.Get(ctx, client.ObjectKey{Name: s.Config.Fleet}, &f), "Fleet "+s.Config.Fleet) {
+			s.Fleet = &f
 		}
 	}
 	var cl mcnetv1.ClusterList

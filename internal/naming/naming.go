@@ -22,9 +22,6 @@ const (
 	// LabelServiceNamespace names the exported service's namespace on broker objects
 	// (they all live in the broker namespace).
 	LabelServiceNamespace = "multicluster.kubernetes.io/service-namespace"
-	// AnnotationExportCreated carries, on a broker ServiceImport, when its ServiceExport
-	// was created: the oldest export wins conflicts.
-	AnnotationExportCreated = "mcnet.io/export-creation-timestamp"
 	// AnnotationExportedLabels and AnnotationExportedAnnotations carry, on a broker
 	// ServiceImport, the ServiceExport's exportedLabels and exportedAnnotations as JSON
 	// objects. They travel in annotations rather than as the broker object's own labels,
