@@ -138,7 +138,7 @@ func TestOperate(t *testing.T) {
 		eventuallyCodes(t, merged, "MCN1406")
 	})
 	t.Run("gateway label deleted", func(t *testing.T) {
-		patch := []byte(`{"metadata":{"labels":{"mcnet.io/gateway":null}}}`)
+		patch := []byte(`{"metadata":{"labels":{"node-restriction.kubernetes.io/mcnet-gateway":null}}}`)
 		for _, n := range a.Gateways() {
 			if _, err := a.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 				t.Fatal(err)
@@ -146,7 +146,7 @@ func TestOperate(t *testing.T) {
 		}
 		defer func() {
 			for _, n := range a.Gateways() {
-				_, _ = a.Client.CoreV1().Nodes().Patch(context.WithoutCancel(ctx), n.Name, types.MergePatchType, []byte(`{"metadata":{"labels":{"mcnet.io/gateway":"true"}}}`), metav1.PatchOptions{})
+				_, _ = a.Client.CoreV1().Nodes().Patch(context.WithoutCancel(ctx), n.Name, types.MergePatchType, []byte(`{"metadata":{"labels":{"node-restriction.kubernetes.io/mcnet-gateway":"true"}}}`), metav1.PatchOptions{})
 			}
 		}()
 		eventuallyCodes(t, merged, "MCN1301")

@@ -81,7 +81,7 @@ type AgentDiscoveryConfig struct {
 // AgentGatewayConfig configures this cluster's gateways.
 type AgentGatewayConfig struct {
 	// NodeSelector matches the gateway nodes; route agents leave them to the gateway
-	// process. Defaults to mcnet.io/gateway=true.
+	// process. Defaults to node-restriction.kubernetes.io/mcnet-gateway=true.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 	// HealthCheckPort is the UDP port gateways answer each other's health probes on,

@@ -2,7 +2,10 @@ package v1alpha1
 
 import (
 	"slices"
+	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 func TestDefaultDNSServiceIPs(t *testing.T) {
@@ -42,5 +45,17 @@ func TestSetDefaultsCablePort(t *testing.T) {
 	SetDefaults_ClusterSet(cs)
 	if a, b := cs.Spec.Clusters[0].CablePort, cs.Spec.Clusters[1].CablePort; a != 4600 || b != 4700 {
 		t.Errorf("with spec.cablePort 4600: got %d and %d, want 4600 and 4700", a, b)
+	}
+}
+
+// TestGatewaySelectorMustBeAdminOnly refuses a gateway node selector a kubelet could
+// satisfy by labelling its own Node.
+func TestGatewaySelectorMustBeAdminOnly(t *testing.T) {
+	errs := validateSelector(field.NewPath("spec", "clusters[east]", "gateway", "nodeSelector"), map[string]string{"mcnet.io/gateway": "true"})
+	if len(errs) != 1 || !strings.Contains(errs.ToAggregate().Error(), "kubelet can set this label on itself") || !strings.Contains(errs.ToAggregate().Error(), GatewayLabel) {
+		t.Errorf("errors %v; want one naming the kubelet and %s", errs, GatewayLabel)
+	}
+	if errs := validateSelector(field.NewPath("x"), map[string]string{GatewayLabel: "true"}); len(errs) != 0 {
+		t.Errorf("the default gateway label is refused: %v", errs)
 	}
 }

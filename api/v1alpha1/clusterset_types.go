@@ -57,8 +57,13 @@ const (
 	// DefaultImageRepository is where the in-cluster components' image is published.
 	DefaultImageRepository = "ghcr.io/mcnet-io/mcnet"
 	// GatewayLabel is the node label that, set to "true", marks gateway nodes when a
-	// cluster names no node selector of its own.
-	GatewayLabel = "mcnet.io/gateway"
+	// cluster names no node selector of its own. It is under NodeRestrictionPrefix: a
+	// node's kubelet cannot set it on itself, so only an administrator makes a gateway.
+	GatewayLabel = NodeRestrictionPrefix + "mcnet-gateway"
+	// NodeRestrictionPrefix starts the node labels the NodeRestriction admission plugin
+	// forbids kubelets to set (kubernetes.io/docs/reference/access-authn-authz/admission-controllers/#noderestriction).
+	// Every key of a gateway node selector must carry it.
+	NodeRestrictionPrefix = "node-restriction.kubernetes.io/"
 	// ClusterLabel names the cluster an object on the broker belongs to; the broker's
 	// admission policy only lets a cluster write objects carrying its own name.
 	ClusterLabel = "mcnet.io/cluster"
@@ -236,7 +241,7 @@ type ClusterSpec struct {
 // GatewaySelector selects gateway nodes.
 type GatewaySelector struct {
 	// NodeSelector matches the labels of nodes eligible to run the gateway; defaults to
-	// mcnet.io/gateway=true.
+	// node-restriction.kubernetes.io/mcnet-gateway=true.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 }

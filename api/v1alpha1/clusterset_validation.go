@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"path"
@@ -79,7 +80,11 @@ func ValidateClusterSet(cs *ClusterSet) field.ErrorList {
 
 func validateSelector(p *field.Path, sel map[string]string) field.ErrorList {
 	var errs field.ErrorList
-	for k, v := range sel {
+	for _, k := range slices.Sorted(maps.Keys(sel)) {
+		v := sel[k]
+		if !strings.HasPrefix(k, NodeRestrictionPrefix) {
+			errs = append(errs, field.Invalid(p.Key(k), k, fmt.Sprintf("a node's kubelet can set this label on itself, so any node could make itself a gateway; select gateway nodes by a label under %s (e.g. %s=true), which NodeRestriction lets only administrators set", NodeRestrictionPrefix, GatewayLabel)))
+		}
 		for _, msg := range validation.IsQualifiedName(k) {
 			errs = append(errs, field.Invalid(p.Key(k), k, msg))
 		}

@@ -109,7 +109,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.role != 'Client' || self.type != 'throughput' || !has(self.duration) || duration(self.duration) <= duration('2m')",message="spec.duration of a throughput client may be at most 2m"
 // +kubebuilder:validation:XValidation:rule="!has(self.interval) || duration(self.interval) <= duration('1s')",message="spec.interval may be at most 1s"
 // +kubebuilder:validation:XValidation:rule="!has(self.count) || (has(self.interval) ? duration(self.interval).getMilliseconds() : 20) * self.count <= 120000",message="spec.count x spec.interval (default 20ms) may be at most 2m"
-// +kubebuilder:validation:XValidation:rule="self.role != 'Client' || (has(self.target) && self.target != ”)",message="spec.target is required for a client"
+// +kubebuilder:validation:XValidation:rule="self.role != 'Client' || (has(self.target) && size(self.target) > 0)",message="spec.target is required for a client"
 type NetworkTestSpec struct {
 	// NodeName is the node whose agent runs the test.
 	NodeName string `json:"nodeName"`

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab/node"
 	"github.com/mcnet-io/mcnet/internal/registry"
 	"k8s.io/client-go/kubernetes"
@@ -24,7 +25,7 @@ import (
 )
 
 // GatewayLabel marks the nodes mcnet may run its gateway on.
-const GatewayLabel = "mcnet.io/gateway"
+const GatewayLabel = mcnetv1.GatewayLabel
 
 // Options describe the lab to bring up.
 type Options struct {

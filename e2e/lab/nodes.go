@@ -58,10 +58,9 @@ func (c *Cluster) startNodes(ctx context.Context) error {
 		for _, r := range mirroredRegistries {
 			mirrors[r] = "http://" + RegistryAddr
 		}
+		// The gateway label is under node-restriction.kubernetes.io/: the kubelet may
+		// not set it (NodeRestriction), adoptNodes does, as an administrator would.
 		labels := map[string]string{}
-		if n.Gateway {
-			labels[GatewayLabel] = "true"
-		}
 		rt, err := node.Start(ctx, node.Config{
 			Name: n.Name, Netns: n.Netns, IP: n.IP, PodCIDR: n.PodCIDR,
 			Dir: filepath.Join(n.Dir(), "node"), RunDir: filepath.Join(l.runDir, n.Name),
@@ -97,7 +96,8 @@ func (c *Cluster) startNodes(ctx context.Context) error {
 func ClusterDNSIP(svc netip.Prefix) netip.Addr { return cidr.Nth(svc, 10) }
 
 // adoptNodes waits for every kubelet to register its Node and then sets what the
-// kubelet cannot: spec.podCIDR and, on gateways, mcnet's public-address annotation.
+// kubelet cannot: spec.podCIDR and, on gateways, the gateway label and mcnet's
+// public-address annotation.
 func (c *Cluster) adoptNodes(ctx context.Context) error {
 	for _, n := range c.Nodes {
 		err := Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
@@ -112,8 +112,8 @@ func (c *Cluster) adoptNodes(ctx context.Context) error {
 		}
 		patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, n.PodCIDR, n.PodCIDR)
 		if n.Gateway {
-			patch = fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}},"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`,
-				gateway.PublicIPAnnotation, n.PublicIP, n.PodCIDR, n.PodCIDR)
+			patch = fmt.Sprintf(`{"metadata":{"labels":{%q:"true"},"annotations":{%q:%q}},"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`,
+				GatewayLabel, gateway.PublicIPAnnotation, n.PublicIP, n.PodCIDR, n.PodCIDR)
 		}
 		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			return fmt.Errorf("node %s: set pod CIDR: %w", n.Name, err)

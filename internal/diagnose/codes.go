@@ -31,7 +31,7 @@ var Catalog = map[string]Entry{
 	"MCN1204": {"networks", "node pod CIDR outside announced CIDRs", "the fleet file's podCIDRs do not match the nodes' pod CIDRs; fix the fleet file and render again"},
 	"MCN1205": {"networks", "cluster publishes outside its allocation", "receivers ignore what a member publishes outside what the fleet table (Git) allocates to it: its own controller or gateway is misconfigured, or its broker credentials are in the wrong hands; check that cluster, rotate its broker credentials if in doubt"},
 
-	"MCN1301": {"gateways", "no gateway node", "no node carries the gateway label: kubectl label node NODE mcnet.io/gateway=true (or the cluster's gateway nodeSelector)"},
+	"MCN1301": {"gateways", "no gateway node", "no node carries the gateway label: kubectl label node NODE node-restriction.kubernetes.io/mcnet-gateway=true (or the cluster's gateway nodeSelector)"},
 	"MCN1302": {"gateways", "no active gateway", "no gateway holds the Lease: check the mcnet-gateway pods and their logs"},
 	"MCN1303": {"gateways", "more than one active gateway", "two gateways claim the Lease: traffic splits between them; check clock skew and the gateways' logs"},
 	"MCN1304": {"gateways", "active gateway on an unlabelled node", "the active gateway's node lost the gateway label; relabel it or let another gateway take over"},

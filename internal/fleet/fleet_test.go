@@ -40,7 +40,7 @@ func TestParseDefaults(t *testing.T) {
 	if got := cs.Spec.Clusters[0].Cable; got != mcnetv1.CableVXLAN {
 		t.Errorf("east keeps its override: got %q", got)
 	}
-	if diff := cmp.Diff(map[string]string{"mcnet.io/gateway": "true"}, cs.Spec.Clusters[0].Gateway.NodeSelector); diff != "" {
+	if diff := cmp.Diff(map[string]string{"node-restriction.kubernetes.io/mcnet-gateway": "true"}, cs.Spec.Clusters[0].Gateway.NodeSelector); diff != "" {
 		t.Errorf("default gateway selector (-want +got):\n%s", diff)
 	}
 	if cs.Spec.Broker.Namespace != "mcnet-broker" || cs.Spec.Discovery.Domain != "clusterset.local" {

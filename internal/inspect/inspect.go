@@ -209,7 +209,7 @@ func (s *Snapshot) Node(name string) *corev1.Node {
 	return nil
 }
 
-// GatewaySelector is the gateway DaemonSet's node selector (mcnet.io/gateway=true when
+// GatewaySelector is the gateway DaemonSet's node selector (node-restriction.kubernetes.io/mcnet-gateway=true when
 // there is none).
 func (s *Snapshot) GatewaySelector() map[string]string {
 	if s.GatewayDS != nil && len(s.GatewayDS.Spec.Template.Spec.NodeSelector) > 0 {
