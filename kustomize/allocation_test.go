@@ -160,22 +160,6 @@ func testAllocationPolicy(ctx context.Context, t *testing.T, cs *mcnetv1.Cluster
 		}
 	})
 
-	t.Run("the broker namespace has a quota in proportion to the fleet", func(t *testing.T) {
-		var q corev1.ResourceQuota
-		if err := adminClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "mcnet-broker"}, &q); err != nil {
-			t.Fatal(err)
-		}
-		n := len(cs.Spec.Clusters)
-		for r, want := range map[corev1.ResourceName]int64{
-			"count/endpoints.mcnet.io": int64(n), "count/serviceimports.multicluster.x-k8s.io": int64(512 * n),
-			"count/endpointslices.discovery.k8s.io": int64(2048 * n), "count/clusters.mcnet.io": int64(n),
-		} {
-			if got := q.Spec.Hard[r]; got.Value() != want {
-				t.Errorf("quota %s = %s, want %d", r, got.String(), want)
-			}
-		}
-	})
-
 	t.Run("an identity outside the fleet table writes nothing", func(t *testing.T) {
 		// An administrator mints a broker identity for a cluster Git does not list, with
 		// west's rights.

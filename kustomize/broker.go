@@ -37,13 +37,6 @@ func renderBroker(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec
 		append(brokerPolicy(ns), localComponentsPolicy(ns)...)...); err != nil {
 		return err
 	}
-	resources = append(resources, "quota.yaml")
-	if err := t.putYAML(path.Join(DirBroker, "quota.yaml"),
-		"# Every broker object fans out to every member: the quota bounds what a flood can cost\n"+
-			"# the broker's API server and every member's informers, in proportion to the fleet.\n",
-		brokerQuota(ns, len(clusters))); err != nil {
-		return err
-	}
 	resources = append(resources, "allocation.yaml")
 	if err := t.putYAML(path.Join(DirBroker, "allocation.yaml"),
 		"# What a cluster writes must fit what the fleet table (Fleet "+cs.Name+", applied with every\n"+
@@ -110,28 +103,6 @@ func brokerIdentity(ns, cluster string) []any {
 			"roleRef":    map[string]string{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
 			"subjects":   []any{map[string]string{"kind": "ServiceAccount", "name": name, "namespace": ns}},
 		},
-	}
-}
-
-// Per-cluster budgets of the broker quota. A cluster writes one Cluster and one Endpoint
-// (their names are bound to it), an export and its EndpointSlices per exported service.
-const (
-	quotaExportsPerCluster = 512
-	quotaSlicesPerCluster  = 2048
-)
-
-func brokerQuota(ns string, clusters int) map[string]any {
-	n := func(per int) string { return fmt.Sprint(per * clusters) }
-	return map[string]any{
-		"apiVersion": "v1",
-		"kind":       "ResourceQuota",
-		"metadata":   map[string]any{"name": "mcnet-broker", "namespace": ns, "labels": map[string]string{"app.kubernetes.io/part-of": "mcnet"}},
-		"spec": map[string]any{"hard": map[string]string{
-			"count/clusters.mcnet.io":                    n(1),
-			"count/endpoints.mcnet.io":                   n(1),
-			"count/serviceimports.multicluster.x-k8s.io": n(quotaExportsPerCluster),
-			"count/endpointslices.discovery.k8s.io":      n(quotaSlicesPerCluster),
-		}},
 	}
 }
 

@@ -287,7 +287,6 @@ func TestAddingAClusterChangesOnlyItsOwnFiles(t *testing.T) {
 	lists := map[string]bool{
 		path.Join(DirFleet, "fleet.yaml"): true, // the table
 		"broker/kustomization.yaml":       true, // lists every broker identity
-		"broker/quota.yaml":               true, // counts the clusters
 		"argocd/kustomization.yaml":       true, // lists every Application
 		"argocd/project.yaml":             true, // lists every destination
 		"README.md":                       true, // counts the clusters

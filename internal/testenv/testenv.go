@@ -17,9 +17,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -182,9 +180,6 @@ func Apply(ctx context.Context, t testing.TB, cfg *rest.Config, objs []*unstruct
 		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("kustomize-controller"), client.ForceOwnership); err != nil {
 			t.Errorf("apply %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 		}
-		if o.GetKind() == "ResourceQuota" {
-			primeQuota(ctx, t, c, o)
-		}
 	}
 	for _, o := range objs {
 		if o.GetKind() != "CustomResourceDefinition" {
@@ -205,28 +200,6 @@ func Apply(ctx context.Context, t testing.TB, cfg *rest.Config, objs []*unstruct
 		if err != nil {
 			t.Fatalf("CRD %s not Established: %v", o.GetName(), err)
 		}
-	}
-}
-
-// primeQuota does for a ResourceQuota what kube-controller-manager's quota controller,
-// which envtest does not run, does first: it fills status.hard and a zero status.used.
-// Until then the API server refuses every object the quota counts; from then on its
-// quota admission counts creations itself.
-func primeQuota(ctx context.Context, t testing.TB, c client.Client, o *unstructured.Unstructured) {
-	t.Helper()
-	var q corev1.ResourceQuota
-	if err := c.Get(ctx, client.ObjectKeyFromObject(o), &q); err != nil {
-		t.Fatalf("read ResourceQuota %s/%s: %v", o.GetNamespace(), o.GetName(), err)
-	}
-	if q.Status.Hard != nil {
-		return
-	}
-	q.Status.Hard, q.Status.Used = q.Spec.Hard, corev1.ResourceList{}
-	for r := range q.Spec.Hard {
-		q.Status.Used[r] = resource.MustParse("0")
-	}
-	if err := c.Status().Update(ctx, &q); err != nil {
-		t.Fatalf("prime ResourceQuota %s/%s: %v", o.GetNamespace(), o.GetName(), err)
 	}
 }
 
