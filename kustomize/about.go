@@ -24,7 +24,7 @@ const (
 func clusterPropertyCRD() *apiextensionsv1.CustomResourceDefinition {
 	maxLen := int64(128 * 1024)
 	return &apiextensionsv1.CustomResourceDefinition{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
+		TypeMeta: metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: "clusterproperties." + aboutGroup,
 			// *.k8s.io groups are protected: the API server wants the API's approval
