@@ -64,10 +64,18 @@ func TestContainerdRunsTheImages(t *testing.T) {
 	}
 	sweepStaleContainerd(t)
 	root := repoRoot(t)
-	// What the lab calls: after `make image` (as `make test` runs it) nothing is rewritten.
-	images, err := LabImages(ctx, root)
+	// What the lab builds, but into a directory of this test's own: the lab suites run
+	// beside this package under `make test`, and their registries serve bin/images.
+	version, commit := gitVersion(ctx, root)
+	images, err := BuildImages(ctx, ImagesOptions{
+		Root:     root,
+		OutDir:   t.TempDir(),
+		CacheDir: filepath.Join(root, "bin", "debian"),
+		Version:  version,
+		Commit:   commit,
+	})
 	if err != nil {
-		t.Fatalf("LabImages: %v", err)
+		t.Fatalf("BuildImages: %v", err)
 	}
 	byName := map[string]LabImage{}
 	var served []registry.Image
