@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"slices"
@@ -122,19 +121,4 @@ func BenchmarkClusterSetIP(b *testing.B) {
 	b.ReportMetric(ratio, "vip/clusterip-ratio")
 	b.ReportMetric(float64(added.Microseconds()), "vip-added-connect-p50-µs")
 	fmt.Printf("clustersetip: VIP / ClusterIP throughput %.2f (target >= 0.95); the VIP adds %s to a connection's first answer (p50)\n", ratio, added.Round(time.Microsecond))
-}
-
-// iperfReceived reads the receiver's bit rate from iperf3 -J output.
-func iperfReceived(out string) (float64, error) {
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		return 0, fmt.Errorf("iperf3 output: %w\n%s", err, out)
-	}
-	return r.End.SumReceived.BitsPerSecond, nil
 }

@@ -100,6 +100,11 @@ func iperf(ctx context.Context, cli, srv *lab.Pod, port int) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("iperf3 %s -> %s: %w\n%s", cli, srv, err, out)
 	}
+	return iperfReceived(out)
+}
+
+// iperfReceived reads the receiver's bit rate from iperf3 -J output.
+func iperfReceived(out string) (float64, error) {
 	var r struct {
 		End struct {
 			SumReceived struct {
@@ -108,7 +113,7 @@ func iperf(ctx context.Context, cli, srv *lab.Pod, port int) (float64, error) {
 		} `json:"end"`
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		return 0, fmt.Errorf("iperf3 output: %w", err)
+		return 0, fmt.Errorf("iperf3 output: %w\n%s", err, out)
 	}
 	return r.End.SumReceived.BitsPerSecond, nil
 }

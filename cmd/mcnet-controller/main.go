@@ -1,5 +1,5 @@
 // Command mcnet-controller runs in every cluster: it syncs the cluster with the broker,
-// exports and imports services, and answers DNS for the clusterset domain.
+// and exports and imports services. DNS for the clusterset domain is mcnet-dns's.
 package main
 
 import (
