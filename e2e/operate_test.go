@@ -235,14 +235,8 @@ func benchmarkVsIperf3(t *testing.T, l *lab.Lab, kubeconfig string) {
 		if err != nil {
 			t.Fatalf("iperf3 %s -> %s: %v\n%s", cli, srv, err, out)
 		}
-		var ip struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal([]byte(out), &ip); err != nil || ip.End.SumReceived.BitsPerSecond <= 0 {
+		bps, err := iperfReceived(out)
+		if err != nil || bps <= 0 {
 			t.Fatalf("iperf3 output (%v):\n%s", err, out)
 		}
 		code, bout := mcnet(t, kubeconfig, "benchmark", "throughput", "--mode", "worker", "--from", from.Name, "--to", to.Name, "-o", "json", "--duration", "3s")
@@ -254,7 +248,7 @@ func benchmarkVsIperf3(t *testing.T, l *lab.Lab, kubeconfig string) {
 		if err := json.Unmarshal([]byte(bout), &rep); code != 0 || err != nil || len(rep.Results) != 1 {
 			t.Fatalf("benchmark throughput %s -> %s: exit %d, %d results, %v", from.Name, to.Name, code, len(rep.Results), err)
 		}
-		ref, got := ip.End.SumReceived.BitsPerSecond/1e9, rep.Results[0].Gbps
+		ref, got := bps/1e9, rep.Results[0].Gbps
 		tries = append(tries, fmt.Sprintf("benchmark %.2f Gbit/s vs iperf3 %.2f Gbit/s", got, ref))
 		if got >= 0.8*ref && got <= 1.2*ref {
 			t.Logf("%s -> %s worker to worker: %s", from.Name, to.Name, tries[len(tries)-1])
