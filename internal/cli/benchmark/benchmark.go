@@ -32,21 +32,30 @@ const Kind = "BenchmarkReport"
 
 // Options are the flags and state of benchmark.
 type Options struct {
-	Clusters     multicluster.Options
-	Print        *clioptions.PrintFlags
-	Test         mcnetv1.NetworkTestType
-	From, To     string
-	Mode         string
-	Duration     time.Duration
-	Streams      int32
-	Count        int32
-	Interval     time.Duration
+	// Clusters selects the contexts to measure between (--contexts, --fleet).
+	Clusters multicluster.Options
+	// Print is -o; the default prints the table.
+	Print *clioptions.PrintFlags
+	// Test is the positional argument, throughput or latency.
+	Test mcnetv1.NetworkTestType
+	// From and To narrow the ordered pairs to one client or server cluster.
+	From, To string
+	// Mode is gateway, worker or both: which nodes' agents run the test.
+	Mode string
+	// Duration and Streams shape a throughput run.
+	Duration time.Duration
+	Streams  int32
+	// Count and Interval shape a latency run.
+	Count    int32
+	Interval time.Duration
+	// AgentTimeout bounds the wait for an agent to pick a NetworkTest up, so a
+	// cluster whose agents are down fails its pair instead of hanging the run.
 	AgentTimeout time.Duration
 
 	flags   *genericclioptions.ConfigFlags
-	flagErr error
+	flagErr error // a kubeconfig flag that cannot apply, reported by Validate
 	targets []*multicluster.Target
-	getenv  func(string) string
+	getenv  func(string) string // os.Getenv, replaced in tests (NO_COLOR, TERM)
 	genericiooptions.IOStreams
 }
 
@@ -102,6 +111,8 @@ measured. The tests run in mcnet's own namespace, so -n does not apply.`,
 
 // Complete parses the benchmark's name and notes a -n, which cannot apply.
 func (o *Options) Complete(cmd *cobra.Command, args []string) error {
+	// The short aliases are the names of the tools people know (iperf's
+	// "tput", ping's "rtt").
 	switch args[0] {
 	case "throughput", "tput":
 		o.Test = mcnetv1.TestThroughput
@@ -110,6 +121,8 @@ func (o *Options) Complete(cmd *cobra.Command, args []string) error {
 	default:
 		return cmdutil.Usage(fmt.Errorf("unknown benchmark %q; use throughput or latency", args[0]))
 	}
+	// Every kubeconfig flag applies except -n: NetworkTests live in mcnet's own
+	// namespace, and silently ignoring a -n the user gave would mislead.
 	var allow []string
 	for _, n := range clioptions.KubeconfigFlags() {
 		if n != "namespace" {
@@ -122,6 +135,9 @@ func (o *Options) Complete(cmd *cobra.Command, args []string) error {
 
 // Validate checks every flag at once, before any cluster is contacted.
 func (o *Options) Validate() error {
+	// Collect every problem, so one run names them all. The bounds mirror the
+	// NetworkTest CRD's, which the API server would enforce anyway, but later
+	// and per cluster.
 	errs := []error{o.flagErr, o.Print.Validate(), o.Clusters.Validate(o.flags)}
 	if !slices.Contains([]string{"gateway", "worker", "both"}, o.Mode) {
 		errs = append(errs, fmt.Errorf("--mode %q: use gateway, worker or both", o.Mode))
@@ -161,7 +177,9 @@ func (r *Report) Subjects() []runtime.Object {
 	return output.ClusterSubjects(names...)
 }
 
-// Result is one measured pair.
+// Result is one measured pair. Figures are pointers so that JSON leaves out
+// what was not measured (a failed pair, or the other test's fields) rather than
+// reporting zeros that look like measurements.
 type Result struct {
 	From       string   `json:"from"`
 	To         string   `json:"to"`
@@ -186,6 +204,8 @@ func (o *Options) Run(ctx context.Context) error {
 	if o.targets, err = o.Clusters.Resolve(ctx, o.flags); err != nil {
 		return err
 	}
+	// Snapshots of every cluster first, in parallel: the pairs need each
+	// side's active gateway, endpoint addresses and nodes.
 	spin := output.StartSpinner(o.ErrOut, o.getenv, "reading clusters")
 	defer spin.Stop()
 	results := multicluster.Parallel(ctx, o.targets, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (*inspect.Snapshot, error) {
@@ -200,6 +220,7 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		snaps, clients = append(snaps, r.Value), append(clients, o.targets[i])
 	}
+	// --from/--to take a fleet cluster name or a kubeconfig context.
 	match := func(s *inspect.Snapshot, name string) bool {
 		return name == "" || s.ClusterID == name || s.Context == name
 	}
@@ -233,6 +254,8 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A failed pair is a finding (exit 1), not a usage error: the report is
+	// printed in full first so the failing pair can be read next to the rest.
 	failed := 0
 	for _, r := range rep.Results {
 		if r.Error != "" {
@@ -245,6 +268,10 @@ func (o *Options) Run(ctx context.Context) error {
 	return nil
 }
 
+// measure runs one NetworkTest pair: the server agent in b listens, the client
+// agent in a connects through the tunnel, and the result comes back in the
+// NetworkTest's status. Errors are recorded in the Result, never returned, so
+// one bad pair does not hide the others.
 func (o *Options) measure(ctx context.Context, a, b *inspect.Snapshot, ta, tb *multicluster.Target, mode string) Result {
 	res := Result{From: a.ClusterID, To: b.ClusterID, Mode: mode}
 	server, cl, err := sides(a, b, mode)
@@ -296,10 +323,14 @@ func sides(a, b *inspect.Snapshot, mode string) (server, cl netest.Side, err err
 		return out
 	}
 	if mode == "gateway" {
+		// With zero or two active gateways the result would not say which
+		// path it measured; refuse rather than guess.
 		ga, gb := a.ActiveGateways(), b.ActiveGateways()
 		if len(ga) != 1 || len(gb) != 1 {
 			return server, cl, fmt.Errorf("needs exactly one active gateway in %s and %s", a.ClusterID, b.ClusterID)
 		}
+		// The remote's health-check IP is an address the tunnel routes, so
+		// the client is preferred to reach the server there.
 		var prefer []netip.Addr
 		if ep := b.Endpoint(b.ClusterID); ep != nil {
 			for _, s := range ep.Spec.HealthCheckIPs {
@@ -321,6 +352,8 @@ func sides(a, b *inspect.Snapshot, mode string) (server, cl netest.Side, err err
 	return server, cl, nil
 }
 
+// worker picks a schedulable node that cannot become a gateway, the first by
+// name so repeated runs measure the same node.
 func worker(s *inspect.Snapshot) string {
 	sel := s.GatewaySelector()
 	var names []string
@@ -340,6 +373,7 @@ func worker(s *inspect.Snapshot) string {
 func Print(w io.Writer, st output.Style, r *Report) {
 	tw := output.NewTable(w)
 	defer tw.Flush()
+	// f prints an unmeasured figure as "-", never as 0.
 	f := func(p *float64, format string) string {
 		if p == nil {
 			return "-"

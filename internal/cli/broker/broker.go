@@ -41,16 +41,24 @@ func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.I
 
 // CredentialsOptions are the flags of `broker credentials`.
 type CredentialsOptions struct {
-	Cluster         string
+	// Cluster is the member whose broker identity (ServiceAccount
+	// cluster-NAME) the token is minted for.
+	Cluster string
+	// FleetFile, when given, supplies the broker namespace and URL and proves
+	// Cluster is a member, so a typo cannot mint a token for nobody.
 	FleetFile       string
 	BrokerNamespace string
-	Server          string
-	Duration        time.Duration
-	Print           *clioptions.PrintFlags
+	// Server is the broker URL written into the Secret: what the member dials,
+	// which may differ from how this command reaches the broker.
+	Server string
+	// Duration is the token's requested lifetime; the API server may cap it.
+	Duration time.Duration
+	// Print is -o; YAML by default, since the Secret goes to kubeseal or SOPS.
+	Print *clioptions.PrintFlags
 
 	flags   *genericclioptions.ConfigFlags
-	flagErr error
-	config  *rest.Config
+	flagErr error        // a kubeconfig flag that cannot apply, reported by Validate
+	config  *rest.Config // how this command reaches the broker's cluster
 	genericiooptions.IOStreams
 }
 
@@ -96,6 +104,8 @@ reaches the broker's cluster, and -n is the broker namespace.`,
 	return cmd
 }
 
+// allButCacheDir lists the kubeconfig flags this command honours: all but
+// --cache-dir, since it makes no discovery requests whose answers could be cached.
 func allButCacheDir() []string {
 	var out []string
 	for _, n := range clioptions.KubeconfigFlags() {
@@ -113,6 +123,8 @@ func (o *CredentialsOptions) Complete() error {
 		if err != nil {
 			return cmdutil.Usage(err)
 		}
+		// Only a member has a broker identity; say so before asking the API
+		// server, whose "not found" could mean several things.
 		member := false
 		for _, c := range cs.Spec.Clusters {
 			member = member || c.Name == o.Cluster
@@ -127,6 +139,8 @@ func (o *CredentialsOptions) Complete() error {
 			o.Server = cs.Spec.Broker.Server
 		}
 	}
+	// -n and --broker-namespace name the same thing; two different answers
+	// are refused rather than one silently winning.
 	if ns := o.namespaceFlag(); ns != "" {
 		if o.BrokerNamespace != "" && o.BrokerNamespace != ns {
 			return cmdutil.Usage(fmt.Errorf("-n %s and the broker namespace %s (--broker-namespace or the fleet's) differ; give one", ns, o.BrokerNamespace))
@@ -141,6 +155,8 @@ func (o *CredentialsOptions) Complete() error {
 		return cmdutil.Usage(fmt.Errorf("connect to the broker's cluster: %w", err))
 	}
 	o.config = cfg
+	// With neither --server nor a fleet, the member is assumed to reach the
+	// broker where this command does.
 	if o.Server == "" {
 		o.Server = cfg.Host
 	}
@@ -162,6 +178,8 @@ func (o *CredentialsOptions) Validate() error {
 	for _, msg := range validation.IsDNS1123Label(o.Cluster) {
 		errs = append(errs, fmt.Errorf("--cluster %q: %s", o.Cluster, msg))
 	}
+	// A token shorter than this would expire before a GitOps pipeline has
+	// sealed, committed and applied it.
 	if o.Duration < 10*time.Minute {
 		errs = append(errs, fmt.Errorf("--duration %s is too short; use at least 10m", o.Duration))
 	}
@@ -174,6 +192,8 @@ func (o *CredentialsOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return cmdutil.Usage(err)
 	}
+	// A TokenRequest gives a bound, expiring token: nothing long-lived is
+	// stored in the broker's cluster, and revoking the ServiceAccount revokes it.
 	sa := kustomize.BrokerServiceAccount(o.Cluster)
 	seconds := int64(o.Duration.Seconds())
 	tr, err := cs.CoreV1().ServiceAccounts(o.BrokerNamespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
@@ -198,6 +218,9 @@ func (o *CredentialsOptions) Run(ctx context.Context) error {
 	return o.Print.Print(o.Out, secret)
 }
 
+// kubeconfig writes the member's view of the broker: the broker URL, the CA this
+// command trusted to reach it (inlined, since the member has no such file), the
+// token, and the broker namespace as the context's default.
 func (o *CredentialsOptions) kubeconfig(token string) ([]byte, error) {
 	ca := o.config.CAData
 	if len(ca) == 0 && o.config.CAFile != "" {
@@ -217,7 +240,9 @@ func (o *CredentialsOptions) kubeconfig(token string) ([]byte, error) {
 // SecretName is the Secret in mcnet-system that holds a cluster's broker kubeconfig.
 const SecretName = "mcnet-broker-credentials"
 
-// Secret is the broker-credentials Secret for a member cluster.
+// Secret is the broker-credentials Secret for a member cluster. The expiry
+// annotation lets diagnose warn before the token runs out; the cluster label
+// says whose identity it carries.
 func Secret(cluster string, kubeconfig []byte, expires time.Time) *corev1.Secret {
 	return &corev1.Secret{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},

@@ -24,14 +24,18 @@ import (
 
 // Options are the flags and state of export and unexport.
 type Options struct {
+	// Unexport turns the verb around: delete the ServiceExport.
 	Unexport bool
-	Name     string
-	DryRun   string
-	Print    *clioptions.PrintFlags
+	// Name is the Service's name, from service/NAME.
+	Name string
+	// DryRun "client" prints the object for Git and contacts no cluster.
+	DryRun string
+	// Print is -o; without it the verb prints one line saying what it did.
+	Print *clioptions.PrintFlags
 
-	namespace string
+	namespace string // -n, else the kubeconfig context's namespace
 	flags     *genericclioptions.ConfigFlags
-	client    client.Client
+	client    client.Client // nil on a dry run
 	genericiooptions.IOStreams
 }
 
@@ -45,6 +49,8 @@ func NewUnexportCommand(flags *genericclioptions.ConfigFlags, streams genericioo
 	return newCommand(flags, streams, true)
 }
 
+// newCommand builds export or unexport: one set of flags and one Run, so the
+// two verbs cannot drift apart in what they accept.
 func newCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, unexport bool) *cobra.Command {
 	o := &Options{flags: flags, IOStreams: streams, Unexport: unexport, Print: clioptions.NewPrintFlags("")}
 	cmd := &cobra.Command{
@@ -80,6 +86,8 @@ the other clusters import it as NAME.NAMESPACE.svc.clusterset.local.
 // Complete parses the argument, takes the namespace (-n, else the context's) and,
 // unless dry-running, connects.
 func (o *Options) Complete(args []string) error {
+	// kubectl's TYPE/NAME form, with a bare NAME taken as a Service; the
+	// plural and short forms kubectl accepts are accepted too.
 	kind, name, found := strings.Cut(args[0], "/")
 	if !found {
 		kind, name = "service", args[0]
@@ -98,6 +106,8 @@ func (o *Options) Complete(args []string) error {
 		return cmdutil.Usage(err)
 	}
 	o.namespace = ns
+	// A dry run must work with no cluster reachable: it is how the object
+	// gets into a GitOps repository.
 	if o.DryRun == "client" {
 		return nil
 	}
@@ -153,6 +163,9 @@ func (o *Options) Run(ctx context.Context) error {
 			return connErr(err)
 		}
 	} else {
+		// The API server would accept a ServiceExport of a Service that does
+		// not exist (it would only show a condition later); a typo deserves
+		// an error now.
 		var svc corev1.Service
 		if err := o.client.Get(ctx, client.ObjectKey{Namespace: o.namespace, Name: o.Name}, &svc); err != nil {
 			if apierrors.IsNotFound(err) {
@@ -160,6 +173,7 @@ func (o *Options) Run(ctx context.Context) error {
 			}
 			return connErr(err)
 		}
+		// Exporting twice is not an error: the wanted state holds.
 		if err := o.client.Create(ctx, obj); err != nil {
 			if !apierrors.IsAlreadyExists(err) {
 				return connErr(err)
@@ -176,6 +190,9 @@ func (o *Options) Run(ctx context.Context) error {
 	return err
 }
 
+// connErr sorts an API error into an exit code: the server's refusal (RBAC,
+// validation) is a failure of the request (1), anything else means the cluster
+// was not reached as asked (2).
 func connErr(err error) error {
 	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
 		return cmdutil.Failure(err)

@@ -26,18 +26,29 @@ import (
 
 // Options are the flags and derived state of the render command.
 type Options struct {
+	// FleetFile is the ClusterSet to render (-f); it is the only input.
 	FleetFile string
-	OutDir    string
-	Commit    bool
-	Force     bool
-	Message   string
+	// OutDir is where the tree goes; Complete makes it absolute.
+	OutDir string
+	// Commit records the rendered paths, and only those, in a new commit.
+	Commit bool
+	// Force lets a render replace files it did not write itself.
+	Force bool
+	// Message is the commit message; empty means one naming the fleet.
+	Message string
+	// ImageRepo and ImageTag override the fleet's spec.image, so a CI pipeline
+	// can render the image it just built without editing the fleet file.
 	ImageRepo string
 	ImageTag  string
-	RepoURL   string
+	// RepoURL is the URL Argo CD syncs from when the fleet names none.
+	RepoURL string
 
+	// What Complete derives from the flags, for Validate and Run.
 	fleet   *mcnetv1.ClusterSet
 	gitTop  string // the output's Git working tree, if any
 	renderO kustomize.Options
+	// flagErr is a kubeconfig flag given to a command that contacts no
+	// cluster; Validate reports it, so the refusal follows the usual order.
 	flagErr error
 
 	genericiooptions.IOStreams
@@ -96,6 +107,8 @@ origin remote loses any credentials in it before it is written into a manifest.`
 
 // Complete loads the fleet and learns about the output directory.
 func (o *Options) Complete(ctx context.Context) error {
+	// fleet.Load defaults and validates: an error here names the field at fault,
+	// and nothing has been written yet, which the message says.
 	cs, err := fleet.Load(o.FleetFile)
 	if err != nil {
 		if errors.Is(err, fleet.ErrInvalid) || errors.Is(err, os.ErrNotExist) {
@@ -110,6 +123,8 @@ func (o *Options) Complete(ctx context.Context) error {
 		cs.Spec.Image.Tag = o.ImageTag
 	}
 	o.fleet = cs
+	// The output is absolute from here on: Git commands run in other
+	// directories, and the journal records absolute paths.
 	abs, err := filepath.Abs(o.OutDir)
 	if err != nil {
 		return cmdutil.Usage(fmt.Errorf("--out: %w", err))
@@ -117,10 +132,14 @@ func (o *Options) Complete(ctx context.Context) error {
 	o.OutDir = abs
 	o.gitTop = gitTopLevel(ctx, abs)
 	o.renderO = kustomize.Options{Version: version.Version, RepoURL: o.RepoURL}
+	// What an earlier render allocated (global ranges, pinned addresses) is read
+	// back from the tree, so adding a cluster never renumbers the others.
 	if o.renderO.Kept, err = kustomize.ReadKept(abs, cs.Name); err != nil {
 		return cmdutil.Usage(fmt.Errorf("%w\nnothing was written", err))
 	}
 	if o.gitTop != "" {
+		// Inside a Git repository, its origin and the output's place in it are
+		// the natural defaults for what Argo CD and Flux sync.
 		if o.renderO.RepoURL == "" {
 			o.renderO.RepoURL = withoutCredentials(git(ctx, o.gitTop, "remote", "get-url", "origin"))
 		}
@@ -141,6 +160,8 @@ func (o *Options) Validate() error {
 	if fi, err := os.Stat(o.OutDir); err == nil && !fi.IsDir() {
 		return cmdutil.Usage(fmt.Errorf("--out %s is a file; name a directory", o.OutDir))
 	}
+	// A URL with a password would be written into every Argo CD Application,
+	// and so pushed to Git: refuse it and name the field it came from.
 	for _, u := range []struct{ field, url string }{{"--repo-url", o.RepoURL}, {"spec.gitOps.repoURL", o.fleet.Spec.GitOps.RepoURL}} {
 		if u.url != "" && withoutCredentials(u.url) != u.url {
 			return cmdutil.Usage(fmt.Errorf("%s %s carries credentials, which would be written into the manifests; give the URL without them and let Flux or Argo CD take credentials from a Secret\nnothing was written", u.field, withoutCredentials(u.url)))
@@ -154,12 +175,16 @@ func (o *Options) Validate() error {
 
 // Run renders and writes the tree, then commits if asked.
 func (o *Options) Run(ctx context.Context) error {
+	// The whole tree is rendered in memory first; nothing touches the disk
+	// until every file of it exists.
 	tree, err := kustomize.Render(o.fleet, o.renderO)
 	if err != nil {
 		return cmdutil.Failure(err)
 	}
 	res, err := kustomize.WriteTree(o.OutDir, tree, kustomize.WriteOptions{Force: o.Force})
 	if err != nil {
+		// A file that is not ours, or a symbolic link on a rendered path, is
+		// the user's to resolve (exit 2); anything else is an I/O failure.
 		if errors.Is(err, kustomize.ErrNotOurs) || errors.Is(err, kustomize.ErrSymlink) {
 			return cmdutil.Usage(err)
 		}
@@ -172,6 +197,8 @@ func (o *Options) Run(ctx context.Context) error {
 	if !o.Commit {
 		return nil
 	}
+	// The index file and removed paths are part of the render too: without
+	// them a commit would leave deleted clusters' overlays in Git.
 	return o.commit(ctx, append(append(tree.Paths(), kustomize.IndexFile), res.Removed...))
 }
 
@@ -180,6 +207,8 @@ func (o *Options) Run(ctx context.Context) error {
 // as it was, uncommitted.
 func (o *Options) commit(ctx context.Context, rendered []string) error {
 	top := o.gitTop
+	// A fresh output directory becomes a repository whose branch is the one
+	// the rendered Flux and Argo CD objects sync from.
 	if top == "" {
 		if err := run(ctx, o.OutDir, "init", "-q", "-b", o.fleet.Spec.GitOps.Revision); err != nil {
 			return cmdutil.Failure(fmt.Errorf("initialise Git repository in %s: %w", o.OutDir, err))
@@ -194,6 +223,8 @@ func (o *Options) commit(ctx context.Context, rendered []string) error {
 	for i, p := range rendered {
 		paths[i] = filepath.ToSlash(filepath.Join(rel, filepath.FromSlash(p)))
 	}
+	// Stage into a throwaway index seeded from HEAD, so the user's own index
+	// (and whatever it holds) never takes part in the commit.
 	idx, err := os.CreateTemp("", "mcnet-render-index-")
 	if err != nil {
 		return cmdutil.Failure(err)
@@ -217,6 +248,7 @@ func (o *Options) commit(ctx context.Context, rendered []string) error {
 	if err != nil {
 		return cmdutil.Failure(fmt.Errorf("git write-tree: %w", err))
 	}
+	// An unchanged fleet makes an identical tree: no empty commit.
 	if head != "" && git(ctx, top, "rev-parse", head+"^{tree}") == tree {
 		fmt.Fprintln(o.Out, "nothing to commit: the tree already matches the fleet")
 		return nil
@@ -225,6 +257,9 @@ func (o *Options) commit(ctx context.Context, rendered []string) error {
 	if msg == "" {
 		msg = fmt.Sprintf("mcnet: render fleet %s (%d clusters)", o.fleet.Name, len(o.fleet.Spec.Clusters))
 	}
+	// commit-tree plus a compare-and-swap update-ref: a concurrent commit by
+	// someone else makes this fail rather than be overwritten. The identity is
+	// fixed so the command works in repositories with no user configured.
 	args := []string{"-c", "user.name=mcnet", "-c", "user.email=mcnet@localhost", "commit-tree", tree, "-m", msg}
 	if head != "" {
 		args = append(args, "-p", head)
@@ -296,19 +331,24 @@ func git(ctx context.Context, dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// run runs a git command that must succeed; its error carries git's stderr.
 func run(ctx context.Context, dir string, args ...string) error {
 	return runEnv(ctx, dir, nil, nil, args...)
 }
 
+// runEnv is run with extra environment (GIT_INDEX_FILE) and standard input.
 func runEnv(ctx context.Context, dir string, env []string, stdin io.Reader, args ...string) error {
 	_, err := gitCmd(ctx, dir, env, stdin, args...)
 	return err
 }
 
+// outputEnv runs a git command and returns its trimmed standard output.
 func outputEnv(ctx context.Context, dir string, env []string, args ...string) (string, error) {
 	return gitCmd(ctx, dir, env, nil, args...)
 }
 
+// gitCmd is the one place git is executed: the environment is the user's plus
+// env, and a failure's error includes what git wrote to stderr.
 func gitCmd(ctx context.Context, dir string, env []string, stdin io.Reader, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
