@@ -25,19 +25,30 @@ import (
 
 // Options are the flags and state of diagnose.
 type Options struct {
-	Clusters     multicluster.Options
-	Print        *clioptions.PrintFlags
-	Offline      bool
-	FleetFile    string
-	RepoDir      string
-	Probe        bool
+	// Clusters selects the contexts to check (--contexts, --fleet).
+	Clusters multicluster.Options
+	// Print is -o; the default prints one line per check.
+	Print *clioptions.PrintFlags
+	// Offline checks only files, so a fleet can be checked in CI before any
+	// cluster exists.
+	Offline bool
+	// FleetFile is checked as render would check it, and compared with the
+	// tree in RepoDir when both are given (is the tree up to date?).
+	FleetFile string
+	// RepoDir is a rendered tree: built offline, compared with the live
+	// objects online (drift).
+	RepoDir string
+	// Probe lets the checks ask the agents for measurements (path MTU, cable
+	// port, broker reachability): slower, but the only way to see a firewall.
+	Probe bool
+	// AgentTimeout bounds the wait for an agent to pick a probe up.
 	AgentTimeout time.Duration
 
 	flags   *genericclioptions.ConfigFlags
-	flagErr error
+	flagErr error // a kubeconfig flag that cannot apply, reported by Validate
 	targets []*multicluster.Target
-	getenv  func(string) string
-	now     func() time.Time
+	getenv  func(string) string // os.Getenv, replaced in tests
+	now     func() time.Time    // time.Now, replaced in tests of stale status
 	genericiooptions.IOStreams
 }
 
@@ -148,6 +159,9 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	rep := &diagnose.Report{TypeMeta: output.Meta(diagnose.Kind), PluginVersion: version.Version}
 	spin := output.StartSpinner(o.ErrOut, o.getenv, "checking")
+	// The files first: the tree they yield feeds the online drift checks.
+	// A tree is compared with a fresh render of the fleet only when the fleet
+	// itself is valid; otherwise the fleet's own findings say why.
 	var tree *diagnose.Tree
 	if o.FleetFile != "" {
 		cs, checks := diagnose.FleetFile(o.FleetFile)
@@ -172,6 +186,8 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	spin.Stop()
 	rep.Sort()
+	// The report is printed whatever the outcome; the exit code then says
+	// whether a cluster was out of reach (2) or a check failed (1).
 	if o.Print.Default() {
 		diagnose.Print(o.Out, output.StyleFor(o.Out, o.getenv), rep)
 	} else if err := o.Print.Print(o.Out, rep); err != nil {
@@ -186,6 +202,9 @@ func (o *Options) Run(ctx context.Context) error {
 	return nil
 }
 
+// online reads every target once, in parallel, then runs the per-cluster
+// checks against those snapshots and the pairwise gateway probes. It returns
+// how many clusters could not be read; each of those is a failed check too.
 func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagnose.Tree, spin *output.Spinner) int {
 	spin.Set(fmt.Sprintf("reading %d clusters", len(o.targets)))
 	results := multicluster.Parallel(ctx, o.targets, o.Clusters.PerCluster(), func(ctx context.Context, t *multicluster.Target) (*inspect.Snapshot, error) {
@@ -204,6 +223,8 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 		snaps, targets = append(snaps, r.Value), append(targets, o.targets[i])
 		rep.Clusters = append(rep.Clusters, r.Value.ClusterID)
 	}
+	// Every cluster's networks as each member sees them on the broker: the
+	// datapath check of one cluster needs the others' CIDRs.
 	var nets []diagnose.Network
 	for _, s := range snaps {
 		for _, c := range s.Clusters {
@@ -211,6 +232,7 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 		}
 	}
 	spin.Set(fmt.Sprintf("checking %d clusters", len(snaps)))
+	// Checks of different clusters run at once and append to one report.
 	var mu sync.Mutex
 	add := func(cs []diagnose.Check) {
 		mu.Lock()
@@ -295,6 +317,8 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 	return unreachable
 }
 
+// dedupe keeps one entry per cluster: every member lists every other cluster,
+// so the same network arrives once per snapshot.
 func dedupe(nets []diagnose.Network) []diagnose.Network {
 	seen := map[string]bool{}
 	var out []diagnose.Network
