@@ -1,0 +1,137 @@
+package show
+
+import (
+	"github.com/mcnet-io/mcnet/internal/output"
+)
+
+// Report is show's document.
+type Report struct {
+	output.TypeMeta `json:",inline"`
+	PluginVersion   string        `json:"pluginVersion"`
+	Sections        []string      `json:"sections"`
+	Clusters        []ClusterView `json:"clusters"`
+}
+
+// ClusterView is one cluster's block. Only the sections asked for are filled;
+// the rest stay nil and are left out of JSON and YAML.
+type ClusterView struct {
+	// Context is the kubeconfig context read; Cluster the fleet name the
+	// controller reports, empty when the cluster could not be read.
+	Context string `json:"context"`
+	Cluster string `json:"cluster,omitempty"`
+	// Error is why the cluster could not be read at all; Problems are reads
+	// that failed while others succeeded (RBAC on one kind, say).
+	Error       string           `json:"error,omitempty"`
+	Problems    []string         `json:"problems,omitempty"`
+	Networks    []NetworkView    `json:"networks,omitempty"`
+	Gateways    []GatewayView    `json:"gateways,omitempty"`
+	Connections []ConnectionView `json:"connections,omitempty"`
+	Endpoints   []EndpointView   `json:"endpoints,omitempty"`
+	Services    *ServicesView    `json:"services,omitempty"`
+	Versions    *VersionsView    `json:"versions,omitempty"`
+}
+
+// NetworkView is one cluster's networks as this cluster knows them: from the
+// Cluster objects the controller keeps, so a remote missing here is a remote
+// this cluster does not route to.
+type NetworkView struct {
+	Cluster      string   `json:"cluster"`
+	Local        bool     `json:"local"`
+	PodCIDRs     []string `json:"podCIDRs"`
+	ServiceCIDRs []string `json:"serviceCIDRs"`
+	// Cable is the cluster's preferred driver, as it announces it.
+	Cable   string `json:"cable"`
+	Version string `json:"version,omitempty"`
+}
+
+// GatewayView is one gateway node.
+type GatewayView struct {
+	Node string `json:"node"`
+	// HA is active or standby, from the gateway's own status.
+	HA      string `json:"haStatus"`
+	Cable   string `json:"cable,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Ready is the Ready condition's status, "Unknown" when it has none.
+	Ready string `json:"ready"`
+	// Connected of Remotes tunnels are up.
+	Connected int `json:"connected"`
+	Remotes   int `json:"remotes"`
+	// Labelled says whether the node still carries the gateway label: a
+	// Gateway object of an unlabelled node is left over, not a gateway.
+	Labelled bool `json:"labelled"`
+}
+
+// ConnectionView is one tunnel from the active gateway. Cable and Port are
+// what the pair runs, the same from both ends; durations are strings (as
+// time.Duration prints them) so JSON readers need no unit convention.
+type ConnectionView struct {
+	Gateway     string  `json:"gateway"`
+	Remote      string  `json:"remote"`
+	Status      string  `json:"status"`
+	Cable       string  `json:"cable,omitempty"`
+	Port        int32   `json:"port,omitempty"`
+	RemoteNode  string  `json:"remoteGateway,omitempty"`
+	UsingIP     string  `json:"usingIP,omitempty"`
+	NAT         bool    `json:"nat"`
+	RTTAvg      string  `json:"rttAvg,omitempty"`
+	RTTMin      string  `json:"rttMin,omitempty"`
+	RTTMax      string  `json:"rttMax,omitempty"`
+	LossPercent int32   `json:"lossPercent"`
+	RxBytes     int64   `json:"rxBytes"`
+	TxBytes     int64   `json:"txBytes"`
+	Since       *string `json:"since,omitempty"`
+	Message     string  `json:"message,omitempty"`
+}
+
+// EndpointView is how one cluster's active gateway is reached, as published
+// on the broker and accepted by this cluster.
+type EndpointView struct {
+	Cluster        string   `json:"cluster"`
+	Gateway        string   `json:"gateway"`
+	Cable          string   `json:"cable"`
+	Port           int32    `json:"port"`
+	PrivateIPs     []string `json:"privateIPs"`
+	PublicIPs      []string `json:"publicIPs,omitempty"`
+	HealthCheckIPs []string `json:"healthCheckIPs,omitempty"`
+	PublicKey      string   `json:"publicKey,omitempty"`
+	Subnets        []string `json:"subnets"`
+}
+
+// ServicesView lists exported and imported services.
+type ServicesView struct {
+	Exports []ExportView `json:"exports"`
+	Imports []ImportView `json:"imports"`
+}
+
+// ExportView is one ServiceExport, with its MCS conditions; Message carries the
+// reason of whichever condition is not as wanted.
+type ExportView struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Valid     string `json:"valid"`
+	Conflict  string `json:"conflict"`
+	Message   string `json:"message,omitempty"`
+}
+
+// ImportView is one ServiceImport: its clusterset IPs (empty for a headless
+// service) and the clusters currently exporting it.
+type ImportView struct {
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	Type      string   `json:"type"`
+	IPs       []string `json:"ips,omitempty"`
+	Ports     []string `json:"ports,omitempty"`
+	Clusters  []string `json:"clusters,omitempty"`
+}
+
+// VersionsView lists versions: the images the workloads ask for, what the
+// cluster announces on the broker, and what each gateway reports running. They
+// differ during a rollout, which is what this section is for.
+type VersionsView struct {
+	Kubernetes string            `json:"kubernetes"`
+	Controller string            `json:"controller,omitempty"`
+	Gateway    string            `json:"gateway,omitempty"`
+	RouteAgent string            `json:"routeAgent,omitempty"`
+	Announced  string            `json:"announced,omitempty"`
+	Gateways   map[string]string `json:"gateways,omitempty"`
+}
