@@ -67,6 +67,8 @@ var crdFiles = []string{"mcnet.io_clusters.yaml", "mcnet.io_endpoints.yaml", "mc
 // validates it first (on a copy: in is left as it is), so any ClusterSet will do, however
 // it was made; an invalid one is refused with every problem, and nothing is rendered.
 func Render(in *mcnetv1.ClusterSet, opts Options) (Tree, error) {
+	// Defaulting and validation live with the API types, so a ClusterSet
+	// built in code gets the same checks as one loaded from a file.
 	cs := in.DeepCopy()
 	mcnetv1.SetDefaults_ClusterSet(cs)
 	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
@@ -75,6 +77,9 @@ func Render(in *mcnetv1.ClusterSet, opts Options) (Tree, error) {
 	if err := mcnetv1.AllocateGlobalnet(cs, opts.Kept); err != nil {
 		return nil, fmt.Errorf("invalid fleet: %w", err)
 	}
+	// Shared bases first, then what is per cluster, then what spans the fleet.
+	// Clusters are sorted by name, so the tree (and every list in it) does not
+	// depend on the order of the fleet file: the same fleet, the same bytes.
 	t := Tree{}
 	if err := renderBases(t); err != nil {
 		return nil, err
@@ -106,6 +111,9 @@ func Render(in *mcnetv1.ClusterSet, opts Options) (Tree, error) {
 	return t, nil
 }
 
+// renderBases copies the embedded bases (the components' manifests) and adds
+// the CRDs, which are embedded from where controller-gen writes them so the
+// tree can never carry a CRD older than the binaries.
 func renderBases(t Tree) error {
 	err := fs.WalkDir(bases, "bases", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -145,6 +153,7 @@ func renderBases(t Tree) error {
 		kustomization(map[string]any{"resources": resources}))
 }
 
+// kustomization is a kustomization.yaml document with the given fields.
 func kustomization(fields map[string]any) map[string]any {
 	k := map[string]any{
 		"apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -175,6 +184,10 @@ func (t Tree) putYAML(p, comment string, objs ...any) error {
 	return nil
 }
 
+// renderCluster writes clusters/NAME: the cluster's AgentConfig (everything
+// its components need to know, as one typed file), the patches that place its
+// gateways and pin its DNS Service, CoreDNS's forwarding block, its About API
+// properties, and the kustomization tying them to the shared bases.
 func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag string) error {
 	dir := path.Join(DirClusters, c.Name)
 	if err := t.putYAML(path.Join(dir, mcnetv1.AgentConfigKey),
@@ -267,6 +280,7 @@ func dnsServiceIPs(c *mcnetv1.ClusterSpec) []netip.Addr {
 	return out
 }
 
+// addrStrings formats addresses for YAML.
 func addrStrings(ips []netip.Addr) []string {
 	out := make([]string, len(ips))
 	for i, ip := range ips {
