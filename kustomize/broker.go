@@ -81,6 +81,9 @@ var brokerRules = []any{
 	},
 }
 
+// brokerIdentity is one member's ServiceAccount on the broker, with a Role and
+// binding of its own rather than one shared ClusterRole: deleting the cluster's
+// file takes all of its access away, and nothing it holds names another cluster.
 func brokerIdentity(ns, cluster string) []any {
 	name := BrokerServiceAccount(cluster)
 	labels := map[string]string{"app.kubernetes.io/part-of": "mcnet", mcnetv1.ClusterLabel: cluster}
@@ -162,9 +165,14 @@ func localComponentsPolicy(ns string) []any {
 	}
 }
 
+// brokerPolicy is the one-writer rule, in CEL: a cluster identity creates only
+// objects labelled with its own name (checked on the new object) and changes or
+// deletes only objects already labelled so (checked on the old one), so it can
+// neither write as another cluster nor relabel another cluster's objects.
 func brokerPolicy(ns string) []any {
 	prefix := "system:serviceaccount:" + ns + ":" + naming.BrokerServiceAccountPrefix
 	label := fmt.Sprintf("'%s'", mcnetv1.ClusterLabel)
+	// owns is the CEL test that obj carries this writer's cluster label.
 	owns := func(obj string) string {
 		return fmt.Sprintf("has(%[1]s.metadata.labels) && %[2]s in %[1]s.metadata.labels && %[1]s.metadata.labels[%[2]s] == variables.cluster", obj, label)
 	}
