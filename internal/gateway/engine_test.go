@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -214,6 +215,24 @@ func TestEngine(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("fills in the liveness key that only gateways read", func(t *testing.T) {
+		testenv.Eventually(ctx, t, 10*time.Second, "liveness key", func(ctx context.Context) error {
+			var s corev1.Secret
+			if err := admin.Get(ctx, client.ObjectKey{Namespace: sys, Name: LivenessKeySecret}, &s); err != nil {
+				return err
+			}
+			if len(s.Data[LivenessKeyField]) != livenessKeyLen {
+				return fmt.Errorf("key has %d bytes", len(s.Data[LivenessKeyField]))
+			}
+			return nil
+		})
+		var s corev1.Secret
+		agent := testenv.Client(t, testenv.As(ctx, t, cfg, sys, "mcnet-route-agent"))
+		if err := agent.Get(ctx, client.ObjectKey{Namespace: sys, Name: LivenessKeySecret}, &s); !apierrors.IsForbidden(err) {
+			t.Errorf("the route agent reads the liveness key: %v", err)
+		}
 	})
 
 	t.Run("drives the dataplane to the remote gateway", func(t *testing.T) {

@@ -289,6 +289,7 @@ func (g *Gateway) run(ctx context.Context) error {
 	}
 
 	g.live.log = func(msg string, err error) { g.log.Error(err, msg) }
+	go g.live.loadKey(ctx, g.kube.CoreV1().Secrets(g.opts.Namespace), g.opts.RetryPeriod)
 	go func() {
 		if err := g.live.run(ctx); err != nil {
 			log.Error(err, "Liveness port unavailable: a standby takes over whenever the Lease renewals are late", "port", g.opts.livenessPort())
@@ -336,11 +337,11 @@ func (g *Gateway) elect(ctx context.Context) {
 	// Late renewals can be routine on a loaded API server: say so once a minute.
 	tolerLog, silentLog := &everyMinute{}, &everyMinute{}
 	lock := &leaseLock{
-		Interface: &resourcelock.LeaseLock{
+		Interface: g.live.observing(&resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: LeaseName},
 			Client:     g.leaseKube.CoordinationV1(),
 			LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
-		},
+		}),
 		alive: g.live.alive, now: g.now,
 		tolerated: func(holder string, late time.Duration, first bool) {
 			g.metrics.leaseKept.Inc()

@@ -107,7 +107,11 @@ func TestLivenessAnswersOnlyWhileServing(t *testing.T) {
 	active := newLiveness(freeUDPPort(t))
 	standby := newLiveness(freeUDPPort(t))
 	standby.peerPort = active.port
+	rec := &resourcelock.LeaderElectionRecord{HolderIdentity: "gw1", LeaderTransitions: 2}
+	active.observe("gw1", rec)
+	standby.observe("gw2", rec)
 	for _, l := range []*liveness{active, standby} {
+		l.setKey(testLivenessKey)
 		go func() {
 			if err := l.run(ctx); err != nil {
 				t.Error(err)
