@@ -150,7 +150,7 @@ func gitopsFleet(drivers map[string]mcnetv1.CableDriver) *mcnetv1.ClusterSet {
 
 // gitopsLab is the lab with a Git server and a Flux per cluster.
 type gitopsLab struct {
-	t        *testing.T
+	t        testing.TB
 	lab      *lab.Lab
 	rel      *gitops.FluxRelease
 	repoURL  string
@@ -161,7 +161,7 @@ type gitopsLab struct {
 	fromGit map[string]bool
 }
 
-func startGitOps(t *testing.T, l *lab.Lab, rel *gitops.FluxRelease) *gitopsLab {
+func startGitOps(t testing.TB, l *lab.Lab, rel *gitops.FluxRelease) *gitopsLab {
 	t.Helper()
 	gs, err := gitops.StartGitServer(filepath.Join(t.TempDir(), "git"))
 	if err != nil {
@@ -423,7 +423,7 @@ type fluxLogEntry struct {
 }
 
 // fluxLog reads a kustomize-controller log from byte offset from on.
-func fluxLog(t *testing.T, path string, from int64) (entries []fluxLogEntry, end int64) {
+func fluxLog(t testing.TB, path string, from int64) (entries []fluxLogEntry, end int64) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
