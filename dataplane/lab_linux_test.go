@@ -240,6 +240,8 @@ type helperConfig struct {
 	LinkPrefix string
 	StateDir   string
 	KeyFile    string // default <StateDir>/wireguard.key
+	// UngatedWireGuard runs userspace WireGuard without its session gate.
+	UngatedWireGuard bool
 }
 
 type helperRequest struct {
@@ -256,6 +258,11 @@ type helperReply struct {
 	Generation uint32        `json:"generation"`
 	Key        Key           `json:"key,omitzero"`
 	Stats      []CableStatus `json:"stats,omitempty"`
+	// HeapBytes (live heap after a GC) and RSSBytes answer "mem".
+	HeapBytes uint64 `json:"heapBytes,omitempty"`
+	RSSBytes  uint64 `json:"rssBytes,omitempty"`
+	// Held answers "held": the userspace WireGuard peers the session gate holds.
+	Held int `json:"held,omitempty"`
 }
 
 func (l *lab) startNode(role string) *node {
@@ -371,6 +378,10 @@ func helperMain(raw string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	links, _ := k.wgLink.(*wgLinks)
+	if links != nil {
+		links.ungated = hc.UngatedWireGuard
+	}
 	var writes writeCounter
 	dp, err := newDataplane(Config{LinkPrefix: hc.LinkPrefix, ChainPrefix: "MCNET", StateDir: hc.StateDir, KeyFile: hc.KeyFile}, counting(k, &writes))
 	if err != nil {
@@ -398,6 +409,10 @@ func helperMain(raw string) int {
 				rep.Key, err = dp.PublicKey()
 			case "stats":
 				rep.Stats, err = dp.Stats(ctx)
+			case "mem":
+				rep.HeapBytes, rep.RSSBytes, err = memNow()
+			case "held":
+				rep.Held = links.heldPeers()
 			default:
 				err = errors.New("unknown op " + req.Op)
 			}

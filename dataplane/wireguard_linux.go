@@ -212,6 +212,9 @@ type wgLinks struct {
 
 	mu   sync.Mutex
 	devs map[string]*userspaceWG
+	// ungated hands wireguard-go the bare TUN (tests measuring the cost the gate
+	// removes; see sessionGate).
+	ungated bool
 }
 
 type userspaceWG struct {
@@ -221,6 +224,10 @@ type userspaceWG struct {
 	tun  tun.Device
 	uapi net.Listener
 	done chan struct{}
+	// gate is nil when ungated; stopGate ends its poller, gateDone waits for it.
+	gate     *sessionGate
+	stopGate chan struct{}
+	gateDone sync.WaitGroup
 }
 
 func newWGLinks(nl netlinkHandle) *wgLinks {
@@ -267,7 +274,13 @@ func (w *wgLinks) createUserspace(ctx context.Context, name string, mtu int) err
 		Verbosef: func(format string, args ...any) { log.V(2).Info(fmt.Sprintf(format, args...)) },
 		Errorf:   func(format string, args ...any) { log.V(1).Info(fmt.Sprintf(format, args...)) },
 	}
-	dev := device.NewDevice(t, conn.NewDefaultBind(), logger)
+	var in tun.Device = t
+	var gate *sessionGate
+	if !w.ungated {
+		gate = newSessionGate(t)
+		in = gate
+	}
+	dev := device.NewDevice(in, conn.NewDefaultBind(), logger)
 	// The socket path is /var/run/wireguard/<name>.sock, shared by all network
 	// namespaces of the host: a second device of the same name anywhere steals it.
 	f, err := ipc.UAPIOpen(name)
@@ -281,7 +294,16 @@ func (w *wgLinks) createUserspace(ctx context.Context, name string, mtu int) err
 		dev.Close()
 		return fmt.Errorf("listen on uapi socket: %w", err)
 	}
-	u := &userspaceWG{dev: dev, tun: t, uapi: l, done: make(chan struct{})}
+	u := &userspaceWG{dev: dev, tun: t, uapi: l, done: make(chan struct{}), gate: gate, stopGate: make(chan struct{})}
+	if gate != nil {
+		keeper := newGateKeeper(gate, func(k device.NoisePublicKey) {
+			if p := dev.LookupPeer(k); p != nil {
+				p.FlushStagedPackets()
+			}
+		})
+		u.gateDone.Add(1)
+		go keeper.run(dev, u.stopGate, &u.gateDone)
+	}
 	log.V(1).Info("Started userspace WireGuard", "tunOffloads", u.offloads())
 	go func() {
 		defer close(u.done)
@@ -337,6 +359,8 @@ func (u *userspaceWG) offloads() bool { return u.tun.BatchSize() > 1 }
 func (u *userspaceWG) stop() {
 	u.uapi.Close()
 	<-u.done
+	close(u.stopGate)
+	u.gateDone.Wait()
 	u.dev.Close()
 }
 
