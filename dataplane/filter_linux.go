@@ -20,7 +20,9 @@ package dataplane
 //   - keeps the source address of traffic between local and remote CIDRs (chain
 //     keep-source, hook postrouting, before the iptables and kube-proxy nat chains);
 //   - clamps the TCP MSS of SYNs leaving through a tunnel to what fits its MTU
-//     (chain clamp-mss).
+//     (chain clamp-mss);
+//   - exempts the outer UDP packets of its VXLAN links from connection tracking
+//     (chains untracked-in and untracked-out, at raw priority, before conntrack).
 //
 // Earlier versions kept iptables chains <ChainPrefix>-FORWARD and friends, jumped
 // to first from the built-in chains; Apply removes them from the iptables-nft
@@ -79,7 +81,12 @@ const (
 	chainVXLANSources = "vxlan-sources"
 	chainKeepSource   = "keep-source"
 	chainClampMSS     = "clamp-mss"
+	chainUntrackedIn  = "untracked-in"
+	chainUntrackedOut = "untracked-out"
 )
+
+// prioRaw is where iptables' raw table sits, before conntrack (-200).
+const prioRaw = -300
 
 // nftChainDefs are mcnet's base chains, in the order they are created and rendered.
 var nftChainDefs = []struct {
@@ -91,6 +98,8 @@ var nftChainDefs = []struct {
 	{chainVXLANSources, nftables.ChainTypeFilter, unix.NF_INET_LOCAL_IN, 0},
 	{chainKeepSource, nftables.ChainTypeNAT, unix.NF_INET_POST_ROUTING, 90},
 	{chainClampMSS, nftables.ChainTypeFilter, unix.NF_INET_FORWARD, -150},
+	{chainUntrackedIn, nftables.ChainTypeFilter, unix.NF_INET_PRE_ROUTING, prioRaw},
+	{chainUntrackedOut, nftables.ChainTypeFilter, unix.NF_INET_LOCAL_OUT, prioRaw},
 }
 
 // nftRuleset is a whole mcnet table as netlink objects, ready to send.
@@ -125,7 +134,7 @@ func buildRuleset(name string, f filterSpec) nftRuleset {
 		addSet("local"+famSuffix(v6), v6, true, prefixElements(f.Local, v6))
 		addSet("remote"+famSuffix(v6), v6, true, prefixElements(f.Remote, v6))
 	}
-	var sources, keep, mssRules [][]expr.Any
+	var sources, keep, mssRules, untracked [][]expr.Any
 	for _, pf := range f.Ports {
 		for _, v6 := range []bool{false, true} {
 			set := pf.Name + "-peers" + famSuffix(v6)
@@ -135,6 +144,11 @@ func buildRuleset(name string, f filterSpec) nftRuleset {
 				[]expr.Any{loadAddr(v6, true), lookup(set, true), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
 			))
 		}
+	}
+	for _, e := range f.Encap {
+		// Both directions use the port as destination: a VXLAN device sends to
+		// the port it listens on.
+		untracked = append(untracked, concat(matchUDPDport(e.Port), matchVNI(e.VNI), []expr.Any{&expr.Notrack{}}))
 	}
 	for _, v6 := range []bool{false, true} {
 		local, remote := "local"+famSuffix(v6), "remote"+famSuffix(v6)
@@ -182,7 +196,8 @@ func buildRuleset(name string, f filterSpec) nftRuleset {
 			))
 		}
 	}
-	rules := map[string][][]expr.Any{chainVXLANSources: sources, chainKeepSource: keep, chainClampMSS: mssRules}
+	rules := map[string][][]expr.Any{chainVXLANSources: sources, chainKeepSource: keep, chainClampMSS: mssRules,
+		chainUntrackedIn: untracked, chainUntrackedOut: untracked}
 	defs := slices.Clone(nftChainDefs)
 	if len(f.Remap) > 0 {
 		for name, r := range remapRules(f.Remap) {

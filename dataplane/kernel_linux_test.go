@@ -51,6 +51,9 @@ func TestKernel(t *testing.T) {
 				l.checkICMPSource("poda", "podb", podB, podA)
 				l.checkICMPSource("podb", "podn", podN, podB)
 			})
+			if tc.driver == DriverVXLAN {
+				t.Run("OuterPacketsUntracked", func(t *testing.T) { l.checkUntracked() })
+			}
 			t.Run("PathMTU", func(t *testing.T) {
 				size := strconv.Itoa(tc.mtu - 28) // IPv4 20 + ICMP 8
 				for _, from := range []string{"poda", "podn"} {
@@ -149,6 +152,25 @@ func (l *lab) waitPing(from, to string) {
 		}
 		if time.Now().After(deadline) {
 			l.tb.Fatalf("%s cannot ping %s: %v\n%s\n%s", from, to, err, out, l.debug())
+		}
+	}
+}
+
+// checkUntracked checks, after pods talked through the tunnels, that conntrack on
+// every node tracked the pods' connections but none of the VXLAN packets that
+// carried them (ports 4789 and 4790).
+func (l *lab) checkUntracked() {
+	l.tb.Helper()
+	for _, role := range []string{"gwa", "gwb", "nodea"} {
+		out, err := l.try(role, "conntrack", "-L", "-p", "tcp")
+		if err != nil || !strings.Contains(out, "src=10.") {
+			l.tb.Errorf("%s: no tracked pod connection (the check proves nothing): %v\n%s", role, err, out)
+		}
+		for _, port := range []string{"4789", "4790"} {
+			out, err := l.try(role, "conntrack", "-L", "-p", "udp", "--dport", port)
+			if err != nil || strings.Contains(out, "dport="+port) {
+				l.tb.Errorf("%s: VXLAN packets to port %s tracked: %v\n%s", role, port, err, out)
+			}
 		}
 	}
 }

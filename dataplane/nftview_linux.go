@@ -258,6 +258,10 @@ func renderExprs(exprs []expr.Any) string {
 			flush()
 			out = append(out, "counter")
 			continue
+		case *expr.Notrack:
+			flush()
+			out = append(out, "notrack")
+			continue
 		case *expr.Verdict:
 			flush()
 			out = append(out, verdictString(e))

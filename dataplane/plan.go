@@ -62,6 +62,9 @@ type filterSpec struct {
 	MSS []mssClamp
 	// Ports are the VXLAN ports that accept frames only from known peers.
 	Ports []portFilter
+	// Encap are the VXLAN ports and VNIs of mcnet's links, whose outer UDP packets
+	// conntrack never sees (chains untracked-in and untracked-out).
+	Encap []encapPort
 	// Remap are the prefix maps the active gateway translates (chains remap-in and
 	// remap-out, present only when there are any).
 	Remap []PrefixMap
@@ -80,6 +83,12 @@ type portFilter struct {
 	Port  uint16
 	VNI   int
 	Peers []netip.Addr
+}
+
+// encapPort is the UDP port and VNI of one of mcnet's VXLAN links.
+type encapPort struct {
+	Port uint16
+	VNI  int
 }
 
 // wgPeerSpec is one WireGuard peer.
@@ -251,6 +260,17 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 	p.Filter.Remote = remoteCIDRs
 	if s.Gateway != nil && len(remoteCIDRs) > 0 {
 		p.Filter.Remap = slices.Clone(s.Remap)
+	}
+	for _, l := range p.Links {
+		if l.Kind == DriverVXLAN {
+			// The outer packets of a tunnel need no connection tracking: nothing
+			// translates them here, and their source ports (one per inner flow)
+			// never make a reply tuple. Tracking them cost a conntrack lookup per
+			// packet on both ends and an entry per inner flow (see
+			// BenchmarkVXLANAblation). The inner packets are tracked as before:
+			// decapsulation drops the outer packet's conntrack reference.
+			p.Filter.Encap = append(p.Filter.Encap, encapPort{Port: l.Port, VNI: l.VNI})
+		}
 	}
 	if len(remoteCIDRs) > 0 {
 		// Pods do not know the tunnel MTU; clamp their SYNs to it.
@@ -444,6 +464,7 @@ func sortPlan(p *plan) {
 	slices.SortFunc(p.Filter.Local, comparePrefix)
 	slices.SortFunc(p.Filter.MSS, func(a, b mssClamp) int { return cmp.Compare(a.Link, b.Link) })
 	slices.SortFunc(p.Filter.Ports, func(a, b portFilter) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(p.Filter.Encap, func(a, b encapPort) int { return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.VNI, b.VNI)) })
 	if p.WG != nil {
 		slices.SortFunc(p.WG.Peers, func(a, b wgPeerSpec) int { return cmp.Compare(a.ClusterID, b.ClusterID) })
 	}
