@@ -175,7 +175,7 @@ func (d *dbLab) deploy(ctx context.Context) error {
 		}
 	}
 	// Both writers acknowledge writes: etcd has its quorum, the standby streams.
-	return lab.Eventually(ctx, 4*time.Minute, func(ctx context.Context) error {
+	if err := lab.Eventually(ctx, 4*time.Minute, func(ctx context.Context) error {
 		var errs []error
 		for _, w := range []string{"etcd-writer", "pg-writer"} {
 			acks, err := d.acks(ctx, w)
@@ -186,7 +186,28 @@ func (d *dbLab) deploy(ctx context.Context) error {
 			}
 		}
 		return errors.Join(errs...)
-	})
+	}); err != nil {
+		return err
+	}
+	return d.checkOffGateways(ctx)
+}
+
+// checkOffGateways checks that the example's pods keep off gateway nodes, as their
+// affinity asks: a gateway fault must cost a tunnel failover, not a database member.
+func (d *dbLab) checkOffGateways(ctx context.Context) error {
+	var errs []error
+	for _, c := range d.Clusters() {
+		pods, err := c.Client.CoreV1().Pods(dbNamespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if n := c.Node(p.Spec.NodeName); n != nil && n.Gateway {
+				errs = append(errs, fmt.Errorf("%s: pod %s runs on gateway node %s", c.Name, p.Name, n.Name))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // why describes the example's pods that do not run, for waiting messages.
@@ -646,8 +667,9 @@ func (d *dbLab) cableSwitch(to mcnetv1.CableDriver) fault {
 	return fault{name: fmt.Sprintf("cable driver switch of %s to %s through Git", d.primary.Name, to),
 		inject: func(ctx context.Context) error {
 			rev = d.git.push(next, fmt.Sprintf("mcnet: %s prefers %s", d.primary.Name, to))
-			// flux reconcile source git flux-system, in every cluster: fetch now rather
-			// than at the next interval; the Kustomizations follow the new artifact.
+			// flux reconcile source git mcnet (and flux-system), in every cluster: fetch
+			// now rather than at the next interval; the Kustomizations follow the new
+			// artifact.
 			var errs []error
 			for _, c := range d.Clusters() {
 				errs = append(errs, requestReconcile(ctx, c))
@@ -676,8 +698,10 @@ func (d *dbLab) cableSwitch(to mcnetv1.CableDriver) fault {
 		}}
 }
 
-// requestReconcile asks cluster c's Flux to fetch its GitRepository now, as `flux
-// reconcile source git flux-system` does.
+// requestReconcile asks cluster c's Flux to fetch both its GitRepositories now, as
+// `flux reconcile source git NAME` does: mcnet, which the rendered tree declares for
+// its repoURL and mcnet's Kustomizations apply from, and flux-system, the bootstrap's,
+// which applies flux/CLUSTER.
 func requestReconcile(ctx context.Context, c *lab.Cluster) error {
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {
@@ -685,8 +709,10 @@ func requestReconcile(ctx context.Context, c *lab.Cluster) error {
 	}
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{"reconcile.fluxcd.io/requestedAt":%q}}}`, time.Now().Format(time.RFC3339Nano))
 	gvr := schema.GroupVersionResource{Group: "source.toolkit.fluxcd.io", Version: "v1", Resource: "gitrepositories"}
-	if _, err := dyn.Resource(gvr).Namespace("flux-system").Patch(ctx, "flux-system", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("%s: reconcile GitRepository flux-system: %w", c.Name, err)
+	for _, name := range []string{"mcnet", "flux-system"} {
+		if _, err := dyn.Resource(gvr).Namespace("flux-system").Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("%s: reconcile GitRepository %s: %w", c.Name, name, err)
+		}
 	}
 	return nil
 }
