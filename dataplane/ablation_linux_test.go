@@ -15,7 +15,8 @@ import (
 // BenchmarkDataplaneThroughput (poda ── gwa ══ wan ══ gwb ── podb) it measures, in one
 // run and interleaved over MCNET_BENCH_TRIALS trials (default 5), plain routing, a
 // hand-made kernel VXLAN pair with no packet filter (the baseline), and variants that
-// change one factor at a time:
+// change one factor at a time (each trial runs them all, starting one later than the
+// trial before):
 //
 //   - on the baseline: the outer UDP checksum (zero or computed), a fixed outer UDP
 //     source port instead of one hashed per flow, GRO on the veths, the tunnel's
@@ -216,9 +217,12 @@ func BenchmarkVXLANAblation(b *testing.B) {
 	results := map[string][]sample{}
 	var loads []string
 	for range b.N { // -benchtime 1x: the figures come from iperf3, not b.N
-		for range trials {
+		for trial := range trials {
 			loads = append(loads, loadAvg())
-			for _, v := range variants {
+			// Each trial starts one variant later, so no variant always runs at
+			// the same point of a trial (after the same neighbour, as load builds).
+			for i := range variants {
+				v := variants[(i+trial)%len(variants)]
 				v.up()
 				l.waitPing("poda", podB.String())
 				for _, streams := range []int{1, 4} {
