@@ -205,6 +205,8 @@ func BenchmarkVXLANAblation(b *testing.B) {
 			variant{"kvx-veth-gro", "hand-made pair, GRO on every veth", func() { vethGRO("on"); kvx("udpcsum")() }, func() { kvxDown(); vethGRO("off") }},
 			variant{"mcnet-veth-gro", "mcnet, GRO on every veth", func() { vethGRO("on"); l.applyAll(DriverVXLAN) }, func() { cleanup(); vethGRO("off") }},
 		)
+	} else if os.Getenv("CI") == "true" {
+		b.Fatal("ethtool missing (the GRO variants need it)")
 	} else {
 		fmt.Println("vxlan-ablation: GRO variants skipped: no ethtool")
 	}
