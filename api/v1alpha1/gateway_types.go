@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -14,6 +16,14 @@ const (
 	// HAPassive marks a warm standby gateway.
 	HAPassive HAStatus = "passive"
 )
+
+// GatewayHeartbeat is how often a running gateway renews its Gateway status
+// (status.renewTime), changed or not.
+const GatewayHeartbeat = time.Second
+
+// GatewayExpiry is how far ahead of each renewal a running gateway sets
+// status.expireTime: three missed heartbeats, and readers stop believing the status.
+const GatewayExpiry = 3 * GatewayHeartbeat
 
 // GatewayConditionActiveReachable is the condition a standby Gateway reports about the
 // active gateway's liveness port: False means a slow API server can make the standby
@@ -87,6 +97,16 @@ type GatewayStatus struct {
 	// ObservedGeneration is the generation the status was computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// RenewTime is when the gateway last wrote this status: its heartbeat, renewed
+	// every GatewayHeartbeat.
+	// +optional
+	RenewTime *metav1.MicroTime `json:"renewTime,omitempty"`
+	// ExpireTime is when this status stops being true unless renewed: GatewayExpiry
+	// after RenewTime while the gateway runs, the end of its restart grace while it
+	// restarts. Readers (DNS, the ClusterSetIP endpoints, show, diagnose) treat a
+	// Gateway past its ExpireTime as not running, whatever it says.
+	// +optional
+	ExpireTime *metav1.MicroTime `json:"expireTime,omitempty"`
 }
 
 // Connection is the state of the cable to one remote cluster.

@@ -176,7 +176,7 @@ func (r *Reconciler) health(ctx context.Context) (map[string]clusterhealth.Healt
 	if err := r.Local.List(ctx, &gws, client.InNamespace(r.SystemNamespace)); err != nil {
 		return nil, fmt.Errorf("list Gateways: %w", err)
 	}
-	return clusterhealth.FromGateways(gws.Items), nil
+	return clusterhealth.FromGateways(gws.Items, time.Now()), nil
 }
 
 // localSliceSelector selects the EndpointSlices Kubernetes keeps for a local Service.

@@ -41,6 +41,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -53,6 +54,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -88,6 +90,18 @@ type Reconciler struct {
 
 // SetupWithManager registers the reconciler with mgr.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	health := &healthWatch{
+		list: func(ctx context.Context) ([]mcnetv1.Gateway, error) {
+			var gws mcnetv1.GatewayList
+			err := r.Local.List(ctx, &gws, client.InNamespace(r.SystemNamespace))
+			return gws.Items, err
+		},
+		events: make(chan event.GenericEvent), every: 250 * time.Millisecond, rttEvery: 5 * time.Second,
+		notify: &mcnetv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: r.SystemNamespace}},
+	}
+	if err := mgr.Add(health); err != nil {
+		return err
+	}
 	fromBroker := func(_ context.Context, o client.Object) []reconcile.Request {
 		return serviceRequest(o.GetLabels()[naming.LabelServiceNamespace], o.GetLabels()[mcsv1alpha1.LabelServiceName])
 	}
@@ -118,8 +132,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return serviceRequest(o.GetNamespace(), o.GetLabels()[LabelClusterSetIPOf])
 		})).
-		// A connection going down or up, or an RTT change, moves ClusterSetIP traffic.
-		Watches(&mcnetv1.Gateway{}, handler.EnqueueRequestsFromMapFunc(r.allImports)).
+		// A connection going down or up, a Gateway's status expiring, or an RTT change,
+		// moves ClusterSetIP traffic.
+		WatchesRawSource(source.Channel(health.events, handler.EnqueueRequestsFromMapFunc(r.allImports))).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceRequests)).
 		// A change of the fleet table (through Git) can admit or drop any export.
 		Watches(&mcnetv1.Fleet{}, handler.EnqueueRequestsFromMapFunc(r.fleetRequests)).

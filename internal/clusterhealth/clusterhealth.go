@@ -4,7 +4,10 @@
 package clusterhealth
 
 import (
+	"slices"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 )
@@ -17,16 +20,56 @@ type Health struct {
 	RTT time.Duration
 }
 
-// FromGateways reads the clusters' health from the local Gateways: a cluster is
-// connected when an active gateway says so; its RTT is that gateway's average. Passive
-// gateways carry no traffic, so their view does not count. Clusters absent from the
-// result are not connected.
-func FromGateways(gateways []mcnetv1.Gateway) map[string]Health {
-	h := map[string]Health{}
-	for _, gw := range gateways {
-		if gw.Status.HAStatus != mcnetv1.HAActive {
-			continue
+// Live reports whether gw's status is still true at now: it has not passed its
+// status.expireTime. A Gateway without one (written by a version without heartbeats)
+// counts as live.
+func Live(gw *mcnetv1.Gateway, now time.Time) bool {
+	return gw.Status.ExpireTime == nil || now.Before(gw.Status.ExpireTime.Time)
+}
+
+// Active returns the Gateways that carry the cluster's traffic at now: those that
+// report active and are live. An active gateway that stopped renewing still counts
+// while a live standby reports that it answers on its liveness port (its own API
+// server may be away while its cables work, and then it keeps the Lease); of several
+// such, the one renewed last. A dead gateway's Gateway object, which still says
+// active, does not count.
+func Active(gws []mcnetv1.Gateway, now time.Time) []*mcnetv1.Gateway {
+	var live, stale []*mcnetv1.Gateway
+	vouched := false
+	for i := range gws {
+		gw := &gws[i]
+		switch {
+		case gw.Status.HAStatus == mcnetv1.HAActive && Live(gw, now):
+			live = append(live, gw)
+		case gw.Status.HAStatus == mcnetv1.HAActive:
+			stale = append(stale, gw)
+		case gw.Status.HAStatus == mcnetv1.HAPassive && Live(gw, now) &&
+			meta.IsStatusConditionTrue(gw.Status.Conditions, mcnetv1.GatewayConditionActiveReachable):
+			vouched = true
 		}
+	}
+	if len(live) > 0 || !vouched || len(stale) == 0 {
+		return live
+	}
+	return []*mcnetv1.Gateway{slices.MaxFunc(stale, func(a, b *mcnetv1.Gateway) int {
+		return renewed(a).Compare(renewed(b))
+	})}
+}
+
+func renewed(gw *mcnetv1.Gateway) time.Time {
+	if gw.Status.RenewTime == nil {
+		return time.Time{}
+	}
+	return gw.Status.RenewTime.Time
+}
+
+// FromGateways reads the clusters' health at now from the local Gateways: a cluster is
+// connected when an active gateway (Active) says so; its RTT is that gateway's average.
+// Passive gateways carry no traffic, so their view does not count. Clusters absent
+// from the result are not connected.
+func FromGateways(gateways []mcnetv1.Gateway, now time.Time) map[string]Health {
+	h := map[string]Health{}
+	for _, gw := range Active(gateways, now) {
 		for _, c := range gw.Status.Connections {
 			if c.Status != mcnetv1.Connected || h[c.Cluster].Connected {
 				continue

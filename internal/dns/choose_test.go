@@ -130,7 +130,7 @@ func TestHealthFrom(t *testing.T) {
 		"west":  {Connected: true, RTT: 7 * time.Millisecond},
 		"north": {Connected: true},
 	}
-	if diff := cmp.Diff(want, HealthFrom(gws)); diff != "" {
+	if diff := cmp.Diff(want, HealthFrom(gws, time.Now())); diff != "" {
 		t.Errorf("health (-want +got):\n%s", diff)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
@@ -72,7 +74,7 @@ func (s *Source) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("set up DNS health source: %w", err)
 	}
-	return nil
+	return mgr.Add(healthRefresh{s})
 }
 
 // Sync rebuilds the whole index from the cache; call it once the cache has synced and
@@ -185,14 +187,40 @@ func (s *Source) UpdateHealth(ctx context.Context) error {
 	if err := s.Client.List(ctx, &list, client.InNamespace(s.Namespace)); err != nil {
 		return err
 	}
-	s.Index.SetHealth(HealthFrom(list.Items))
+	s.Index.SetHealth(HealthFrom(list.Items, time.Now()))
 	return nil
 }
 
-// HealthFrom reads the clusters' health from the local Gateways (see
+// HealthFrom reads the clusters' health at now from the local Gateways (see
 // clusterhealth.FromGateways).
-func HealthFrom(gateways []mcnetv1.Gateway) map[string]Health {
-	return clusterhealth.FromGateways(gateways)
+func HealthFrom(gateways []mcnetv1.Gateway, now time.Time) map[string]Health {
+	return clusterhealth.FromGateways(gateways, now)
 }
+
+// healthRefreshEvery is how often the health is read again without an event: a
+// Gateway whose status expires (a dead gateway) changes nothing in the API.
+const healthRefreshEvery = 250 * time.Millisecond
+
+// healthRefresh re-reads the health every healthRefreshEvery, in every replica.
+type healthRefresh struct{ s *Source }
+
+// Start implements manager.Runnable.
+func (r healthRefresh) Start(ctx context.Context) error {
+	t := time.NewTicker(healthRefreshEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := r.s.UpdateHealth(ctx); err != nil && ctx.Err() == nil {
+				log.FromContext(ctx).Error(err, "read the clusters' health")
+			}
+		}
+	}
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable.
+func (healthRefresh) NeedLeaderElection() bool { return false }
 
 func ptr[T any](v T) *T { return &v }

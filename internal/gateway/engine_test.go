@@ -193,7 +193,7 @@ func TestEngine(t *testing.T) {
 		Common:             Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
 		MetricsBindAddress: "0",
 		LeaseDuration:      time.Second, RenewDeadline: 800 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
-		ProbeInterval: 200 * time.Millisecond, StatusInterval: 5 * time.Second,
+		ProbeInterval: 200 * time.Millisecond, StatusInterval: time.Second,
 		// Long enough that taking the Lease back within the test's deadlines proves
 		// the next process did not wait it out.
 		RestartGrace: time.Minute,

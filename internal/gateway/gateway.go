@@ -61,8 +61,10 @@ type Options struct {
 	RestartGrace time.Duration
 	// ProbeInterval is how often each remote gateway is probed.
 	ProbeInterval time.Duration
-	// StatusInterval bounds how often unchanged RTT figures are written to the
-	// Gateway status; status changes are written at once.
+	// StatusInterval is how often the Gateway status is renewed when nothing changed
+	// (its heartbeat, status.renewTime, with fresh RTT figures); changes are written at
+	// once. At most mcnetv1.GatewayHeartbeat: readers expire a status
+	// mcnetv1.GatewayExpiry after its renewal.
 	StatusInterval time.Duration
 }
 
@@ -75,7 +77,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RetryPeriod, "lease-retry-period", 200*time.Millisecond, "how often the Lease is renewed or tried")
 	fs.DurationVar(&o.RestartGrace, "lease-restart-grace", 15*time.Second, "how long a restarting active gateway keeps the Lease for its next process (0 releases it on every stop)")
 	fs.DurationVar(&o.ProbeInterval, "probe-interval", time.Second, "health probe interval per remote gateway")
-	fs.DurationVar(&o.StatusInterval, "status-interval", 5*time.Second, "how often RTT figures are refreshed in the Gateway status")
+	fs.DurationVar(&o.StatusInterval, "status-interval", mcnetv1.GatewayHeartbeat, "how often the Gateway status is renewed (its heartbeat, with fresh RTT figures); at most "+mcnetv1.GatewayHeartbeat.String())
 }
 
 // validateLease checks the Lease timings: other candidates see the duration in whole
@@ -88,6 +90,8 @@ func (o *Options) validateLease() error {
 		return fmt.Errorf("--lease-renew-deadline=%s: must be shorter than --lease-duration=%s, or the active gateway keeps acting after a standby took over", o.RenewDeadline, o.LeaseDuration)
 	case o.RetryPeriod <= 0 || o.RetryPeriod >= o.RenewDeadline:
 		return fmt.Errorf("--lease-retry-period=%s: must be shorter than --lease-renew-deadline=%s", o.RetryPeriod, o.RenewDeadline)
+	case o.StatusInterval <= 0 || o.StatusInterval > mcnetv1.GatewayHeartbeat:
+		return fmt.Errorf("--status-interval=%s: must be positive and at most %s, or readers count this gateway dead between renewals", o.StatusInterval, mcnetv1.GatewayHeartbeat)
 	}
 	return nil
 }
@@ -634,7 +638,7 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *memb
 	g.seeded = true
 	list := sortedConns(conns)
 	g.metrics.set(true, list)
-	if changed || now.Sub(g.statusAt) >= g.opts.StatusInterval {
+	if changed || g.heartbeatDue(now) {
 		g.writeStatus(ctx, mcnetv1.HAActive, &spec, list)
 	}
 	if ev := rejectionEvent; ev != nil {
@@ -682,7 +686,8 @@ func (g *Gateway) syncPassive(ctx context.Context, leader string, table *members
 		}
 	}
 	g.standbyCond = g.livenessCondition(leader)
-	if g.gwObj == nil || g.gwObj.Status.HAStatus != mcnetv1.HAPassive || len(g.gwObj.Status.Connections) > 0 || !sameCondition(g.gwObj.Status.Conditions, g.standbyCond) {
+	if g.gwObj == nil || g.gwObj.Status.HAStatus != mcnetv1.HAPassive || len(g.gwObj.Status.Connections) > 0 || !sameCondition(g.gwObj.Status.Conditions, g.standbyCond) ||
+		g.heartbeatDue(g.now()) {
 		g.writeStatus(ctx, mcnetv1.HAPassive, nil, nil)
 	}
 }
@@ -811,11 +816,14 @@ func (g *Gateway) writeStatus(ctx context.Context, ha mcnetv1.HAStatus, ep *mcne
 	}
 	base := g.gwObj.DeepCopy()
 	gw := g.gwObj.DeepCopy()
+	now := g.now()
 	gw.Status = mcnetv1.GatewayStatus{
 		HAStatus: ha, Cable: g.local.Cable, Version: version.Version,
 		LocalEndpoint: ep, Connections: conns,
-		Conditions:         readyCondition(base.Status.Conditions, ha, conns, g.applyErr, g.now()),
+		Conditions:         readyCondition(base.Status.Conditions, ha, conns, g.applyErr, now),
 		ObservedGeneration: gw.Generation,
+		RenewTime:          &metav1.MicroTime{Time: now},
+		ExpireTime:         &metav1.MicroTime{Time: now.Add(mcnetv1.GatewayExpiry)},
 	}
 	if c := g.standbyCond; c != nil && ha == mcnetv1.HAPassive {
 		gw.Status.Conditions = append(gw.Status.Conditions, keepTransition(base.Status.Conditions, *c, g.now()))
@@ -832,6 +840,25 @@ func (g *Gateway) writeStatus(ctx context.Context, ha mcnetv1.HAStatus, ep *mcne
 	}
 	g.gwObj = gw
 	g.statusAt = g.now()
+}
+
+// heartbeatDue says whether the status must be renewed now. Syncs come about once a
+// probe interval, with jitter: renewing on each that is at least half a status
+// interval after the last keeps renewals no more than about one interval apart.
+func (g *Gateway) heartbeatDue(now time.Time) bool {
+	return now.Sub(g.statusAt) >= g.opts.StatusInterval/2
+}
+
+// extendStatus pushes the Gateway status's expireTime d ahead, changing nothing else.
+func (g *Gateway) extendStatus(ctx context.Context, d time.Duration) {
+	base := g.gwObj.DeepCopy()
+	gw := g.gwObj.DeepCopy()
+	gw.Status.ExpireTime = &metav1.MicroTime{Time: g.now().Add(d)}
+	if err := g.client.Status().Patch(ctx, gw, client.MergeFrom(base)); err != nil {
+		g.log.Error(err, "Cannot extend the Gateway status over the restart")
+		return
+	}
+	g.gwObj = gw
 }
 
 // nodeOwner returns an owner reference to this gateway's Node, so the garbage
@@ -951,6 +978,11 @@ func (g *Gateway) shutdown(ctx context.Context, restart, uninstall bool) error {
 	defer cancel()
 	switch {
 	case restart:
+		// The status stays true for the next process through the restart grace, as the
+		// Lease does; if no process comes back, readers stop believing it then.
+		if g.gwObj != nil && g.opts.RestartGrace > 0 {
+			g.extendStatus(sctx, g.opts.RestartGrace)
+		}
 		g.log.Info("Gateway stopped for a restart; Lease, status and kernel state kept for the next start")
 		return nil
 	case uninstall:
