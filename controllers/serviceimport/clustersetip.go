@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
-	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/clusterhealth"
 
 	"github.com/mcnet-io/mcnet/internal/naming"
@@ -171,12 +170,14 @@ func readyCondition(m Merged) metav1.Condition {
 		Message: "imported from " + strings.Join(m.Clusters, ", ")}
 }
 
+// health is the clusters' health as the tracker last judged it (healthWatch refreshes
+// it), so a reconcile during an API-server outage keeps the endpoints it had.
 func (r *Reconciler) health(ctx context.Context) (map[string]clusterhealth.Health, error) {
-	var gws mcnetv1.GatewayList
-	if err := r.Local.List(ctx, &gws, client.InNamespace(r.SystemNamespace)); err != nil {
-		return nil, fmt.Errorf("list Gateways: %w", err)
+	h, err := r.tracker.Health(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the local Gateways: %w", err)
 	}
-	return clusterhealth.FromGateways(gws.Items, time.Now()), nil
+	return h, nil
 }
 
 // localSliceSelector selects the EndpointSlices Kubernetes keeps for a local Service.

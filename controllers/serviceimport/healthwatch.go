@@ -9,7 +9,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/clusterhealth"
 )
 
@@ -18,7 +17,7 @@ import (
 // at once; RTT figures at most every rttEvery. Every Gateway renews its status each
 // second, so watching Gateways directly would reconcile every import as often.
 type healthWatch struct {
-	list     func(ctx context.Context) ([]mcnetv1.Gateway, error)
+	tracker  *clusterhealth.Tracker
 	events   chan event.GenericEvent
 	every    time.Duration
 	rttEvery time.Duration
@@ -32,17 +31,23 @@ func (w *healthWatch) Start(ctx context.Context) error {
 	defer t.Stop()
 	var last map[string]clusterhealth.Health
 	var lastRTT time.Time
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			gws, err := w.list(ctx)
+			// A failed read keeps the last verdict (an API-server outage is not a dead
+			// gateway), told once per outage.
+			h, err := w.tracker.Refresh(ctx, now)
 			if err != nil {
-				log.FromContext(ctx).Error(err, "list Gateways for the clusters' health")
+				if !failing && ctx.Err() == nil {
+					log.FromContext(ctx).Error(err, "Cannot read the local Gateways; the ClusterSetIP endpoints keep the last health read")
+				}
+				failing = true
 				continue
 			}
-			h := clusterhealth.FromGateways(gws, now)
+			failing = false
 			if last != nil && connectedSame(last, h) && (maps.Equal(last, h) || now.Sub(lastRTT) < w.rttEvery) {
 				continue
 			}

@@ -63,6 +63,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
+	"github.com/mcnet-io/mcnet/internal/clusterhealth"
 
 	"github.com/mcnet-io/mcnet/internal/membership"
 	"github.com/mcnet-io/mcnet/internal/naming"
@@ -86,17 +87,27 @@ type Reconciler struct {
 	// Fleet names the fleet table (a Fleet object, read through Local): only exports of
 	// its members, inside their allocations, are imported (accept.go).
 	Fleet string
+	// APIReader reads the local Gateways from the API server itself, so their
+	// heartbeats are judged on fresh reads (clusterhealth.Tracker); Local when nil.
+	APIReader client.Reader
+
+	tracker *clusterhealth.Tracker
 }
 
 // SetupWithManager registers the reconciler with mgr.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Local
+	}
+	r.tracker = &clusterhealth.Tracker{List: func(ctx context.Context) ([]mcnetv1.Gateway, error) {
+		var gws mcnetv1.GatewayList
+		err := reader.List(ctx, &gws, client.InNamespace(r.SystemNamespace))
+		return gws.Items, err
+	}}
 	health := &healthWatch{
-		list: func(ctx context.Context) ([]mcnetv1.Gateway, error) {
-			var gws mcnetv1.GatewayList
-			err := r.Local.List(ctx, &gws, client.InNamespace(r.SystemNamespace))
-			return gws.Items, err
-		},
-		events: make(chan event.GenericEvent), every: 250 * time.Millisecond, rttEvery: 5 * time.Second,
+		tracker: r.tracker,
+		events:  make(chan event.GenericEvent), every: 250 * time.Millisecond, rttEvery: 5 * time.Second,
 		notify: &mcnetv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: r.SystemNamespace}},
 	}
 	if err := mgr.Add(health); err != nil {

@@ -34,16 +34,21 @@ func Live(gw *mcnetv1.Gateway, now time.Time) bool {
 // such, the one renewed last. A dead gateway's Gateway object, which still says
 // active, does not count.
 func Active(gws []mcnetv1.Gateway, now time.Time) []*mcnetv1.Gateway {
+	return active(gws, func(gw *mcnetv1.Gateway) bool { return Live(gw, now) })
+}
+
+// active is Active with the liveness verdict given.
+func active(gws []mcnetv1.Gateway, isLive func(*mcnetv1.Gateway) bool) []*mcnetv1.Gateway {
 	var live, stale []*mcnetv1.Gateway
 	vouched := false
 	for i := range gws {
 		gw := &gws[i]
 		switch {
-		case gw.Status.HAStatus == mcnetv1.HAActive && Live(gw, now):
+		case gw.Status.HAStatus == mcnetv1.HAActive && isLive(gw):
 			live = append(live, gw)
 		case gw.Status.HAStatus == mcnetv1.HAActive:
 			stale = append(stale, gw)
-		case gw.Status.HAStatus == mcnetv1.HAPassive && Live(gw, now) &&
+		case gw.Status.HAStatus == mcnetv1.HAPassive && isLive(gw) &&
 			meta.IsStatusConditionTrue(gw.Status.Conditions, mcnetv1.GatewayConditionActiveReachable):
 			vouched = true
 		}
@@ -66,10 +71,15 @@ func renewed(gw *mcnetv1.Gateway) time.Time {
 // FromGateways reads the clusters' health at now from the local Gateways: a cluster is
 // connected when an active gateway (Active) says so; its RTT is that gateway's average.
 // Passive gateways carry no traffic, so their view does not count. Clusters absent
-// from the result are not connected.
+// from the result are not connected. A reader that watches over time uses a Tracker,
+// which does not take an API-server outage for dead gateways.
 func FromGateways(gateways []mcnetv1.Gateway, now time.Time) map[string]Health {
+	return fromGateways(gateways, func(gw *mcnetv1.Gateway) bool { return Live(gw, now) })
+}
+
+func fromGateways(gateways []mcnetv1.Gateway, isLive func(*mcnetv1.Gateway) bool) map[string]Health {
 	h := map[string]Health{}
-	for _, gw := range Active(gateways, now) {
+	for _, gw := range active(gateways, isLive) {
 		for _, c := range gw.Status.Connections {
 			if c.Status != mcnetv1.Connected || h[c.Cluster].Connected {
 				continue

@@ -97,7 +97,7 @@ func RunDNS(ctx context.Context, o DNSOptions) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 	index := dns.NewIndex()
-	src := &dns.Source{Index: index, Client: mgr.GetClient(), Namespace: o.Namespace, Fleet: o.Config.Fleet, ClusterID: o.Config.ClusterID}
+	src := &dns.Source{Index: index, Client: mgr.GetClient(), Namespace: o.Namespace, Fleet: o.Config.Fleet, ClusterID: o.Config.ClusterID, APIReader: mgr.GetAPIReader()}
 	if err := src.SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -40,9 +41,15 @@ type Source struct {
 	Fleet string
 	// ClusterID is the local cluster: its own backends keep their real addresses.
 	ClusterID string
+	// APIReader reads the local Gateways from the API server itself (the manager's
+	// GetAPIReader): the health judges heartbeats only on reads it knows are fresh.
+	APIReader client.Reader
+
+	trackerOnce sync.Once
+	tracker     *clusterhealth.Tracker
 }
 
-// SetupWithManager registers the source's two watches with mgr.
+// SetupWithManager registers the source's watches and its health refresh with mgr.
 func (s *Source) SetupWithManager(mgr ctrl.Manager) error {
 	noLeader := controller.Options{NeedLeaderElection: ptr(false)}
 	managed := predicate.NewPredicateFuncs(naming.IsImport)
@@ -63,16 +70,6 @@ func (s *Source) SetupWithManager(mgr ctrl.Manager) error {
 		}))
 	if err != nil {
 		return fmt.Errorf("set up DNS service source: %w", err)
-	}
-	err = ctrl.NewControllerManagedBy(mgr).
-		Named("dns-health").
-		WithOptions(noLeader).
-		For(&mcnetv1.Gateway{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetNamespace() == s.Namespace }))).
-		Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-			return reconcile.Result{}, s.UpdateHealth(ctx)
-		}))
-	if err != nil {
-		return fmt.Errorf("set up DNS health source: %w", err)
 	}
 	return mgr.Add(healthRefresh{s})
 }
@@ -181,14 +178,27 @@ func protocol(p string) string {
 	return p
 }
 
-// UpdateHealth re-reads the connections of the local active gateways.
+// UpdateHealth re-reads the connections of the local active gateways from the API
+// server (clusterhealth.Tracker). When the read fails the index keeps the health it
+// had: an API-server outage is not a dead gateway.
 func (s *Source) UpdateHealth(ctx context.Context) error {
-	var list mcnetv1.GatewayList
-	if err := s.Client.List(ctx, &list, client.InNamespace(s.Namespace)); err != nil {
-		return err
+	h, err := s.healthTracker().Refresh(ctx, time.Now())
+	if err != nil {
+		return fmt.Errorf("read the local Gateways: %w", err)
 	}
-	s.Index.SetHealth(HealthFrom(list.Items, time.Now()))
+	s.Index.SetHealth(h)
 	return nil
+}
+
+func (s *Source) healthTracker() *clusterhealth.Tracker {
+	s.trackerOnce.Do(func() {
+		s.tracker = &clusterhealth.Tracker{List: func(ctx context.Context) ([]mcnetv1.Gateway, error) {
+			var list mcnetv1.GatewayList
+			err := s.APIReader.List(ctx, &list, client.InNamespace(s.Namespace))
+			return list.Items, err
+		}}
+	})
+	return s.tracker
 }
 
 // HealthFrom reads the clusters' health at now from the local Gateways (see
@@ -197,8 +207,8 @@ func HealthFrom(gateways []mcnetv1.Gateway, now time.Time) map[string]Health {
 	return clusterhealth.FromGateways(gateways, now)
 }
 
-// healthRefreshEvery is how often the health is read again without an event: a
-// Gateway whose status expires (a dead gateway) changes nothing in the API.
+// healthRefreshEvery is how often the health is read: a Gateway whose status expires
+// (a dead gateway) changes nothing in the API, so no event would tell.
 const healthRefreshEvery = 250 * time.Millisecond
 
 // healthRefresh re-reads the health every healthRefreshEvery, in every replica.
@@ -208,14 +218,21 @@ type healthRefresh struct{ s *Source }
 func (r healthRefresh) Start(ctx context.Context) error {
 	t := time.NewTicker(healthRefreshEvery)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := r.s.UpdateHealth(ctx); err != nil && ctx.Err() == nil {
-				log.FromContext(ctx).Error(err, "read the clusters' health")
+			// Told once per outage, not four times a second.
+			err := r.s.UpdateHealth(ctx)
+			switch {
+			case err != nil && !failing && ctx.Err() == nil:
+				log.FromContext(ctx).Error(err, "Cannot read the clusters' health; answering with the last one read")
+			case err == nil && failing:
+				log.FromContext(ctx).Info("Reading the clusters' health again")
 			}
+			failing = err != nil
 		}
 	}
 }
