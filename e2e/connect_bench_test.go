@@ -15,12 +15,12 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
-	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/agent"
 )
 
 // leaseHolder returns the node holding a cluster's gateway Lease.
 func leaseHolder(ctx context.Context, c *lab.Cluster) (string, error) {
-	lease, err := c.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, gateway.LeaseName, metav1.GetOptions{})
+	lease, err := c.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, agent.LeaseName, metav1.GetOptions{})
 	if err != nil {
 		return "", err
 	}

@@ -21,8 +21,8 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/controller"
-	"github.com/mcnet-io/mcnet/internal/gateway"
 )
 
 // pingStream is ping(8) running from one pod to another until stopped.
@@ -257,7 +257,7 @@ func checkBrokerOutage(t *testing.T, l *connectedLab, servers, clients map[strin
 
 // brokerCondition checks the BrokerConnected condition of a cluster's own Cluster object.
 func brokerCondition(ctx context.Context, c *lab.Cluster, want metav1.ConditionStatus) error {
-	kc, err := client.New(c.Config, client.Options{Scheme: gateway.Scheme()})
+	kc, err := client.New(c.Config, client.Options{Scheme: agent.Scheme()})
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
-	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/agent"
 )
 
 // TestConnectMatrix runs the end-to-end checks on three clusters of three
@@ -180,7 +180,7 @@ func checkHolderCutOff(t *testing.T, l *connectedLab, servers map[string]*lab.Po
 	if err != nil {
 		t.Fatal(err)
 	}
-	block := []string{"INPUT", "-p", "udp", "--dport", strconv.Itoa(gateway.DefaultLivenessPort), "-j", "DROP"}
+	block := []string{"INPUT", "-p", "udp", "--dport", strconv.Itoa(mcnetv1.DefaultLivenessPort), "-j", "DROP"}
 	hn := c.Node(holder).Netns
 	netns(ctx, t, hn, append([]string{"iptables", "-I"}, block...)...)
 	err = standbyReaches(ctx, c, metav1.ConditionFalse, 30*time.Second)
@@ -196,7 +196,7 @@ func checkHolderCutOff(t *testing.T, l *connectedLab, servers map[string]*lab.Po
 // standbyReaches waits until every standby gateway of c (every gateway but the Lease
 // holder) reports the ActiveGatewayReachable condition with status want.
 func standbyReaches(ctx context.Context, c *lab.Cluster, want metav1.ConditionStatus, timeout time.Duration) error {
-	kc, err := client.New(c.Config, client.Options{Scheme: gateway.Scheme()})
+	kc, err := client.New(c.Config, client.Options{Scheme: agent.Scheme()})
 	if err != nil {
 		return err
 	}

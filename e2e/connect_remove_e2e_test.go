@@ -19,7 +19,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
-	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -119,7 +119,7 @@ func TestConnectRemoveCluster(t *testing.T) {
 		}
 	}
 
-	gs := gateway.Scheme()
+	gs := agent.Scheme()
 	absent := func(cfgc *lab.Cluster, ns string) func(context.Context) error {
 		return func(ctx context.Context) error {
 			cl, err := client.New(cfgc.Config, client.Options{Scheme: gs})

@@ -18,7 +18,7 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
-	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -88,7 +88,7 @@ func startConnected(t testing.TB, cs *mcnetv1.ClusterSet, nodes int, behindNAT .
 
 // gateways returns a cluster's Gateway objects.
 func gateways(ctx context.Context, c *lab.Cluster) ([]mcnetv1.Gateway, error) {
-	cl, err := client.New(c.Config, client.Options{Scheme: gateway.Scheme()})
+	cl, err := client.New(c.Config, client.Options{Scheme: agent.Scheme()})
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func gateways(ctx context.Context, c *lab.Cluster) ([]mcnetv1.Gateway, error) {
 // reports itself active. (A killed gateway's object says active until its next
 // process learns that a standby took over.)
 func activeGateway(ctx context.Context, c *lab.Cluster) (*mcnetv1.Gateway, error) {
-	lease, err := c.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, gateway.LeaseName, metav1.GetOptions{})
+	lease, err := c.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, agent.LeaseName, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/mcnet-io/mcnet/e2e/lab/node"
+	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/cidr"
-	"github.com/mcnet-io/mcnet/internal/gateway"
 )
 
 // RegistryAddr is where every node's containerd finds the lab's image registry: on the
@@ -113,7 +113,7 @@ func (c *Cluster) adoptNodes(ctx context.Context) error {
 		patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, n.PodCIDR, n.PodCIDR)
 		if n.Gateway {
 			patch = fmt.Sprintf(`{"metadata":{"labels":{%q:"true"},"annotations":{%q:%q}},"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`,
-				GatewayLabel, gateway.PublicIPAnnotation, n.PublicIP, n.PodCIDR, n.PodCIDR)
+				GatewayLabel, agent.PublicIPAnnotation, n.PublicIP, n.PodCIDR, n.PodCIDR)
 		}
 		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			return fmt.Errorf("node %s: set pod CIDR: %w", n.Name, err)

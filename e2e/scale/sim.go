@@ -18,7 +18,7 @@ import (
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
 	"github.com/mcnet-io/mcnet/controllers/serviceexport"
 	"github.com/mcnet-io/mcnet/dataplane"
-	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
@@ -84,14 +84,14 @@ func NewKey() string {
 	return base64.StdEncoding.EncodeToString(k.PublicKey().Bytes())
 }
 
-func (s *Sim) local() gateway.Local {
-	return gateway.Local{ClusterID: s.Name, Cable: mcnetv1.CableWireGuard, CablePort: dataplane.DefaultWireGuardPort, CIDRs: []netip.Prefix{s.Pod, s.Svc}}
+func (s *Sim) local() agent.Local {
+	return agent.Local{ClusterID: s.Name, Cable: mcnetv1.CableWireGuard, CablePort: dataplane.DefaultWireGuardPort, CIDRs: []netip.Prefix{s.Pod, s.Svc}}
 }
 
 // endpoint is the member's Endpoint as its gateway publishes it and its controller
 // copies it to the broker.
 func (s *Sim) endpoint() *mcnetv1.Endpoint {
-	spec := gateway.LocalEndpoint(s.local(), fmt.Sprintf("gw%d", s.flips%2), gateway.NodeAddrs{
+	spec := agent.LocalEndpoint(s.local(), fmt.Sprintf("gw%d", s.flips%2), agent.NodeAddrs{
 		Private:     []netip.Addr{s.Gateway},
 		HealthCheck: []netip.Addr{s.Pod.Addr().Next()},
 	}, mustKey(s.Key))

@@ -26,6 +26,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
 	"github.com/mcnet-io/mcnet/internal/fleet"
 	"github.com/mcnet-io/mcnet/internal/testenv"
@@ -160,7 +161,7 @@ func TestEngine(t *testing.T) {
 	// The gateway node, its health-check address on the loopback.
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "east-gw-0",
 		Labels:      map[string]string{mcnetv1.GatewayLabel: "true"},
-		Annotations: map[string]string{HealthCheckIPAnnotation: "127.0.0.2"},
+		Annotations: map[string]string{agent.HealthCheckIPAnnotation: "127.0.0.2"},
 	}}
 	if err := admin.Create(ctx, node); err != nil {
 		t.Fatal(err)
@@ -190,7 +191,7 @@ func TestEngine(t *testing.T) {
 	}
 	conf.Gateway.HealthCheckPort = int32(port)
 	o := Options{
-		Common:             Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
+		Common:             agent.Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
 		MetricsBindAddress: "0",
 		LeaseDuration:      time.Second, RenewDeadline: 800 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
 		ProbeInterval: 200 * time.Millisecond, StatusInterval: time.Second,
@@ -310,7 +311,7 @@ func TestEngine(t *testing.T) {
 
 	lease := func(ctx context.Context) (*coordinationv1.Lease, error) {
 		var l coordinationv1.Lease
-		err := admin.Get(ctx, client.ObjectKey{Namespace: sys, Name: LeaseName}, &l)
+		err := admin.Get(ctx, client.ObjectKey{Namespace: sys, Name: agent.LeaseName}, &l)
 		return &l, err
 	}
 	t.Run("a restart keeps the Lease and the status", func(t *testing.T) {
@@ -397,7 +398,7 @@ func TestEngineTrustsOnlyTheTable(t *testing.T) {
 	admin := testenv.Client(t, cfg)
 	sys := mcnetv1.SystemNamespace
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "east-gw-0", Labels: map[string]string{mcnetv1.GatewayLabel: "true"},
-		Annotations: map[string]string{HealthCheckIPAnnotation: "127.0.0.2"}}}
+		Annotations: map[string]string{agent.HealthCheckIPAnnotation: "127.0.0.2"}}}
 	if err := admin.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +422,7 @@ func TestEngineTrustsOnlyTheTable(t *testing.T) {
 	}
 	conf.Gateway.HealthCheckPort = int32(freeUDPPort(t))
 	o := Options{
-		Common:             Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
+		Common:             agent.Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
 		MetricsBindAddress: "0",
 		LeaseDuration:      time.Second, RenewDeadline: 800 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
 		ProbeInterval: 200 * time.Millisecond, StatusInterval: time.Second,

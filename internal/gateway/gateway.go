@@ -40,6 +40,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
+	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/membership"
 	"github.com/mcnet-io/mcnet/internal/version"
 )
@@ -50,7 +51,7 @@ const DaemonSetName = "mcnet-gateway"
 
 // Options configure a gateway.
 type Options struct {
-	Common
+	agent.Common
 	MetricsBindAddress string
 	// Lease timings: a standby takes over at most LeaseDuration+RetryPeriod after the
 	// active gateway stops renewing; the active one gives up after RenewDeadline.
@@ -154,7 +155,7 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 // Gateway is one gateway process.
 type Gateway struct {
 	opts   Options
-	local  Local
+	local  agent.Local
 	log    logr.Logger
 	cache  cache.Cache
 	client client.Client
@@ -199,8 +200,8 @@ type Gateway struct {
 	seeded     bool
 }
 
-func newGateway(ctx context.Context, log logr.Logger, o Options, local Local, cfg *rest.Config, dp dataplaneAPI) (*Gateway, error) {
-	scheme := Scheme()
+func newGateway(ctx context.Context, log logr.Logger, o Options, local agent.Local, cfg *rest.Config, dp dataplaneAPI) (*Gateway, error) {
+	scheme := agent.Scheme()
 	c, cl, err := o.NewCache(cfg)
 	if err != nil {
 		return nil, err
@@ -277,7 +278,7 @@ func (g *Gateway) run(ctx context.Context) error {
 	// not miss them while it takes the Lease back.
 	var node corev1.Node
 	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, &node); err == nil {
-		if hcs, err := HealthCheckIPs(&node); err == nil {
+		if hcs, err := agent.HealthCheckIPs(&node); err == nil {
 			g.listenHealth(ctx, hcs)
 		}
 	}
@@ -318,7 +319,7 @@ func (g *Gateway) run(ctx context.Context) error {
 		case <-ctx.Done():
 			// Decide while still renewing, then stop the election and hand the Lease
 			// over at once (it lasts only LeaseDuration).
-			uninstall := Uninstalling(ctx, g.kube, g.opts.Namespace, DaemonSetName)
+			uninstall := agent.Uninstalling(ctx, g.kube, g.opts.Namespace, DaemonSetName)
 			restart := !uninstall && g.stillGateway(ctx)
 			stopLE()
 			<-leDone
@@ -342,7 +343,7 @@ func (g *Gateway) elect(ctx context.Context) {
 	tolerLog, silentLog := &everyMinute{}, &everyMinute{}
 	lock := &leaseLock{
 		Interface: g.live.observing(&resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: LeaseName},
+			LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: agent.LeaseName},
 			Client:     g.leaseKube.CoordinationV1(),
 			LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
 		}),
@@ -374,7 +375,7 @@ func (g *Gateway) elect(ctx context.Context) {
 			RetryPeriod:   g.opts.RetryPeriod,
 			// handOver releases or keeps it, depending on why the process stops.
 			ReleaseOnCancel: false,
-			Name:            LeaseName,
+			Name:            agent.LeaseName,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(context.Context) { g.setLeading(true) },
 				OnStoppedLeading: func() { g.setLeading(false) },
@@ -418,7 +419,7 @@ func (e *everyMinute) allow(now time.Time) (int, bool) {
 // standby this node takes the Lease back one Lease duration later. A Lease the
 // previous process kept for its restart (see handOver) is taken back at once.
 func (g *Gateway) yieldAfterCrash(ctx context.Context) {
-	lease, err := g.leaseKube.CoordinationV1().Leases(g.opts.Namespace).Get(ctx, LeaseName, metav1.GetOptions{})
+	lease, err := g.leaseKube.CoordinationV1().Leases(g.opts.Namespace).Get(ctx, agent.LeaseName, metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
 		return
 	}
@@ -540,7 +541,7 @@ func (g *Gateway) watchHolder(ctx context.Context, leader string) {
 		g.live.watch("", netip.Addr{})
 		return
 	}
-	ip, _ := InternalIP(&n)
+	ip, _ := agent.InternalIP(&n)
 	g.live.watch(leader, ip)
 }
 
@@ -556,13 +557,13 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *memb
 		g.log.Error(err, "Cannot determine the gateway's addresses")
 		return
 	}
-	spec := LocalEndpoint(g.local, g.opts.NodeName, addrs, g.pubKey)
+	spec := agent.LocalEndpoint(g.local, g.opts.NodeName, addrs, g.pubKey)
 	// Endpoint first: remote clusters start switching to this gateway while the
 	// cables come up.
 	if err := g.publishEndpoint(ctx, spec); err != nil {
 		g.log.Error(err, "Cannot publish the Endpoint")
 	}
-	state, bad, rejected := BuildState(g.local, table, eps, GatewayPorts(g.local, addrs.HealthCheck), netip.Addr{})
+	state, bad, rejected := agent.BuildState(g.local, table, eps, agent.GatewayPorts(g.local, addrs.HealthCheck), netip.Addr{})
 	g.badRemotes = bad
 	rejectionsChanged, rejectionEvent := g.noteRejections(rejected)
 	g.apply(ctx, state)
@@ -572,7 +573,7 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *memb
 
 	targets := map[string]netip.AddrPort{}
 	remotes := map[string]*mcnetv1.EndpointSpec{}
-	for _, ep := range RemoteEndpoints(g.local.ClusterID, eps) {
+	for _, ep := range agent.RemoteEndpoints(g.local.ClusterID, eps) {
 		if _, member := table.Member(ep.Spec.ClusterID); !member {
 			continue
 		}
@@ -582,7 +583,7 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *memb
 		}
 		for _, s := range ep.Spec.HealthCheckIPs {
 			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-				if a, ok := ReachHealthCheck(table, ep.Spec.ClusterID, a); ok {
+				if a, ok := agent.ReachHealthCheck(table, ep.Spec.ClusterID, a); ok {
 					targets[ep.Spec.ClusterID] = netip.AddrPortFrom(a, uint16(g.opts.healthCheckPort()))
 					break
 				}
@@ -680,8 +681,8 @@ func (g *Gateway) syncPassive(ctx context.Context, leader string, table *members
 	// A standby is a normal node for routing: remote traffic goes to the active one.
 	var n corev1.Node
 	if err := g.client.Get(ctx, client.ObjectKey{Name: leader}, &n); err == nil {
-		if ip, ok := InternalIP(&n); ok {
-			state, _, _ := BuildState(g.local, table, eps, nil, ip)
+		if ip, ok := agent.InternalIP(&n); ok {
+			state, _, _ := agent.BuildState(g.local, table, eps, nil, ip)
 			g.apply(ctx, state)
 		}
 	}
@@ -711,13 +712,13 @@ func (g *Gateway) apply(ctx context.Context, s dataplane.State) {
 
 // nodeAddrs finds the addresses to publish: the public one (annotation or
 // ExternalIP), the private one the node sends from towards it, the health-check one.
-func (g *Gateway) nodeAddrs(node *corev1.Node) (NodeAddrs, error) {
-	var a NodeAddrs
+func (g *Gateway) nodeAddrs(node *corev1.Node) (agent.NodeAddrs, error) {
+	var a agent.NodeAddrs
 	var err error
-	if a.HealthCheck, err = HealthCheckIPs(node); err != nil {
+	if a.HealthCheck, err = agent.HealthCheckIPs(node); err != nil {
 		return a, err
 	}
-	if a.Public, err = PublicIPs(node); err != nil {
+	if a.Public, err = agent.PublicIPs(node); err != nil {
 		return a, err
 	}
 	for _, pub := range a.Public {
@@ -726,7 +727,7 @@ func (g *Gateway) nodeAddrs(node *corev1.Node) (NodeAddrs, error) {
 		}
 	}
 	if len(a.Private) == 0 {
-		ip, ok := InternalIP(node)
+		ip, ok := agent.InternalIP(node)
 		if !ok {
 			return a, fmt.Errorf("node %s has no InternalIP", node.Name)
 		}
@@ -1027,7 +1028,7 @@ func (g *Gateway) handOver(ctx context.Context, restart bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	leases := g.leaseKube.CoordinationV1().Leases(g.opts.Namespace)
-	lease, err := leases.Get(ctx, LeaseName, metav1.GetOptions{})
+	lease, err := leases.Get(ctx, agent.LeaseName, metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
 		return
 	}

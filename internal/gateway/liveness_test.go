@@ -15,6 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/mcnet-io/mcnet/internal/agent"
 )
 
 var testLivenessKey = bytes.Repeat([]byte{7}, livenessKeyLen)
@@ -132,7 +134,7 @@ func elector(ctx context.Context, t *testing.T, kube kubernetes.Interface, id st
 	const ld, rd, rp = time.Second, 800 * time.Millisecond, 200 * time.Millisecond
 	lock := &leaseLock{
 		Interface: live.observing(&resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Namespace: "mcnet-system", Name: LeaseName},
+			LeaseMeta:  metav1.ObjectMeta{Namespace: "mcnet-system", Name: agent.LeaseName},
 			Client:     kube.CoordinationV1(),
 			LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 		}),
@@ -140,7 +142,7 @@ func elector(ctx context.Context, t *testing.T, kube kubernetes.Interface, id st
 		vetoAfter: max(rp, ld-2*rp), maxVeto: 30 * time.Second,
 	}
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: lock, LeaseDuration: ld, RenewDeadline: rd, RetryPeriod: rp, Name: LeaseName,
+		Lock: lock, LeaseDuration: ld, RenewDeadline: rd, RetryPeriod: rp, Name: agent.LeaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(context.Context) { leading() },
 			OnStoppedLeading: func() {},
@@ -240,7 +242,7 @@ func TestForgedLivenessDoesNotHoldOffFailover(t *testing.T) {
 	defer stopRenewing()
 	elector(electCtx, t, kube, "gw1", active, func() { active.serving.Store(true) })
 	holder := func() string {
-		l, err := kube.CoordinationV1().Leases("mcnet-system").Get(ctx, LeaseName, metav1.GetOptions{})
+		l, err := kube.CoordinationV1().Leases("mcnet-system").Get(ctx, agent.LeaseName, metav1.GetOptions{})
 		if err != nil || l.Spec.HolderIdentity == nil {
 			return ""
 		}

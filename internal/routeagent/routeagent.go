@@ -27,7 +27,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
-	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/membership"
 )
 
@@ -41,7 +41,7 @@ const resync = 30 * time.Second
 // Options configure a route agent: what it shares with the gateway, nothing of its
 // own. The gateway nodes, where it idles, are the AgentConfig's gateway.nodeSelector.
 type Options struct {
-	gateway.Common
+	agent.Common
 }
 
 // AddFlags registers the agent's flags.
@@ -83,9 +83,9 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 	return a.run(ctx)
 }
 
-type agent struct {
+type router struct {
 	opts   Options
-	local  gateway.Local
+	local  agent.Local
 	sel    labels.Selector
 	log    logr.Logger
 	cache  cache.Cache
@@ -103,10 +103,10 @@ type agent struct {
 	applyErr           error
 }
 
-func newAgent(log logr.Logger, o Options, local gateway.Local, sel labels.Selector, cfg *rest.Config, dp dataplaneAPI) (*agent, error) {
+func newAgent(log logr.Logger, o Options, local agent.Local, sel labels.Selector, cfg *rest.Config, dp dataplaneAPI) (*router, error) {
 	// Only the gateway Lease, whose holder is all the agent reads of it.
 	c, cl, err := o.NewCache(cfg, map[client.Object]cache.ByObject{
-		&coordinationv1.Lease{}: {Field: fields.OneTermEqualSelector("metadata.name", gateway.LeaseName)},
+		&coordinationv1.Lease{}: {Field: fields.OneTermEqualSelector("metadata.name", agent.LeaseName)},
 	})
 	if err != nil {
 		return nil, err
@@ -115,17 +115,17 @@ func newAgent(log logr.Logger, o Options, local gateway.Local, sel labels.Select
 	if err != nil {
 		return nil, err
 	}
-	return &agent{opts: o, local: local, sel: sel, log: log, cache: c, client: cl, kube: kube, dp: dp, kick: make(chan struct{}, 1)}, nil
+	return &router{opts: o, local: local, sel: sel, log: log, cache: c, client: cl, kube: kube, dp: dp, kick: make(chan struct{}, 1)}, nil
 }
 
-func (a *agent) trigger() {
+func (a *router) trigger() {
 	select {
 	case a.kick <- struct{}{}:
 	default:
 	}
 }
 
-func (a *agent) run(ctx context.Context) error {
+func (a *router) run(ctx context.Context) error {
 	cctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	go func() { _ = a.cache.Start(cctx) }()
@@ -191,7 +191,7 @@ func ptrString(p *string) string {
 }
 
 // sync routes remote CIDRs to the current Lease holder.
-func (a *agent) sync(ctx context.Context) {
+func (a *router) sync(ctx context.Context) {
 	var node corev1.Node
 	if err := a.client.Get(ctx, client.ObjectKey{Name: a.opts.NodeName}, &node); err != nil {
 		a.log.Error(err, "Cannot read own Node")
@@ -223,7 +223,7 @@ func (a *agent) sync(ctx context.Context) {
 			a.log.Error(terr, "No remote cluster is trusted without the fleet table")
 		}
 	}
-	state, bad, rejected := gateway.BuildState(a.local, table, eps.Items, nil, gw)
+	state, bad, rejected := agent.BuildState(a.local, table, eps.Items, nil, gw)
 	for c, err := range bad {
 		a.log.V(1).Info("Remote cluster left out", "cluster", c, "reason", err.Error())
 	}
@@ -247,9 +247,9 @@ func (a *agent) sync(ctx context.Context) {
 }
 
 // activeGateway is the cluster-network address of the gateway Lease's holder.
-func (a *agent) activeGateway(ctx context.Context) (netip.Addr, bool) {
+func (a *router) activeGateway(ctx context.Context) (netip.Addr, bool) {
 	var lease coordinationv1.Lease
-	if err := a.client.Get(ctx, client.ObjectKey{Namespace: a.opts.Namespace, Name: gateway.LeaseName}, &lease); err != nil {
+	if err := a.client.Get(ctx, client.ObjectKey{Namespace: a.opts.Namespace, Name: agent.LeaseName}, &lease); err != nil {
 		return netip.Addr{}, false
 	}
 	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
@@ -259,11 +259,11 @@ func (a *agent) activeGateway(ctx context.Context) (netip.Addr, bool) {
 	if err := a.client.Get(ctx, client.ObjectKey{Name: *lease.Spec.HolderIdentity}, &n); err != nil {
 		return netip.Addr{}, false
 	}
-	return gateway.InternalIP(&n)
+	return agent.InternalIP(&n)
 }
 
-func (a *agent) shutdown(ctx context.Context) error {
-	if !a.gatewayNode && gateway.Uninstalling(ctx, a.kube, a.opts.Namespace, DaemonSetName) {
+func (a *router) shutdown(ctx context.Context) error {
+	if !a.gatewayNode && agent.Uninstalling(ctx, a.kube, a.opts.Namespace, DaemonSetName) {
 		a.log.Info("Route agent DaemonSet removed: cleaning up the node's kernel state")
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()

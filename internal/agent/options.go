@@ -1,4 +1,8 @@
-package gateway
+// Package agent is the plumbing the two node agents share, the gateway and the
+// route agent: their options and API connection, the cache they read through, the NetworkTests they answer, what a
+// Node says about itself (addresses, health-check and public IPs), and the dataplane
+// state both build from the broker's Endpoints and the fleet table.
+package agent
 
 import (
 	"context"
