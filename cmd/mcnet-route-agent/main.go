@@ -11,12 +11,12 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/mcnet-io/mcnet/controllers/routes"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
-	"github.com/mcnet-io/mcnet/internal/routeagent"
 )
 
 func main() {
-	var o routeagent.Options
+	var o routes.Options
 	fs := pflag.NewFlagSet("mcnet-route-agent", pflag.ContinueOnError)
 	o.AddFlags(fs)
 	if code, ok := agentconfig.ParseFlags(fs, os.Args[1:]); !ok {
@@ -24,7 +24,7 @@ func main() {
 	}
 	log := o.Logger()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := routeagent.Run(ctx, log, o)
+	err := routes.Run(ctx, log, o)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mcnet-route-agent:", err)
