@@ -75,6 +75,31 @@ func ValidateClusterSet(cs *ClusterSet) field.ErrorList {
 	}
 	errs = append(errs, validateOverlaps(cs)...)
 	errs = append(errs, validateGlobalnet(cs)...)
+	errs = append(errs, validateVXLANPorts(clusters, cs)...)
+	return errs
+}
+
+// validateVXLANPorts wants one cablePort across the clusters that prefer VXLAN. Two
+// of them connect over VXLAN, and a gateway's kernel VXLAN device listens on and
+// sends to a single UDP port, so a pair on different ports cannot talk: the gateways
+// would refuse the fleet at run time. WireGuard ports may differ per cluster.
+func validateVXLANPorts(clusters *field.Path, cs *ClusterSet) field.ErrorList {
+	var errs field.ErrorList
+	first := -1
+	for i := range cs.Spec.Clusters {
+		c := &cs.Spec.Clusters[i]
+		if c.Cable != CableVXLAN || c.CablePort == 0 {
+			continue
+		}
+		if first < 0 {
+			first = i
+			continue
+		}
+		if f := &cs.Spec.Clusters[first]; c.CablePort != f.CablePort {
+			errs = append(errs, field.Invalid(clusters.Key(c.Name).Child("cablePort"), c.CablePort,
+				fmt.Sprintf("differs from cluster %s's VXLAN port %d; clusters preferring vxlan connect to each other on one UDP port, so give them the same cablePort (or set spec.cablePort once)", f.Name, f.CablePort)))
+		}
+	}
 	return errs
 }
 

@@ -92,6 +92,10 @@ func TestParseRejects(t *testing.T) {
 		{"cable port", func(s string) string {
 			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    cablePort: 70000", 1)
 		}, []string{"spec.clusters[east].cablePort", "UDP port between 1 and 65535"}},
+		{"VXLAN ports differ", func(s string) string {
+			s = strings.Replace(s, "cable: vxlan", "cable: vxlan\n    cablePort: 4789", 1)
+			return strings.Replace(s, "serviceCIDRs: [10.120.0.0/16]\n", "serviceCIDRs: [10.120.0.0/16]\n    cable: vxlan\n    cablePort: 8472\n", 1)
+		}, []string{"spec.clusters[west].cablePort", "differs from cluster east's VXLAN port 4789", "same cablePort"}},
 		{"DNS IP not an address", func(s string) string {
 			return strings.Replace(s, "cable: vxlan", "cable: vxlan\n    dnsServiceIPs: [dns]", 1)
 		}, []string{"spec.clusters[east].dnsServiceIPs[0]", "not an IP address"}},
@@ -111,6 +115,20 @@ func TestParseRejects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCablePortsPerDriver checks that WireGuard clusters may each listen on their
+// own port, and VXLAN clusters on one shared port.
+func TestCablePortsPerDriver(t *testing.T) {
+	wg := strings.Replace(valid, "cable: vxlan", "cablePort: 51000", 1)
+	wg = strings.Replace(wg, "serviceCIDRs: [10.120.0.0/16]\n", "serviceCIDRs: [10.120.0.0/16]\n    cablePort: 52000\n", 1)
+	if _, err := Parse([]byte(wg)); err != nil {
+		t.Errorf("WireGuard clusters on their own ports: %v", err)
+	}
+	vx := strings.Replace(valid, "serviceCIDRs: [10.120.0.0/16]\n", "serviceCIDRs: [10.120.0.0/16]\n    cable: vxlan\n", 1)
+	if _, err := Parse([]byte(vx)); err != nil {
+		t.Errorf("VXLAN clusters on the default port: %v", err)
 	}
 }
 
