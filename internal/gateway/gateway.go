@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -169,8 +170,6 @@ type Gateway struct {
 	events    record.EventBroadcaster
 	prober    *prober
 	live      *liveness
-	// tickSyncAt is when a tick last ran sync.
-	tickSyncAt time.Time
 	// standbyCond is the ActiveGatewayReachable condition a standby reports; nil on the
 	// active gateway or when nothing is known.
 	standbyCond *metav1.Condition
@@ -238,6 +237,7 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local agent.Loc
 		now:      time.Now,
 		conns:    map[string]mcnetv1.Connection{},
 	}
+	g.prober.changed = g.trigger
 	return g, nil
 }
 
@@ -310,9 +310,11 @@ func (g *Gateway) run(ctx context.Context) error {
 	}()
 
 	log.Info("Gateway started", "node", g.opts.NodeName, "cluster", g.local.ClusterID, "cable", g.local.Cable, "publicKey", g.pubKey.String())
-	// The prober needs ticks at its check interval; everything else is synced once
-	// per probe interval, or at once on an event.
-	tick := time.NewTicker(g.prober.checkInterval())
+	// The prober sends on its own goroutine and timer and calls for a sync when a
+	// probe is lost or a failing remote answers; everything else is synced once per
+	// probe interval, or at once on an event.
+	go g.prober.run(ctx)
+	tick := time.NewTicker(g.opts.ProbeInterval)
 	defer tick.Stop()
 	for {
 		select {
@@ -320,18 +322,15 @@ func (g *Gateway) run(ctx context.Context) error {
 			// Decide while still renewing, then stop the election and hand the Lease
 			// over at once (it lasts only LeaseDuration).
 			uninstall := agent.Uninstalling(ctx, g.kube, g.opts.Namespace, DaemonSetName)
-			restart := !uninstall && g.stillGateway(ctx)
+			restart := !uninstall && g.restarting(ctx)
 			stopLE()
 			<-leDone
 			g.handOver(ctx, restart)
 			return g.shutdown(ctx, restart, uninstall)
 		case <-g.kick:
-			g.sync(ctx, false)
-		case now := <-tick.C:
-			if g.prober.due(now) || now.Sub(g.tickSyncAt) >= g.opts.ProbeInterval-g.prober.checkInterval()/2 {
-				g.tickSyncAt = now
-				g.sync(ctx, true)
-			}
+			g.sync(ctx)
+		case <-tick.C:
+			g.sync(ctx)
 		}
 	}
 }
@@ -365,6 +364,10 @@ func (g *Gateway) elect(ctx context.Context) {
 		// as without the check.
 		vetoAfter: max(g.opts.RetryPeriod, g.opts.LeaseDuration-2*g.opts.RetryPeriod),
 		maxVeto:   30 * time.Second,
+		// The holder renews within two retry periods of the API server's return, so
+		// a shorter outage cannot expire its Lease at a standby.
+		minOutage:  max(g.opts.RetryPeriod, g.opts.LeaseDuration-2*g.opts.RetryPeriod),
+		maxOutages: 3,
 	}
 	g.yieldAfterCrash(ctx)
 	for ctx.Err() == nil {
@@ -468,9 +471,8 @@ func (g *Gateway) seed(ctx context.Context) {
 	}
 }
 
-// sync makes everything match the current role and view; probe says whether this call
-// is the probe tick.
-func (g *Gateway) sync(ctx context.Context, probe bool) {
+// sync makes everything match the current role and view.
+func (g *Gateway) sync(ctx context.Context) {
 	leading, leader := g.role()
 	var node corev1.Node
 	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, &node); err != nil {
@@ -493,7 +495,7 @@ func (g *Gateway) sync(ctx context.Context, probe bool) {
 	}
 	g.watchHolder(ctx, leader)
 	if leading {
-		g.syncActive(ctx, &node, table, eps.Items, probe)
+		g.syncActive(ctx, &node, table, eps.Items)
 	} else {
 		g.syncPassive(ctx, leader, table, eps.Items)
 	}
@@ -545,7 +547,7 @@ func (g *Gateway) watchHolder(ctx context.Context, leader string) {
 	g.live.watch(leader, ip)
 }
 
-func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *membership.Table, eps []mcnetv1.Endpoint, probe bool) {
+func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *membership.Table, eps []mcnetv1.Endpoint) {
 	now := g.now()
 	if !g.wasActive {
 		g.wasActive = true
@@ -592,9 +594,9 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *memb
 	}
 	g.listenHealth(ctx, addrs.HealthCheck)
 	g.prober.setTargets(targets)
-	if probe {
-		g.prober.tick(now)
-	}
+	// What the prober measured on its own goroutine, read now: the publish and apply
+	// above took time that no RTT includes.
+	now = g.now()
 	stats := g.prober.stats(now)
 	cables := map[string]*dataplane.CableStatus{}
 	if cs, err := g.dp.Stats(ctx); err == nil {
@@ -997,10 +999,16 @@ func (g *Gateway) shutdown(ctx context.Context, restart, uninstall bool) error {
 	return nil
 }
 
-// stillGateway reports whether this node still matches the gateway DaemonSet's node
-// selector: a node that stops being a gateway node hands the Lease over at once.
-// Unreadable objects count as yes (a restart).
-func (g *Gateway) stillGateway(ctx context.Context) bool {
+// restarting reports whether this stop is a restart, after which the same node runs
+// the next process: the node still matches the gateway DaemonSet's node selector (a
+// node that stops being a gateway node hands the Lease over at once) and is not going
+// away. Unreadable objects count as a restart.
+//
+// A SIGTERM looks the same in a rollout restart and in a node shutdown or drain; what
+// tells them apart is the Node, read from the API server at the moment of the signal
+// (see nodeGoingAway). A node going away hands over at once, since no next process
+// comes to take the Lease back, and the restart grace would be a blackout.
+func (g *Gateway) restarting(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
 	ds, err := g.kube.AppsV1().DaemonSets(g.opts.Namespace).Get(ctx, DaemonSetName, metav1.GetOptions{})
@@ -1016,7 +1024,44 @@ func (g *Gateway) stillGateway(ctx context.Context) bool {
 			return false
 		}
 	}
+	if why := nodeGoingAway(node); why != "" {
+		g.log.Info("The node is going away: handing the gateway Lease over at once", "reason", why)
+		return false
+	}
 	return true
+}
+
+// shutdownTaints are the taints put on a node that is shutting down or leaving: the
+// cloud provider's for a node it found shut down, the one an operator sets for an
+// out-of-service node, and the cluster autoscaler's before it deletes a node.
+var shutdownTaints = []string{
+	"node.cloudprovider.kubernetes.io/shutdown",
+	"node.kubernetes.io/out-of-service",
+	"ToBeDeletedByClusterAutoscaler",
+}
+
+// nodeGoingAway says why node is going away, "" when it is not: it is being deleted,
+// it is cordoned (spec.unschedulable, as kubectl drain leaves it before a maintenance
+// shutdown), it carries a shutdown taint, or its kubelet reports it shutting down
+// (graceful node shutdown sets Ready=False with "node is shutting down").
+func nodeGoingAway(node *corev1.Node) string {
+	switch {
+	case node.DeletionTimestamp != nil:
+		return "deleted"
+	case node.Spec.Unschedulable:
+		return "cordoned"
+	}
+	for _, t := range node.Spec.Taints {
+		if slices.Contains(shutdownTaints, t.Key) {
+			return "taint " + t.Key
+		}
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue && strings.Contains(c.Message, "shutting down") {
+			return "kubelet: " + c.Message
+		}
+	}
+	return ""
 }
 
 // handOver runs once the election stopped, if this node holds the Lease. On a

@@ -19,7 +19,11 @@ import (
 //     without this every standby would find the Lease expired the moment the API
 //     server returns and could win the race against the active gateway, a failover
 //     that no failure called for. With it the holder has a full Lease duration after
-//     the outage to renew, which it does within a retry period;
+//     the outage to renew, which it does within a retry period. Only reads failing for
+//     minOutage or longer count as an outage (a shorter gap cannot hide a renewal long
+//     enough to expire the Lease), and one unchanged record gets at most maxOutages
+//     fresh terms: a standby whose reads are throttled or fail now and then still
+//     replaces a dead holder, a few Lease durations late at worst, never not at all;
 //   - while the holder still answers on its liveness port (alive) once its renewals
 //     are late (vetoAfter): a busy API server that answers the holder's renewals
 //     slowly must not make a standby take over from a gateway that still carries the
@@ -39,10 +43,15 @@ type leaseLock struct {
 	// after maxVeto an alive holder that still has not renewed is replaced anyway (it
 	// cannot reach its API server, so it no longer sees the fleet change).
 	vetoAfter, maxVeto time.Duration
-	now                func() time.Time
+	// minOutage is how long reads must fail to count as an outage; maxOutages caps
+	// the fresh terms an unchanged record gets from outages.
+	minOutage  time.Duration
+	maxOutages int
+	now        func() time.Time
 
-	unreachable bool // the last Get failed other than with NotFound
+	failedAt    time.Time // when the reads began to fail (other than NotFound); zero while they work
 	outages     int
+	termOutages int       // outages counted since the record last changed
 	lastRaw     []byte    // the record as the API server last returned it
 	changedAt   time.Time // when it last changed
 	vetoes      int
@@ -54,19 +63,22 @@ type leaseLock struct {
 // every late renewal of a holder that is alive.
 func (l *leaseLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
 	r, raw, err := l.Interface.Get(ctx)
+	now := l.now()
 	if err != nil {
-		if !apierrors.IsNotFound(err) {
-			l.unreachable = true
+		if !apierrors.IsNotFound(err) && l.failedAt.IsZero() {
+			l.failedAt = now
 		}
 		return r, raw, err
 	}
-	now := l.now()
 	if !bytes.Equal(raw, l.lastRaw) {
-		l.lastRaw, l.changedAt = bytes.Clone(raw), now
+		l.lastRaw, l.changedAt, l.termOutages = bytes.Clone(raw), now, 0
 	}
-	if l.unreachable {
-		l.unreachable = false
-		l.outages++
+	if !l.failedAt.IsZero() {
+		if now.Sub(l.failedAt) >= l.minOutage && l.termOutages < l.maxOutages {
+			l.outages++
+			l.termOutages++
+		}
+		l.failedAt = time.Time{}
 	}
 	holder := r.HolderIdentity
 	if l.alive != nil && holder != "" && holder != l.Identity() && l.late(now) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
@@ -156,5 +157,69 @@ func TestLivenessAnswersOnlyWhileServing(t *testing.T) {
 	standby.watch("", netip.Addr{})
 	if standby.alive("gw1", time.Now()) {
 		t.Error("alive after the watch ended")
+	}
+}
+
+// flakyLock fails every read whose number fail says, as a throttled API server does;
+// the record itself never changes: its holder is dead.
+type flakyLock struct {
+	fixedLock
+	reads int
+	fail  func(read int) bool
+}
+
+func (f *flakyLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	f.reads++
+	if f.fail(f.reads) {
+		return nil, nil, apierrors.NewTooManyRequests("throttled", 1)
+	}
+	return f.fixedLock.Get(ctx)
+}
+
+// TestLeaseReadFailuresDoNotHoldOffAFailover runs client-go's election as a standby
+// against a dead holder's Lease whose reads fail, throttled: every other read, then in
+// long runs. The standby must still take the Lease within a bounded time: short gaps
+// never restart the term, and long ones only a few times.
+func TestLeaseReadFailuresDoNotHoldOffAFailover(t *testing.T) {
+	const ld, rd, rp = time.Second, 800 * time.Millisecond, 200 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		fail func(read int) bool
+		// within bounds the takeover, in retry periods (reads) after the first.
+		within int
+	}{
+		{"every other read fails", func(n int) bool { return n%2 == 0 }, 2 * int(ld/rp)},
+		{"two of three reads fail", func(n int) bool { return n%3 != 0 }, 3 * int(ld/rp)},
+		// Outages of a second (5 reads) between single successes: each may restart the
+		// term, but only maxOutages times.
+		{"long outages", func(n int) bool { return n%6 != 0 }, (3 + 2) * 6 * int(ld/rp)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			inner := &flakyLock{fixedLock: fixedLock{rec: resourcelock.LeaderElectionRecord{HolderIdentity: "gw1", LeaseDurationSeconds: 1}, raw: []byte(`{"holderIdentity":"gw1"}`)}, fail: tc.fail}
+			l := &leaseLock{Interface: inner, alive: func(string, time.Time) bool { return false },
+				vetoAfter: ld - 2*rp, maxVeto: 30 * time.Second, minOutage: ld - 2*rp, maxOutages: 3,
+				now: func() time.Time { return now }}
+			// What client-go's elector does with the raw record: the term restarts
+			// whenever it changes, and the Lease is free once unchanged for ld.
+			var observedRaw []byte
+			var observedAt time.Time
+			for read := 1; read <= 1000; read++ {
+				_, raw, err := l.Get(t.Context())
+				if err == nil {
+					if !bytes.Equal(raw, observedRaw) {
+						observedRaw, observedAt = raw, now
+					}
+					if now.Sub(observedAt) >= ld {
+						if read > tc.within {
+							t.Errorf("took over at read %d, want within %d", read, tc.within)
+						}
+						return
+					}
+				}
+				now = now.Add(rp)
+			}
+			t.Fatalf("no takeover in 1000 reads (%s) with the holder dead: read failures restart the term without end", 1000*rp)
+		})
 	}
 }

@@ -112,10 +112,19 @@ func Summarise(results []ProbeResult) ProbeStats {
 // judged down once it has been silent for DeadAfter (LostProbesForError intervals)
 // with LostProbesForError probes lost in a row: a gateway that dies is reported two to
 // three intervals later, and one that restarts within about DeadAfter, or a lost
-// packet or two, do not make the connection flap. tick must be called every quarter
-// interval.
+// packet or two, do not make the connection flap.
+//
+// run drives it on its own goroutine and timer, a tick every quarter interval, apart
+// from the gateway's reconciles: a probe is timestamped as it leaves, so its RTT is what
+// the wire saw, never the time a reconcile spent publishing or applying first. The
+// reconciles only set the targets and read the stats; changed tells them when a probe
+// was judged lost or a silent target answered again, so a connection's status follows
+// at once.
 type prober struct {
 	interval, fast, timeout, deadAfter time.Duration
+	// changed, when set, is called (without the lock held) after a loss is recorded
+	// or a target that was failing answers.
+	changed func()
 
 	mu      sync.Mutex
 	conn    *net.UDPConn
@@ -173,6 +182,23 @@ func newProber(interval time.Duration) *prober {
 // checkInterval is how often tick must run.
 func (p *prober) checkInterval() time.Duration { return p.fast }
 
+// run ticks the prober every check interval until ctx ends, each tick with the time
+// the probes leave.
+func (p *prober) run(ctx context.Context) {
+	t := time.NewTicker(p.fast)
+	defer t.Stop()
+	for {
+		if p.tick(time.Now()) && p.changed != nil {
+			p.changed()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // listen (re)opens the socket on addr, the local health-check address: probes must
 // leave from it, since only the cluster's CIDRs are routed through the cables and
 // allowed by the remote WireGuard peer.
@@ -225,25 +251,32 @@ func (p *prober) serve(conn *net.UDPConn) {
 			buf[4] = kindReply
 			_, _ = conn.WriteToUDPAddrPort(buf[:probeLen], from)
 		case kindReply:
-			p.reply(seq, from, time.Now())
+			if p.reply(seq, from, time.Now()) && p.changed != nil {
+				p.changed()
+			}
 		}
 	}
 }
 
-func (p *prober) reply(seq uint64, from netip.AddrPort, now time.Time) {
+// reply records the answer to probe seq, received at now; it reports whether the
+// target was failing (never answered, or its last probe lost) until then.
+func (p *prober) reply(seq uint64, from netip.AddrPort, now time.Time) (recovered bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pp, ok := p.pending[seq]
 	if !ok || pp.to.Addr() != from.Addr().Unmap() {
-		return
+		return false
 	}
 	delete(p.pending, seq)
 	if t := p.targets[pp.cluster]; t != nil && t.to == pp.to {
+		s := Summarise(t.results)
+		recovered = s.Sent == s.Lost || s.ConsecutiveLost > 0
 		t.record(ProbeResult{Sent: pp.sent, RTT: now.Sub(pp.sent)})
 		if pp.sent.After(t.lastReply) {
 			t.lastReply = pp.sent
 		}
 	}
+	return recovered
 }
 
 func (t *target) record(r ProbeResult) {
@@ -274,14 +307,16 @@ func (p *prober) setTargets(targets map[string]netip.AddrPort) {
 	}
 }
 
-// tick judges overdue probes lost and sends the probes that are due.
-func (p *prober) tick(now time.Time) {
+// tick judges overdue probes lost and sends the probes that are due, stamped now: the
+// caller passes the time they leave. It reports whether it recorded a loss.
+func (p *prober) tick(now time.Time) (lost bool) {
 	p.mu.Lock()
 	for seq, pp := range p.pending {
 		if p.overdue(pp, now) {
 			delete(p.pending, seq)
 			if t := p.targets[pp.cluster]; t != nil && t.to == pp.to {
 				t.record(ProbeResult{Sent: pp.sent, Lost: true})
+				lost = true
 			}
 		}
 	}
@@ -305,7 +340,7 @@ func (p *prober) tick(now time.Time) {
 	conn := p.conn
 	p.mu.Unlock()
 	if conn == nil {
-		return // judged lost later: nothing can be sent without the socket
+		return lost // judged lost later: nothing can be sent without the socket
 	}
 	var buf [probeLen]byte
 	copy(buf[:], probeMagic[:])
@@ -315,6 +350,7 @@ func (p *prober) tick(now time.Time) {
 		// A send error (no route yet) shows up as a lost probe.
 		_, _ = conn.WriteToUDPAddrPort(buf[:], s.to)
 	}
+	return lost
 }
 
 // dueLocked says whether target c gets a probe at now.
@@ -341,23 +377,6 @@ func (p *prober) suspectLocked(c string, t *target, now time.Time) bool {
 	late := max(p.fast, 2*s.Avg)
 	for _, pp := range p.pending {
 		if pp.cluster == c && pp.to == t.to && now.Sub(pp.sent) >= late {
-			return true
-		}
-	}
-	return false
-}
-
-// due says whether tick has work at now: a probe to send or one to judge lost.
-func (p *prober) due(now time.Time) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c, t := range p.targets {
-		if p.dueLocked(c, t, now) {
-			return true
-		}
-	}
-	for _, pp := range p.pending {
-		if p.overdue(pp, now) {
 			return true
 		}
 	}
