@@ -38,6 +38,8 @@ type netlinkHandle interface {
 	NeighList(linkIndex, family int) ([]netlink.Neigh, error)
 	NeighSet(neigh *netlink.Neigh) error
 	NeighDel(neigh *netlink.Neigh) error
+	// ConntrackDeleteFilters drops flows a remap chain did not translate (remap_linux.go).
+	ConntrackDeleteFilters(table netlink.ConntrackTableType, family netlink.InetFamily, filters ...netlink.CustomConntrackFilter) (uint, error)
 }
 
 // wgClient is the part of *wgctrl.Client the dataplane uses.

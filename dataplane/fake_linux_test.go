@@ -288,6 +288,11 @@ func (f *fakeKernel) NeighSet(n *netlink.Neigh) error {
 	return nil
 }
 
+// ConntrackDeleteFilters: the fake kernel keeps no flows.
+func (f *fakeKernel) ConntrackDeleteFilters(netlink.ConntrackTableType, netlink.InetFamily, ...netlink.CustomConntrackFilter) (uint, error) {
+	return 0, nil
+}
+
 func (f *fakeKernel) NeighDel(n *netlink.Neigh) error {
 	f.neighs = slices.DeleteFunc(f.neighs, func(o netlink.Neigh) bool { return neighID(o) == neighID(*n) })
 	return nil

@@ -456,10 +456,10 @@ func (d *Dataplane) syncTable(ctx context.Context, f filterSpec, remove bool) er
 	}
 	if remove {
 		d.changed(ctx, "Deleted nftables table", "table", want.table.Name)
-	} else {
-		d.changed(ctx, "Replaced nftables table", "table", want.table.Name, "existed", exists)
+		return nil
 	}
-	return nil
+	d.changed(ctx, "Replaced nftables table", "table", want.table.Name, "existed", exists)
+	return d.dropUntranslated(ctx, f)
 }
 
 // abort throws away the writes queued so far: the library has no way to drop them,

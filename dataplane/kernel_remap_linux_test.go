@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,11 +40,18 @@ func TestKernelRemap(t *testing.T) {
 		"gwb": {ClusterID: "b", LocalCIDRs: local, Remotes: []Remote{remote("a", wanA, globalA, svcA)}, Gateway: &Gateway{},
 			Remap: []PrefixMap{{Real: real, Global: globalB}, {Real: realSvc, Global: svcB, Stateless: true}}},
 	}
+	// A's health probe reached b before b's remap chains existed: conntrack holds the
+	// flow untranslated, and probes every second would keep it so. The apply drops it.
+	stale := []string{"-s", "100.64.0.1", "-d", "100.65.0.1", "-p", "udp", "--sport", "4801", "--dport", "4801"}
+	l.exec("gwb", append([]string{"conntrack", "-I", "-t", "120"}, stale...)...)
 	for _, role := range []string{"gwa", "gwb"} {
 		l.nodes[role] = l.startNode(role)
 		if _, err := l.nodes[role].call(helperRequest{Op: "apply", State: states[role]}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if out := l.exec("gwb", append([]string{"conntrack", "-L"}, stale...)...); strings.Contains(out, "100.65.0.1") {
+		t.Errorf("the untranslated flow outlived the remap chains:\n%s", out)
 	}
 	masq := []string{"POSTROUTING", "-s", "10.1.0.0/16", "-j", "MASQUERADE"}
 	l.exec("gwa", append([]string{"iptables", "-t", "nat", "-A"}, masq...)...)
@@ -69,6 +77,23 @@ func TestKernelRemap(t *testing.T) {
 			t.Fatalf("%s: no remap chains:\n%s", role, d)
 		}
 	}
+	// What the kernel translates reads back as the State's maps; a rule deleted by
+	// hand (drift) takes its map out of the read-back.
+	rep, err := l.nodes["gwb"].call(helperRequest{Op: "remap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := states["gwb"].Remap; !slices.Equal(want, rep.Remap) {
+		t.Errorf("remap read back from the kernel: %v, want %v", rep.Remap, want)
+	}
+	l.exec("gwb", "nft", "flush chain inet mcnet remap-svc-in")
+	if rep, err = l.nodes["gwb"].call(helperRequest{Op: "remap"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := states["gwb"].Remap[:1]; !slices.Equal(want, rep.Remap) {
+		t.Errorf("remap read back after flushing remap-svc-in: %v, want %v", rep.Remap, want)
+	}
+
 	s := states["gwa"]
 	s.Remap = nil
 	if _, err := l.nodes["gwa"].call(helperRequest{Op: "apply", State: s}); err != nil {

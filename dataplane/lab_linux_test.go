@@ -262,7 +262,8 @@ type helperReply struct {
 	HeapBytes uint64 `json:"heapBytes,omitempty"`
 	RSSBytes  uint64 `json:"rssBytes,omitempty"`
 	// Held answers "held": the userspace WireGuard peers the session gate holds.
-	Held int `json:"held,omitempty"`
+	Held  int         `json:"held,omitempty"`
+	Remap []PrefixMap `json:"remap,omitempty"`
 }
 
 func (l *lab) startNode(role string) *node {
@@ -413,6 +414,8 @@ func helperMain(raw string) int {
 				rep.HeapBytes, rep.RSSBytes, err = memNow()
 			case "held":
 				rep.Held = links.heldPeers()
+			case "remap":
+				rep.Remap, err = dp.ReadRemap()
 			default:
 				err = errors.New("unknown op " + req.Op)
 			}

@@ -2,11 +2,15 @@ package dataplane
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 
+	"github.com/go-logr/logr"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -208,4 +212,155 @@ func renderMaskedCmp(rest []expr.Any) string {
 		return ""
 	}
 	return p.String()
+}
+
+// ReadRemap reads back the prefix maps the kernel's remap chains translate, as
+// `kubectl mcnet diagnose` compares them with the fleet table (through the gateway's
+// status): a map counts only when the rules of both directions are there. None when
+// mcnet's table or its remap chains are absent.
+func (d *Dataplane) ReadRemap() ([]PrefixMap, error) {
+	v, ok, err := d.readRuleset()
+	if err != nil || !ok {
+		return nil, err
+	}
+	return remapFromView(v), nil
+}
+
+// remapFromView parses the remap chains of a table as renderExprs prints them (the
+// rules remapRules writes) and keeps the maps present in both directions.
+func remapFromView(v nftView) []PrefixMap {
+	rules := map[string][]string{}
+	for _, c := range v.chains {
+		rules[c.name] = c.rules
+	}
+	type half struct{ in, out bool }
+	seen := map[PrefixMap]*half{}
+	var order []PrefixMap
+	note := func(m PrefixMap, in bool) {
+		h := seen[m]
+		if h == nil {
+			h = &half{}
+			seen[m] = h
+			order = append(order, m)
+		}
+		if in {
+			h.in = true
+		} else {
+			h.out = true
+		}
+	}
+	for _, r := range rules[chainRemapIn] {
+		// ip daddr G dnat ip prefix to R
+		var g, real string
+		if n, _ := fmt.Sscanf(r, "ip daddr %s dnat ip prefix to %s", &g, &real); n == 2 {
+			if m, ok := parseMap(real, g, false); ok {
+				note(m, true)
+			}
+		}
+	}
+	for _, r := range rules[chainRemapOut] {
+		// ip saddr R ip daddr @remote-v4 snat ip prefix to G
+		var real, set, g string
+		if n, _ := fmt.Sscanf(r, "ip saddr %s ip daddr %s snat ip prefix to %s", &real, &set, &g); n == 3 {
+			if m, ok := parseMap(real, g, false); ok {
+				note(m, false)
+			}
+		}
+	}
+	for _, r := range rules[chainRemapSvcIn] {
+		// ip daddr G ip daddr set ip daddr & MASK | R
+		var g, mask, real string
+		if n, _ := fmt.Sscanf(r, "ip daddr %s ip daddr set ip daddr & %s | %s", &g, &mask, &real); n == 3 {
+			if gp, err := netip.ParsePrefix(g); err == nil {
+				if m, ok := parseMap(real+"/"+fmt.Sprint(gp.Bits()), g, true); ok {
+					note(m, true)
+				}
+			}
+		}
+	}
+	for _, r := range rules[chainRemapSvcOut] {
+		// ip saddr R ip daddr @remote-v4 ip saddr set ip saddr & MASK | G
+		var real, set, mask, g string
+		if n, _ := fmt.Sscanf(r, "ip saddr %s ip daddr %s ip saddr set ip saddr & %s | %s", &real, &set, &mask, &g); n == 4 {
+			if rp, err := netip.ParsePrefix(real); err == nil {
+				if m, ok := parseMap(real, g+"/"+fmt.Sprint(rp.Bits()), true); ok {
+					note(m, false)
+				}
+			}
+		}
+	}
+	var out []PrefixMap
+	for _, m := range order {
+		if h := seen[m]; h.in && h.out {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func parseMap(real, global string, stateless bool) (PrefixMap, bool) {
+	r, err1 := netip.ParsePrefix(real)
+	g, err2 := netip.ParsePrefix(global)
+	if err1 != nil || err2 != nil {
+		return PrefixMap{}, false
+	}
+	return PrefixMap{Real: r.Masked(), Global: g.Masked(), Stateless: stateless}, true
+}
+
+// dropUntranslated deletes the conntrack flows the remap chains should have
+// translated but did not, because their first packet came before the chains (or the
+// remote's range in @remote-v4) did: the kernel runs NAT chains only for a flow's
+// first packet, so such a flow stays untranslated for as long as it lives, and a
+// gateway's health probes (one UDP socket, sent every second) keep theirs alive
+// forever. Translated flows are left alone; a deleted flow's next packet starts a new
+// one, which the chains now translate.
+func (d *Dataplane) dropUntranslated(ctx context.Context, f filterSpec) error {
+	var maps []PrefixMap
+	for _, m := range f.Remap {
+		if !m.Stateless {
+			maps = append(maps, m)
+		}
+	}
+	if len(maps) == 0 {
+		return nil
+	}
+	n, err := d.k.nl.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, untranslated{maps: maps, remote: f.Remote})
+	if err != nil {
+		// A repair, not the table: logged (no nf_conntrack_netlink, say), never
+		// holding the rest of the state back.
+		logr.FromContextOrDiscard(ctx).Error(err, "Cannot drop untranslated conntrack flows")
+		return nil
+	}
+	if n > 0 {
+		d.changed(ctx, "Dropped untranslated conntrack flows", "flows", n)
+	}
+	return nil
+}
+
+// untranslated matches flows that a stateful map covers but conntrack holds without
+// its NAT: leaving the cluster from Real towards a remote with the source unchanged,
+// or arriving for Global with the destination unchanged.
+type untranslated struct {
+	maps   []PrefixMap
+	remote []netip.Prefix
+}
+
+func (u untranslated) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	src, ok1 := netip.AddrFromSlice(fl.Forward.SrcIP)
+	dst, ok2 := netip.AddrFromSlice(fl.Forward.DstIP)
+	rsrc, ok3 := netip.AddrFromSlice(fl.Reverse.SrcIP)
+	rdst, ok4 := netip.AddrFromSlice(fl.Reverse.DstIP)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return false
+	}
+	src, dst, rsrc, rdst = src.Unmap(), dst.Unmap(), rsrc.Unmap(), rdst.Unmap()
+	for _, m := range u.maps {
+		if m.Global.Contains(dst) && rsrc == dst {
+			return true // not DNATed
+		}
+		if m.Real.Contains(src) && rdst == src && slices.ContainsFunc(u.remote, func(p netip.Prefix) bool { return p.Contains(dst) }) {
+			return true // not SNATed
+		}
+	}
+	return false
 }
