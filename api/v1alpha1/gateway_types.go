@@ -107,6 +107,23 @@ type GatewayStatus struct {
 	// Gateway past its ExpireTime as not running, whatever it says.
 	// +optional
 	ExpireTime *metav1.MicroTime `json:"expireTime,omitempty"`
+	// Remap lists the prefix maps of globalnet the active gateway of a remapped
+	// cluster translates, as read back from the kernel's remap chains after its last
+	// apply (not as intended): `kubectl mcnet diagnose` compares them with the fleet
+	// table.
+	// +optional
+	Remap []RemapStatus `json:"remap,omitempty"`
+}
+
+// RemapStatus is one 1:1 prefix map a gateway translates in both directions.
+type RemapStatus struct {
+	// Real is the cluster's own CIDR.
+	Real string `json:"real"`
+	// Global is the range the other clusters reach it at.
+	Global string `json:"global"`
+	// Service marks the service range (translated before conntrack).
+	// +optional
+	Service bool `json:"service,omitempty"`
 }
 
 // Connection is the state of the cable to one remote cluster.

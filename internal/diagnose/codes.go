@@ -31,6 +31,9 @@ var Catalog = map[string]Entry{
 	"MCN1204": {"networks", "node pod CIDR outside announced CIDRs", "the fleet file's podCIDRs do not match the nodes' pod CIDRs; fix the fleet file and render again"},
 	"MCN1205": {"networks", "cluster publishes outside its allocation", "receivers ignore what a member publishes outside what the fleet table (Git) allocates to it: its own controller or gateway is misconfigured, or its broker credentials are in the wrong hands; check that cluster, rotate its broker credentials if in doubt"},
 
+	"MCN1206": {"networks", "clusters disagree on the global address map", "two clusters hold different fleet tables, so they reach a remapped cluster at different global ranges: sync every cluster's overlay (bases/fleet) from the same commit"},
+	"MCN1207": {"datapath", "remap chains differ from the fleet table", "the active gateway's kernel does not translate the global ranges Git allocates to this cluster: check the gateway's logs for apply errors; it repairs its chains within 30 s unless something else rewrites mcnet's nftables table"},
+
 	"MCN1301": {"gateways", "no gateway node", "no node carries the gateway label: kubectl label node NODE node-restriction.kubernetes.io/mcnet-gateway=true (or the cluster's gateway nodeSelector)"},
 	"MCN1302": {"gateways", "no active gateway", "no gateway holds the Lease: check the mcnet-gateway pods and their logs"},
 	"MCN1303": {"gateways", "more than one active gateway", "two gateways claim the Lease: traffic splits between them; check clock skew and the gateways' logs"},

@@ -29,6 +29,9 @@ type Network struct {
 	Cluster      string
 	PodCIDRs     []string
 	ServiceCIDRs []string
+	// Remapped says the fleet reaches the cluster at global ranges (globalnet), so
+	// its networks may overlap another remapped cluster's.
+	Remapped bool
 }
 
 // Overlaps reports every pair of overlapping networks across and within clusters.
@@ -36,10 +39,12 @@ func Overlaps(nets []Network) []Check {
 	type pfx struct {
 		who string
 		p   netip.Prefix
+		net *Network
 	}
 	var all []pfx
 	var out []Check
-	for _, n := range nets {
+	for i := range nets {
+		n := &nets[i]
 		for kind, list := range map[string][]string{"pod": n.PodCIDRs, "service": n.ServiceCIDRs} {
 			for _, s := range list {
 				p, err := netip.ParsePrefix(s)
@@ -47,19 +52,29 @@ func Overlaps(nets []Network) []Check {
 					out = append(out, fail("MCN1201", n.Cluster, "CIDRs are valid", "%s CIDR %q: %v", kind, s, err))
 					continue
 				}
-				all = append(all, pfx{fmt.Sprintf("%s %s %s", n.Cluster, kind, p), p.Masked()})
+				all = append(all, pfx{fmt.Sprintf("%s %s %s", n.Cluster, kind, p), p.Masked(), n})
 			}
 		}
 	}
 	slices.SortFunc(all, func(a, b pfx) int { return strings.Compare(a.who, b.who) })
+	remapped := 0
 	for i := range all {
 		for j := i + 1; j < len(all); j++ {
-			if all[i].p.Overlaps(all[j].p) {
-				out = append(out, fail("MCN1201", "", "no CIDRs overlap", "%s overlaps %s", all[i].who, all[j].who))
+			if !all[i].p.Overlaps(all[j].p) {
+				continue
 			}
+			// Two remapped clusters may share networks: each is reached at its own
+			// global ranges.
+			if a, b := all[i].net, all[j].net; a.Remapped && b.Remapped && a.Cluster != b.Cluster {
+				remapped++
+				continue
+			}
+			out = append(out, fail("MCN1201", "", "no CIDRs overlap", "%s overlaps %s", all[i].who, all[j].who))
 		}
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && remapped > 0 {
+		out = append(out, ok("networks", "", fmt.Sprintf("no CIDRs overlap but those globalnet remaps (%d pairs, %d clusters)", remapped, len(nets))))
+	} else if len(out) == 0 {
 		out = append(out, ok("networks", "", fmt.Sprintf("no CIDRs overlap (%d clusters)", len(nets))))
 	}
 	return out
@@ -74,7 +89,8 @@ func Fleet(snaps []*inspect.Snapshot, pluginVersion string) []Check {
 	ids := map[string]bool{}
 	for _, s := range snaps {
 		if self := s.Self(); self != nil {
-			nets = append(nets, Network{Cluster: s.ClusterID, PodCIDRs: self.Spec.PodCIDRs, ServiceCIDRs: self.Spec.ServiceCIDRs})
+			m := s.FleetMember(s.ClusterID)
+			nets = append(nets, Network{Cluster: s.ClusterID, PodCIDRs: self.Spec.PodCIDRs, ServiceCIDRs: self.Spec.ServiceCIDRs, Remapped: m != nil && m.Remapped})
 			ids[s.ClusterID] = true
 		} else if s.ClusterID != "" {
 			out = append(out, fail("MCN1202", s.ClusterID, "cluster is announced", "no Cluster object %q in mcnet-system", s.ClusterID))
@@ -87,6 +103,7 @@ func Fleet(snaps []*inspect.Snapshot, pluginVersion string) []Check {
 		}
 	}
 	out = append(out, Overlaps(nets)...)
+	out = append(out, Globalnet(snaps)...)
 	for _, s := range snaps {
 		if s.ClusterID == "" {
 			continue

@@ -39,7 +39,7 @@ func FleetFile(p string) (*mcnetv1.ClusterSet, []Check) {
 		if yaml.Unmarshal(data, &raw) == nil {
 			var nets []Network
 			for _, c := range raw.Spec.Clusters {
-				nets = append(nets, Network{c.Name, c.PodCIDRs, c.ServiceCIDRs})
+				nets = append(nets, Network{Cluster: c.Name, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs})
 			}
 			out := Overlaps(nets)
 			var rest []string
@@ -58,8 +58,9 @@ func FleetFile(p string) (*mcnetv1.ClusterSet, []Check) {
 		return nil, []Check{fail("MCN1801", "", "fleet file is valid", "%s: %v", p, err)}
 	}
 	var nets []Network
+	remapped := mcnetv1.RemappedClusters(cs) // a valid fleet remaps every overlapping cluster
 	for _, c := range cs.Spec.Clusters {
-		nets = append(nets, Network{c.Name, c.PodCIDRs, c.ServiceCIDRs})
+		nets = append(nets, Network{c.Name, c.PodCIDRs, c.ServiceCIDRs, remapped[c.Name]})
 	}
 	return cs, append([]Check{ok("gitops", "", "fleet file is valid ("+cs.Name+")")}, Overlaps(nets)...)
 }

@@ -188,10 +188,12 @@ type Gateway struct {
 	leaderAt time.Time
 
 	// Owned by the loop goroutine.
-	wasActive  bool
-	applied    *dataplane.State
-	appliedAt  time.Time
-	applyErr   error
+	wasActive bool
+	applied   *dataplane.State
+	appliedAt time.Time
+	applyErr  error
+	// remap is what the kernel's remap chains translate after the last apply.
+	remap      []mcnetv1.RemapStatus
 	badRemotes map[string]error
 	conns      map[string]mcnetv1.Connection
 	gwObj      *mcnetv1.Gateway
@@ -710,6 +712,7 @@ func (g *Gateway) apply(ctx context.Context, s dataplane.State) {
 		g.log.Info("Applied dataplane state", "gateway", s.Gateway != nil, "activeGateway", s.ActiveGateway, "remotes", len(s.Remotes))
 	}
 	g.applied, g.appliedAt, g.applyErr = &s, now, err
+	g.remap = readRemap(g.dp, g.log)
 }
 
 // nodeAddrs finds the addresses to publish: the public one (annotation or
@@ -827,6 +830,9 @@ func (g *Gateway) writeStatus(ctx context.Context, ha mcnetv1.HAStatus, ep *mcne
 		ObservedGeneration: gw.Generation,
 		RenewTime:          &metav1.MicroTime{Time: now},
 		ExpireTime:         &metav1.MicroTime{Time: now.Add(mcnetv1.GatewayExpiry)},
+	}
+	if ha == mcnetv1.HAActive {
+		gw.Status.Remap = g.remap
 	}
 	if c := g.standbyCond; c != nil && ha == mcnetv1.HAPassive {
 		gw.Status.Conditions = append(gw.Status.Conditions, keepTransition(base.Status.Conditions, *c, g.now()))

@@ -178,6 +178,19 @@ func (s *Snapshot) Self() *mcnetv1.Cluster {
 	return nil
 }
 
+// FleetMember is cluster id's row of the fleet table, or nil (no table, or not in it).
+func (s *Snapshot) FleetMember(id string) *mcnetv1.FleetMember {
+	if s.Fleet == nil {
+		return nil
+	}
+	for i := range s.Fleet.Spec.Clusters {
+		if s.Fleet.Spec.Clusters[i].Name == id {
+			return &s.Fleet.Spec.Clusters[i]
+		}
+	}
+	return nil
+}
+
 // ActiveGateways are the Gateways reporting haStatus active.
 func (s *Snapshot) ActiveGateways() []*mcnetv1.Gateway {
 	var out []*mcnetv1.Gateway

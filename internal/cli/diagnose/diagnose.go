@@ -273,6 +273,7 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 		}
 		add(diagnose.NodeCIDRs(s))
 		add(diagnose.Allocation(s))
+		add(diagnose.RemapKernel(s))
 		add(diagnose.Gateways(s))
 		add(diagnose.Connections(s, o.now()))
 		var remote []diagnose.Network

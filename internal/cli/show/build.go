@@ -20,11 +20,15 @@ func Build(s *inspect.Snapshot, sections []string) ClusterView {
 		switch sec {
 		case "networks":
 			for _, c := range s.Clusters {
-				v.Networks = append(v.Networks, NetworkView{
+				nv := NetworkView{
 					Cluster: c.Spec.ClusterID, Local: c.Spec.ClusterID == s.ClusterID,
 					PodCIDRs: c.Spec.PodCIDRs, ServiceCIDRs: c.Spec.ServiceCIDRs,
 					Cable: string(c.Spec.Cable), Version: c.Spec.Version,
-				})
+				}
+				if m := s.FleetMember(c.Spec.ClusterID); m != nil && m.Remapped {
+					nv.GlobalPodCIDRs, nv.GlobalServiceCIDRs = m.GlobalPodCIDRs, m.GlobalServiceCIDRs
+				}
+				v.Networks = append(v.Networks, nv)
 			}
 		case "gateways":
 			sel := s.GatewaySelector()

@@ -42,11 +42,22 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 	switch sec {
 	case "networks":
 		fmt.Fprintln(w, st.Bold("Networks"))
-		fmt.Fprintln(tw, "  CLUSTER\tPOD CIDRS\tSERVICE CIDRS\tCABLE\tVERSION")
+		// The globalnet columns only for a fleet that remaps someone.
+		global := slices.ContainsFunc(c.Networks, func(n NetworkView) bool { return len(n.GlobalPodCIDRs) > 0 })
+		if global {
+			fmt.Fprintln(tw, "  CLUSTER\tPOD CIDRS\tSERVICE CIDRS\tGLOBAL PODS\tGLOBAL SERVICES\tCABLE\tVERSION")
+		} else {
+			fmt.Fprintln(tw, "  CLUSTER\tPOD CIDRS\tSERVICE CIDRS\tCABLE\tVERSION")
+		}
 		for _, n := range c.Networks {
 			name := n.Cluster
 			if n.Local {
 				name += " (local)"
+			}
+			if global {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, strings.Join(n.PodCIDRs, ","), strings.Join(n.ServiceCIDRs, ","),
+					output.Dash(strings.Join(n.GlobalPodCIDRs, ",")), output.Dash(strings.Join(n.GlobalServiceCIDRs, ",")), output.Dash(n.Cable), output.Dash(n.Version))
+				continue
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", name, strings.Join(n.PodCIDRs, ","), strings.Join(n.ServiceCIDRs, ","), output.Dash(n.Cable), output.Dash(n.Version))
 		}

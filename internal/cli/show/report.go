@@ -39,6 +39,11 @@ type NetworkView struct {
 	Local        bool     `json:"local"`
 	PodCIDRs     []string `json:"podCIDRs"`
 	ServiceCIDRs []string `json:"serviceCIDRs"`
+	// GlobalPodCIDRs and GlobalServiceCIDRs are where the other clusters reach a
+	// remapped cluster's pods and services (globalnet), from the fleet table the
+	// components trust; empty for a cluster reached at its own addresses.
+	GlobalPodCIDRs     []string `json:"globalPodCIDRs,omitempty"`
+	GlobalServiceCIDRs []string `json:"globalServiceCIDRs,omitempty"`
 	// Cable is the cluster's preferred driver, as it announces it.
 	Cable   string `json:"cable"`
 	Version string `json:"version,omitempty"`
