@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -166,26 +165,13 @@ func (l *connectedLab) connected(ctx context.Context) error {
 }
 
 // renderFor renders cs into dir the way fleetlab.Install does (API server URLs of
-// the lab), without applying it.
+// the lab, the global ranges of a tree already in dir kept), without applying it.
 func renderFor(l *lab.Lab, cs *mcnetv1.ClusterSet, dir string) error {
-	cs = cs.DeepCopy()
-	cs.Spec.Broker.Server = "https://" + l.Cluster(cs.Spec.Broker.Cluster).PublicAPIServer.String()
-	for i := range cs.Spec.Clusters {
-		cs.Spec.Clusters[i].Server = "https://" + l.Cluster(cs.Spec.Clusters[i].Name).PublicAPIServer.String()
-	}
-	fleetlab.UseLabImage(l, cs)
-	mcnetv1.SetDefaults_ClusterSet(cs)
-	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
-		return errs.ToAggregate()
-	}
-	tree, err := kustomize.Render(cs, kustomize.Options{Version: "lab"})
+	kept, err := kustomize.ReadKept(dir, cs.Name)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	return kustomize.Write(dir, tree)
+	return fleetlab.Render(l, cs, dir, kept)
 }
 
 // installMembers renders cs into dir and applies it to its clusters in the lab as

@@ -70,32 +70,21 @@ func firstIPv4(cidrs []string) (string, error) {
 }
 
 // Install points the fleet at the lab's API servers, renders it into dir and applies
-// it. It does not wait for the components to run; see lab.Cluster.WaitWorkloads.
+// it. It does not wait for the components to run; see lab.Cluster.WaitWorkloads. A
+// tree already in dir is the previous render: its Fleet table's global ranges are kept,
+// as `kubectl mcnet render --out` keeps them.
 func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string) error {
 	cs = cs.DeepCopy()
+	mcnetv1.SetDefaults_ClusterSet(cs)
 	broker := l.Cluster(cs.Spec.Broker.Cluster)
 	if broker == nil {
 		return fmt.Errorf("broker cluster %q is not in the lab", cs.Spec.Broker.Cluster)
 	}
-	cs.Spec.Broker.Server = "https://" + broker.PublicAPIServer.String()
-	for i := range cs.Spec.Clusters {
-		if c := l.Cluster(cs.Spec.Clusters[i].Name); c != nil {
-			cs.Spec.Clusters[i].Server = "https://" + c.PublicAPIServer.String()
-		}
-	}
-	UseLabImage(l, cs)
-	mcnetv1.SetDefaults_ClusterSet(cs)
-	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
-		return fmt.Errorf("fleet for the lab: %w", errs.ToAggregate())
-	}
-	tree, err := kustomize.Render(cs, kustomize.Options{Version: "lab"})
+	kept, err := kustomize.ReadKept(dir, cs.Name)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := kustomize.Write(dir, tree); err != nil {
+	if err := Render(l, cs, dir, kept); err != nil {
 		return err
 	}
 
@@ -124,6 +113,35 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 		}
 	}
 	return nil
+}
+
+// Render points the fleet at the lab's API servers and the lab's image and renders it
+// into dir, keeping the global ranges of kept (the Fleet table of the previous render,
+// kustomize.ReadKept; nil for a first render), as `kubectl mcnet render` does.
+func Render(l *lab.Lab, cs *mcnetv1.ClusterSet, dir string, kept *mcnetv1.Fleet) error {
+	cs = cs.DeepCopy()
+	if l.Cluster(cs.Spec.Broker.Cluster) == nil {
+		return fmt.Errorf("broker cluster %q is not in the lab", cs.Spec.Broker.Cluster)
+	}
+	cs.Spec.Broker.Server = "https://" + l.Cluster(cs.Spec.Broker.Cluster).PublicAPIServer.String()
+	for i := range cs.Spec.Clusters {
+		if c := l.Cluster(cs.Spec.Clusters[i].Name); c != nil {
+			cs.Spec.Clusters[i].Server = "https://" + c.PublicAPIServer.String()
+		}
+	}
+	UseLabImage(l, cs)
+	mcnetv1.SetDefaults_ClusterSet(cs)
+	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
+		return fmt.Errorf("fleet for the lab: %w", errs.ToAggregate())
+	}
+	tree, err := kustomize.Render(cs, kustomize.Options{Version: "lab", Kept: kept})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return kustomize.Write(dir, tree)
 }
 
 // UseLabImage points the fleet at the mcnet image `make image` built, as

@@ -113,7 +113,7 @@ func (c *Cluster) start(ctx context.Context) error {
 			"--kubeconfig="+c.path("kube-proxy.kubeconfig"),
 			"--hostname-override="+n.Name,
 			"--cluster-cidr="+c.PodCIDR.String(),
-			"--proxy-mode="+l.opts.ProxyMode,
+			"--proxy-mode="+c.ProxyMode,
 			// Leave the host-wide conntrack table size and timeouts alone.
 			"--conntrack-max-per-core=0",
 			"--conntrack-tcp-timeout-established=0",

@@ -72,6 +72,9 @@ type ClusterOptions struct {
 	// BehindNAT puts the gateways behind a 1:1 NAT router: their interface addresses are
 	// private, and other clusters reach them at different public addresses.
 	BehindNAT bool
+	// ProxyMode is this cluster's kube-proxy mode, "iptables" or "nftables" (default:
+	// Options.ProxyMode), so one lab can run both.
+	ProxyMode string
 }
 
 // Lab is a running set of clusters. Its methods are safe for concurrent use.
@@ -126,6 +129,8 @@ type Cluster struct {
 	Nodes []*Node
 	// BehindNAT is as in ClusterOptions; NATNetns is the router namespace if so.
 	BehindNAT bool
+	// ProxyMode is the mode its kube-proxies run in.
+	ProxyMode string
 	NATNetns  string
 
 	lab    *Lab
@@ -248,6 +253,16 @@ func (o *Options) complete() error {
 	case "iptables", "nftables":
 	default:
 		errs = append(errs, fmt.Errorf("proxy mode %q: want iptables or nftables", o.ProxyMode))
+	}
+	for i := range o.Clusters {
+		c := &o.Clusters[i]
+		switch c.ProxyMode {
+		case "":
+			c.ProxyMode = o.ProxyMode
+		case "iptables", "nftables":
+		default:
+			errs = append(errs, fmt.Errorf("cluster %q: proxy mode %q: want iptables or nftables", c.Name, c.ProxyMode))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -61,19 +61,19 @@ func TestOptionsComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []ClusterOptions{
-		{Name: "east", PodCIDR: "10.10.0.0/16", ServiceCIDR: "10.11.0.0/16", Nodes: 2, Gateways: 1},
-		{Name: "west", PodCIDR: "10.20.0.0/16", ServiceCIDR: "10.21.0.0/16", Nodes: 3, Gateways: 2},
+		{Name: "east", PodCIDR: "10.10.0.0/16", ServiceCIDR: "10.11.0.0/16", Nodes: 2, Gateways: 1, ProxyMode: "iptables"},
+		{Name: "west", PodCIDR: "10.20.0.0/16", ServiceCIDR: "10.21.0.0/16", Nodes: 3, Gateways: 2, ProxyMode: "iptables"},
 	}
 	if diff := cmp.Diff(want, o.Clusters); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 
-	bad := Options{Clusters: []ClusterOptions{{Name: "East"}, {Name: "x", Nodes: 1}, {Name: "x", PodCIDR: "fd00::/64"}}, ProxyMode: "ipvs"}
+	bad := Options{Clusters: []ClusterOptions{{Name: "East"}, {Name: "x", Nodes: 1}, {Name: "x", PodCIDR: "fd00::/64"}, {Name: "y", ProxyMode: "ipvs"}}, ProxyMode: "ipvs"}
 	err := bad.complete()
 	if err == nil {
 		t.Fatal("no error for bad options")
 	}
-	for _, want := range []string{`"East" is not a DNS label`, "need 2 to 200 nodes", `cluster "x" given twice`, "not an IPv4 CIDR", `proxy mode "ipvs"`} {
+	for _, want := range []string{`"East" is not a DNS label`, "need 2 to 200 nodes", `cluster "x" given twice`, "not an IPv4 CIDR", `proxy mode "ipvs"`, `cluster "y": proxy mode "ipvs"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

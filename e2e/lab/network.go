@@ -17,7 +17,7 @@ import (
 func (l *Lab) buildNetwork(ctx context.Context) error {
 	for i, co := range l.opts.Clusters {
 		c := &Cluster{
-			Name: co.Name, Index: i, lab: l, BehindNAT: co.BehindNAT,
+			Name: co.Name, Index: i, lab: l, BehindNAT: co.BehindNAT, ProxyMode: co.ProxyMode,
 			PodCIDR:         netip.MustParsePrefix(co.PodCIDR).Masked(),
 			ServiceCIDR:     netip.MustParsePrefix(co.ServiceCIDR).Masked(),
 			ServiceCIDRv6:   parseOptionalPrefix(co.ServiceCIDRv6),
