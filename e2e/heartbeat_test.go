@@ -16,7 +16,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
-	"github.com/mcnet-io/mcnet/internal/gateway"
+	"github.com/mcnet-io/mcnet/internal/agent"
 )
 
 // dnsReplica is one mcnet-dns pod, asked directly from a pod's network namespace
@@ -163,7 +163,7 @@ func TestGatewayHeartbeat(t *testing.T) {
 	}
 
 	t.Run("a 60 s API-server cut changes no answer and moves no Lease", func(t *testing.T) {
-		before, err := c1.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, gateway.LeaseName, metav1.GetOptions{})
+		before, err := c1.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, agent.LeaseName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +207,7 @@ func TestGatewayHeartbeat(t *testing.T) {
 				}
 			}
 		}
-		after, err := c1.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, gateway.LeaseName, metav1.GetOptions{})
+		after, err := c1.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, agent.LeaseName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
