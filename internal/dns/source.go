@@ -89,7 +89,21 @@ func (s *Source) Sync(ctx context.Context) error {
 			return err
 		}
 	}
-	return s.UpdateHealth(ctx)
+	// The first health read must succeed before serving, but one read that times
+	// out (a loaded API server answers a list in more than the Tracker's bound) is
+	// no reason to give up: try again until it succeeds or ctx ends.
+	for {
+		err := s.UpdateHealth(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		log.FromContext(ctx).V(1).Info("first health read failed; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(healthRefreshEvery):
+		}
+	}
 }
 
 // UpdateService re-reads one service into the index.
