@@ -270,28 +270,7 @@ func TestDiscovery(t *testing.T) {
 	t.Run("a headless service resolves per pod across clusters", func(t *testing.T) {
 		// StatefulSet-style: a selector-less headless Service and the slice a StatefulSet's
 		// pods would give it, with hostnames, in c1 and c2.
-		for _, c := range []*lab.Cluster{c1, c2} {
-			if _, err := c.CreateService(ctx, lab.ServiceOptions{Name: "db", Namespace: ns, Headless: true, Ports: map[int32]int32{8080: 8080}}); err != nil {
-				t.Fatal(err)
-			}
-			cl := mcsClient(t, c)
-			ready := true
-			slice := &discoveryv1.EndpointSlice{
-				ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "db-sts", Labels: map[string]string{discoveryv1.LabelServiceName: "db"}},
-				AddressType: discoveryv1.AddressTypeIPv4,
-				Endpoints: []discoveryv1.Endpoint{{
-					Addresses: []string{servers[c.Name].IP.String()}, Hostname: ptrTo("db-0"),
-					Conditions: discoveryv1.EndpointConditions{Ready: &ready},
-				}},
-				Ports: []discoveryv1.EndpointPort{{Name: ptrTo("tcp-8080"), Protocol: ptrTo(corev1.ProtocolTCP), Port: ptrTo(int32(8080))}},
-			}
-			if err := cl.Create(ctx, slice); err != nil {
-				t.Fatal(err)
-			}
-			if err := cl.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		exportHeadlessDB(t, ns, servers, c1, c2)
 		db := "db." + ns + ".svc." + domain
 		all := []string{servers[c1.Name].IP.String(), servers[c2.Name].IP.String()}
 		slices.Sort(all)
@@ -377,6 +356,36 @@ func vipEndpoints(ctx context.Context, cl client.Client, ns, name string) ([]str
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// exportHeadlessDB exports, from each of clusters, a selector-less headless Service
+// "db" in ns with the slice a StatefulSet's pod db-0 would give it: that cluster's
+// server pod's address, ready, on TCP 8080.
+func exportHeadlessDB(t *testing.T, ns string, servers map[string]*lab.Pod, clusters ...*lab.Cluster) {
+	t.Helper()
+	ctx := t.Context()
+	for _, c := range clusters {
+		if _, err := c.CreateService(ctx, lab.ServiceOptions{Name: "db", Namespace: ns, Headless: true, Ports: map[int32]int32{8080: 8080}}); err != nil {
+			t.Fatal(err)
+		}
+		cl := mcsClient(t, c)
+		ready := true
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "db-sts", Labels: map[string]string{discoveryv1.LabelServiceName: "db"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints: []discoveryv1.Endpoint{{
+				Addresses: []string{servers[c.Name].IP.String()}, Hostname: ptrTo("db-0"),
+				Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			}},
+			Ports: []discoveryv1.EndpointPort{{Name: ptrTo("tcp-8080"), Protocol: ptrTo(corev1.ProtocolTCP), Port: ptrTo(int32(8080))}},
+		}
+		if err := cl.Create(ctx, slice); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // checkDNSThroughBrokerOutage stops the broker's API server for 60 s and, 15 s in,
 // kills the asking cluster's controller. Every name in names is dug every 250 ms from

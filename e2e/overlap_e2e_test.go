@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
@@ -306,28 +304,7 @@ func TestOverlap(t *testing.T) {
 	t.Run("a headless service answers each pod's global address", func(t *testing.T) {
 		// Selector-less, with the slice a StatefulSet's pod would give it, in c1 and c2:
 		// the same pod address in both clusters, two global ones.
-		for _, c := range []*lab.Cluster{c1, c2} {
-			if _, err := c.CreateService(ctx, lab.ServiceOptions{Name: "db", Namespace: ns, Headless: true, Ports: map[int32]int32{8080: 8080}}); err != nil {
-				t.Fatal(err)
-			}
-			cl := mcsClient(t, c)
-			ready := true
-			slice := &discoveryv1.EndpointSlice{
-				ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "db-sts", Labels: map[string]string{discoveryv1.LabelServiceName: "db"}},
-				AddressType: discoveryv1.AddressTypeIPv4,
-				Endpoints: []discoveryv1.Endpoint{{
-					Addresses: []string{servers[c.Name].IP.String()}, Hostname: ptrTo("db-0"),
-					Conditions: discoveryv1.EndpointConditions{Ready: &ready},
-				}},
-				Ports: []discoveryv1.EndpointPort{{Name: ptrTo("tcp-8080"), Protocol: ptrTo(corev1.ProtocolTCP), Port: ptrTo(int32(8080))}},
-			}
-			if err := cl.Create(ctx, slice); err != nil {
-				t.Fatal(err)
-			}
-			if err := cl.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		exportHeadlessDB(t, ns, servers, c1, c2)
 		d := digger{pod: clients[c3.Name], server: startClusterDNS(t, l, c3)}
 		db := "db." + ns + ".svc." + domain
 		all := []string{globalPod(servers[c1.Name]).String(), globalPod(servers[c2.Name]).String()}
