@@ -32,6 +32,7 @@ func FleetTable(cs *mcnetv1.ClusterSet) *mcnetv1.Fleet {
 			GlobalPodCIDRs:     slices.Clone(c.GlobalPodCIDRs),
 			GlobalServiceCIDRs: slices.Clone(c.GlobalServiceCIDRs),
 			Remapped:           remapped[c.Name],
+			MaxExports:         c.MaxExports,
 		})
 	}
 	slices.SortFunc(f.Spec.Clusters, func(a, b mcnetv1.FleetMember) int { return strings.Compare(a.Name, b.Name) })

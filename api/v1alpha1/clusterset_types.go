@@ -208,6 +208,14 @@ type ClusterSpec struct {
 	// +kubebuilder:validation:Maximum=65535
 	// +optional
 	CablePort int32 `json:"cablePort,omitempty"`
+	// MaxExports is how many services this cluster may export to the rest of the fleet:
+	// receivers import only its MaxExports oldest exports and ignore the rest (and say
+	// so), so a cluster whose broker credentials are abused cannot flood every other
+	// cluster with imports. 0 means DefaultMaxExports.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65536
+	// +optional
+	MaxExports int32 `json:"maxExports,omitempty"`
 
 	// DNSServiceIPs are the ClusterIPs of the mcnet-dns Service, where CoreDNS forwards
 	// the clusterset domain: one per service CIDR. They are pinned so that the rendered

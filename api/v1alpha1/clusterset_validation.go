@@ -67,6 +67,9 @@ func ValidateClusterSet(cs *ClusterSet) field.ErrorList {
 		errs = append(errs, validateCIDRs(p.Child("serviceCIDRs"), c.ServiceCIDRs)...)
 		errs = append(errs, validateCable(p.Child("cable"), c.Cable)...)
 		errs = append(errs, validatePort(p.Child("cablePort"), c.CablePort, false)...)
+		if c.MaxExports < 0 || c.MaxExports > 65536 {
+			errs = append(errs, field.Invalid(p.Child("maxExports"), c.MaxExports, fmt.Sprintf("must be between 0 (the default, %d) and 65536", DefaultMaxExports)))
+		}
 		errs = append(errs, validateDNSServiceIPs(p.Child("dnsServiceIPs"), c)...)
 		errs = append(errs, validateSelector(p.Child("gateway", "nodeSelector"), c.Gateway.NodeSelector)...)
 		if c.Server != "" {

@@ -83,7 +83,26 @@ type FleetMember struct {
 	// GlobalServiceCIDRs (its gateway maps them 1:1 onto the real ones both ways).
 	// +optional
 	Remapped bool `json:"remapped,omitempty"`
+	// MaxExports is how many of the cluster's exports receivers import: its
+	// MaxExports oldest on the broker (by the creationTimestamp the broker's API server
+	// set), the rest ignored. 0 means DefaultMaxExports.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65536
+	// +optional
+	MaxExports int32 `json:"maxExports,omitempty"`
 }
+
+// Receivers' caps on what one cluster may make every other cluster import. A cap is
+// enforced by each receiver on its own, from the fleet table, so it holds whatever
+// the broker admits and needs no quota controller on the broker.
+const (
+	// DefaultMaxExports is a member's export cap when the fleet names none.
+	DefaultMaxExports = 512
+	// MaxSlicesPerExport is how many EndpointSlices of one cluster's export of one
+	// service receivers import (each holds up to 100 endpoints as exporters write
+	// them, 1000 at most), the oldest first.
+	MaxSlicesPerExport = 64
+)
 
 // +kubebuilder:object:root=true
 

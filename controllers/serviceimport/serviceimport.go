@@ -41,6 +41,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -92,6 +93,11 @@ type Reconciler struct {
 	APIReader client.Reader
 
 	tracker *clusterhealth.Tracker
+
+	// orderOnce makes exportOrder, every writer's broker exports in the order
+	// receivers accept them (see cap.go).
+	orderOnce   sync.Once
+	exportOrder *exportOrder
 }
 
 // SetupWithManager registers the reconciler with mgr.
@@ -119,7 +125,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("serviceimport").
 		WithOptions(controller.Options{RateLimiter: brokersync.RetryLimiter()}).
-		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&mcsv1alpha1.ServiceImport{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
+		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&mcsv1alpha1.ServiceImport{}), r.exportEvents())).
 		WatchesRawSource(source.Kind(r.Broker.GetCache(), client.Object(&discoveryv1.EndpointSlice{}), handler.EnqueueRequestsFromMapFunc(fromBroker))).
 		Watches(&mcsv1alpha1.ServiceImport{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if !naming.IsImport(o) {
@@ -246,6 +252,9 @@ func (r *Reconciler) exports(ctx context.Context, namespace, name string) ([]Exp
 		// Only what a member wrote under its own name counts, whoever else could
 		// write the broker.
 		ok, rej := acceptExport(table, namespace, name, si)
+		if ok {
+			ok, rej = r.withinCap(table, si)
+		}
 		if rej != nil {
 			rejected = append(rejected, *rej)
 		}
@@ -374,14 +383,14 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 	}
 	owner := metav1.OwnerReference{APIVersion: mcsv1alpha1.GroupVersion.String(), Kind: "ServiceImport", Name: si.Name, UID: si.UID}
 	var want []*discoveryv1.EndpointSlice
-	var rejected []membership.Rejection
-	for i := range list.Items {
-		src := &list.Items[i]
+	candidates := slices.DeleteFunc(list.Items, func(src discoveryv1.EndpointSlice) bool {
+		c := src.Labels[mcsv1alpha1.LabelSourceCluster]
+		return c != writer(&src) || !slices.Contains(clusters, c) || !strings.HasPrefix(src.Name, naming.BrokerName(si.Namespace, si.Name, c)+".") || !src.DeletionTimestamp.IsZero()
+	})
+	kept, rejected := capSlices(candidates)
+	for _, src := range kept {
 		c := src.Labels[mcsv1alpha1.LabelSourceCluster]
 		stem := naming.BrokerName(si.Namespace, si.Name, c) + "."
-		if c != writer(src) || !slices.Contains(clusters, c) || !strings.HasPrefix(src.Name, stem) || !src.DeletionTimestamp.IsZero() {
-			continue
-		}
 		endpoints, rej := acceptEndpoints(table, c, src)
 		rejected = append(rejected, rej...)
 		if c != r.ClusterID {

@@ -42,6 +42,8 @@ type Member struct {
 	GlobalPodCIDRs     []netip.Prefix
 	GlobalServiceCIDRs []netip.Prefix
 	Remapped           bool
+	// MaxExports is how many of the member's exports receivers import.
+	MaxExports int
 }
 
 // CIDRs are the member's pod and service CIDRs: its whole allocation.
@@ -91,7 +93,10 @@ func New(f *mcnetv1.Fleet) (*Table, error) {
 	t := Empty(f.Name)
 	var errs []error
 	for _, fm := range f.Spec.Clusters {
-		m := &Member{Name: fm.Name, Cable: fm.Cable, CablePort: fm.CablePort, Remapped: fm.Remapped}
+		m := &Member{Name: fm.Name, Cable: fm.Cable, CablePort: fm.CablePort, Remapped: fm.Remapped, MaxExports: int(fm.MaxExports)}
+		if m.MaxExports <= 0 {
+			m.MaxExports = mcnetv1.DefaultMaxExports
+		}
 		var bad []error
 		for _, list := range []struct {
 			dst *[]netip.Prefix
