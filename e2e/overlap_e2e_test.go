@@ -50,7 +50,7 @@ type globalRanges struct{ pod, svc netip.Prefix }
 
 // keptRanges reads every remapped cluster's global ranges from the Fleet table of the
 // tree rendered into dir.
-func keptRanges(t *testing.T, dir, fleet string) map[string]globalRanges {
+func keptRanges(t testing.TB, dir, fleet string) map[string]globalRanges {
 	t.Helper()
 	f, err := kustomize.ReadKept(dir, fleet)
 	if err != nil || f == nil {
