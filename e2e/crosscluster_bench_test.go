@@ -50,9 +50,9 @@ var (
 //   - wireguard: mcnet, the intra-cluster VXLAN, then the WireGuard cable.
 //
 // It reports the median (and spread) of Gbit/s, the machine's busy CPU seconds per
-// Gbit, ping round trips p50/p99, the 1-minute load average at each trial, and the
-// ratios of each mcnet mode to plain (target for vxlan: ≥ 0.85). Figures are
-// reported, never asserted.
+// Gbit, ping round trips p50/p99 (and echoes lost), the 1-minute load average at each
+// trial, and the ratios of each mcnet mode to plain (target for vxlan: ≥ 0.85).
+// Figures are reported, never asserted.
 func BenchmarkCrossCluster(b *testing.B) {
 	ctx := b.Context()
 	secs, trials := 3, 5
@@ -120,6 +120,7 @@ func BenchmarkCrossCluster(b *testing.B) {
 	type sample struct{ gbps, cpuPerGbit float64 }
 	results := map[string][]sample{} // "vxlan 4" → trials
 	rtts := map[string][]time.Duration{}
+	pingLost := map[string]int{} // a loaded machine drops the odd echo on a userspace cable
 	var loads []string
 	for range b.N { // -benchtime 1x: one pass; the figures come from iperf3, not b.N
 		for range trials {
@@ -130,11 +131,12 @@ func BenchmarkCrossCluster(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				rtt, err := pingRTTs(ctx, cli, m.src, m.dst, 20)
+				rtt, lost, err := pingRTTs(ctx, cli, m.src, m.dst, 20)
 				if err != nil {
 					b.Fatalf("%s: %v", m.name, err)
 				}
 				rtts[m.name] = append(rtts[m.name], rtt...)
+				pingLost[m.name] += lost
 				for _, streams := range []int{1, 4} {
 					before := busySeconds()
 					gbps, err := iperfFrom(ctx, cli, clientPin, m.src, m.dst, port, streams, secs)
@@ -167,20 +169,21 @@ func BenchmarkCrossCluster(b *testing.B) {
 	gbps := func(s sample) float64 { return s.gbps }
 	fmt.Printf("crosscluster: %d interleaved trials of %d s per mode and stream count; %s; 1-minute load average at each trial start: %s\n",
 		trials, secs, pinned, strings.Join(loads, " "))
-	fmt.Printf("crosscluster %-16s %7s %9s %9s %9s %11s %9s %9s\n", "mode", "streams", "median", "min", "max", "CPU-s/Gbit", "rtt-p50", "rtt-p99")
+	fmt.Printf("crosscluster %-16s %7s %9s %9s %9s %11s %9s %9s %9s\n", "mode", "streams", "median", "min", "max", "CPU-s/Gbit", "rtt-p50", "rtt-p99", "ping-lost")
 	for _, m := range modes {
 		p50, p99 := percentiles(rtts[m.name])
 		for _, streams := range []int{1, 4} {
 			k := fmt.Sprintf("%s %d", m.name, streams)
 			med, lo, hi := stat(k, gbps)
 			cpu, _, _ := stat(k, func(s sample) float64 { return s.cpuPerGbit })
-			fmt.Printf("crosscluster %-16s %7d %9.2f %9.2f %9.2f %11.3f %9s %9s  Gbit/s\n", m.name, streams, med, lo, hi, cpu,
-				p50.Round(time.Microsecond), p99.Round(time.Microsecond))
+			fmt.Printf("crosscluster %-16s %7d %9.2f %9.2f %9.2f %11.3f %9s %9s %9d  Gbit/s\n", m.name, streams, med, lo, hi, cpu,
+				p50.Round(time.Microsecond), p99.Round(time.Microsecond), pingLost[m.name])
 			b.ReportMetric(med, fmt.Sprintf("%s-%dstream-Gbit/s", m.name, streams))
 			b.ReportMetric(cpu, fmt.Sprintf("%s-%dstream-CPU-s/Gbit", m.name, streams))
 		}
 		b.ReportMetric(float64(p50.Microseconds()), m.name+"-rtt-p50-µs")
 		b.ReportMetric(float64(p99.Microseconds()), m.name+"-rtt-p99-µs")
+		b.ReportMetric(float64(pingLost[m.name]), m.name+"-pings-lost")
 	}
 	for _, m := range modes[1:] {
 		for _, streams := range []int{1, 4} {
@@ -336,21 +339,19 @@ func iperfFrom(ctx context.Context, cli *lab.Pod, pin []string, src, dst netip.A
 var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
 
 // pingRTTs sends n echo requests 10 ms apart from src to dst inside cli's network
-// namespace and returns the round trips of the replies; a lost reply is an error.
-func pingRTTs(ctx context.Context, cli *lab.Pod, src, dst netip.Addr, n int) ([]time.Duration, error) {
-	out, err := cli.Command(ctx, "ping", "-n", "-c", strconv.Itoa(n), "-i", "0.01", "-W", "1", "-I", src.String(), dst.String()).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("ping %s -> %s: %w\n%s", src, dst, err, out)
-	}
+// namespace and returns the round trips of the replies and how many were lost; no
+// reply at all is an error.
+func pingRTTs(ctx context.Context, cli *lab.Pod, src, dst netip.Addr, n int) ([]time.Duration, int, error) {
+	out, _ := cli.Command(ctx, "ping", "-n", "-c", strconv.Itoa(n), "-i", "0.01", "-W", "1", "-I", src.String(), dst.String()).CombinedOutput()
 	var rtts []time.Duration
 	for _, m := range pingTime.FindAllStringSubmatch(string(out), -1) {
 		ms, _ := strconv.ParseFloat(m[1], 64)
 		rtts = append(rtts, time.Duration(ms*float64(time.Millisecond)))
 	}
-	if len(rtts) != n {
-		return nil, fmt.Errorf("ping %s -> %s: %d of %d replies\n%s", src, dst, len(rtts), n, out)
+	if len(rtts) == 0 {
+		return nil, n, fmt.Errorf("ping %s -> %s: no reply\n%s", src, dst, out)
 	}
-	return rtts, nil
+	return rtts, max(0, n-len(rtts)), nil
 }
 
 // busySeconds is the machine's busy CPU time so far, all CPUs: the first line of
