@@ -79,6 +79,13 @@ func Gateways(s *inspect.Snapshot) []Check {
 	} else {
 		out = append(out, ok("gateways", id, fmt.Sprintf("gateway nodes are labelled (%d)", len(nodes))))
 	}
+	for i := range s.Gateways {
+		g := &s.Gateways[i]
+		if g.Status.HAStatus == mcnetv1.HAActive && s.Expired(g) {
+			out = append(out, fail("MCN1307", id, "active gateways renew their heartbeat", "Gateway %s says active but its status expired at %s, %s before it was read (by this machine's clock)",
+				g.Name, g.Status.ExpireTime.UTC().Format(time.RFC3339), s.GatewaysReadAt.Sub(g.Status.ExpireTime.Time).Round(time.Second)))
+		}
+	}
 	active := s.ActiveGateways()
 	switch len(active) {
 	case 0:

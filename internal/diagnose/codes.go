@@ -40,6 +40,7 @@ var Catalog = map[string]Entry{
 	"MCN1304": {"gateways", "active gateway on an unlabelled node", "the active gateway's node lost the gateway label; relabel it or let another gateway take over"},
 	"MCN1305": {"gateways", "Endpoint missing or stale", "other clusters reach this one through its Endpoint; the active gateway must publish it (check the gateway's logs)"},
 	"MCN1306": {"gateways", "standby cannot reach the active gateway", "a standby gets no answer on the active gateway node's liveness port (UDP 4802): allow it between gateway nodes, or a slow API server can cause needless failovers"},
+	"MCN1307": {"gateways", "gateway status expired", "a Gateway says active but stopped renewing its heartbeat (status.expireTime passed): its gateway is not running, and DNS and the ClusterSetIPs no longer count it. Is its node up? kubectl -n mcnet-system get pods -l app.kubernetes.io/name=mcnet-gateway -o wide; a standby takes over within seconds where there is one"},
 
 	"MCN1401": {"connections", "tunnel in error", "probes through the tunnel fail: read the message, then the cable port and MTU checks below"},
 	"MCN1402": {"connections", "tunnel not connected yet", "the cable is configured but no probe has passed: wait a few seconds; if it stays, the remote gateway or the cable port is unreachable"},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
+	"github.com/mcnet-io/mcnet/internal/clusterhealth"
 )
 
 // Workload names of mcnet's components in mcnet-system.
@@ -46,16 +48,20 @@ type Snapshot struct {
 	// cannot be read.
 	Fleet *mcnetv1.Fleet
 
-	Controller  *appsv1.Deployment
-	GatewayDS   *appsv1.DaemonSet
-	RouteAgent  *appsv1.DaemonSet
-	Clusters    []mcnetv1.Cluster
-	Endpoints   []mcnetv1.Endpoint
-	Gateways    []mcnetv1.Gateway
-	Nodes       []corev1.Node
-	Exports     []mcsv1alpha1.ServiceExport
-	Imports     []mcsv1alpha1.ServiceImport
-	ExportsRead bool
+	Controller *appsv1.Deployment
+	GatewayDS  *appsv1.DaemonSet
+	RouteAgent *appsv1.DaemonSet
+	Clusters   []mcnetv1.Cluster
+	Endpoints  []mcnetv1.Endpoint
+	Gateways   []mcnetv1.Gateway
+	// GatewaysReadAt is when the Gateways were read, by this machine's clock: a
+	// Gateway whose status.expireTime it passed is not running. Zero when unknown
+	// (every Gateway then counts as live).
+	GatewaysReadAt time.Time
+	Nodes          []corev1.Node
+	Exports        []mcsv1alpha1.ServiceExport
+	Imports        []mcsv1alpha1.ServiceImport
+	ExportsRead    bool
 
 	// Problems are reads that failed without making the snapshot useless.
 	Problems []string
@@ -101,7 +107,7 @@ func Collect(ctx context.Context, c client.Client, kube kubernetes.Interface, co
 	}
 	var gl mcnetv1.GatewayList
 	if s.read(c.List(ctx, &gl, ns), "Gateways") {
-		s.Gateways = gl.Items
+		s.Gateways, s.GatewaysReadAt = gl.Items, time.Now()
 	}
 	var nl corev1.NodeList
 	if s.read(c.List(ctx, &nl), "Nodes") {
@@ -191,15 +197,17 @@ func (s *Snapshot) FleetMember(id string) *mcnetv1.FleetMember {
 	return nil
 }
 
-// ActiveGateways are the Gateways reporting haStatus active.
+// ActiveGateways are the Gateways that carry the cluster's traffic, judged as DNS
+// judges them (clusterhealth.Active): reporting haStatus active and not past their
+// heartbeat's expiry at GatewaysReadAt. A dead gateway's object still says active.
 func (s *Snapshot) ActiveGateways() []*mcnetv1.Gateway {
-	var out []*mcnetv1.Gateway
-	for i := range s.Gateways {
-		if s.Gateways[i].Status.HAStatus == mcnetv1.HAActive {
-			out = append(out, &s.Gateways[i])
-		}
-	}
-	return out
+	return clusterhealth.Active(s.Gateways, s.GatewaysReadAt)
+}
+
+// Expired says whether g's status had passed its expireTime when it was read: its
+// gateway is not running, whatever the status says.
+func (s *Snapshot) Expired(g *mcnetv1.Gateway) bool {
+	return !s.GatewaysReadAt.IsZero() && !clusterhealth.Live(g, s.GatewaysReadAt)
 }
 
 // Endpoint returns the Endpoint of cluster id, or nil.

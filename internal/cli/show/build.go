@@ -37,6 +37,12 @@ func Build(s *inspect.Snapshot, sections []string) ClusterView {
 				if c := meta.FindStatusCondition(g.Status.Conditions, "Ready"); c != nil {
 					gv.Ready = string(c.Status)
 				}
+				if g.Status.ExpireTime != nil {
+					gv.ExpireTime = g.Status.ExpireTime.UTC().Format(time.RFC3339Nano)
+				}
+				if s.Expired(&g) {
+					gv.Expired, gv.ReportedHA, gv.HA, gv.Ready = true, gv.HA, "expired", "Unknown"
+				}
 				for _, c := range g.Status.Connections {
 					if c.Status == mcnetv1.Connected {
 						gv.Connected++

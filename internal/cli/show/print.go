@@ -69,8 +69,11 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 		fmt.Fprintln(tw, "  NODE\tHA\tREADY\tCABLE\tCONNECTED\tLABELLED\tVERSION")
 		for _, g := range c.Gateways {
 			ha := g.HA
-			if ha == string(mcnetv1.HAActive) {
+			switch {
+			case ha == string(mcnetv1.HAActive):
 				ha = st.Good(ha)
+			case g.Expired:
+				ha = st.Bad(ha + " (says " + g.ReportedHA + ")")
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", g.Node, ha, g.Ready, output.Dash(g.Cable), g.Connected, g.Remotes, yesNo(g.Labelled), output.Dash(g.Version))
 		}

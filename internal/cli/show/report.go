@@ -52,10 +52,17 @@ type NetworkView struct {
 // GatewayView is one gateway node.
 type GatewayView struct {
 	Node string `json:"node"`
-	// HA is active or standby, from the gateway's own status.
-	HA      string `json:"haStatus"`
-	Cable   string `json:"cable,omitempty"`
-	Version string `json:"version,omitempty"`
+	// HA is active or standby, from the gateway's own status; "expired" when the
+	// status had passed its expireTime when read (the gateway is not running).
+	HA string `json:"haStatus"`
+	// Expired says the status had passed its heartbeat's expireTime when read;
+	// ReportedHA is then what the stale status still says.
+	Expired    bool   `json:"expired,omitempty"`
+	ReportedHA string `json:"reportedHAStatus,omitempty"`
+	// ExpireTime is the status' expiry (RFC 3339), empty when it has none.
+	ExpireTime string `json:"expireTime,omitempty"`
+	Cable      string `json:"cable,omitempty"`
+	Version    string `json:"version,omitempty"`
 	// Ready is the Ready condition's status, "Unknown" when it has none.
 	Ready string `json:"ready"`
 	// Connected of Remotes tunnels are up.
