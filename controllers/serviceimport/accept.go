@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -84,14 +85,48 @@ func acceptEndpoints(t *membership.Table, c string, src *discoveryv1.EndpointSli
 	return out, rej
 }
 
-// logRejected says, for one service, what the importer ignored and who published it.
-func logRejected(ctx context.Context, namespace, service string, rejected []membership.Rejection) {
-	if len(rejected) == 0 {
-		return
-	}
+// noteRejected says, for one service, what the importer ignored and who published it:
+// in the log, and as a Warning Event on the local fleet table whenever it changes
+// (what names the exports beyond a writer's cap, ReasonExportCapExceeded, and the rest,
+// ReasonOutsideAllocation, apart). kind tells the exports and the slices of the service
+// apart, which are judged in separate steps.
+func (r *Reconciler) noteRejected(ctx context.Context, kind, namespace, service string, rejected []membership.Rejection) {
 	membership.Sort(rejected)
-	log.FromContext(ctx).Info("ignoring what clusters publish outside their allocation", "namespace", namespace, "service", service,
-		"ignored", membership.Summary(rejected, 5), "count", len(rejected))
+	if len(rejected) > 0 {
+		log.FromContext(ctx).Info("ignoring what clusters publish outside their allocation", "namespace", namespace, "service", service,
+			"ignored", membership.Summary(rejected, 5), "count", len(rejected))
+	}
+	var capped, outside []membership.Rejection
+	for _, rej := range rejected {
+		if rej.Field == FieldExports || rej.Field == FieldEndpointSlices {
+			capped = append(capped, rej)
+		} else {
+			outside = append(outside, rej)
+		}
+	}
+	for _, g := range []struct {
+		reason string
+		rej    []membership.Rejection
+	}{{ReasonExportCapExceeded, capped}, {ReasonOutsideAllocation, outside}} {
+		key := g.reason + "/" + kind + "/" + namespace + "/" + service
+		summary := membership.Summary(g.rej, 5)
+		if prev, _ := r.noted.Load(key); prev == nil && summary == "" || prev == summary {
+			continue
+		}
+		if summary == "" {
+			r.noted.Delete(key)
+			continue
+		}
+		r.noted.Store(key, summary)
+		if r.Recorder == nil {
+			continue
+		}
+		var fleet mcnetv1.Fleet
+		if err := r.Local.Get(ctx, client.ObjectKey{Name: r.Fleet}, &fleet); err != nil {
+			continue // no table, nothing imported: the importer says so itself
+		}
+		r.Recorder.Eventf(&fleet, nil, corev1.EventTypeWarning, g.reason, "Import", "service %s/%s: ignored %d: %s", namespace, service, len(g.rej), summary)
+	}
 }
 
 // table reads the fleet table. Without one nothing is imported; a read that failed for

@@ -34,6 +34,20 @@ import (
 // pick the same exports, and a flood only displaces the flooder's own newest exports,
 // never another cluster's and never the flooder's older ones.
 
+// Event reasons, on the local fleet table, of what the importer ignores, and the
+// Rejection fields of the caps.
+const (
+	// ReasonExportCapExceeded: a writer publishes more exports than its maxExports,
+	// or an export more EndpointSlices than MaxSlicesPerExport; the newest are ignored.
+	ReasonExportCapExceeded = "ExportCapExceeded"
+	// ReasonOutsideAllocation: an export claims another writer, or endpoints outside
+	// its writer's allocation.
+	ReasonOutsideAllocation = mcnetv1.ReasonOutsideAllocation
+
+	FieldExports        = "exports"
+	FieldEndpointSlices = "endpointSlices"
+)
+
 // exportOrder keeps every writer's broker exports in that order, updated from the
 // broker informer's events, so that whether an export is within its writer's cap is
 // a binary search rather than a pass over the broker.
@@ -123,7 +137,7 @@ func (r *Reconciler) withinCap(t *membership.Table, si *mcsv1alpha1.ServiceImpor
 	case rank < m.MaxExports:
 		return true, nil
 	}
-	return false, &membership.Rejection{Cluster: w, Object: "ServiceImport " + si.Name, Field: "exports", Value: fmt.Sprint(total),
+	return false, &membership.Rejection{Cluster: w, Object: "ServiceImport " + si.Name, Field: FieldExports, Value: fmt.Sprint(total),
 		Reason: fmt.Sprintf("beyond the %d oldest exports the fleet table allows cluster %s (maxExports); the rest of its %d exports are ignored", m.MaxExports, w, total)}
 }
 
@@ -143,7 +157,7 @@ func capSlices(items []discoveryv1.EndpointSlice) ([]*discoveryv1.EndpointSlice,
 	for _, s := range sorted {
 		w := writer(s)
 		if count[w]++; count[w] > mcnetv1.MaxSlicesPerExport {
-			rej = append(rej, membership.Rejection{Cluster: w, Object: "EndpointSlice " + s.Name, Field: "endpointSlices", Value: fmt.Sprint(count[w]),
+			rej = append(rej, membership.Rejection{Cluster: w, Object: "EndpointSlice " + s.Name, Field: FieldEndpointSlices, Value: fmt.Sprint(count[w]),
 				Reason: fmt.Sprintf("beyond the %d oldest EndpointSlices imported of one cluster's export", mcnetv1.MaxSlicesPerExport)})
 			continue
 		}

@@ -51,6 +51,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
@@ -92,7 +93,13 @@ type Reconciler struct {
 	// heartbeats are judged on fresh reads (clusterhealth.Tracker); Local when nil.
 	APIReader client.Reader
 
+	// Recorder, when set, records on the local fleet table what the importer ignores
+	// (noteRejected).
+	Recorder events.EventRecorder
+
 	tracker *clusterhealth.Tracker
+	// noted is, per reason and service, the last ignored set an Event told of.
+	noted sync.Map
 
 	// orderOnce makes exportOrder, every writer's broker exports in the order
 	// receivers accept them (see cap.go).
@@ -262,7 +269,7 @@ func (r *Reconciler) exports(ctx context.Context, namespace, name string) ([]Exp
 			out = append(out, ExportFrom(si))
 		}
 	}
-	logRejected(ctx, namespace, name, rejected)
+	r.noteRejected(ctx, "exports", namespace, name, rejected)
 	return out, nil
 }
 
@@ -409,7 +416,7 @@ func (r *Reconciler) syncSlices(ctx context.Context, si *mcsv1alpha1.ServiceImpo
 			Ports:       src.Ports,
 		})
 	}
-	logRejected(ctx, si.Namespace, si.Name, rejected)
+	r.noteRejected(ctx, "slices", si.Namespace, si.Name, rejected)
 	if _, err := r.sync(ctx, types.NamespacedName{Namespace: si.Namespace, Name: si.Name}, want); err != nil {
 		return nil, err
 	}

@@ -23,5 +23,6 @@ func setupDiscovery(mgr ctrl.Manager, broker cluster.Cluster, owner *metav1.Owne
 	return (&serviceimport.Reconciler{
 		Local: mgr.GetClient(), Broker: broker, BrokerNamespace: o.Config.Broker.Namespace, Fleet: o.Config.Fleet,
 		ClusterID: o.Config.ClusterID, SystemNamespace: o.Namespace, APIReader: mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("mcnet-controller"),
 	}).SetupWithManager(mgr)
 }
