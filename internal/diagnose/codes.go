@@ -24,6 +24,7 @@ var Catalog = map[string]Entry{
 	"MCN1105": {"broker", "broker credentials lack permissions", "the cluster cannot publish its own objects: sync broker/ (the cluster's Role and RoleBinding) on the broker"},
 	"MCN1106": {"broker", "broker credentials too broad", "a cluster's identity can read Secrets or write elsewhere; bind it only to its rendered Role in the broker namespace"},
 	"MCN1107": {"broker", "cluster not published on the broker", "the controller has not announced the cluster: check the controller's logs for broker errors"},
+	"MCN1108": {"broker", "cluster exports more than its maxExports", "receivers import only a cluster's maxExports oldest exports (the fleet file's spec.clusters[].maxExports, default 512) and ignore its newest: if the exports are wanted, raise maxExports for that cluster in the fleet file, render and sync; if not, unexport them, or check that cluster and rotate its broker credentials"},
 
 	"MCN1201": {"networks", "overlapping CIDRs", "routing cannot tell overlapping networks apart: give every cluster its own pod and service CIDRs"},
 	"MCN1202": {"networks", "local Cluster object missing", "the controller has not announced this cluster: check the controller's logs"},

@@ -7,11 +7,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/inspect"
+	"github.com/mcnet-io/mcnet/internal/naming"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -169,5 +173,48 @@ func TestAllocationNamesTheOffender(t *testing.T) {
 	s.Endpoints = s.Endpoints[:2]
 	if got := Allocation(s); len(got) != 1 || got[0].Result != OK {
 		t.Errorf("a fleet within its allocations: %+v, want one OK", got)
+	}
+}
+
+func TestExportCapsNameTheWriter(t *testing.T) {
+	fleet := &mcnetv1.Fleet{Spec: mcnetv1.FleetSpec{Clusters: []mcnetv1.FleetMember{
+		{Name: "hub", PodCIDRs: []string{"10.0.0.0/16"}, ServiceCIDRs: []string{"10.100.0.0/16"}},
+		{Name: "west", PodCIDRs: []string{"10.20.0.0/16"}, ServiceCIDRs: []string{"10.120.0.0/16"}, MaxExports: 2},
+	}}}
+	fleet.Name = "prod"
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	export := func(writer, service string, age time.Duration) mcsv1alpha1.ServiceImport {
+		si := mcsv1alpha1.ServiceImport{}
+		si.Name, si.Labels = naming.BrokerName("app", service, writer), naming.BrokerLabels("app", service, writer)
+		si.CreationTimestamp = metav1.NewTime(t0.Add(-age))
+		return si
+	}
+	// west's four exports, listed newest first: the two oldest are imported. hub's
+	// three are within the default cap; evil is no member and not counted (no receiver imports its exports).
+	exports := []mcsv1alpha1.ServiceImport{
+		export("west", "d", 1*time.Minute), export("west", "c", 2*time.Minute), export("west", "b", 3*time.Minute), export("west", "a", 4*time.Minute),
+		export("hub", "a", time.Minute), export("hub", "b", time.Minute), export("hub", "c", time.Minute),
+		export("evil", "a", time.Minute), export("evil", "b", time.Minute), export("evil", "c", time.Minute),
+	}
+	got := ExportCaps("hub", fleet, exports)
+	if len(got) != 1 {
+		t.Fatalf("%d findings, want 1 (west): %+v", len(got), got)
+	}
+	c := got[0]
+	for _, want := range []string{"cluster west publishes 4 exports", "maxExports 2 in fleet prod", "ignore its 2 newest: app/c, app/d"} {
+		if !strings.Contains(c.Message, want) {
+			t.Errorf("message %q does not say %q", c.Message, want)
+		}
+	}
+	if c.Code != "MCN1108" || c.Result != Fail || c.Offender != "west" || c.Cluster != "hub" || !strings.Contains(c.Hint, "spec.clusters[].maxExports") {
+		t.Errorf("finding %+v; want a failed MCN1108 seen in hub, offender west, its hint naming spec.clusters[].maxExports", c)
+	}
+	fleet.Spec.Clusters[1].MaxExports = 4
+	if got := ExportCaps("hub", fleet, exports); len(got) != 1 || got[0].Result != OK {
+		t.Errorf("every writer within its cap: %+v, want one OK", got)
+	}
+	fleet.Spec.Clusters[1].MaxExports = 0 // the default, 512
+	if got := ExportCaps("hub", fleet, exports); len(got) != 1 || got[0].Result != OK {
+		t.Errorf("west within the default cap: %+v, want one OK", got)
 	}
 }

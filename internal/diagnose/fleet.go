@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/inspect"
@@ -420,6 +421,14 @@ func Broker(ctx context.Context, t *multicluster.Target, s *inspect.Snapshot, vi
 			out = append(out, fail("MCN1107", id, "cluster is published on the broker", "Cluster %s/%s on the broker: %v", ns, id, err))
 		} else {
 			out = append(out, ok("broker", id, "cluster is published on the broker"))
+		}
+		// What every member publishes, as each importer reads it: who exports beyond
+		// the cap the fleet table sets.
+		var exports mcsv1alpha1.ServiceImportList
+		if err := bc.List(ctx, &exports, client.InNamespace(ns)); err != nil {
+			out = append(out, skip("broker", id, "clusters export within their maxExports", fmt.Sprintf("list the exports on the broker: %v", err)))
+		} else {
+			out = append(out, ExportCaps(id, s.Fleet, exports.Items)...)
 		}
 	}
 	return out
