@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +27,7 @@ import (
 	"github.com/mcnet-io/mcnet/controllers/serviceimport"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/internal/controller"
+	"github.com/mcnet-io/mcnet/internal/diagnose"
 	"github.com/mcnet-io/mcnet/internal/inspect"
 	"github.com/mcnet-io/mcnet/internal/naming"
 )
@@ -478,6 +480,17 @@ func TestHostileMember(t *testing.T) {
 		}
 		if err := sameKernel(kernel, c1, c2)(ctx); err != nil {
 			t.Error(err)
+		}
+		// diagnose, from every member's broker credentials, names the writer.
+		_, out := mcnet(t, l.Kubeconfig(), "diagnose", "-o", "json", "--probe=false")
+		var rep struct{ Checks []diagnose.Check }
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("diagnose -o json: %v", err)
+		}
+		if !slices.ContainsFunc(rep.Checks, func(c diagnose.Check) bool {
+			return c.Code == "MCN1108" && c.Offender == c3.Name && strings.Contains(c.Message, "flood-4") && strings.Contains(c.Hint, "maxExports")
+		}) {
+			t.Errorf("diagnose does not name %s over its maxExports (MCN1108)", c3.Name)
 		}
 	})
 
