@@ -38,7 +38,7 @@ build: ## Build kubectl-mcnet and the in-cluster binaries into bin/.
 
 .PHONY: tools
 tools: ## Build the pinned etcd, kube-apiserver, kube-controller-manager, kube-proxy, Flux controllers from the Go module proxy (cached in bin/).
-	hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl controller-gen flux-source-controller flux-kustomize-controller coredns
+	hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl controller-gen flux-source-controller flux-kustomize-controller coredns kube-router
 	@mkdir -p $(ENVTEST_ASSETS)
 	@ln -sf $(CURDIR)/bin/k8s/$(KUBE_VERSION)/kube-apiserver $(ENVTEST_ASSETS)/kube-apiserver
 	@ln -sf $(CURDIR)/bin/etcd/$(ETCD_VERSION)/etcd $(ENVTEST_ASSETS)/etcd

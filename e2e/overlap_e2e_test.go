@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
@@ -90,9 +93,9 @@ func getFrom(ctx context.Context, from, want *lab.Pod, url string, src netip.Add
 //   - every pod is reached at its global address (its offset in its cluster's global pod
 //     range, from the Fleet table in Git), and the destination sees the sender's own
 //     global address, one per pod, the same on every connection;
-//   - a filter on the destination node admitting one remote pod's global /32 (what a
-//     NetworkPolicy ipBlock becomes; the lab's nodes run no NetworkPolicy engine, so
-//     the test installs the rule such an engine would) admits it and denies its neighbour;
+//   - a NetworkPolicy in the destination cluster whose one ipBlock is a remote pod's
+//     global /32, enforced by a real engine on every node (kube-router's firewall),
+//     admits that pod and denies its neighbour on the same node and a third cluster's;
 //   - exported services answer under clusterset.local at global addresses (per-cluster
 //     names, ClusterSetIP, headless per pod) and connect;
 //   - removing a cluster through Git keeps the others' global ranges and removes its
@@ -106,6 +109,7 @@ func TestOverlap(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts.Clusters[1].ProxyMode = "nftables"
+	opts.NetworkPolicy = true
 	for i := range opts.Clusters {
 		if opts.Clusters[i].ProxyMode == "" {
 			opts.Clusters[i].ProxyMode = "iptables"
@@ -194,34 +198,8 @@ func TestOverlap(t *testing.T) {
 		}
 	})
 
-	t.Run("a filter on one remote pod's global /32 admits it and denies its neighbour", func(t *testing.T) {
-		srv := servers[c2.Name]
-		allowed, denied := clients[c1.Name], other
-		// The rules an iptables NetworkPolicy engine writes for an ingress policy on
-		// app=web with one ipBlock (allowed's global /32), in the destination node's
-		// FORWARD, where the packet from the gateway goes into the pod.
-		n := srv.Node
-		rules := fmt.Sprintf("iptables -w -N MCNET-E2E-POLICY && iptables -w -A MCNET-E2E-POLICY -s %s/32 -j RETURN && "+
-			"iptables -w -A MCNET-E2E-POLICY -j DROP && iptables -w -I FORWARD 1 -d %s/32 -p tcp --dport 8080 -j MCNET-E2E-POLICY",
-			globalPod(allowed), srv.IP)
-		t.Cleanup(func() {
-			_, _ = n.Exec(context.WithoutCancel(ctx), "sh", "-c", fmt.Sprintf("iptables -w -D FORWARD -d %s/32 -p tcp --dport 8080 -j MCNET-E2E-POLICY; iptables -w -F MCNET-E2E-POLICY; iptables -w -X MCNET-E2E-POLICY", srv.IP))
-		})
-		if _, err := n.Exec(ctx, "sh", "-c", rules); err != nil {
-			t.Fatal(err)
-		}
-		if err := lab.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
-			return getFrom(ctx, allowed, srv, urlOf(srv), globalPod(allowed))
-		}); err != nil {
-			t.Errorf("the admitted pod %s: %v", allowed, err)
-		}
-		for _, cli := range []*lab.Pod{denied, clients[c3.Name]} {
-			for range 3 {
-				if err := getFrom(ctx, cli, srv, urlOf(srv), globalPod(cli)); err == nil {
-					t.Errorf("%s (global %s) reached %s through a filter admitting only %s", cli, globalPod(cli), srv, globalPod(allowed))
-				}
-			}
-		}
+	t.Run("a NetworkPolicy ipBlock on one remote pod's global /32 admits it and denies its neighbour", func(t *testing.T) {
+		checkOverlapPolicy(t, servers[c2.Name], clients[c1.Name], other, clients[c3.Name], globalPod, urlOf)
 	})
 
 	const ns, domain = "default", "clusterset.local"
@@ -330,6 +308,80 @@ func TestOverlap(t *testing.T) {
 	t.Run("removing a cluster through Git keeps the others' ranges and takes its own away", func(t *testing.T) {
 		checkOverlapRemoval(t, cl, ranges, servers, clients, globalPod, urlOf)
 	})
+}
+
+// checkOverlapPolicy creates, in srv's cluster, a NetworkPolicy selecting srv (app=web)
+// whose only ingress rule is an ipBlock of allowed's global /32 on the HTTP port, and
+// checks that the lab's NetworkPolicy engine admits allowed and denies denied (a pod
+// of allowed's node, whose global address differs in the last bits) and third (a
+// pod of another cluster). Deleting the policy lets them in again, so the denial was
+// the policy's.
+func checkOverlapPolicy(t *testing.T, srv, allowed, denied, third *lab.Pod, globalPod func(*lab.Pod) netip.Addr, urlOf func(*lab.Pod) string) {
+	t.Helper()
+	ctx := t.Context()
+	c := srv.Node.Cluster
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-from-one-remote-pod", Namespace: srv.Namespace},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: netip.PrefixFrom(globalPod(allowed), 32).String()}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: new(corev1.ProtocolTCP), Port: new(intstr.FromInt32(8080))}},
+			}},
+		},
+	}
+	policies := c.Client.NetworkingV1().NetworkPolicies(np.Namespace)
+	if _, err := policies.Create(ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			_ = policies.Delete(context.WithoutCancel(ctx), np.Name, metav1.DeleteOptions{})
+		}
+	})
+	t.Logf("NetworkPolicy %s/%s in %s: ingress to app=web on 8080 only from %s (%s)", np.Namespace, np.Name, c.Name, np.Spec.Ingress[0].From[0].IPBlock.CIDR, allowed)
+
+	// The engine writes its rules when it sees the policy: until then the neighbour
+	// still gets in.
+	if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		if err := getFrom(ctx, denied, srv, urlOf(srv), globalPod(denied)); err == nil {
+			return fmt.Errorf("%s (global %s) still reaches %s", denied, globalPod(denied), srv)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the policy is not enforced: %v", err)
+	}
+	if err := lab.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+		return getFrom(ctx, allowed, srv, urlOf(srv), globalPod(allowed))
+	}); err != nil {
+		t.Errorf("the admitted pod %s: %v", allowed, err)
+	}
+	for _, cli := range []*lab.Pod{denied, third} {
+		for range 3 {
+			if err := getFrom(ctx, cli, srv, urlOf(srv), globalPod(cli)); err == nil {
+				t.Errorf("%s (global %s) reached %s through a policy admitting only %s", cli, globalPod(cli), srv, globalPod(allowed))
+			}
+		}
+	}
+	for range 3 {
+		if err := getFrom(ctx, allowed, srv, urlOf(srv), globalPod(allowed)); err != nil {
+			t.Errorf("the admitted pod %s, again: %v", allowed, err)
+		}
+	}
+
+	if err := policies.Delete(ctx, np.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deleted = true
+	for _, cli := range []*lab.Pod{denied, third} {
+		if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+			return getFrom(ctx, cli, srv, urlOf(srv), globalPod(cli))
+		}); err != nil {
+			t.Errorf("%s after the policy was deleted: %v", cli, err)
+		}
+	}
 }
 
 // checkOverlapRemoval renders the fleet without its last cluster, keeping the Fleet

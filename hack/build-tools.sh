@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the pinned third-party binaries the tests and the lab run (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubelet, kube-proxy, controller-gen, krew, wireguard-go, Flux's source-controller and
-# kustomize-controller) from the Go module proxy into
+# kustomize-controller, kube-router's NetworkPolicy controller) from the Go module proxy into
 # bin/, one directory per version, so a second run is a no-op. Nothing prebuilt is fetched.
 #
-# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|kube-scheduler|kubelet|kubectl|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|coredns|mcs-conformance|all]...
+# usage: hack/build-tools.sh [etcd|kube-apiserver|kube-controller-manager|kube-proxy|kube-scheduler|kubelet|kubectl|controller-gen|krew|wireguard-go|flux-source-controller|flux-kustomize-controller|coredns|kube-router|mcs-conformance|all]...
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +17,7 @@ WIREGUARD_GO_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 FLUX_VERSION=v1.9.6 # source-controller and kustomize-controller (v1.10 needs Go 1.27)
 COREDNS_VERSION=v1.15.0 # a build with the plugins in hack/tools/coredns/main.go
 COREDNS_BUILD=$COREDNS_VERSION+k8s.file # bump the suffix when the plugin list changes
+KUBE_ROUTER_VERSION=v2.1.0 # the lab's NetworkPolicy engine (iptables and ipsets; this kernel has no nft queue for kube-network-policies)
 MCS_CONFORMANCE_VERSION=v0.5.2 # the MCS CRDs' version (sigs.k8s.io/mcs-api in go.mod); docs/conformance.md
 
 kube_bin="$root/bin/k8s/$KUBE_VERSION"
@@ -67,11 +68,12 @@ one() {
 	controller-gen) build controller-gen "$root/bin/controller-gen/$CONTROLLER_GEN_VERSION/controller-gen" sigs.k8s.io/controller-tools/cmd/controller-gen ;;
 	wireguard-go) build wireguard-go "$root/bin/wireguard-go/$WIREGUARD_GO_VERSION/wireguard-go" golang.zx2c4.com/wireguard ;;
 	krew) build krew "$root/bin/krew/$KREW_VERSION/krew" sigs.k8s.io/krew/cmd/krew ;;
+	kube-router) build kube-router "$root/bin/kube-router/$KUBE_ROUTER_VERSION/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router ;;
 	coredns) build coredns "$root/bin/coredns/$COREDNS_BUILD/coredns" . ;;
 	mcs-conformance) build_suite mcs-conformance "$root/bin/mcs-conformance/$MCS_CONFORMANCE_VERSION/conformance.test" sigs.k8s.io/mcs-api/conformance ;;
 	flux-source-controller | flux-kustomize-controller)
 		build "$1" "$root/bin/$1/$FLUX_VERSION/${1#flux-}" "github.com/fluxcd/${1#flux-}" ;;
-	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy kube-scheduler kubelet kubectl krew wireguard-go flux-source-controller flux-kustomize-controller coredns; do one "$t"; done ;;
+	all) for t in etcd kube-apiserver controller-gen kube-controller-manager kube-proxy kube-scheduler kubelet kubectl krew wireguard-go flux-source-controller flux-kustomize-controller coredns kube-router; do one "$t"; done ;;
 	*) log "unknown tool $1"; exit 2 ;;
 	esac
 }

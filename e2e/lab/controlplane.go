@@ -137,6 +137,9 @@ func (c *Cluster) start(ctx context.Context) error {
 		return fmt.Errorf("cluster %s: %w", c.Name, err)
 	}
 	l.progress("  %s: %d nodes Ready with kube-proxy", c.Name, len(c.Nodes))
+	if l.opts.NetworkPolicy {
+		return c.startNetworkPolicy(ctx)
+	}
 	return nil
 }
 

@@ -42,6 +42,10 @@ type Options struct {
 	RepoRoot string
 	// ProxyMode is kube-proxy's --proxy-mode: "iptables" (default) or "nftables".
 	ProxyMode string
+	// NetworkPolicy runs a NetworkPolicy engine on every node of every cluster
+	// (kube-router's firewall, bin/kube-router/KubeRouterVersion), so NetworkPolicy
+	// objects are enforced. Without it, as without a policy-enforcing CNI, they are not.
+	NetworkPolicy bool
 	// Registry, if set, serves images the nodes pull (an OCI distribution API
 	// handler), on every node's loopback at RegistryAddr, which containerd uses as its
 	// mirror for docker.io and the other public registries.
@@ -286,6 +290,11 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	t, err := findTools(root)
 	if err != nil {
 		return nil, err
+	}
+	if opts.NetworkPolicy {
+		if _, err := kubeRouterBinary(root); err != nil {
+			return nil, err
+		}
 	}
 	if err := node.CheckHost(); err != nil {
 		return nil, err
