@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/controllers/gateway/election"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
@@ -221,17 +222,17 @@ func TestEngine(t *testing.T) {
 	t.Run("fills in the liveness key that only gateways read", func(t *testing.T) {
 		testenv.Eventually(ctx, t, 10*time.Second, "liveness key", func(ctx context.Context) error {
 			var s corev1.Secret
-			if err := admin.Get(ctx, client.ObjectKey{Namespace: sys, Name: LivenessKeySecret}, &s); err != nil {
+			if err := admin.Get(ctx, client.ObjectKey{Namespace: sys, Name: election.LivenessKeySecret}, &s); err != nil {
 				return err
 			}
-			if len(s.Data[LivenessKeyField]) != livenessKeyLen {
-				return fmt.Errorf("key has %d bytes", len(s.Data[LivenessKeyField]))
+			if len(s.Data[election.LivenessKeyField]) != election.LivenessKeyLen {
+				return fmt.Errorf("key has %d bytes", len(s.Data[election.LivenessKeyField]))
 			}
 			return nil
 		})
 		var s corev1.Secret
 		agent := testenv.Client(t, testenv.As(ctx, t, cfg, sys, "mcnet-route-agent"))
-		if err := agent.Get(ctx, client.ObjectKey{Namespace: sys, Name: LivenessKeySecret}, &s); !apierrors.IsForbidden(err) {
+		if err := agent.Get(ctx, client.ObjectKey{Namespace: sys, Name: election.LivenessKeySecret}, &s); !apierrors.IsForbidden(err) {
 			t.Errorf("the route agent reads the liveness key: %v", err)
 		}
 	})

@@ -15,14 +15,11 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,14 +29,12 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/controllers/gateway/election"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/membership"
@@ -96,6 +91,15 @@ func (o *Options) validateLease() error {
 		return fmt.Errorf("--status-interval=%s: must be positive and at most %s, or readers count this gateway dead between renewals", o.StatusInterval, mcnetv1.GatewayHeartbeat)
 	}
 	return nil
+}
+
+// electionConfig is the Lease election's part of the options.
+func (o *Options) electionConfig() election.Config {
+	return election.Config{
+		Namespace: o.Namespace, Identity: o.NodeName,
+		LeaseDuration: o.LeaseDuration, RenewDeadline: o.RenewDeadline, RetryPeriod: o.RetryPeriod,
+		RestartGrace: o.RestartGrace, LivenessPort: o.livenessPort(),
+	}
 }
 
 // healthCheckPort is the UDP port gateways of the fleet answer probes on.
@@ -155,21 +159,19 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 
 // Gateway is one gateway process.
 type Gateway struct {
-	opts   Options
-	local  agent.Local
-	log    logr.Logger
-	cache  cache.Cache
-	client client.Client
-	direct client.Reader // uncached, for when the cache lags
-	kube   kubernetes.Interface
-	// leaseKube serves the Lease only (elect, handOver, yieldAfterCrash).
-	leaseKube kubernetes.Interface
-	dp        dataplaneAPI
-	metrics   *metrics
-	recorder  record.EventRecorder
-	events    record.EventBroadcaster
-	prober    *prober
-	live      *liveness
+	opts     Options
+	local    agent.Local
+	log      logr.Logger
+	cache    cache.Cache
+	client   client.Client
+	direct   client.Reader // uncached, for when the cache lags
+	kube     kubernetes.Interface
+	dp       dataplaneAPI
+	metrics  *metrics
+	recorder record.EventRecorder
+	events   record.EventBroadcaster
+	prober   *prober
+	elector  *election.Elector
 	// standbyCond is the ActiveGatewayReachable condition a standby reports; nil on the
 	// active gateway or when nothing is known.
 	standbyCond *metav1.Condition
@@ -181,11 +183,6 @@ type Gateway struct {
 	pubKey             dataplane.Key
 	kick               chan struct{}
 	now                func() time.Time
-
-	mu       sync.Mutex
-	leading  bool
-	leader   string
-	leaderAt time.Time
 
 	// Owned by the loop goroutine.
 	wasActive bool
@@ -229,17 +226,17 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local agent.Loc
 	events := record.NewBroadcaster(record.WithContext(ctx))
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(o.Namespace)})
 	g := &Gateway{
-		opts: o, local: local, log: log, cache: c, client: cl, direct: direct, kube: kube, leaseKube: leaseKube, dp: dp,
+		opts: o, local: local, log: log, cache: c, client: cl, direct: direct, kube: kube, dp: dp,
 		metrics: newMetrics(), events: events,
 		recorder: events.NewRecorder(scheme, corev1.EventSource{Component: "mcnet-gateway", Host: o.NodeName}),
 		prober:   newProber(o.ProbeInterval),
-		live:     newLiveness(o.livenessPort()),
 		pubKey:   key,
 		kick:     make(chan struct{}, 1),
 		now:      time.Now,
 		conns:    map[string]mcnetv1.Connection{},
 	}
 	g.prober.changed = g.trigger
+	g.elector = election.New(log, o.electionConfig(), leaseKube, g.trigger, g.metrics.leaseKept.Inc)
 	return g, nil
 }
 
@@ -295,20 +292,14 @@ func (g *Gateway) run(ctx context.Context) error {
 		defer srv.Close()
 	}
 
-	g.live.log = func(msg string, err error) { g.log.Error(err, msg) }
-	go g.live.loadKey(ctx, g.kube.CoreV1().Secrets(g.opts.Namespace), g.opts.RetryPeriod)
-	go func() {
-		if err := g.live.run(ctx); err != nil {
-			log.Error(err, "Liveness port unavailable: a standby takes over whenever the Lease renewals are late", "port", g.opts.livenessPort())
-		}
-	}()
+	g.elector.RunLiveness(ctx, g.kube.CoreV1().Secrets(g.opts.Namespace))
 
 	leCtx, stopLE := context.WithCancel(ctx)
 	defer stopLE()
 	leDone := make(chan struct{})
 	go func() {
 		defer close(leDone)
-		g.elect(leCtx)
+		g.elector.Run(leCtx)
 	}()
 
 	log.Info("Gateway started", "node", g.opts.NodeName, "cluster", g.local.ClusterID, "cable", g.local.Cable, "publicKey", g.pubKey.String())
@@ -324,10 +315,10 @@ func (g *Gateway) run(ctx context.Context) error {
 			// Decide while still renewing, then stop the election and hand the Lease
 			// over at once (it lasts only LeaseDuration).
 			uninstall := agent.Uninstalling(ctx, g.kube, g.opts.Namespace, DaemonSetName)
-			restart := !uninstall && g.restarting(ctx)
+			restart := !uninstall && election.Restarting(ctx, g.log, g.kube, g.opts.Namespace, DaemonSetName, g.opts.NodeName)
 			stopLE()
 			<-leDone
-			g.handOver(ctx, restart)
+			g.elector.HandOver(ctx, restart)
 			return g.shutdown(ctx, restart, uninstall)
 		case <-g.kick:
 			g.sync(ctx)
@@ -335,128 +326,6 @@ func (g *Gateway) run(ctx context.Context) error {
 			g.sync(ctx)
 		}
 	}
-}
-
-// elect takes part in the Lease election until ctx ends, over and over: losing the
-// Lease makes this gateway a candidate again.
-func (g *Gateway) elect(ctx context.Context) {
-	// Late renewals can be routine on a loaded API server: say so once a minute.
-	tolerLog, silentLog := &everyMinute{}, &everyMinute{}
-	lock := &leaseLock{
-		Interface: g.live.observing(&resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Namespace: g.opts.Namespace, Name: agent.LeaseName},
-			Client:     g.leaseKube.CoordinationV1(),
-			LockConfig: resourcelock.ResourceLockConfig{Identity: g.opts.NodeName},
-		}),
-		alive: g.live.alive, now: g.now,
-		tolerated: func(holder string, late time.Duration, first bool) {
-			g.metrics.leaseKept.Inc()
-			if first {
-				if n, ok := tolerLog.allow(g.now()); ok {
-					g.log.Info("The active gateway renews its Lease late but answers on its liveness port: not taking over", "holder", holder, "late", late.Round(10*time.Millisecond), "timesSinceLastLog", n)
-				}
-			}
-		},
-		silent: func(holder string, late time.Duration) {
-			if n, ok := silentLog.allow(g.now()); ok {
-				g.log.Info("The active gateway renews its Lease late and does not answer on its liveness port: taking over when the Lease runs out", "holder", holder, "late", late.Round(10*time.Millisecond), "lastAnswer", g.live.lastAnswer(), "timesSinceLastLog", n)
-			}
-		},
-		// Ask just before the Lease would run out, so a dead holder is replaced as fast
-		// as without the check.
-		vetoAfter: max(g.opts.RetryPeriod, g.opts.LeaseDuration-2*g.opts.RetryPeriod),
-		maxVeto:   30 * time.Second,
-		// The holder renews within two retry periods of the API server's return, so
-		// a shorter outage cannot expire its Lease at a standby.
-		minOutage:  max(g.opts.RetryPeriod, g.opts.LeaseDuration-2*g.opts.RetryPeriod),
-		maxOutages: 3,
-	}
-	g.yieldAfterCrash(ctx)
-	for ctx.Err() == nil {
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock:          lock,
-			LeaseDuration: g.opts.LeaseDuration,
-			RenewDeadline: g.opts.RenewDeadline,
-			RetryPeriod:   g.opts.RetryPeriod,
-			// handOver releases or keeps it, depending on why the process stops.
-			ReleaseOnCancel: false,
-			Name:            agent.LeaseName,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(context.Context) { g.setLeading(true) },
-				OnStoppedLeading: func() { g.setLeading(false) },
-				OnNewLeader: func(id string) {
-					g.mu.Lock()
-					g.leader, g.leaderAt = id, g.now()
-					g.mu.Unlock()
-					g.trigger()
-				},
-			},
-		})
-		if err != nil {
-			g.log.Error(err, "Leader election misconfigured")
-			return
-		}
-		le.Run(ctx)
-	}
-}
-
-// everyMinute lets a repeated log line through at most once a minute.
-type everyMinute struct {
-	last  time.Time
-	count int
-}
-
-// allow counts an occurrence and says whether to log it, with how many there were
-// since the last one logged.
-func (e *everyMinute) allow(now time.Time) (int, bool) {
-	e.count++
-	if !e.last.IsZero() && now.Sub(e.last) < time.Minute {
-		return 0, false
-	}
-	n := e.count
-	e.last, e.count = now, 0
-	return n, true
-}
-
-// yieldAfterCrash waits out the Lease when it still names this node: the previous
-// process died without handing it over (a crash, a SIGKILL), so a standby, if there
-// is one, should take over rather than a process that may crash again. Without a
-// standby this node takes the Lease back one Lease duration later. A Lease the
-// previous process kept for its restart (see handOver) is taken back at once.
-func (g *Gateway) yieldAfterCrash(ctx context.Context) {
-	lease, err := g.leaseKube.CoordinationV1().Leases(g.opts.Namespace).Get(ctx, agent.LeaseName, metav1.GetOptions{})
-	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
-		return
-	}
-	if keptForRestart(lease, g.opts) {
-		g.log.Info("Taking the gateway Lease back after a restart")
-		return
-	}
-	g.log.Info("The gateway Lease still names this node after an unclean exit: giving standbys a chance first")
-	select {
-	case <-ctx.Done():
-	case <-time.After(g.opts.LeaseDuration + g.opts.RetryPeriod):
-	}
-}
-
-func (g *Gateway) setLeading(v bool) {
-	g.mu.Lock()
-	g.leading = v
-	if v {
-		g.leader = g.opts.NodeName
-	}
-	g.mu.Unlock()
-	g.trigger()
-}
-
-// role says whether this process should act as the active gateway, and who holds the
-// Lease. A holder that sees another node named in the Lease steps down at once rather
-// than when its own renewals time out: two active gateways would fight over the
-// cluster's Endpoint.
-func (g *Gateway) role() (leading bool, leader string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.leading && (g.leader == "" || g.leader == g.opts.NodeName), g.leader
 }
 
 // seed starts from the Gateway status the previous process of this node wrote, so a
@@ -475,7 +344,7 @@ func (g *Gateway) seed(ctx context.Context) {
 
 // sync makes everything match the current role and view.
 func (g *Gateway) sync(ctx context.Context) {
-	leading, leader := g.role()
+	leading, leader := g.elector.Role()
 	var node corev1.Node
 	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, &node); err != nil {
 		g.log.Error(err, "Cannot read own Node")
@@ -537,16 +406,16 @@ func (g *Gateway) noteRejections(rejected []membership.Rejection) (bool, *Event)
 // this node.
 func (g *Gateway) watchHolder(ctx context.Context, leader string) {
 	if leader == "" || leader == g.opts.NodeName {
-		g.live.watch("", netip.Addr{})
+		g.elector.WatchHolder("", netip.Addr{})
 		return
 	}
 	var n corev1.Node
 	if err := g.client.Get(ctx, client.ObjectKey{Name: leader}, &n); err != nil {
-		g.live.watch("", netip.Addr{})
+		g.elector.WatchHolder("", netip.Addr{})
 		return
 	}
 	ip, _ := agent.InternalIP(&n)
-	g.live.watch(leader, ip)
+	g.elector.WatchHolder(leader, ip)
 }
 
 func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *membership.Table, eps []mcnetv1.Endpoint) {
@@ -571,7 +440,7 @@ func (g *Gateway) syncActive(ctx context.Context, node *corev1.Node, table *memb
 	g.badRemotes = bad
 	rejectionsChanged, rejectionEvent := g.noteRejections(rejected)
 	g.apply(ctx, state)
-	if !g.live.serving.Swap(true) {
+	if g.elector.Serve(true) {
 		g.log.Info("Answering standbys on the liveness port", "port", g.opts.livenessPort())
 	}
 
@@ -671,7 +540,7 @@ func (g *Gateway) syncPassive(ctx context.Context, leader string, table *members
 	if leader == "" || leader == g.opts.NodeName {
 		return
 	}
-	if g.live.serving.Swap(false) {
+	if g.elector.Serve(false) {
 		g.log.Info("No longer answering standbys on the liveness port", "leader", leader)
 	}
 	if g.wasActive {
@@ -903,7 +772,7 @@ const livenessReachWindow = 5 * time.Second
 // livenessCondition is the standby's ActiveGatewayReachable condition, nil when
 // nothing can be said (liveness disabled, the holder unknown, just started).
 func (g *Gateway) livenessCondition(holder string) *metav1.Condition {
-	ok, known := g.live.reachable(holder, livenessReachWindow, time.Now())
+	ok, known := g.elector.HolderReachable(holder, livenessReachWindow)
 	if !known {
 		return nil
 	}
@@ -1003,111 +872,4 @@ func (g *Gateway) shutdown(ctx context.Context, restart, uninstall bool) error {
 	}
 	g.log.Info("Gateway stopped; kernel state kept")
 	return nil
-}
-
-// restarting reports whether this stop is a restart, after which the same node runs
-// the next process: the node still matches the gateway DaemonSet's node selector (a
-// node that stops being a gateway node hands the Lease over at once) and is not going
-// away. Unreadable objects count as a restart.
-//
-// A SIGTERM looks the same in a rollout restart and in a node shutdown or drain; what
-// tells them apart is the Node, read from the API server at the moment of the signal
-// (see nodeGoingAway). A node going away hands over at once, since no next process
-// comes to take the Lease back, and the restart grace would be a blackout.
-func (g *Gateway) restarting(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-	defer cancel()
-	ds, err := g.kube.AppsV1().DaemonSets(g.opts.Namespace).Get(ctx, DaemonSetName, metav1.GetOptions{})
-	if err != nil {
-		return true
-	}
-	node, err := g.kube.CoreV1().Nodes().Get(ctx, g.opts.NodeName, metav1.GetOptions{})
-	if err != nil {
-		return true
-	}
-	for k, v := range ds.Spec.Template.Spec.NodeSelector {
-		if node.Labels[k] != v {
-			return false
-		}
-	}
-	if why := nodeGoingAway(node); why != "" {
-		g.log.Info("The node is going away: handing the gateway Lease over at once", "reason", why)
-		return false
-	}
-	return true
-}
-
-// shutdownTaints are the taints put on a node that is shutting down or leaving: the
-// cloud provider's for a node it found shut down, the one an operator sets for an
-// out-of-service node, and the cluster autoscaler's before it deletes a node.
-var shutdownTaints = []string{
-	"node.cloudprovider.kubernetes.io/shutdown",
-	"node.kubernetes.io/out-of-service",
-	"ToBeDeletedByClusterAutoscaler",
-}
-
-// nodeGoingAway says why node is going away, "" when it is not: it is being deleted,
-// it is cordoned (spec.unschedulable, as kubectl drain leaves it before a maintenance
-// shutdown), it carries a shutdown taint, or its kubelet reports it shutting down
-// (graceful node shutdown sets Ready=False with "node is shutting down").
-func nodeGoingAway(node *corev1.Node) string {
-	switch {
-	case node.DeletionTimestamp != nil:
-		return "deleted"
-	case node.Spec.Unschedulable:
-		return "cordoned"
-	}
-	for _, t := range node.Spec.Taints {
-		if slices.Contains(shutdownTaints, t.Key) {
-			return "taint " + t.Key
-		}
-	}
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue && strings.Contains(c.Message, "shutting down") {
-			return "kubelet: " + c.Message
-		}
-	}
-	return ""
-}
-
-// handOver runs once the election stopped, if this node holds the Lease. On a
-// restart it renews the Lease one last time for RestartGrace: standbys wait, and the
-// restarted process (same identity, the node name) takes it back at once and returns
-// it to LeaseDuration. Otherwise it releases the Lease, as client-go does, so a
-// standby takes over at once. A crash does neither: the short Lease runs out.
-func (g *Gateway) handOver(ctx context.Context, restart bool) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	leases := g.leaseKube.CoordinationV1().Leases(g.opts.Namespace)
-	lease, err := leases.Get(ctx, agent.LeaseName, metav1.GetOptions{})
-	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != g.opts.NodeName {
-		return
-	}
-	now := metav1.NewMicroTime(g.now())
-	lease.Spec.RenewTime = &now
-	if restart && g.opts.RestartGrace > g.opts.LeaseDuration {
-		lease.Spec.LeaseDurationSeconds = ptr.To(int32(g.opts.RestartGrace / time.Second))
-	} else {
-		restart = false
-		lease.Spec.HolderIdentity = ptr.To("")
-		lease.Spec.AcquireTime = &now
-		lease.Spec.LeaseDurationSeconds = ptr.To(int32(1))
-	}
-	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
-		g.log.Error(err, "Cannot hand the gateway Lease over", "restart", restart)
-		return
-	}
-	if restart {
-		g.log.Info("Gateway Lease kept for the restart", "grace", g.opts.RestartGrace)
-	} else {
-		g.log.Info("Gateway Lease released")
-	}
-}
-
-// keptForRestart reports whether handOver kept the Lease for a restart and nobody
-// renewed it since: its duration is the restart grace, which the election never
-// writes.
-func keptForRestart(lease *coordinationv1.Lease, o Options) bool {
-	d := lease.Spec.LeaseDurationSeconds
-	return o.RestartGrace > o.LeaseDuration && d != nil && time.Duration(*d)*time.Second == o.RestartGrace.Truncate(time.Second)
 }

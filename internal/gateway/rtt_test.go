@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/controllers/gateway/election"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
@@ -69,7 +70,7 @@ func TestRTTIsWhatTheWireSaw(t *testing.T) {
 	g := &Gateway{
 		opts: o, local: local, log: logr.Discard(), client: cl, direct: cl, dp: &slowDataplane{delay: applyDelay},
 		metrics: newMetrics(), recorder: record.NewFakeRecorder(100), prober: newProber(o.ProbeInterval),
-		live: newLiveness(0), kick: make(chan struct{}, 1), now: time.Now, conns: map[string]mcnetv1.Connection{},
+		elector: election.New(logr.Discard(), election.Config{}, nil, nil, nil), kick: make(chan struct{}, 1), now: time.Now, conns: map[string]mcnetv1.Connection{},
 	}
 	defer g.prober.close()
 	pctx, stop := context.WithCancel(ctx)

@@ -1,8 +1,9 @@
-package gateway
+package election
 
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -10,6 +11,17 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
+
+// freeUDPPort returns a UDP port free on the loopback.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
 
 // fixedLock returns the same record on every Get, as a Lease nobody renews.
 type fixedLock struct {

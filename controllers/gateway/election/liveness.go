@@ -1,4 +1,4 @@
-package gateway
+package election
 
 import (
 	"context"
@@ -54,14 +54,16 @@ const (
 var livenessMagic = [4]byte{'M', 'C', 'N', 'L'}
 
 const (
-	kindChallenge  = 3
-	kindAnswer     = 4
-	nonceLen       = 16
-	challengeLen   = 5 + nonceLen
-	answerLen      = challengeLen + sha256.Size
-	livenessLabel  = "mcnet liveness v1\x00"
-	livenessKeyLen = 32
+	kindChallenge = 3
+	kindAnswer    = 4
+	nonceLen      = 16
+	challengeLen  = 5 + nonceLen
+	answerLen     = challengeLen + sha256.Size
+	livenessLabel = "mcnet liveness v1\x00"
 )
+
+// LivenessKeyLen is the length of the key a gateway fills in, and the least it accepts.
+const LivenessKeyLen = 32
 
 // liveness lets standbys tell an active gateway that is slow to renew its Lease (its
 // API server is busy or away) from one that is gone. Every gateway process listens on
@@ -353,15 +355,15 @@ func livenessKey(ctx context.Context, secrets typedcorev1.SecretInterface) ([]by
 		return nil, fmt.Errorf("read Secret %s: %w", LivenessKeySecret, err)
 	}
 	if k := s.Data[LivenessKeyField]; len(k) > 0 {
-		if len(k) < livenessKeyLen {
-			return nil, fmt.Errorf("Secret %s: key %q has %d bytes, want at least %d: delete the field and a gateway makes a new one", LivenessKeySecret, LivenessKeyField, len(k), livenessKeyLen)
+		if len(k) < LivenessKeyLen {
+			return nil, fmt.Errorf("Secret %s: key %q has %d bytes, want at least %d: delete the field and a gateway makes a new one", LivenessKeySecret, LivenessKeyField, len(k), LivenessKeyLen)
 		}
 		return k, nil
 	}
 	if s.Type != corev1.SecretTypeOpaque && s.Type != "" {
 		return nil, fmt.Errorf("Secret %s has type %s, want %s", LivenessKeySecret, s.Type, corev1.SecretTypeOpaque)
 	}
-	key := make([]byte, livenessKeyLen)
+	key := make([]byte, LivenessKeyLen)
 	_, _ = rand.Read(key)
 	if s.Data == nil {
 		s.Data = map[string][]byte{}

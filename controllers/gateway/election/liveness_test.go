@@ -1,4 +1,4 @@
-package gateway
+package election
 
 import (
 	"bytes"
@@ -19,14 +19,14 @@ import (
 	"github.com/mcnet-io/mcnet/internal/agent"
 )
 
-var testLivenessKey = bytes.Repeat([]byte{7}, livenessKeyLen)
+var testLivenessKey = bytes.Repeat([]byte{7}, LivenessKeyLen)
 
 // TestLivenessAnswerIsBound checks that a standby believes an answer only when it
 // answers a challenge it sent, once, in time, from the holder's address, with the
 // MAC of the cluster's key over that nonce, the holder and the Lease term it sees.
 func TestLivenessAnswerIsBound(t *testing.T) {
 	holder := netip.MustParseAddrPort("127.0.0.1:4802")
-	other := bytes.Repeat([]byte{9}, livenessKeyLen)
+	other := bytes.Repeat([]byte{9}, LivenessKeyLen)
 	for _, tc := range []struct {
 		name string
 		// answer makes the answer to nonce, and says where from and when.
@@ -111,7 +111,7 @@ func TestLivenessKeySecret(t *testing.T) {
 	kube := fake.NewClientset(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "mcnet-system", Name: LivenessKeySecret}, Type: corev1.SecretTypeOpaque})
 	secrets := kube.CoreV1().Secrets("mcnet-system")
 	a, err := livenessKey(ctx, secrets)
-	if err != nil || len(a) != livenessKeyLen {
+	if err != nil || len(a) != LivenessKeyLen {
 		t.Fatalf("first key: %x, %v", a, err)
 	}
 	b, err := livenessKey(ctx, secrets)
@@ -171,7 +171,7 @@ type relay struct {
 
 func (r *relay) run() {
 	buf := make([]byte, 128)
-	guess := bytes.Repeat([]byte{0x42}, livenessKeyLen)
+	guess := bytes.Repeat([]byte{0x42}, LivenessKeyLen)
 	for {
 		n, from, err := r.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
