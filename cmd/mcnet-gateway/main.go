@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/mcnet-io/mcnet/controllers/gateway"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
-	"github.com/mcnet-io/mcnet/internal/gateway"
 )
 
 func main() {

@@ -12,13 +12,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/gateway/election"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
-	"github.com/mcnet-io/mcnet/internal/membership"
 )
 
 // slowDataplane takes delay for every Apply, as a loaded node forking iptables does.
@@ -32,8 +32,8 @@ func (s *slowDataplane) Apply(ctx context.Context, st dataplane.State) error {
 	return s.fakeDataplane.Apply(ctx, st)
 }
 
-// TestRTTIsWhatTheWireSaw runs the active gateway's sync with a dataplane whose Apply
-// takes 300 ms, forced to apply on every sync, against a remote gateway answering on
+// TestRTTIsWhatTheWireSaw runs the active gateway's Reconcile with a dataplane whose Apply
+// takes 300 ms, forced to apply on every Reconcile, against a remote gateway answering on
 // the loopback within a millisecond or so. The probes go from the prober's own
 // goroutine, stamped as they leave, so the RTT the connection reports stays far below
 // the Apply time; measured from before the Apply it would be at least 300 ms.
@@ -53,14 +53,11 @@ func TestRTTIsWhatTheWireSaw(t *testing.T) {
 	}
 	hub := endpoint("hub", mcnetv1.CableVXLAN, "10.0.0.0/16")
 	hub.Namespace, hub.Spec.HealthCheckIPs = sys, []string{"127.0.0.3"}
-	cl := fake.NewClientBuilder().WithScheme(agent.Scheme()).WithObjects(node, &hub).WithStatusSubresource(&mcnetv1.Gateway{}).Build()
-	table, err := membership.New(&mcnetv1.Fleet{ObjectMeta: metav1.ObjectMeta{Name: "prod"}, Spec: mcnetv1.FleetSpec{Clusters: []mcnetv1.FleetMember{
+	fleet := &mcnetv1.Fleet{ObjectMeta: metav1.ObjectMeta{Name: "prod"}, Spec: mcnetv1.FleetSpec{Clusters: []mcnetv1.FleetMember{
 		{Name: "east", Cable: mcnetv1.CableVXLAN, CablePort: 4789, PodCIDRs: []string{"10.10.0.0/16"}, ServiceCIDRs: []string{"10.110.0.0/16"}},
 		{Name: "hub", Cable: mcnetv1.CableVXLAN, CablePort: 4789, PodCIDRs: []string{"10.0.0.0/16"}, ServiceCIDRs: []string{"10.100.0.0/16"}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	}}}
+	cl := fake.NewClientBuilder().WithScheme(agent.Scheme()).WithObjects(node, &hub, fleet).WithStatusSubresource(&mcnetv1.Gateway{}).Build()
 	o := Options{
 		Common:        agent.Common{Process: agentconfig.Process{Namespace: sys}, Config: &mcnetv1.AgentConfig{ClusterID: "east"}, NodeName: node.Name},
 		ProbeInterval: 200 * time.Millisecond, StatusInterval: time.Second,
@@ -70,14 +67,14 @@ func TestRTTIsWhatTheWireSaw(t *testing.T) {
 	g := &Gateway{
 		opts: o, local: local, log: logr.Discard(), client: cl, direct: cl, dp: &slowDataplane{delay: applyDelay},
 		metrics: newMetrics(), recorder: record.NewFakeRecorder(100), prober: newProber(o.ProbeInterval),
-		elector: election.New(logr.Discard(), election.Config{}, nil, nil, nil), kick: make(chan struct{}, 1), now: time.Now, conns: map[string]mcnetv1.Connection{},
+		elector: election.New(logr.Discard(), election.Config{}, nil, nil, nil), role: func() (bool, string) { return true, node.Name },
+		kick: make(chan struct{}, 1), now: time.Now, conns: map[string]mcnetv1.Connection{},
 	}
 	defer g.prober.close()
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go g.prober.run(pctx)
 
-	eps := []mcnetv1.Endpoint{hub}
 	deadline := time.Now().Add(30 * time.Second)
 	replies := 0
 	for replies < 5 {
@@ -85,7 +82,9 @@ func TestRTTIsWhatTheWireSaw(t *testing.T) {
 			t.Fatalf("no 5 probe replies in 30 s: %+v", g.conns["hub"])
 		}
 		g.applied = nil // as on a change or the periodic repair: every sync applies
-		g.syncActive(ctx, node, table, eps)
+		if _, err := g.Reconcile(ctx, reconcile.Request{}); err != nil {
+			t.Fatal(err)
+		}
 		c := g.conns["hub"]
 		if c.RTT == nil {
 			continue
