@@ -445,36 +445,60 @@ func checkDNSThroughBrokerOutage(t *testing.T, l *connectedLab, d digger, names 
 	}()
 	// The outage is the fault being injected, not a synchronisation: wait it out.
 	wait(15 * time.Second)
-	pods, err := asker.WorkloadPods(ctx, "mcnet-controller")
-	if err != nil || len(pods) != 1 || pods[0].Node == nil {
-		t.Fatalf("%s's controller pod: %v %v", asker.Name, pods, err)
+	// Every replica is killed (each node's once), so whichever led restarts too.
+	restarts := func(ctx context.Context) (total, running, ready int, err error) {
+		pods, err := asker.WorkloadPods(ctx, "mcnet-controller")
+		if err != nil || len(pods) == 0 {
+			return 0, 0, 0, fmt.Errorf("%s's controller pods %v: %v", asker.Name, pods, err)
+		}
+		for _, p := range pods {
+			total += p.Restarts
+			if len(p.PIDs) > 0 {
+				running++
+			}
+			if p.Ready {
+				ready++
+			}
+		}
+		return total, running, ready, nil
 	}
-	before := pods[0].Restarts
-	if err := asker.Kill(ctx, "mcnet-controller", pods[0].Node.Name); err != nil {
+	pods, err := asker.WorkloadPods(ctx, "mcnet-controller")
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("%s's controller pods: %v %v", asker.Name, pods, err)
+	}
+	before, _, _, err := restarts(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s's controller killed on %s with the broker down", asker.Name, pods[0].Node.Name)
+	killed := map[string]bool{}
+	for _, p := range pods {
+		if p.Node == nil || killed[p.Node.Name] {
+			continue
+		}
+		killed[p.Node.Name] = true
+		if err := asker.Kill(ctx, "mcnet-controller", p.Node.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%s's %d controller replicas killed with the broker down", asker.Name, len(pods))
 	if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
-		pods, err := asker.WorkloadPods(ctx, "mcnet-controller")
-		if err != nil || len(pods) != 1 {
-			return fmt.Errorf("pods %v: %v", pods, err)
+		total, running, _, err := restarts(ctx)
+		if err == nil && (total < before+len(pods) || running < len(pods)) {
+			err = fmt.Errorf("not restarted yet (%d restarts, %d of %d running)", total-before, running, len(pods))
 		}
-		if pods[0].Restarts <= before || len(pods[0].PIDs) == 0 {
-			return fmt.Errorf("not restarted yet (%d restarts, %d containers running)", pods[0].Restarts, len(pods[0].PIDs))
-		}
-		return nil
+		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	wait(45 * time.Second)
-	// Still the one restart: the controller waits for the broker instead of exiting.
-	pods, err = asker.WorkloadPods(ctx, "mcnet-controller")
-	if err != nil || len(pods) != 1 {
-		t.Fatalf("%s's controller pod: %v %v", asker.Name, pods, err)
+	// Still one restart each: the controller waits for the broker instead of exiting.
+	total, running, ready, err := restarts(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if pods[0].Restarts != before+1 || len(pods[0].PIDs) == 0 || !pods[0].Ready {
-		t.Errorf("%s's controller with the broker down: %d restarts (want %d), %d containers running, ready %v (%v)",
-			asker.Name, pods[0].Restarts, before+1, len(pods[0].PIDs), pods[0].Ready, pods[0].Err)
+	if total != before+len(pods) || running != len(pods) || ready != len(pods) {
+		t.Errorf("%s's controllers with the broker down: %d restarts (want %d), %d of %d running, %d ready",
+			asker.Name, total-before, len(pods), running, len(pods), ready)
 	}
 	stopDig()
 	r := <-done

@@ -181,6 +181,10 @@ func TestGatewayHeartbeat(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		ctrlBefore, err := c1.WorkloadPods(ctx, "mcnet-controller")
+		if err != nil {
+			t.Fatal(err)
+		}
 		recs, stop := record()
 		if err := c1.StopAPIServer(ctx); err != nil {
 			t.Fatal(err)
@@ -285,6 +289,20 @@ func TestGatewayHeartbeat(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+		// The controller waits the outage out in-process: no container restarts.
+		ctrlAfter, err := c1.WorkloadPods(ctx, "mcnet-controller")
+		if err != nil {
+			t.Fatal(err)
+		}
+		restarts := map[string]int{}
+		for _, p := range ctrlBefore {
+			restarts[p.Name] = p.Restarts
+		}
+		for _, p := range ctrlAfter {
+			if r, ok := restarts[p.Name]; !ok || p.Restarts != r {
+				t.Errorf("%s's controller pod %s: %d restarts after the cut, %d before (%v)", c1.Name, p.Name, p.Restarts, r, ok)
+			}
+		}
 		fmt.Printf("heartbeat: 60 s API-server cut in %s: DNS failures %d/%d, answer changes %d/%d (%s/%s); Lease transitions %d; heartbeat resumed %.1f s after the API server\n",
 			c1.Name, len(recs[c1.Name].failures), len(recs[c2.Name].failures), len(recs[c1.Name].changes)-1, len(recs[c2.Name].changes)-1,
 			c1.Name, c2.Name, ptrValue(after.Spec.LeaseTransitions)-ptrValue(before.Spec.LeaseTransitions), resumed.Seconds())
@@ -292,6 +310,24 @@ func TestGatewayHeartbeat(t *testing.T) {
 
 	t.Run("a powered-off gateway's cluster leaves DNS within its expiry", func(t *testing.T) {
 		gwNode := c1.Gateways()[0]
+		// The controller's replicas run on different nodes, one off the gateway node,
+		// so the power-off leaves a controller that leads.
+		pods, err := c1.WorkloadPods(ctx, "mcnet-controller")
+		if err != nil {
+			t.Fatal(err)
+		}
+		survivor, nodes := "", map[string]bool{}
+		for _, p := range pods {
+			if p.Node != nil {
+				nodes[p.Node.Name] = true
+				if !p.Node.Gateway {
+					survivor = p.Name
+				}
+			}
+		}
+		if len(pods) != 2 || len(nodes) != 2 || survivor == "" {
+			t.Errorf("%s's controller pods %v: want two, on two nodes, one off the gateway node", c1.Name, pods)
+		}
 		recs, stop := record()
 		defer stop()
 		start := time.Now()
@@ -310,6 +346,17 @@ func TestGatewayHeartbeat(t *testing.T) {
 			t.Fatal(err)
 		}
 		stop()
+		if survivor != "" {
+			if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+				l, err := c1.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, "mcnet-controller", metav1.GetOptions{})
+				if err == nil && !strings.HasPrefix(ptrValue(l.Spec.HolderIdentity), survivor+"_") {
+					err = fmt.Errorf("controller Lease held by %q, want %s", ptrValue(l.Spec.HolderIdentity), survivor)
+				}
+				return err
+			}); err != nil {
+				t.Errorf("%s's controller on the worker does not lead after the power-off: %v", c1.Name, err)
+			}
+		}
 		remote := recs[c2.Name].firstWithout(start, servers[c1.Name].IP.String()).Sub(start)
 		own := recs[c1.Name].firstWithout(start, servers[c2.Name].IP.String()).Sub(start)
 		gws, err := gateways(ctx, c1)

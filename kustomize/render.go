@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"path"
 	"slices"
@@ -198,8 +199,8 @@ func renderCluster(t Tree, cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec, tag s
 	}
 	dnsIPs := dnsServiceIPs(c)
 	if err := t.putYAML(path.Join(dir, "patches.yaml"),
-		"# Where this cluster's gateways may run, and the pinned addresses of its DNS Service.\n",
-		gatewayNodesPatch(c.Gateway.NodeSelector), dnsServicePatch(dnsIPs)); err != nil {
+		"# Where this cluster's gateways may run, the controller away from them, and the pinned addresses of its DNS Service.\n",
+		gatewayNodesPatch(c.Gateway.NodeSelector), controllerPlacementPatch(c.Gateway.NodeSelector), dnsServicePatch(dnsIPs)); err != nil {
 		return err
 	}
 	if err := t.putYAML(path.Join(dir, "coredns.yaml"), `# CoreDNS forwards the clusterset domain to mcnet's DNS once its Corefile imports this
@@ -308,6 +309,29 @@ func coreDNSConfigMap(cs *mcnetv1.ClusterSet, ips []netip.Addr) map[string]any {
 		"kind":       "ConfigMap",
 		"metadata":   map[string]any{"name": mcnetv1.CoreDNSConfigMap, "namespace": "kube-system"},
 		"data":       map[string]string{mcnetv1.CoreDNSServerKey: CoreDNSServerBlock(cs.Spec.Discovery.Domain, addrStrings(ips))},
+	}
+}
+
+// controllerPlacementPatch is a strategic merge patch that prefers the controller's
+// replicas off the gateway nodes: a gateway node's power-off should leave the leader
+// running, which republishes the new active gateway's Endpoint. Preferred, not
+// required: in a cluster whose every node is a gateway the controller still runs. The
+// base spreads the replicas one per node where there are nodes enough, so where one
+// must share a gateway's node (one gateway and one worker) the other runs elsewhere
+// and takes over within the Lease.
+func controllerPlacementPatch(gatewayNodes map[string]string) map[string]any {
+	var away []any
+	for _, k := range slices.Sorted(maps.Keys(gatewayNodes)) {
+		away = append(away, map[string]any{"weight": 100, "preference": map[string]any{
+			"matchExpressions": []any{map[string]any{"key": k, "operator": "NotIn", "values": []string{gatewayNodes[k]}}}}})
+	}
+	return map[string]any{
+		"apiVersion": "apps/v1",
+		"kind":       "Deployment",
+		"metadata":   map[string]any{"name": "mcnet-controller", "namespace": mcnetv1.SystemNamespace},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"affinity": map[string]any{
+			"nodeAffinity": map[string]any{"preferredDuringSchedulingIgnoredDuringExecution": away},
+		}}}},
 	}
 }
 

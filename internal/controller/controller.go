@@ -8,8 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -28,7 +28,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -97,18 +96,70 @@ func restConfig(path string) (*rest.Config, error) {
 }
 
 // Run starts the controller and blocks until ctx ends. o must be complete.
+//
+// An error while this cluster's own API server does not answer is the outage's, not
+// the controller's, and so is a lost leadership: Run waits in-process until the API
+// server answers and starts over, so an outage never becomes a crash loop whose
+// back-off outlasts it (a broker cluster's controller loses its own API server in
+// every broker outage). Any other error is returned. The probe and metrics servers
+// are Run's, not a manager's: /healthz answers while Run waits, and /readyz says
+// whether a manager runs with its local cache synced.
 func Run(ctx context.Context, o Options) error {
 	logger := log.FromContext(ctx)
 	if o.Config == nil {
 		return errors.New("no AgentConfig: call Options.Complete first")
 	}
-	scheme, err := Scheme()
-	if err != nil {
-		return err
-	}
 	cfg, err := restConfig(o.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("connect to this cluster: %w", err)
+	}
+	localReady, err := patient.ReadyProbe(cfg)
+	if err != nil {
+		return err
+	}
+	p := &probes{why: "starting"}
+	stopProbes, err := serve(o.ProbeAddress, p.handler())
+	if err != nil {
+		return fmt.Errorf("serve health probes (--health-probe-bind-address): %w", err)
+	}
+	defer stopProbes()
+	stopMetrics, err := serve(o.MetricsAddress, metricsHandler())
+	if err != nil {
+		return fmt.Errorf("serve metrics (--metrics-bind-address): %w", err)
+	}
+	defer stopMetrics()
+	answers := func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, readyzTimeout)
+		defer cancel()
+		return localReady(ctx) == nil
+	}
+	for {
+		err := run(ctx, o, cfg, p)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if !isLeaderLost(err) && answers(ctx) {
+			return err
+		}
+		p.stopped("waiting to start over once this cluster's API server answers: " + err.Error())
+		logger.Info("Stopped with this cluster's API server away or the leadership lost; starting over once the API server answers", "error", err.Error())
+		_ = wait.PollUntilContextCancel(ctx, restartPoll, true, func(ctx context.Context) (bool, error) { return answers(ctx), nil })
+	}
+}
+
+// isLeaderLost says whether err is the manager's report of a lost leader election
+// (controller-runtime has no sentinel for it).
+func isLeaderLost(err error) bool {
+	return strings.Contains(err.Error(), "leader election lost")
+}
+
+// run is one manager's life: set up, then run until ctx ends or it fails.
+func run(ctx context.Context, o Options, cfg *rest.Config, p *probes) error {
+	logger := log.FromContext(ctx)
+	p.stopped("starting")
+	scheme, err := Scheme()
+	if err != nil {
+		return err
 	}
 	brokerCfg, err := clientcmd.BuildConfigFromFlags("", o.BrokerKubeconfig)
 	if err != nil {
@@ -118,11 +169,15 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	leaseDuration, renew, retry := 8*time.Second, 5*time.Second, time.Second
+	// A standby replica takes over within leaseDuration of the leader's death (its
+	// node powered off); a lost leadership restarts in-process (Run), so the short
+	// Lease costs no crash loop when the API server is slow.
+	leaseDuration, renew, retry := 4*time.Second, 3*time.Second, 500*time.Millisecond
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddress},
-		HealthProbeBindAddress:        o.ProbeAddress,
+		Scheme: scheme,
+		// Run serves both, across manager runs.
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              "mcnet-controller",
 		LeaderElectionNamespace:       o.Namespace,
@@ -189,22 +244,16 @@ func Run(ctx context.Context, o Options) error {
 	})); err != nil {
 		return err
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return err
-	}
 	// Ready means the local cache is synced, checked within a bound. The broker is not
 	// part of it: its reachability is the Cluster's BrokerConnected condition, and a
 	// broker outage must not stall a rollout (a fix to the broker credentials, say).
-	if err := mgr.AddReadyzCheck("cache", func(r *http.Request) error {
-		ctx, cancel := context.WithTimeout(r.Context(), readyzTimeout)
-		defer cancel()
+	p.running(func(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return errors.New("local cache not synced")
 		}
 		return nil
-	}); err != nil {
-		return err
-	}
+	})
+	defer p.stopped("stopped")
 	logger.Info("starting mcnet controller", "version", version.Version, "cluster", o.Config.ClusterID, "brokerNamespace", o.Config.Broker.Namespace)
 	return mgr.Start(ctx)
 }
@@ -214,6 +263,8 @@ const (
 	waitForever = 100 * 365 * 24 * time.Hour
 	// readyzTimeout bounds every readiness check.
 	readyzTimeout = time.Second
+	// restartPoll is how often Run asks whether the API server is back.
+	restartPoll = time.Second
 	// brokerOwnerTimeout bounds the start-up read of the broker identity.
 	brokerOwnerTimeout = 5 * time.Second
 )

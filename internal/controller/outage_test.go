@@ -3,13 +3,17 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -96,5 +100,164 @@ func TestStartWithoutBroker(t *testing.T) {
 	}
 	if _, _, err := m.resolve("nope.app.svc.clusterset.local", dns.TypeA); err != nil {
 		t.Errorf("DNS after the wait: %v", err)
+	}
+}
+
+// cutter is a TCP proxy to an API server whose cut closes the listener and every
+// connection through it, and whose restore listens again on the same address.
+type cutter struct {
+	t      *testing.T
+	target string
+	addr   string
+	mu     sync.Mutex
+	l      net.Listener
+	conns  map[net.Conn]bool
+}
+
+func newCutter(t *testing.T, target string) *cutter {
+	c := &cutter{t: t, target: target, conns: map[net.Conn]bool{}}
+	c.restore()
+	t.Cleanup(c.cut)
+	return c
+}
+
+func (c *cutter) restore() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	addr := c.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.l, c.addr = l, l.Addr().String()
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", c.target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			c.mu.Lock()
+			if c.l != l {
+				c.mu.Unlock()
+				in.Close()
+				out.Close()
+				return
+			}
+			c.conns[in], c.conns[out] = true, true
+			c.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close(); in.Close() }()
+			go func() { _, _ = io.Copy(in, out); out.Close(); in.Close() }()
+		}
+	}()
+}
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.l != nil {
+		c.l.Close()
+		c.l = nil
+	}
+	for conn := range c.conns {
+		conn.Close()
+	}
+	clear(c.conns)
+}
+
+// TestWaitsOutAnAPIServerCut cuts a leading controller off its own API server for
+// longer than its Lease. The manager stops (leadership lost) and Run waits in-process:
+// /healthz answers throughout (the kubelet must not restart the container), /readyz
+// says not ready while no manager runs, and once the API server is back the controller
+// is ready again and leads (it recreates its deleted Cluster object), without Run
+// having returned.
+func TestWaitsOutAnAPIServerCut(t *testing.T) {
+	ctx := t.Context()
+	f := testenv.InstallFleet(ctx, t, "../../kustomize/testdata/fleet.yaml")
+	dir := t.TempDir()
+	const name = "east"
+	admin := f.Configs[name]
+	u, err := url.Parse(admin.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newCutter(t, u.Host)
+	via := testenv.As(ctx, t, admin, mcnetv1.SystemNamespace, "mcnet-controller")
+	via.Host = "https://" + proxy.addr
+	local := testenv.WriteKubeconfig(t, dir, name+"-via", via)
+	_, broker := f.ControllerKubeconfigs(ctx, t, dir, name)
+	probe := freeAddr(t)
+	m := &member{name: name, cfg: admin, client: testenv.Client(t, admin), opts: controller.Options{
+		Process: agentconfig.Process{Kubeconfig: local, Namespace: mcnetv1.SystemNamespace},
+		Config:  f.AgentConfig(t, name), BrokerKubeconfig: broker,
+		MetricsAddress: "0", ProbeAddress: probe, LeaderElect: true,
+	}}
+	m.startTB(ctx, t)
+	t.Cleanup(func() { m.haltTB(t) })
+
+	hc := &http.Client{Timeout: 2 * time.Second}
+	status := func(path string) (int, error) {
+		resp, err := hc.Get("http://" + probe + path)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	want := func(path string, code int) func(context.Context) error {
+		return func(context.Context) error {
+			got, err := status(path)
+			if err == nil && got != code {
+				err = fmt.Errorf("%s: %d, want %d", path, got, code)
+			}
+			return err
+		}
+	}
+	cluster := client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: name}
+	announced := func(ctx context.Context) error {
+		return m.client.Get(ctx, cluster, &mcnetv1.Cluster{})
+	}
+	testenv.Eventually(ctx, t, 30*time.Second, "ready", want("/readyz", http.StatusOK))
+	testenv.Eventually(ctx, t, 30*time.Second, "the cluster announced", announced)
+
+	proxy.cut()
+	t.Log("API server cut")
+	// Longer than the Lease (4 s): the leader stops.
+	cutEnd := time.Now().Add(12 * time.Second)
+	var notReady bool
+	for time.Now().Before(cutEnd) {
+		if code, err := status("/healthz"); err != nil || code != http.StatusOK {
+			t.Fatalf("/healthz during the cut: %d %v", code, err)
+		}
+		if code, err := status("/readyz"); err == nil && code == http.StatusServiceUnavailable {
+			notReady = true
+		}
+		select {
+		case err := <-m.done:
+			t.Fatalf("Run returned during the cut: %v", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if !notReady {
+		t.Error("/readyz said ready throughout the cut: no manager stopped")
+	}
+	if err := m.client.Delete(ctx, &mcnetv1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: cluster.Namespace, Name: cluster.Name}}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.restore()
+	t.Log("API server back")
+	testenv.Eventually(ctx, t, 30*time.Second, "ready again", want("/readyz", http.StatusOK))
+	testenv.Eventually(ctx, t, 30*time.Second, "the cluster announced again (leading)", announced)
+	select {
+	case err := <-m.done:
+		t.Fatalf("Run returned: %v", err)
+	default:
 	}
 }
