@@ -144,19 +144,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // and releases it and cleans up on an uninstall.
 func TestEngine(t *testing.T) {
 	ctx := t.Context()
-	cs, err := fleet.Load("../../kustomize/testdata/fleet.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testenv.StartClusterAPIServers(t, cs.Spec.Clusters[1:2])[0] // east
-	tree, err := kustomize.Render(cs, kustomize.Options{Version: "v1.2.3"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := testenv.NewRepo(t, tree)
-	testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirCRDs))
-	testenv.Apply(ctx, t, cfg, repo.Build(t, path.Join(kustomize.DirClusters, "east")))
-	admin := testenv.Client(t, cfg)
+	_, tree, cfg, admin := startEast(t)
 	sys := mcnetv1.SystemNamespace
 
 	// The gateway node, its health-check address on the loopback.
@@ -376,13 +364,11 @@ func ptrInt(p *int32) int32 {
 	return *p
 }
 
-// TestEngineTrustsOnlyTheTable runs the gateway against a real API server with
-// Endpoints that no member's broker identity could have written (an administrator, or
-// a broker without its policy, let them through): a member claiming the whole IPv6
-// internet and the metadata service, and a cluster outside the fleet. The gateway
-// routes only what the fleet table allocates, says on its Gateway and in an Event who
-// published what, and follows a change of the table without a restart.
-func TestEngineTrustsOnlyTheTable(t *testing.T) {
+// startEast starts the API server of the test fleet's east cluster and applies what
+// the render gives it (the CRDs and the cluster's overlay), as Flux would; it returns
+// the fleet, the rendered tree, the API server's config and an administrator's client.
+func startEast(t *testing.T) (*mcnetv1.ClusterSet, kustomize.Tree, *rest.Config, client.Client) {
+	t.Helper()
 	ctx := t.Context()
 	cs, err := fleet.Load("../../kustomize/testdata/fleet.yaml")
 	if err != nil {
@@ -396,7 +382,18 @@ func TestEngineTrustsOnlyTheTable(t *testing.T) {
 	repo := testenv.NewRepo(t, tree)
 	testenv.Apply(ctx, t, cfg, repo.Build(t, kustomize.DirCRDs))
 	testenv.Apply(ctx, t, cfg, repo.Build(t, path.Join(kustomize.DirClusters, "east")))
-	admin := testenv.Client(t, cfg)
+	return cs, tree, cfg, testenv.Client(t, cfg)
+}
+
+// TestEngineTrustsOnlyTheTable runs the gateway against a real API server with
+// Endpoints that no member's broker identity could have written (an administrator, or
+// a broker without its policy, let them through): a member claiming the whole IPv6
+// internet and the metadata service, and a cluster outside the fleet. The gateway
+// routes only what the fleet table allocates, says on its Gateway and in an Event who
+// published what, and follows a change of the table without a restart.
+func TestEngineTrustsOnlyTheTable(t *testing.T) {
+	ctx := t.Context()
+	cs, tree, cfg, admin := startEast(t)
 	sys := mcnetv1.SystemNamespace
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "east-gw-0", Labels: map[string]string{mcnetv1.GatewayLabel: "true"},
 		Annotations: map[string]string{agent.HealthCheckIPAnnotation: "127.0.0.2"}}}
