@@ -60,21 +60,15 @@ type dataplaneAPI interface {
 // and no connection flaps; on an uninstall it releases the Lease and removes its
 // kernel state.
 func Run(ctx context.Context, log logr.Logger, o Options) error {
+	// Complete first, as before: the agent config's errors come ahead of the Lease
+	// flags'. Start completes again, which is a no-op once it succeeded.
 	if err := o.Complete(); err != nil {
 		return err
 	}
 	if err := o.validateLease(); err != nil {
 		return err
 	}
-	local, err := o.Local()
-	if err != nil {
-		return err
-	}
-	cfg, err := o.RESTConfig()
-	if err != nil {
-		return err
-	}
-	dp, err := dataplane.New(o.DataplaneConfig())
+	local, cfg, dp, err := o.Start()
 	if err != nil {
 		return err
 	}

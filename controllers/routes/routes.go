@@ -56,18 +56,7 @@ type dataplaneAPI interface {
 
 // Run runs the agent until ctx ends; on an uninstall it removes its kernel state.
 func Run(ctx context.Context, log logr.Logger, o Options) error {
-	if err := o.Complete(); err != nil {
-		return err
-	}
-	local, err := o.Local()
-	if err != nil {
-		return err
-	}
-	cfg, err := o.RESTConfig()
-	if err != nil {
-		return err
-	}
-	dp, err := dataplane.New(o.DataplaneConfig())
+	local, cfg, dp, err := o.Start()
 	if err != nil {
 		return err
 	}

@@ -84,6 +84,28 @@ func (o *Common) Local() (Local, error) {
 	return l, errors.Join(errs...)
 }
 
+// Start completes the options and opens what every node agent runs on: the local
+// cluster's facts, its API server's REST config, and the dataplane, which the caller
+// closes.
+func (o *Common) Start() (Local, *rest.Config, *dataplane.Dataplane, error) {
+	if err := o.Complete(); err != nil {
+		return Local{}, nil, nil, err
+	}
+	local, err := o.Local()
+	if err != nil {
+		return Local{}, nil, nil, err
+	}
+	cfg, err := o.RESTConfig()
+	if err != nil {
+		return Local{}, nil, nil, err
+	}
+	dp, err := dataplane.New(o.DataplaneConfig())
+	if err != nil {
+		return Local{}, nil, nil, err
+	}
+	return local, cfg, dp, nil
+}
+
 // DataplaneConfig is the dataplane configuration the flags name.
 func (o *Common) DataplaneConfig() dataplane.Config {
 	return dataplane.Config{LinkPrefix: o.LinkPrefix, ChainPrefix: o.ChainPrefix, StateDir: o.StateDir}
