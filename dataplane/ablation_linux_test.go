@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mcnet-io/mcnet/internal/machine"
 )
 
 // BenchmarkVXLANAblation finds where the VXLAN cable's throughput goes. In the lab of
@@ -220,7 +222,7 @@ func BenchmarkVXLANAblation(b *testing.B) {
 	var loads []string
 	for range b.N { // -benchtime 1x: the figures come from iperf3, not b.N
 		for trial := range trials {
-			loads = append(loads, loadAvg())
+			loads = append(loads, machine.LoadAverage())
 			// Each trial starts one variant later, so no variant always runs at
 			// the same point of a trial (after the same neighbour, as load builds).
 			for i := range variants {
@@ -236,7 +238,7 @@ func BenchmarkVXLANAblation(b *testing.B) {
 			}
 		}
 	}
-	loads = append(loads, loadAvg())
+	loads = append(loads, machine.LoadAverage())
 
 	median := func(k string, f func(sample) float64) (med, lo, hi float64) {
 		var v []float64
@@ -331,17 +333,4 @@ func ratioOf(a, b float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2f", a/b)
-}
-
-// loadAvg is the machine's 1-minute load average, as /proc/loadavg says it.
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) == 0 {
-		return "?"
-	}
-	return f[0]
 }

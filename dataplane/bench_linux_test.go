@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/mcnet-io/mcnet/internal/machine"
 )
 
 // BenchmarkDataplaneThroughput measures iperf3 pod to pod (poda -> podb) across the two
@@ -164,31 +166,12 @@ func cpuPins() (client, server []string, say string) {
 	return []string{ts, "-c", "0"}, []string{ts, "-c", "1"}, "iperf3 client pinned to CPU 0, server to CPU 1"
 }
 
-// busyJiffies is the machine's busy CPU time so far (all CPUs, in USER_HZ ticks): the
-// first line of /proc/stat less idle and iowait.
-func busyJiffies() float64 {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	var total, idle float64
-	for i, f := range strings.Fields(line)[1:] {
-		v, _ := strconv.ParseFloat(f, 64)
-		total += v
-		if i == 3 || i == 4 { // idle, iowait
-			idle += v
-		}
-	}
-	return total - idle
-}
-
 // iperfCPU runs iperf(streams, secs) with the client command prefixed by pin, and
 // returns Gbit/s received and the machine's busy CPU seconds per Gbit carried.
 func (l *lab) iperfCPU(pin []string, streams, secs int) (gbps, cpuPerGbit float64) {
-	before := busyJiffies()
+	before := machine.BusySeconds()
 	gbps = l.iperfWith(pin, streams, secs)
-	busy := (busyJiffies() - before) / 100 // USER_HZ
+	busy := machine.BusySeconds() - before
 	if gbps > 0 {
 		// -O 1 adds a second that iperf3 does not count: charge the CPU over secs+1.
 		cpuPerGbit = busy / (gbps * float64(secs+1))

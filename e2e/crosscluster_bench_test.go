@@ -18,6 +18,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/internal/machine"
 )
 
 // Addresses of the plain routed path: a second address on each of the two pods, in a
@@ -124,7 +125,7 @@ func BenchmarkCrossCluster(b *testing.B) {
 	var loads []string
 	for range b.N { // -benchtime 1x: one pass; the figures come from iperf3, not b.N
 		for range trials {
-			loads = append(loads, loadAverage())
+			loads = append(loads, machine.LoadAverage())
 			for _, m := range modes {
 				if m.up != nil {
 					if err := m.up(ctx); err != nil {
@@ -138,12 +139,12 @@ func BenchmarkCrossCluster(b *testing.B) {
 				rtts[m.name] = append(rtts[m.name], rtt...)
 				pingLost[m.name] += lost
 				for _, streams := range []int{1, 4} {
-					before := busySeconds()
+					before := machine.BusySeconds()
 					gbps, err := iperfFrom(ctx, cli, clientPin, m.src, m.dst, port, streams, secs)
 					if err != nil {
 						b.Fatalf("%s: %v", m.name, err)
 					}
-					busy := busySeconds() - before
+					busy := machine.BusySeconds() - before
 					k := fmt.Sprintf("%s %d", m.name, streams)
 					// -O 1 adds a second iperf3 does not count: charge the CPU over secs+1.
 					results[k] = append(results[k], sample{gbps, busy / (gbps * float64(secs+1))})
@@ -156,7 +157,7 @@ func BenchmarkCrossCluster(b *testing.B) {
 			}
 		}
 	}
-	loads = append(loads, loadAverage())
+	loads = append(loads, machine.LoadAverage())
 
 	stat := func(k string, f func(sample) float64) (med, lo, hi float64) {
 		var v []float64
@@ -352,36 +353,4 @@ func pingRTTs(ctx context.Context, cli *lab.Pod, src, dst netip.Addr, n int) ([]
 		return nil, n, fmt.Errorf("ping %s -> %s: no reply\n%s", src, dst, out)
 	}
 	return rtts, max(0, n-len(rtts)), nil
-}
-
-// busySeconds is the machine's busy CPU time so far, all CPUs: the first line of
-// /proc/stat less idle and iowait, in seconds (USER_HZ is 100).
-func busySeconds() float64 {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	var total, idle float64
-	for i, f := range strings.Fields(line)[1:] {
-		v, _ := strconv.ParseFloat(f, 64)
-		total += v
-		if i == 3 || i == 4 { // idle, iowait
-			idle += v
-		}
-	}
-	return (total - idle) / 100
-}
-
-// loadAverage is the machine's 1-minute load average, as /proc/loadavg says it.
-func loadAverage() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) == 0 {
-		return "?"
-	}
-	return f[0]
 }
