@@ -68,7 +68,7 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 	if err := o.validateLease(); err != nil {
 		return err
 	}
-	local, cfg, dp, err := o.Start()
+	local, cfg, dp, err := o.Start(ctx, log)
 	if err != nil {
 		return err
 	}

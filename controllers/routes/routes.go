@@ -56,7 +56,7 @@ type dataplaneAPI interface {
 
 // Run runs the agent until ctx ends; on an uninstall it removes its kernel state.
 func Run(ctx context.Context, log logr.Logger, o Options) error {
-	local, cfg, dp, err := o.Start()
+	local, cfg, dp, err := o.Start(ctx, log)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +25,7 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
+	"github.com/mcnet-io/mcnet/internal/apiroute"
 )
 
 // Common is what the gateway and the route agent share: the cluster's AgentConfig and
@@ -86,8 +88,11 @@ func (o *Common) Local() (Local, error) {
 
 // Start completes the options and opens what every node agent runs on: the local
 // cluster's facts, its API server's REST config, and the dataplane, which the caller
-// closes.
-func (o *Common) Start() (Local, *rest.Config, *dataplane.Dataplane, error) {
+// closes. In a pod the REST config reaches the API server at its own addresses, which
+// it keeps reading until ctx ends, and through the ClusterIP only when they fail
+// (apiroute): a node agent's heartbeat must not wait for its node's kube-proxy after
+// an API-server restart.
+func (o *Common) Start(ctx context.Context, log logr.Logger) (Local, *rest.Config, *dataplane.Dataplane, error) {
 	if err := o.Complete(); err != nil {
 		return Local{}, nil, nil, err
 	}
@@ -98,6 +103,15 @@ func (o *Common) Start() (Local, *rest.Config, *dataplane.Dataplane, error) {
 	cfg, err := o.RESTConfig()
 	if err != nil {
 		return Local{}, nil, nil, err
+	}
+	if o.inCluster() {
+		if r := apiroute.Install(cfg); r != nil {
+			kube, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				return Local{}, nil, nil, fmt.Errorf("API connection: %w", err)
+			}
+			go r.Learn(ctx, log, kube)
+		}
 	}
 	dp, err := dataplane.New(o.DataplaneConfig())
 	if err != nil {
@@ -111,17 +125,23 @@ func (o *Common) DataplaneConfig() dataplane.Config {
 	return dataplane.Config{LinkPrefix: o.LinkPrefix, ChainPrefix: o.ChainPrefix, StateDir: o.StateDir}
 }
 
+// kubeconfigPath is --kubeconfig, else $KUBECONFIG; empty means in-cluster.
+func (o *Common) kubeconfigPath() string {
+	if o.Kubeconfig != "" {
+		return o.Kubeconfig
+	}
+	return os.Getenv("KUBECONFIG")
+}
+
+func (o *Common) inCluster() bool { return o.kubeconfigPath() == "" }
+
 // RESTConfig returns the API connection: --kubeconfig, else $KUBECONFIG, else the
 // in-cluster service account. Rate limits are raised: failover must not wait for the
 // client's token bucket.
 func (o *Common) RESTConfig() (*rest.Config, error) {
-	path := o.Kubeconfig
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
 	var cfg *rest.Config
 	var err error
-	if path != "" {
+	if path := o.kubeconfigPath(); path != "" {
 		cfg, err = clientcmd.BuildConfigFromFlags("", path)
 	} else {
 		cfg, err = rest.InClusterConfig()
