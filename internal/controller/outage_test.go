@@ -73,9 +73,11 @@ func TestStartWithoutBroker(t *testing.T) {
 	})
 	testenv.Eventually(ctx, t, 30*time.Second, "the DNS server answers", answers(m, "nope.app.svc.clusterset.local", dns.TypeA))
 
-	// /readyz answers at once, and ready: the broker is not part of readiness.
+	// /readyz answers at once, and ready: the broker is not part of readiness. The
+	// bound is each answer's; the window around it is for a machine loaded by other
+	// suites (a manager that lost its Lease to a slow API server starts over).
 	hc := &http.Client{Timeout: 3 * time.Second}
-	testenv.Eventually(ctx, t, 10*time.Second, "/readyz ready", func(ctx context.Context) error {
+	testenv.Eventually(ctx, t, 30*time.Second, "/readyz ready", func(ctx context.Context) error {
 		start := time.Now()
 		resp, err := hc.Get("http://" + probe + "/readyz")
 		if err != nil {
@@ -98,9 +100,9 @@ func TestStartWithoutBroker(t *testing.T) {
 		t.Fatalf("controller exited with the broker down: %v", err)
 	case <-time.After(2*time.Minute + 10*time.Second):
 	}
-	if _, _, err := m.resolve("nope.app.svc.clusterset.local", dns.TypeA); err != nil {
-		t.Errorf("DNS after the wait: %v", err)
-	}
+	// One UDP question with a 1 s timeout can be lost to a loaded machine; the DNS
+	// server must answer, not answer the first question.
+	testenv.Eventually(ctx, t, 15*time.Second, "the DNS server answers after the wait", answers(m, "nope.app.svc.clusterset.local", dns.TypeA))
 }
 
 // cutter is a TCP proxy to an API server whose cut closes the listener and every
