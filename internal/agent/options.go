@@ -105,12 +105,8 @@ func (o *Common) Start(ctx context.Context, log logr.Logger) (Local, *rest.Confi
 		return Local{}, nil, nil, err
 	}
 	if o.inCluster() {
-		if r := apiroute.Install(cfg); r != nil {
-			kube, err := kubernetes.NewForConfig(cfg)
-			if err != nil {
-				return Local{}, nil, nil, fmt.Errorf("API connection: %w", err)
-			}
-			go r.Learn(ctx, log, kube)
+		if err := apiroute.Start(ctx, log, cfg); err != nil {
+			return Local{}, nil, nil, fmt.Errorf("API connection: %w", err)
 		}
 	}
 	dp, err := dataplane.New(o.DataplaneConfig())

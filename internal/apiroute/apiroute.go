@@ -84,6 +84,21 @@ func Install(cfg *rest.Config) *Router {
 	return r
 }
 
+// Start installs a Router in cfg, an in-cluster config, and keeps it learning the API
+// server's addresses until ctx ends; see Install and Learn.
+func Start(ctx context.Context, log logr.Logger, cfg *rest.Config) error {
+	r := Install(cfg)
+	if r == nil {
+		return nil
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	go r.Learn(ctx, log, kube)
+	return nil
+}
+
 // New returns a Router for connections to service (host:port) that dials with dial.
 func New(service string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *Router {
 	return &Router{service: service, dial: dial, now: time.Now, failed: map[string]time.Time{}, stale: make(chan struct{}, 1)}

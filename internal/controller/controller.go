@@ -36,6 +36,7 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/brokersync"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
+	"github.com/mcnet-io/mcnet/internal/apiroute"
 	"github.com/mcnet-io/mcnet/internal/naming"
 	"github.com/mcnet-io/mcnet/internal/patient"
 	"github.com/mcnet-io/mcnet/internal/version"
@@ -85,14 +86,22 @@ func Scheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-func restConfig(path string) (*rest.Config, error) {
+// restConfig is the connection to this cluster's API server: the kubeconfig at path,
+// else $KUBECONFIG, else the service account, which reaches the API server at its own
+// addresses while ctx lasts (apiroute): after an API-server restart, the ClusterIP
+// works again only once the node's kube-proxy has caught up.
+func restConfig(ctx context.Context, path string) (*rest.Config, error) {
 	if path == "" {
 		path = os.Getenv("KUBECONFIG")
 	}
-	if path == "" {
-		return rest.InClusterConfig()
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
 	}
-	return clientcmd.BuildConfigFromFlags("", path)
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, err
+	}
+	return cfg, apiroute.Start(ctx, log.FromContext(ctx), cfg)
 }
 
 // Run starts the controller and blocks until ctx ends. o must be complete.
@@ -109,7 +118,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Config == nil {
 		return errors.New("no AgentConfig: call Options.Complete first")
 	}
-	cfg, err := restConfig(o.Kubeconfig)
+	cfg, err := restConfig(ctx, o.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("connect to this cluster: %w", err)
 	}

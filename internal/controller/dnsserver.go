@@ -76,7 +76,7 @@ func RunDNS(ctx context.Context, o DNSOptions) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := restConfig(o.Kubeconfig)
+	cfg, err := restConfig(ctx, o.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("connect to this cluster: %w", err)
 	}
