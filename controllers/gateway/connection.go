@@ -58,7 +58,8 @@ type Event struct {
 // first) and returns an Event when its status changed to connected or error.
 // Connected only when probes through the tunnel are answered; once connected, it
 // takes LostProbesForError lost probes in a row and the remote's silence for
-// ProbeStats.DeadAfter to become an error.
+// ProbeStats.DeadAfter to become an error, and not while the hold of a restart the
+// remote announced lasts (ProbeStats.Restarting).
 func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcnetv1.Connection, *Event) {
 	c := mcnetv1.Connection{Cluster: in.Cluster, Endpoint: in.Endpoint}
 	if prev != nil {
@@ -94,6 +95,14 @@ func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcne
 		c.Status, c.Message = mcnetv1.ConnectionError, "cable not configured: "+in.ApplyErr.Error()
 	case len(in.Endpoint.HealthCheckIPs) == 0:
 		c.Status, c.Message = mcnetv1.ConnectionError, "remote gateway publishes no health-check IP, so the datapath cannot be verified"
+	case p.Restarting() && prev != nil && prev.Status == mcnetv1.Connected && sameEndpoint(prev.Endpoint, in.Endpoint):
+		// The remote announced a restart with its cable kept in the kernel: connected
+		// through the hold, unless its next process stays silent past it.
+		c.Status = mcnetv1.Connected
+		c.Message = fmt.Sprintf("remote gateway restarting (announced); its kernel cable stays up; held until %s", p.RestartingUntil.UTC().Format(time.RFC3339))
+		if c.RTT == nil {
+			c.RTT = prev.RTT
+		}
 	case p.Sent > p.Lost && !p.Down():
 		c.Status = mcnetv1.Connected
 	case p.Down():

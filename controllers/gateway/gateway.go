@@ -185,20 +185,15 @@ func (g *Gateway) trigger() {
 func (g *Gateway) run(ctx context.Context) error {
 	defer g.events.Shutdown()
 	defer g.prober.close()
+	// Answer remote gateways' probes from the start, before the caches sync: after a
+	// restart the cables are still in the kernel, and the remotes' probes pass them.
+	g.listenEarly(ctx)
 	stopCache, err := g.watch(ctx)
 	defer stopCache()
 	if err != nil {
 		return err
 	}
 	g.seed(ctx)
-	// Answer remote gateways' probes from the start: a restarted active gateway must
-	// not miss them while it takes the Lease back.
-	var node corev1.Node
-	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, &node); err == nil {
-		if hcs, err := agent.HealthCheckIPs(&node); err == nil {
-			g.listenHealth(ctx, hcs)
-		}
-	}
 	if g.opts.MetricsBindAddress != "" && g.opts.MetricsBindAddress != "0" {
 		srv := &http.Server{Addr: g.opts.MetricsBindAddress, Handler: promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 		ln, err := net.Listen("tcp", g.opts.MetricsBindAddress)
@@ -258,6 +253,25 @@ func (g *Gateway) run(ctx context.Context) error {
 		}
 		timer.Reset(max(0, after-g.now().Sub(start)))
 	}
+}
+
+// listenEarly opens the probe socket on this node's health-check address, read
+// straight from the API server (one GET, not the caches' lists). When it cannot be
+// read, the first Reconcile opens the socket.
+func (g *Gateway) listenEarly(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	node, err := g.kube.CoreV1().Nodes().Get(rctx, g.opts.NodeName, metav1.GetOptions{})
+	if err != nil {
+		g.log.V(1).Info("Cannot read the node before the caches sync; probes are answered after the first Reconcile", "error", err.Error())
+		return
+	}
+	hcs, err := agent.HealthCheckIPs(node)
+	if err != nil {
+		return // the Reconcile reports it
+	}
+	g.listenHealth(ctx, hcs)
+	g.log.Info("Answering health probes", "addresses", hcs)
 }
 
 // watch reconciles on every change of this cluster's Endpoints, the fleet table (a

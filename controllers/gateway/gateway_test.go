@@ -56,6 +56,11 @@ func TestNextConnection(t *testing.T) {
 	// Three lost in a row but not yet silent for long enough: a restarting remote.
 	quiet := ProbeStats{Sent: 5, Lost: 3, LossPercent: 60, ConsecutiveLost: 3, Silence: 2 * time.Second, DeadAfter: 3 * time.Second}
 	few := ProbeStats{Sent: 1, Lost: 1, ConsecutiveLost: 1}
+	// Silent long past the dead time, but in the hold of an announced restart.
+	held := lost
+	held.Lost, held.ConsecutiveLost, held.LossPercent = 5, 5, 100
+	held.Silence, held.RestartingUntil = 8*time.Second, now.Add(7*time.Second)
+	vx := &dataplane.CableStatus{ClusterID: "west", Driver: dataplane.DriverVXLAN, Endpoint: netip.MustParseAddrPort("198.19.1.10:4789")}
 	connected := &mcnetv1.Connection{Cluster: "west", Endpoint: &ep, Status: mcnetv1.Connected}
 	for _, tc := range []struct {
 		name       string
@@ -76,6 +81,10 @@ func TestNextConnection(t *testing.T) {
 		{"handshake but no replies", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: &shook, Probe: lost, ProbeTarget: "10.20.0.1:4801"}, mcnetv1.ConnectionError,
 			"WireGuard handshake with 198.19.1.10 is recent but no probe replies from 10.20.0.1:4801 for 3s (routes or packet filter inside the remote cluster?)", ReasonConnectionFailed},
 		{"lost probes within the dead time keep connected", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: &shook, Probe: quiet}, mcnetv1.Connected, "", ""},
+		{"announced restart holds connected", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: vx, Probe: held}, mcnetv1.Connected,
+			"remote gateway restarting (announced); its kernel cable stays up; held until 1970-01-01T00:16:47Z", ""},
+		{"announced restart does not make a connection", nil, ConnInput{Cluster: "west", Endpoint: &ep, Cable: vx, Probe: held, ProbeTarget: "10.20.0.1:4801"}, mcnetv1.Connecting,
+			"waiting for the first probe reply from 10.20.0.1:4801", ""},
 		{"restart keeps status", connected, ConnInput{Cluster: "west", Endpoint: &ep, Cable: wg}, mcnetv1.Connected, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

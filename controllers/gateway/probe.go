@@ -21,14 +21,23 @@ import (
 // health-check address inside their cluster's pod CIDR. Probes and replies travel
 // through the cables like pod traffic, so a reply proves the datapath works.
 
-// Probe wire format: 4 bytes magic, 1 byte kind, 8 bytes sequence number.
+// Probe wire format: 4 bytes magic, 1 byte kind, 8 bytes sequence number (for a
+// restart announcement, the hold in milliseconds).
 var probeMagic = [4]byte{'M', 'C', 'N', 'P'}
 
 const (
 	kindRequest = 1
 	kindReply   = 2
-	probeLen    = 13
+	// kindRestarting is a gateway's announcement, sent to every remote gateway it
+	// probes as it stops for a restart whose cables stay in the kernel: "my next
+	// process answers within the hold". Gateways that predate it ignore it.
+	kindRestarting = 3
+	probeLen       = 13
 )
+
+// MaxRestartHold bounds how long a remote's restart announcement keeps its
+// connection from being judged down, whatever hold it asks for.
+const MaxRestartHold = 30 * time.Second
 
 // Window is how many recent probes the statistics cover.
 const Window = 10
@@ -59,12 +68,20 @@ type ProbeStats struct {
 	// DeadAfter is the silence after which the target counts as down (with at least
 	// LostProbesForError probes lost in a row); zero means the count alone decides.
 	DeadAfter time.Duration
+	// RestartingUntil is set while the target's restart announcement holds: until
+	// then, or its next reply, its silence is its restart and not an outage.
+	RestartingUntil time.Time
 }
 
+// Restarting says the target announced a restart whose hold has not run out and has
+// not answered since.
+func (s ProbeStats) Restarting() bool { return !s.RestartingUntil.IsZero() }
+
 // Down says the target stopped answering: LostProbesForError probes in a row went
-// unanswered and it has been silent for DeadAfter.
+// unanswered and it has been silent for DeadAfter, and it is not in the hold of a
+// restart it announced.
 func (s ProbeStats) Down() bool {
-	return s.ConsecutiveLost >= LostProbesForError && s.Silence >= s.DeadAfter
+	return !s.Restarting() && s.ConsecutiveLost >= LostProbesForError && s.Silence >= s.DeadAfter
 }
 
 // Summarise computes ProbeStats of results in sending order.
@@ -111,8 +128,17 @@ func Summarise(results []ProbeResult) ProbeStats {
 // lost, or that never answered is probed every quarter interval instead. A target is
 // judged down once it has been silent for DeadAfter (LostProbesForError intervals)
 // with LostProbesForError probes lost in a row: a gateway that dies is reported two to
-// three intervals later, and one that restarts within about DeadAfter, or a lost
-// packet or two, do not make the connection flap.
+// three intervals later, and a lost packet or two do not make the connection flap.
+//
+// A container restart takes longer than that: the kubelet notices the exit within a
+// second (its PLEG relist), restarts a container that exited before only after its
+// crash-loop back-off (whatever the exit code: 1 s to 5 min, 2 s in the lab), then the
+// new process starts. A gateway that stops for such a restart, with cables that stay
+// in the kernel, announces it to every target from its probe socket (kindRestarting,
+// through the cables like any probe), and each remote holds the connection for the
+// hold announced, at most MaxRestartHold, or until the next reply. Only a target
+// that answered within DeadAfter can announce, so a silent one cannot extend its
+// hold.
 //
 // run drives it on its own goroutine and timer, a tick every quarter interval, apart
 // from the gateway's reconciles: a probe is timestamped as it leaves, so its RTT is what
@@ -143,7 +169,10 @@ type target struct {
 	lastSent time.Time
 	// lastReply is when the most recent answered probe was sent.
 	lastReply time.Time
-	results   []ProbeResult // at most Window
+	// holdFrom and holdUntil are when the target announced a restart and when the
+	// hold ends; zero without one, and reset by the reply to a probe sent after it.
+	holdFrom, holdUntil time.Time
+	results             []ProbeResult // at most Window
 }
 
 type pendingProbe struct {
@@ -254,8 +283,60 @@ func (p *prober) serve(conn *net.UDPConn) {
 			if p.reply(seq, from, time.Now()) && p.changed != nil {
 				p.changed()
 			}
+		case kindRestarting:
+			p.restarting(from, time.Duration(min(seq, uint64(MaxRestartHold/time.Millisecond)))*time.Millisecond, time.Now())
 		}
 	}
+}
+
+// restarting records the restart announcement of the target at from, asking to be
+// held for hold from now: honoured when it answered a probe within DeadAfter (it was
+// alive when it announced), for at most MaxRestartHold.
+func (p *prober) restarting(from netip.AddrPort, hold time.Duration, now time.Time) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.targets {
+		if t.to == from && !t.lastReply.IsZero() && now.Sub(t.lastReply) < p.deadAfter && hold > 0 {
+			t.holdFrom, t.holdUntil = now, now.Add(min(hold, MaxRestartHold))
+		}
+	}
+}
+
+// announceRestart tells the gateways at to that this one stops for a restart and
+// its next process answers within hold (see prober), then closes the socket: every
+// answer after the announcement comes from the next process. Each is sent twice, in
+// case one is lost; they leave from the probe socket, so through the cables.
+func (p *prober) announceRestart(to []netip.AddrPort, hold time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == nil || hold <= 0 || len(to) == 0 {
+		return
+	}
+	var buf [probeLen]byte
+	copy(buf[:], probeMagic[:])
+	buf[4] = kindRestarting
+	binary.BigEndian.PutUint64(buf[5:], uint64(hold/time.Millisecond))
+	for range 2 {
+		for _, a := range to {
+			_, _ = p.conn.WriteToUDPAddrPort(buf[:], a)
+		}
+	}
+	p.conn.Close()
+	p.conn = nil
+}
+
+// targetAddrs returns the probed address of each of clusters that is a target.
+func (p *prober) targetAddrs(clusters []string) []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []netip.AddrPort
+	for _, c := range clusters {
+		if t := p.targets[c]; t != nil {
+			out = append(out, t.to)
+		}
+	}
+	return out
 }
 
 // reply records the answer to probe seq, received at now; it reports whether the
@@ -274,6 +355,12 @@ func (p *prober) reply(seq uint64, from netip.AddrPort, now time.Time) (recovere
 		t.record(ProbeResult{Sent: pp.sent, RTT: now.Sub(pp.sent)})
 		if pp.sent.After(t.lastReply) {
 			t.lastReply = pp.sent
+		}
+		// A probe sent after the announcement was answered by the next process: back
+		// from the restart, the hold has done its job.
+		if !t.holdUntil.IsZero() && pp.sent.After(t.holdFrom) {
+			recovered = true
+			t.holdFrom, t.holdUntil = time.Time{}, time.Time{}
 		}
 	}
 	return recovered
@@ -394,6 +481,9 @@ func (p *prober) stats(now time.Time) map[string]ProbeStats {
 	for c, t := range p.targets {
 		s := Summarise(t.results)
 		s.DeadAfter = p.deadAfter
+		if now.Before(t.holdUntil) {
+			s.RestartingUntil = t.holdUntil
+		}
 		switch {
 		case !t.lastReply.IsZero():
 			s.Silence = now.Sub(t.lastReply)

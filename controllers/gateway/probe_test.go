@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -153,4 +154,117 @@ func TestProberForgetsMovedTargets(t *testing.T) {
 	if st := s.step(); st.Down() || st.Sent != 0 || st.Silence != 0 {
 		t.Errorf("moved target kept old results: %+v", st)
 	}
+}
+
+func TestProberHoldsAnAnnouncedRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// silent is how long the remote is silent after its announcement; hold is
+		// what it asks for.
+		silent, hold time.Duration
+		// wantDown is whether it must be judged down, and not before downAfter.
+		wantDown  bool
+		downAfter time.Duration
+	}{
+		{name: "back within the hold", silent: 6 * time.Second, hold: 15 * time.Second},
+		{name: "silent past the hold", silent: time.Minute, hold: 5 * time.Second, wantDown: true, downAfter: 5 * time.Second},
+		{name: "hold capped", silent: time.Hour, hold: time.Hour, wantDown: true, downAfter: MaxRestartHold},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Unix(1000, 0)
+			announce := start.Add(10*time.Second + 100*time.Millisecond)
+			s := newProbeSim(time.Second, func(at time.Time) bool { return at.Before(announce) || !at.Before(announce.Add(tc.silent)) })
+			announced := false
+			var downAt time.Time
+			for s.now.Before(announce.Add(tc.silent + 5*time.Second)) {
+				if !announced && !s.now.Before(announce) {
+					s.p.restarting(s.to, tc.hold, s.now)
+					announced = true
+				}
+				at := s.now
+				st := s.step()
+				if st.Down() && downAt.IsZero() {
+					downAt = at
+				}
+				if announced && downAt.IsZero() && at.Before(announce.Add(min(tc.silent, tc.hold))) && !st.Restarting() {
+					t.Fatalf("at %s: not held: %+v", at.Sub(announce), st)
+				}
+			}
+			switch {
+			case !tc.wantDown && !downAt.IsZero():
+				t.Fatalf("judged down %s after the announcement", downAt.Sub(announce))
+			case tc.wantDown && downAt.IsZero():
+				t.Fatalf("never judged down")
+			case tc.wantDown && downAt.Sub(announce) < tc.downAfter:
+				t.Fatalf("judged down %s after the announcement, before the hold of %s ended", downAt.Sub(announce), tc.downAfter)
+			}
+			if !tc.wantDown {
+				if st := s.step(); st.Restarting() || st.ConsecutiveLost != 0 {
+					t.Errorf("answering again but %+v", st)
+				}
+			}
+		})
+	}
+}
+
+func TestProberIgnoresAnnouncementsOfSilentTargets(t *testing.T) {
+	// A target silent for DeadAfter (dead, or never there) cannot hold itself up.
+	s := newProbeSim(time.Second, func(time.Time) bool { return false })
+	for range 4 * 5 {
+		s.step()
+	}
+	s.p.restarting(s.to, 15*time.Second, s.now)
+	if st := s.step(); st.Restarting() || !st.Down() {
+		t.Errorf("announcement of a silent target honoured: %+v", st)
+	}
+	// Nor can an address that is no target.
+	s2 := newProbeSim(time.Second, func(time.Time) bool { return true })
+	for range 8 {
+		s2.step()
+	}
+	s2.p.restarting(netip.MustParseAddrPort("10.20.0.9:4801"), 15*time.Second, s2.now)
+	if st := s2.step(); st.Restarting() {
+		t.Errorf("announcement from another address honoured: %+v", st)
+	}
+}
+
+func TestProberAnnouncesOnTheWire(t *testing.T) {
+	// Two probers on loopback: east probes west; west announces its restart (and
+	// closes its socket); east holds west through the silence that follows.
+	ctx := t.Context()
+	east, west := newProber(time.Second), newProber(time.Second)
+	eastAt, westAt := netip.MustParseAddrPort("127.0.0.1:0"), netip.MustParseAddrPort("127.0.0.1:0")
+	for _, x := range []struct {
+		p  *prober
+		at *netip.AddrPort
+	}{{east, &eastAt}, {west, &westAt}} {
+		if err := x.p.listen(ctx, *x.at); err != nil {
+			t.Fatal(err)
+		}
+		*x.at = x.p.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+		defer x.p.close()
+	}
+	east.setTargets(map[string]netip.AddrPort{"west": westAt})
+	poll := func(what string, cond func(ProbeStats) bool) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			east.tick(time.Now())
+			if cond(east.stats(time.Now())["west"]) {
+				return
+			}
+		}
+		t.Fatalf("%s: %+v", what, east.stats(time.Now())["west"])
+	}
+	poll("west answers", func(s ProbeStats) bool { return s.Sent > s.Lost })
+	west.announceRestart(west.targetAddrs(nil), time.Minute) // no targets: nothing sent
+	if west.conn == nil {
+		t.Fatal("announcing to nobody closed the socket")
+	}
+	west.announceRestart([]netip.AddrPort{eastAt}, time.Minute)
+	if west.conn != nil {
+		t.Fatal("socket still open after the announcement")
+	}
+	poll("east holds west", func(s ProbeStats) bool {
+		return s.Restarting() && time.Until(s.RestartingUntil) > MaxRestartHold-5*time.Second
+	})
 }
