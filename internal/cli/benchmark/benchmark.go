@@ -1,4 +1,10 @@
 // Package benchmark implements `kubectl mcnet benchmark throughput|latency`.
+//
+// The plugin measures nothing itself: it creates a pair of NetworkTest objects, one in
+// each cluster, and the agents already running on the chosen nodes (mcnet-gateway or
+// mcnet-route-agent) serve and run the test and write the figures into the status.
+// internal/netest drives one such pair; this package picks the pairs and the nodes,
+// and prints the results.
 package benchmark
 
 import (
@@ -52,14 +58,18 @@ type Options struct {
 	// cluster whose agents are down fails its pair instead of hanging the run.
 	AgentTimeout time.Duration
 
+	// flags are the root's kubeconfig flags; all but -n apply.
 	flags   *genericclioptions.ConfigFlags
 	flagErr error // a kubeconfig flag that cannot apply, reported by Validate
+	// targets are the clusters Run resolved, one per kubeconfig context.
 	targets []*multicluster.Target
 	getenv  func(string) string // os.Getenv, replaced in tests (NO_COLOR, TERM)
 	genericiooptions.IOStreams
 }
 
-// NewCommand returns the benchmark command.
+// NewCommand returns the benchmark command. flags are the root's kubeconfig flags,
+// which select and reach the clusters; the defaults (5 s, one stream, 100 echoes
+// 20 ms apart) keep a run over a handful of clusters within a minute or two.
 func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv, Print: clioptions.NewPrintFlags(clioptions.Table)}
 	cmd := &cobra.Command{
@@ -109,7 +119,9 @@ measured. The tests run in mcnet's own namespace, so -n does not apply.`,
 	return cmd
 }
 
-// Complete parses the benchmark's name and notes a -n, which cannot apply.
+// Complete parses the benchmark's name and notes a -n, which cannot apply. It fails
+// (exit code 2) only on an unknown benchmark name; a refused flag waits in flagErr
+// for Validate, so all usage errors are reported together.
 func (o *Options) Complete(cmd *cobra.Command, args []string) error {
 	// The short aliases are the names of the tools people know (iperf's
 	// "tput", ping's "rtt").
@@ -133,7 +145,8 @@ func (o *Options) Complete(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// Validate checks every flag at once, before any cluster is contacted.
+// Validate checks every flag at once, before any cluster is contacted, and returns
+// every problem joined into one usage error (exit code 2), or nil.
 func (o *Options) Validate() error {
 	// Collect every problem, so one run names them all. The bounds mirror the
 	// NetworkTest CRD's, which the API server would enforce anyway, but later
@@ -157,12 +170,17 @@ func (o *Options) Validate() error {
 	return cmdutil.Usage(errors.Join(errs...))
 }
 
-// Report is benchmark's document.
+// Report is benchmark's document, printed by -o json|yaml|jsonpath|go-template as
+// kind BenchmarkReport of mcnet.io/v1alpha1.
 type Report struct {
 	output.TypeMeta `json:",inline"`
-	PluginVersion   string   `json:"pluginVersion"`
-	Test            string   `json:"test"`
-	Results         []Result `json:"results"`
+	// PluginVersion is the version of the plugin that measured, to compare
+	// figures across releases.
+	PluginVersion string `json:"pluginVersion"`
+	// Test is throughput or latency.
+	Test string `json:"test"`
+	// Results holds one entry per ordered pair and mode, in the order measured.
+	Results []Result `json:"results"`
 }
 
 // DeepCopyObject makes the report a runtime.Object, which cli-runtime's printers take.
@@ -181,24 +199,35 @@ func (r *Report) Subjects() []runtime.Object {
 // what was not measured (a failed pair, or the other test's fields) rather than
 // reporting zeros that look like measurements.
 type Result struct {
-	From       string   `json:"from"`
-	To         string   `json:"to"`
-	Mode       string   `json:"mode"`
-	FromNode   string   `json:"fromNode,omitempty"`
-	ToNode     string   `json:"toNode,omitempty"`
-	Target     string   `json:"target,omitempty"`
-	Gbps       *float64 `json:"gbps,omitempty"`
-	Streams    int32    `json:"streams,omitempty"`
-	RTTMinMs   *float64 `json:"rttMinMs,omitempty"`
-	RTTAvgMs   *float64 `json:"rttAvgMs,omitempty"`
-	RTTP99Ms   *float64 `json:"rttP99Ms,omitempty"`
-	RTTMaxMs   *float64 `json:"rttMaxMs,omitempty"`
-	LossPct    *float64 `json:"lossPercent,omitempty"`
-	Error      string   `json:"error,omitempty"`
-	DurationMs int64    `json:"durationMs,omitempty"`
+	// From and To are the client and server clusters (their fleet names).
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Mode is gateway or worker: which nodes ran the test.
+	Mode string `json:"mode"`
+	// FromNode and ToNode are the nodes whose agents ran the client and the
+	// server; empty when no node could be picked.
+	FromNode string `json:"fromNode,omitempty"`
+	ToNode   string `json:"toNode,omitempty"`
+	// Gbps is the throughput at the receiver, summed over Streams.
+	Gbps    *float64 `json:"gbps,omitempty"`
+	Streams int32    `json:"streams,omitempty"`
+	// The RTT figures are over the echoes that got a reply, in milliseconds.
+	RTTMinMs *float64 `json:"rttMinMs,omitempty"`
+	RTTAvgMs *float64 `json:"rttAvgMs,omitempty"`
+	RTTP99Ms *float64 `json:"rttP99Ms,omitempty"`
+	RTTMaxMs *float64 `json:"rttMaxMs,omitempty"`
+	// LossPct is the share of echoes without a reply, 0 to 100.
+	LossPct *float64 `json:"lossPercent,omitempty"`
+	// Error says why the pair has no figures (or only partial ones); empty
+	// when it succeeded.
+	Error string `json:"error,omitempty"`
+	// DurationMs is the wall time of the whole pair, agent pick-up included.
+	DurationMs int64 `json:"durationMs,omitempty"`
 }
 
-// Run measures every pair, one at a time so runs do not share the path.
+// Run measures every pair, one at a time so runs do not share the path. A cluster
+// that cannot be read ends the run before any test (exit code 2); a pair that fails
+// is reported in its row and makes the exit code 1 once the whole table is printed.
 func (o *Options) Run(ctx context.Context) error {
 	var err error
 	if o.targets, err = o.Clusters.Resolve(ctx, o.flags); err != nil {
@@ -243,6 +272,7 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 	}
 	spin.Stop()
+	// --from/--to naming no cluster (or the same one twice) leaves no pair.
 	if len(rep.Results) == 0 {
 		return cmdutil.Usage(errors.New("no pair of clusters matches --from/--to"))
 	}
@@ -288,6 +318,8 @@ func (o *Options) measure(ctx context.Context, a, b *inspect.Snapshot, ta, tb *m
 		res.Error = err.Error()
 		return res
 	}
+	// A test that did not succeed keeps whatever figures its status carries,
+	// beside the message that says what went wrong.
 	if st.Phase != mcnetv1.TestSucceeded {
 		res.Error = st.Message
 	}
@@ -369,7 +401,8 @@ func worker(s *inspect.Snapshot) string {
 	return names[0]
 }
 
-// Print writes the results as a table.
+// Print writes the results as a table: one row per pair and mode, with the columns
+// of the report's test, and the error (on one line) in RESULT when the pair failed.
 func Print(w io.Writer, st output.Style, r *Report) {
 	tw := output.NewTable(w)
 	defer tw.Flush()

@@ -1,4 +1,10 @@
-// Package diagnose implements `kubectl mcnet diagnose`.
+// Package diagnose implements `kubectl mcnet diagnose`: the cobra command, its flags
+// and the order in which the checks of internal/diagnose run. The checks themselves,
+// their codes (MCN1001...) and hints live in internal/diagnose, so they can be tested
+// without a command line.
+//
+// Diagnose reads each cluster once (an inspect.Snapshot) and runs every check on the
+// snapshot, so a check never sees a cluster change half-way through the report.
 package diagnose
 
 import (
@@ -44,15 +50,20 @@ type Options struct {
 	// AgentTimeout bounds the wait for an agent to pick a probe up.
 	AgentTimeout time.Duration
 
+	// flags are the root's kubeconfig flags, shared by every verb.
 	flags   *genericclioptions.ConfigFlags
 	flagErr error // a kubeconfig flag that cannot apply, reported by Validate
+	// targets are the clusters Run resolved from the kubeconfig, in the order
+	// of --contexts (or of the kubeconfig); empty offline.
 	targets []*multicluster.Target
 	getenv  func(string) string // os.Getenv, replaced in tests
 	now     func() time.Time    // time.Now, replaced in tests of stale status
 	genericiooptions.IOStreams
 }
 
-// NewCommand returns the diagnose command.
+// NewCommand returns the diagnose command. flags are the root's kubeconfig flags:
+// every one of them applies online except -n, and none offline (Complete says so
+// rather than ignoring them).
 func NewCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &Options{flags: flags, IOStreams: streams, getenv: os.Getenv, now: time.Now, Print: clioptions.NewPrintFlags(clioptions.Table)}
 	cmd := &cobra.Command{
@@ -113,7 +124,8 @@ cluster could not be reached.`,
 }
 
 // Complete records which root flags were given: offline, no kubeconfig flag applies,
-// and -n never does.
+// and -n never does. It never fails itself: a refused flag is kept in flagErr and
+// returned by Validate, so every usage error comes from one place.
 func (o *Options) Complete(cmd *cobra.Command) error {
 	why := "diagnose checks whole clusters, not one namespace"
 	allow := []string{}
@@ -129,7 +141,10 @@ func (o *Options) Complete(cmd *cobra.Command) error {
 	return nil
 }
 
-// Validate checks the flags before any cluster is contacted.
+// Validate checks the flags before any cluster is contacted. Its errors are usage
+// errors (exit code 2): a refused kubeconfig flag, a bad -o or template, a
+// non-positive --agent-timeout, --offline with nothing to check, or a --contexts or
+// --fleet selection that the kubeconfig cannot satisfy.
 func (o *Options) Validate() error {
 	if o.flagErr != nil {
 		return o.flagErr
@@ -149,7 +164,10 @@ func (o *Options) Validate() error {
 	return o.Clusters.Validate(o.flags)
 }
 
-// Run runs the checks and prints the report.
+// Run runs the checks and prints the report. The files come first (the fleet file,
+// then the rendered tree, and whether the tree is what the fleet renders to today),
+// then, online, the clusters. It returns an ExitError: code 2 when a cluster could
+// not be reached, 1 when a check failed, nil when only warnings (or nothing) came up.
 func (o *Options) Run(ctx context.Context) error {
 	if !o.Offline {
 		var err error
@@ -175,16 +193,22 @@ func (o *Options) Run(ctx context.Context) error {
 			}
 		}
 	}
+	// A tree given without a fleet file is still built, so drift can be checked
+	// against the live objects.
 	if o.RepoDir != "" && tree == nil && o.FleetFile == "" {
 		t, checks := diagnose.RenderedTree(o.RepoDir)
 		rep.Add(checks...)
 		tree = t
 	}
+	// The spinner writes to stderr, and only on a terminal without NO_COLOR, so
+	// stdout carries nothing but the report.
 	unreachable := 0
 	if !o.Offline {
 		unreachable = o.online(ctx, rep, tree, spin)
 	}
 	spin.Stop()
+	// Checks arrive in whatever order the parallel reads finished; sorting makes
+	// two runs over the same clusters print the same report.
 	rep.Sort()
 	// The report is printed whatever the outcome; the exit code then says
 	// whether a cluster was out of reach (2) or a check failed (1).
@@ -239,9 +263,13 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 		defer mu.Unlock()
 		rep.Add(cs...)
 	}
+	// Fleet-wide checks compare the snapshots with each other: overlapping
+	// networks, clusters that do not know each other, version skew.
 	add(diagnose.Fleet(snaps, version.Version))
 	per := make([]*multicluster.Target, len(snaps))
 	copy(per, targets)
+	// The broker namespace comes from the members' AgentConfigs; any member that
+	// names one will do, since one fleet has one broker.
 	brokerNS := ""
 	for _, s := range snaps {
 		if ns := s.Config.Broker.Namespace; ns != "" {
@@ -264,6 +292,8 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 			add([]diagnose.Check{{Area: "kubernetes", Name: "objects are readable", Result: diagnose.Warn, Code: "MCN1005", Cluster: s.ClusterID, Message: p, Hint: diagnose.Catalog["MCN1005"].Hint}})
 		}
 		add(diagnose.Install(s))
+		// Without mcnet's controller the cluster is not a member yet: the install
+		// check has said so, and every check below would only repeat it.
 		if s.Controller == nil {
 			return struct{}{}, nil
 		}
@@ -276,6 +306,8 @@ func (o *Options) online(ctx context.Context, rep *diagnose.Report, tree *diagno
 		add(diagnose.RemapKernel(s))
 		add(diagnose.Gateways(s))
 		add(diagnose.Connections(s, o.now()))
+		// The datapath check asks whether this cluster routes every other
+		// cluster's networks, so its own are left out.
 		var remote []diagnose.Network
 		for _, n := range nets {
 			if n.Cluster != s.ClusterID {
