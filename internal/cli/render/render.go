@@ -1,4 +1,10 @@
 // Package render implements `kubectl mcnet render`: fleet file in, GitOps tree out.
+//
+// The command only orchestrates: internal/fleet loads, defaults and validates the
+// fleet file, kustomize.Render turns it into an in-memory tree, kustomize.WriteTree
+// puts that tree on disk atomically, and this package adds the Git side (defaults
+// taken from the output's repository, and an optional commit of exactly the rendered
+// paths). Render contacts no cluster.
 package render
 
 import (
@@ -44,8 +50,12 @@ type Options struct {
 	RepoURL string
 
 	// What Complete derives from the flags, for Validate and Run.
-	fleet   *mcnetv1.ClusterSet
-	gitTop  string // the output's Git working tree, if any
+	// fleet is the loaded ClusterSet, defaulted and validated, with the
+	// --image-* overrides and the Git path applied.
+	fleet  *mcnetv1.ClusterSet
+	gitTop string // the output's Git working tree, if any
+	// renderO carries the plugin version, the Git URL Argo CD syncs from,
+	// and the allocations an earlier render left in the tree.
 	renderO kustomize.Options
 	// flagErr is a kubeconfig flag given to a command that contacts no
 	// cluster; Validate reports it, so the refusal follows the usual order.
@@ -54,7 +64,9 @@ type Options struct {
 	genericiooptions.IOStreams
 }
 
-// NewCommand returns the render command.
+// NewCommand returns the render command. Unlike the other verbs it takes no
+// kubeconfig flags: any given on the root are refused by name, since render
+// contacts no cluster.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	o := &Options{IOStreams: streams}
 	cmd := &cobra.Command{
@@ -105,7 +117,9 @@ origin remote loses any credentials in it before it is written into a manifest.`
 	return cmd
 }
 
-// Complete loads the fleet and learns about the output directory.
+// Complete loads the fleet and learns about the output directory: its absolute
+// path, the Git working tree holding it, and what an earlier render left there. Its
+// errors are usage errors (exit code 2), and none of them has written anything.
 func (o *Options) Complete(ctx context.Context) error {
 	// fleet.Load defaults and validates: an error here names the field at fault,
 	// and nothing has been written yet, which the message says.
@@ -152,7 +166,9 @@ func (o *Options) Complete(ctx context.Context) error {
 	return nil
 }
 
-// Validate checks the flags against each other and the file system.
+// Validate checks the flags against each other and the file system. It refuses a
+// kubeconfig flag, an --out that is a file, a Git URL carrying credentials and an
+// image tag holding a space, '/', ':' or '@'; each is a usage error (exit code 2).
 func (o *Options) Validate() error {
 	if o.flagErr != nil {
 		return o.flagErr
@@ -173,7 +189,9 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-// Run renders and writes the tree, then commits if asked.
+// Run renders and writes the tree, then commits if asked. It prints one line naming
+// the fleet and the file count, a warning on stderr when Argo CD has no real Git URL,
+// and with --commit the new commit's short id (or that nothing changed).
 func (o *Options) Run(ctx context.Context) error {
 	// The whole tree is rendered in memory first; nothing touches the disk
 	// until every file of it exists.
@@ -215,6 +233,8 @@ func (o *Options) commit(ctx context.Context, rendered []string) error {
 		}
 		top = o.OutDir
 	}
+	// The rendered paths are relative to the output; Git wants them relative to
+	// the top of the working tree, with forward slashes.
 	rel, err := filepath.Rel(top, o.OutDir)
 	if err != nil {
 		return cmdutil.Failure(err)
@@ -253,6 +273,8 @@ func (o *Options) commit(ctx context.Context, rendered []string) error {
 		fmt.Fprintln(o.Out, "nothing to commit: the tree already matches the fleet")
 		return nil
 	}
+	// The default message names the fleet and its size, so `git log` of the
+	// fleet repository reads as a history of the fleet.
 	msg := o.Message
 	if msg == "" {
 		msg = fmt.Sprintf("mcnet: render fleet %s (%d clusters)", o.fleet.Name, len(o.fleet.Spec.Clusters))
@@ -306,6 +328,8 @@ func withoutCredentials(raw string) string {
 // gitTopLevel returns the Git working tree dir belongs to, or "" when there is none or
 // when that repository ignores dir (a render output inside another project is its own).
 func gitTopLevel(ctx context.Context, dir string) string {
+	// --out may not exist yet (render creates it): ask Git from the nearest
+	// existing ancestor instead.
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); err == nil {
 			top := git(ctx, d, "rev-parse", "--show-toplevel")
