@@ -1,5 +1,8 @@
 package show
 
+// Build is where show's sections are computed: each reads only the snapshot, so
+// the views can be tested from a snapshot without a cluster.
+
 import (
 	"fmt"
 	"time"
@@ -11,7 +14,10 @@ import (
 	"github.com/mcnet-io/mcnet/internal/output"
 )
 
-// Build turns a snapshot into the sections asked for.
+// Build turns a snapshot into the sections asked for. It never fails: what the
+// snapshot could not read is in Problems, and a section with nothing to show is
+// left empty for the printer to explain. Unknown section names are ignored here;
+// ParseSections has refused them already.
 func Build(s *inspect.Snapshot, sections []string) ClusterView {
 	v := ClusterView{Context: s.Context, Cluster: s.ClusterID, Problems: s.Problems}
 	// Views are built from one snapshot, so the sections of a block agree with
@@ -19,18 +25,25 @@ func Build(s *inspect.Snapshot, sections []string) ClusterView {
 	for _, sec := range sections {
 		switch sec {
 		case "networks":
+			// Every Cluster object this cluster holds: its own and those the
+			// controller mirrored from the broker.
 			for _, c := range s.Clusters {
 				nv := NetworkView{
 					Cluster: c.Spec.ClusterID, Local: c.Spec.ClusterID == s.ClusterID,
 					PodCIDRs: c.Spec.PodCIDRs, ServiceCIDRs: c.Spec.ServiceCIDRs,
 					Cable: string(c.Spec.Cable), Version: c.Spec.Version,
 				}
+				// Global ranges come from the fleet table in the AgentConfig,
+				// not from what the member announces, since that is what the
+				// components act on.
 				if m := s.FleetMember(c.Spec.ClusterID); m != nil && m.Remapped {
 					nv.GlobalPodCIDRs, nv.GlobalServiceCIDRs = m.GlobalPodCIDRs, m.GlobalServiceCIDRs
 				}
 				v.Networks = append(v.Networks, nv)
 			}
 		case "gateways":
+			// Every Gateway object, the standbys' and stale ones included: a
+			// leftover Gateway is shown as such rather than hidden.
 			sel := s.GatewaySelector()
 			for _, g := range s.Gateways {
 				gv := GatewayView{Node: g.Name, HA: output.Dash(string(g.Status.HAStatus)), Cable: string(g.Status.Cable), Version: g.Status.Version, Ready: "Unknown", Remotes: len(g.Status.Connections)}
@@ -40,6 +53,8 @@ func Build(s *inspect.Snapshot, sections []string) ClusterView {
 				if g.Status.ExpireTime != nil {
 					gv.ExpireTime = g.Status.ExpireTime.UTC().Format(time.RFC3339Nano)
 				}
+				// A status past its expireTime is a claim nobody renews: keep what
+				// it said in ReportedHA and show the gateway as expired.
 				if s.Expired(&g) {
 					gv.Expired, gv.ReportedHA, gv.HA, gv.Ready = true, gv.HA, "expired", "Unknown"
 				}
@@ -63,6 +78,8 @@ func Build(s *inspect.Snapshot, sections []string) ClusterView {
 				}
 			}
 		case "endpoints":
+			// The Endpoints this cluster holds: its own and the remotes' copies
+			// from the broker, which its gateway builds cables to.
 			for _, e := range s.Endpoints {
 				v.Endpoints = append(v.Endpoints, EndpointView{
 					Cluster: e.Spec.ClusterID, Gateway: e.Spec.Hostname, Cable: string(e.Spec.Cable), Port: e.Spec.Port,

@@ -12,7 +12,11 @@ import (
 	"github.com/mcnet-io/mcnet/internal/output"
 )
 
-// Print writes the report as per-cluster blocks of tables.
+// Print writes the report as per-cluster blocks of tables, the default output of
+// show: a header per cluster, then its read problems as warnings, then each section
+// asked for. A cluster that could not be read gets one failed line instead. Style
+// st adds colour only on a terminal. The error is always nil; it is there so Print
+// can stand where a cli-runtime printer does.
 func Print(w io.Writer, st output.Style, rep *Report) error {
 	for i, c := range rep.Clusters {
 		if i > 0 {
@@ -37,6 +41,8 @@ func Print(w io.Writer, st output.Style, rep *Report) error {
 // printSection prints one section of a cluster's block as an indented table.
 // An empty section says why it may be empty, which is usually the finding.
 func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plugin string) {
+	// Section titles go straight to w and rows through tw, which aligns the
+	// columns when flushed: a section with two tables flushes in between.
 	tw := output.NewTable(w)
 	defer tw.Flush()
 	switch sec {
@@ -68,6 +74,8 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 		fmt.Fprintln(w, st.Bold("Gateways"))
 		fmt.Fprintln(tw, "  NODE\tHA\tREADY\tCABLE\tCONNECTED\tLABELLED\tVERSION")
 		for _, g := range c.Gateways {
+			// Green for the active gateway; red, with the stale claim beside it,
+			// for a gateway whose status expired (its process is not running).
 			ha := g.HA
 			switch {
 			case ha == string(mcnetv1.HAActive):
@@ -84,6 +92,8 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 		fmt.Fprintln(w, st.Bold("Connections"))
 		fmt.Fprintln(tw, "  GATEWAY\tREMOTE\tSTATUS\tCABLE\tPORT\tREMOTE GATEWAY\tUSING IP\tNAT\tRTT AVG\tLOSS\tRX\tTX")
 		for _, cn := range c.Connections {
+			// connecting (yellow) is the normal state of a new cable for a few
+			// probes; error (red) needs a look at the message below the table.
 			status := cn.Status
 			switch mcnetv1.ConnectionStatus(cn.Status) {
 			case mcnetv1.Connected:
@@ -118,6 +128,8 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 			fmt.Fprintln(tw, "  (no Endpoint objects)")
 		}
 	case "services":
+		// Two tables: what this cluster exports, with the MCS conditions that
+		// say whether the export was accepted, and what it imports from the set.
 		fmt.Fprintln(w, st.Bold("Exported services"))
 		fmt.Fprintln(tw, "  NAMESPACE\tNAME\tVALID\tCONFLICT\tMESSAGE")
 		for _, e := range c.Services.Exports {
@@ -130,6 +142,9 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", i.Namespace, i.Name, i.Type, output.Dash(strings.Join(i.IPs, ",")), output.Dash(strings.Join(i.Ports, ",")), output.Dash(strings.Join(i.Clusters, ",")))
 		}
 	case "versions":
+		// Rows rather than columns: the versions differ per component, and a
+		// rollout in progress shows as images that do not match the announced
+		// version or the gateways' own.
 		v := c.Versions
 		fmt.Fprintln(w, st.Bold("Versions"))
 		fmt.Fprintf(tw, "  plugin\t%s\n", plugin)
@@ -138,6 +153,7 @@ func printSection(w io.Writer, st output.Style, sec string, c *ClusterView, plug
 		fmt.Fprintf(tw, "  gateway image\t%s\n", output.Dash(v.Gateway))
 		fmt.Fprintf(tw, "  route agent image\t%s\n", output.Dash(v.RouteAgent))
 		fmt.Fprintf(tw, "  announced (Cluster)\t%s\n", output.Dash(v.Announced))
+		// Gateways by node name, so two runs print the same order.
 		nodes := make([]string, 0, len(v.Gateways))
 		for n := range v.Gateways {
 			nodes = append(nodes, n)
@@ -158,6 +174,7 @@ func rtt(s string) string {
 	return output.Duration(d)
 }
 
+// yesNo prints a flag column in words, which read better than true/false in a table.
 func yesNo(b bool) string {
 	if b {
 		return "yes"

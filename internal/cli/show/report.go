@@ -1,5 +1,8 @@
 package show
 
+// The types below are show's JSON and YAML schema (kind ShowReport); field names
+// and omitempty choices are part of what scripts rely on, so change them as an API.
+
 import (
 	"github.com/mcnet-io/mcnet/internal/output"
 )
@@ -7,9 +10,13 @@ import (
 // Report is show's document.
 type Report struct {
 	output.TypeMeta `json:",inline"`
-	PluginVersion   string        `json:"pluginVersion"`
-	Sections        []string      `json:"sections"`
-	Clusters        []ClusterView `json:"clusters"`
+	// PluginVersion is the version of the plugin that read the clusters; the
+	// versions section compares the clusters' components with it.
+	PluginVersion string `json:"pluginVersion"`
+	// Sections are the sections asked for, in the order they are printed.
+	Sections []string `json:"sections"`
+	// Clusters holds one block per kubeconfig context read, in that order.
+	Clusters []ClusterView `json:"clusters"`
 }
 
 // ClusterView is one cluster's block. Only the sections asked for are filled;
@@ -77,36 +84,55 @@ type GatewayView struct {
 // what the pair runs, the same from both ends; durations are strings (as
 // time.Duration prints them) so JSON readers need no unit convention.
 type ConnectionView struct {
-	Gateway     string  `json:"gateway"`
-	Remote      string  `json:"remote"`
-	Status      string  `json:"status"`
-	Cable       string  `json:"cable,omitempty"`
-	Port        int32   `json:"port,omitempty"`
-	RemoteNode  string  `json:"remoteGateway,omitempty"`
-	UsingIP     string  `json:"usingIP,omitempty"`
-	NAT         bool    `json:"nat"`
-	RTTAvg      string  `json:"rttAvg,omitempty"`
-	RTTMin      string  `json:"rttMin,omitempty"`
-	RTTMax      string  `json:"rttMax,omitempty"`
-	LossPercent int32   `json:"lossPercent"`
-	RxBytes     int64   `json:"rxBytes"`
-	TxBytes     int64   `json:"txBytes"`
-	Since       *string `json:"since,omitempty"`
-	Message     string  `json:"message,omitempty"`
+	// Gateway is the local active gateway's node, Remote the remote cluster.
+	Gateway string `json:"gateway"`
+	Remote  string `json:"remote"`
+	// Status is connecting, connected or error, as the gateway last probed it.
+	Status string `json:"status"`
+	Cable  string `json:"cable,omitempty"`
+	Port   int32  `json:"port,omitempty"`
+	// RemoteNode is the remote active gateway's node; UsingIP is the address of
+	// it the cable is built to, and NAT says that address is a public one that
+	// differs from the gateway's private addresses.
+	RemoteNode string `json:"remoteGateway,omitempty"`
+	UsingIP    string `json:"usingIP,omitempty"`
+	NAT        bool   `json:"nat"`
+	// The RTT figures and LossPercent are over the gateway's last health
+	// probes through the cable; empty RTTs mean no probe got a reply yet.
+	RTTAvg      string `json:"rttAvg,omitempty"`
+	RTTMin      string `json:"rttMin,omitempty"`
+	RTTMax      string `json:"rttMax,omitempty"`
+	LossPercent int32  `json:"lossPercent"`
+	// RxBytes and TxBytes count the traffic through the cable since it was
+	// created (WireGuard only; VXLAN reports 0).
+	RxBytes int64 `json:"rxBytes"`
+	TxBytes int64 `json:"txBytes"`
+	// Since is when Status last changed (RFC 3339); Message says why it is
+	// not connected, when it is not.
+	Since   *string `json:"since,omitempty"`
+	Message string  `json:"message,omitempty"`
 }
 
 // EndpointView is how one cluster's active gateway is reached, as published
 // on the broker and accepted by this cluster.
 type EndpointView struct {
-	Cluster        string   `json:"cluster"`
-	Gateway        string   `json:"gateway"`
-	Cable          string   `json:"cable"`
-	Port           int32    `json:"port"`
-	PrivateIPs     []string `json:"privateIPs"`
-	PublicIPs      []string `json:"publicIPs,omitempty"`
+	// Cluster publishes the Endpoint; Gateway is its active gateway's node.
+	Cluster string `json:"cluster"`
+	Gateway string `json:"gateway"`
+	// Cable and Port are the driver and the UDP port the gateway listens on.
+	Cable string `json:"cable"`
+	Port  int32  `json:"port"`
+	// PrivateIPs are the node's own addresses, PublicIPs those seen from
+	// outside a NAT; a remote gateway builds its cable to one of them.
+	PrivateIPs []string `json:"privateIPs"`
+	PublicIPs  []string `json:"publicIPs,omitempty"`
+	// HealthCheckIPs are addresses inside the tunnel the gateway answers
+	// health probes on.
 	HealthCheckIPs []string `json:"healthCheckIPs,omitempty"`
-	PublicKey      string   `json:"publicKey,omitempty"`
-	Subnets        []string `json:"subnets"`
+	// PublicKey is the gateway's WireGuard key (empty for VXLAN).
+	PublicKey string `json:"publicKey,omitempty"`
+	// Subnets are the networks routed to the cluster through this gateway.
+	Subnets []string `json:"subnets"`
 }
 
 // ServicesView lists exported and imported services.
@@ -120,30 +146,40 @@ type ServicesView struct {
 type ExportView struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
-	Valid     string `json:"valid"`
-	Conflict  string `json:"conflict"`
-	Message   string `json:"message,omitempty"`
+	// Valid and Conflict are the MCS conditions' statuses: True, False or
+	// Unknown (not reconciled yet).
+	Valid    string `json:"valid"`
+	Conflict string `json:"conflict"`
+	Message  string `json:"message,omitempty"`
 }
 
 // ImportView is one ServiceImport: its clusterset IPs (empty for a headless
 // service) and the clusters currently exporting it.
 type ImportView struct {
-	Namespace string   `json:"namespace"`
-	Name      string   `json:"name"`
-	Type      string   `json:"type"`
-	IPs       []string `json:"ips,omitempty"`
-	Ports     []string `json:"ports,omitempty"`
-	Clusters  []string `json:"clusters,omitempty"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Type is ClusterSetIP or Headless.
+	Type string   `json:"type"`
+	IPs  []string `json:"ips,omitempty"`
+	// Ports are "PORT/PROTOCOL", as the ServiceImport lists them.
+	Ports    []string `json:"ports,omitempty"`
+	Clusters []string `json:"clusters,omitempty"`
 }
 
 // VersionsView lists versions: the images the workloads ask for, what the
 // cluster announces on the broker, and what each gateway reports running. They
 // differ during a rollout, which is what this section is for.
 type VersionsView struct {
-	Kubernetes string            `json:"kubernetes"`
-	Controller string            `json:"controller,omitempty"`
-	Gateway    string            `json:"gateway,omitempty"`
-	RouteAgent string            `json:"routeAgent,omitempty"`
-	Announced  string            `json:"announced,omitempty"`
-	Gateways   map[string]string `json:"gateways,omitempty"`
+	// Kubernetes is the API server's version.
+	Kubernetes string `json:"kubernetes"`
+	// Controller, Gateway and RouteAgent are the images of the workloads' pod
+	// templates: what should run once a rollout is done.
+	Controller string `json:"controller,omitempty"`
+	Gateway    string `json:"gateway,omitempty"`
+	RouteAgent string `json:"routeAgent,omitempty"`
+	// Announced is the version the cluster's Cluster object publishes to the
+	// broker.
+	Announced string `json:"announced,omitempty"`
+	// Gateways maps each gateway node to the version its status reports.
+	Gateways map[string]string `json:"gateways,omitempty"`
 }

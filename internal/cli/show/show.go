@@ -1,4 +1,9 @@
 // Package show implements `kubectl mcnet show`: what mcnet runs in each cluster.
+//
+// Show reads each cluster once into an inspect.Snapshot (in parallel), Build turns
+// each snapshot into a ClusterView holding only the sections asked for, and the
+// Report is printed as tables (Print) or through cli-runtime's printers (-o). Show
+// judges nothing; diagnose is the verb that says what is wrong.
 package show
 
 import (
@@ -28,17 +33,23 @@ var Sections = []string{"networks", "gateways", "connections", "endpoints", "ser
 
 // Options are the flags and state of show.
 type Options struct {
+	// Clusters selects the contexts to read (--contexts, --fleet).
 	Clusters multicluster.Options
-	Print    *clioptions.PrintFlags
+	// Print is -o; the default prints per-cluster tables.
+	Print *clioptions.PrintFlags
+	// Sections are the sections to print, from the arguments (default:
+	// connections).
 	Sections []string
 	// Namespace is -n when given: the services section lists only that namespace's
 	// exports and imports. The kubeconfig context's own namespace does not filter, as
 	// show reads every cluster and a context's default would hide the rest.
 	Namespace string
 
-	flags   *genericclioptions.ConfigFlags
+	// flags are the root's kubeconfig flags; show honours all of them.
+	flags *genericclioptions.ConfigFlags
+	// targets are the clusters Run resolved, in --contexts order.
 	targets []*multicluster.Target
-	getenv  func(string) string
+	getenv  func(string) string // os.Getenv, replaced in tests (NO_COLOR)
 	genericiooptions.IOStreams
 }
 
@@ -86,7 +97,8 @@ namespace.`,
 	return cmd
 }
 
-// Complete parses the sections and takes -n from the root's flags.
+// Complete parses the sections and takes -n from the root's flags. It fails with a
+// usage error (exit code 2) on an unknown section.
 func (o *Options) Complete(args []string) error {
 	sections, err := ParseSections(args)
 	if err != nil {
@@ -107,7 +119,10 @@ func (o *Options) Validate() error {
 	return o.Clusters.Validate(o.flags)
 }
 
-// ParseSections turns arguments into the sections to print.
+// ParseSections turns arguments into the sections to print, in the order given:
+// none means connections, "all" every section, and a section may be named in the
+// singular (gateway for gateways) or in any case. An unknown name is a usage error
+// listing the valid ones.
 func ParseSections(args []string) ([]string, error) {
 	if len(args) == 0 {
 		return []string{"connections"}, nil
@@ -151,6 +166,8 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		rep.Clusters = append(rep.Clusters, Build(r.Value, o.Sections))
 	}
+	// -n filters after the read, so the other sections still show the whole
+	// cluster.
 	rep.InNamespace(o.Namespace)
 	if o.Print.Default() {
 		err = Print(o.Out, output.StyleFor(o.Out, o.getenv), &rep)
