@@ -42,8 +42,8 @@ const (
 	// attemptTimeout bounds one direct connection attempt, so an address the node
 	// cannot reach costs little before the next one, or the ClusterIP, is tried.
 	attemptTimeout = time.Second
-	// distrust is how long a direct address that failed is tried only after the others
-	// and the ClusterIP.
+	// distrust is how long a direct address that failed while another path answered is
+	// tried only after the others and the ClusterIP.
 	distrust = 30 * time.Second
 	// refresh is how often the published addresses are read again: they change when
 	// control-plane machines are replaced, rarely, and every node reads them. A dial
@@ -183,6 +183,13 @@ func (r *Router) DialContext(ctx context.Context, network, addr string) (net.Con
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
+		}
+	}
+	// Nothing answered: the API server is away, not one address. Distrusting them would
+	// put the ClusterIP first when it returns, while kube-proxy may still not route it.
+	for _, a := range addrs {
+		if a != r.service {
+			r.noteFailure(a, false)
 		}
 	}
 	return nil, errors.Join(errs...)

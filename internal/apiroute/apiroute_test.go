@@ -192,3 +192,16 @@ func TestLearn(t *testing.T) {
 		t.Errorf("learned %v from nothing", got)
 	}
 }
+
+func TestAnOutageDistrustsNoAddress(t *testing.T) {
+	service, direct := closed(t), closed(t)
+	r := New(service, (&recording{}).dial)
+	r.Set([]string{direct})
+	if _, err := r.DialContext(t.Context(), "tcp", service); err == nil {
+		t.Fatal("dial with nothing listening succeeded")
+	}
+	// When the API server returns, its own address is tried first again.
+	if got, want := r.order(), []string{direct, service}; !slices.Equal(got, want) {
+		t.Errorf("order after an outage: %v, want %v", got, want)
+	}
+}
