@@ -293,7 +293,7 @@ func waitStandbysPassive(ctx context.Context, l *lab.Lab) error {
 // watchFlaps polls every cluster's active gateway's connections and records each one
 // seen not connected, and each moment a cluster shows no active gateway, until the
 // returned stop is called.
-func watchFlaps(t *testing.T, l *connectedLab) (stop func() []string) {
+func watchFlaps(t testing.TB, l *connectedLab) (stop func() []string) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan []string)
 	go func() {
