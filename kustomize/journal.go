@@ -1,5 +1,16 @@
 package kustomize
 
+// The render journal makes an update of an existing output directory atomic. It is a
+// text file, .mcnet-render-journal in the output directory, one operation a line:
+//
+//	stage .mcnet-render-123456   the staging directory holding the new files
+//	write clusters/east/kustomization.yaml   move this file from the stage into place
+//	remove clusters/old/kustomization.yaml   delete this file of the previous render
+//
+// The journal appears in one rename once everything it names is on disk, so its
+// presence is the commit point: Recover replays it (each step can be repeated), and
+// its absence means the old tree is whole and any stage is garbage.
+
 import (
 	"errors"
 	"fmt"
@@ -12,6 +23,8 @@ import (
 // writeJournal puts the journal in place in one rename, after the staged files and the
 // journal itself are on disk.
 func writeJournal(dir, stage string, plan WriteResult) error {
+	// Paths are slash-separated and relative to dir; render's paths hold no
+	// newline or leading space, so one line per operation needs no quoting.
 	var b strings.Builder
 	b.WriteString("stage " + stage + "\n")
 	for _, p := range plan.Written {
@@ -23,6 +36,8 @@ func writeJournal(dir, stage string, plan WriteResult) error {
 	if err := syncTree(filepath.Join(dir, stage)); err != nil {
 		return fmt.Errorf("stage: %w", err)
 	}
+	// Written under a temporary name and synced before the rename: a power loss
+	// must never leave a journal whose contents are not on disk.
 	tmp := filepath.Join(dir, journalFile+".tmp")
 	_ = os.Remove(tmp) // a leftover, or a link planted to redirect the write
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -40,15 +55,18 @@ func writeJournal(dir, stage string, plan WriteResult) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write journal: %w", err)
 	}
+	// The commit point: from here on, the new tree is what dir will hold.
 	if err := os.Rename(tmp, filepath.Join(dir, journalFile)); err != nil {
 		return fmt.Errorf("write journal: %w", err)
 	}
+	// Syncing the directory makes the rename itself durable.
 	return syncDir(dir)
 }
 
 // Recover finishes an update a crash interrupted after its commit point, and throws
 // away the staged files of one interrupted before it. Write calls it first; it is safe
-// to call at any time.
+// to call at any time. Its errors name the journal and say how to get out (remove it
+// and render again) when the journal is damaged or names a path outside dir.
 func Recover(dir string) error {
 	data, err := os.ReadFile(filepath.Join(dir, journalFile))
 	switch {
@@ -57,6 +75,8 @@ func Recover(dir string) error {
 	case err != nil:
 		return fmt.Errorf("read render journal: %w", err)
 	}
+	// Lines with no operation (the final empty one) and unknown operations
+	// are skipped; what matters is checked below.
 	var stage string
 	var writes, removes []string
 	for _, line := range strings.Split(string(data), "\n") {
@@ -73,6 +93,9 @@ func Recover(dir string) error {
 			removes = append(removes, p)
 		}
 	}
+	// The journal is read from a directory anyone with write access could have
+	// edited: the stage must be a direct child of dir with render's prefix, and
+	// no path may leave dir or pass through a symbolic link.
 	if !strings.HasPrefix(stage, stagePrefix) || strings.ContainsAny(stage, `/\`) {
 		return fmt.Errorf("render journal %s names no staging directory; remove it and render again", filepath.Join(dir, journalFile))
 	}
@@ -93,6 +116,8 @@ func Recover(dir string) error {
 			return fmt.Errorf("write %s: %w", p, err)
 		}
 	}
+	// A removal is only cleanup: a suspicious path is skipped rather than
+	// refused, since leaving a stale file behind harms nothing.
 	for _, p := range removes {
 		if checkRelative(p) != nil || symlinkOn(dir, p) != "" {
 			continue
@@ -103,6 +128,8 @@ func Recover(dir string) error {
 		}
 		removeEmptyParents(dir, filepath.Dir(dst))
 	}
+	// The renames must be durable before the journal goes, or a power loss
+	// could leave neither the journal nor the new files.
 	if err := syncDir(dir); err != nil {
 		return err
 	}
@@ -120,6 +147,8 @@ func removeStages(dir string) error {
 	}
 	for _, e := range entries {
 		n := e.Name()
+		// Only real directories with render's prefix are leftover stages; a
+		// symbolic link of that name is not render's and stays.
 		if n == journalFile+".tmp" || (e.IsDir() && strings.HasPrefix(n, stagePrefix) && e.Type()&fs.ModeSymlink == 0) {
 			if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
 				return fmt.Errorf("remove leftover %s: %w", n, err)
@@ -145,6 +174,7 @@ func syncTree(root string) error {
 	})
 }
 
+// syncDir flushes dir itself, which makes the renames and removals in it durable.
 func syncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {

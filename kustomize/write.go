@@ -76,6 +76,8 @@ func Write(dir string, t Tree) error {
 // (the next Write discards the staged files); a crash after it leaves a journal that the
 // next Write, or Recover, carries out before anything else, giving the new tree.
 func WriteTree(dir string, t Tree, o WriteOptions) (WriteResult, error) {
+	// The index lists what this render wrote, so the next one knows what it
+	// may remove or replace; it is written like any other file.
 	t = withIndex(t)
 	for _, p := range t.Paths() {
 		if err := checkRelative(p); err != nil {
@@ -88,6 +90,8 @@ func WriteTree(dir string, t Tree, o WriteOptions) (WriteResult, error) {
 		}
 		return WriteResult{Written: t.Paths()}, nil
 	}
+	// An interrupted earlier write is finished first, so the index read next
+	// describes the tree actually on disk.
 	if err := Recover(dir); err != nil {
 		return WriteResult{}, err
 	}
@@ -99,6 +103,7 @@ func WriteTree(dir string, t Tree, o WriteOptions) (WriteResult, error) {
 	if err != nil {
 		return WriteResult{}, err
 	}
+	// Nothing changed: no stage, no journal, and file times stay as they were.
 	if len(plan.Written) == 0 && len(plan.Removed) == 0 {
 		return plan, nil
 	}
@@ -122,6 +127,8 @@ func WriteTree(dir string, t Tree, o WriteOptions) (WriteResult, error) {
 	if err := writeJournal(dir, filepath.Base(stage), plan); err != nil {
 		return WriteResult{}, err
 	}
+	// The journal is in place: the stage belongs to it now, and carrying it out
+	// is Recover's job whether it happens here or after a crash.
 	committed = true
 	if err := Recover(dir); err != nil {
 		return WriteResult{}, err
@@ -237,6 +244,7 @@ func fileOnPath(dir, p string) string {
 	return ""
 }
 
+// dedupe drops adjacent duplicates from a sorted slice, in place.
 func dedupe(s []string) []string {
 	out := s[:0]
 	for i, v := range s {
@@ -278,6 +286,7 @@ func writeNew(dir string, t Tree) error {
 // writing a large tree.
 type dirMaker map[string]bool
 
+// mkdir creates d and its parents (0755) unless this dirMaker made it already.
 func (m dirMaker) mkdir(d string) error {
 	if m[d] {
 		return nil
@@ -289,6 +298,7 @@ func (m dirMaker) mkdir(d string) error {
 	return nil
 }
 
+// writeFile writes data to path (0644), creating its directory first.
 func (m dirMaker) writeFile(path string, data []byte) error {
 	if err := m.mkdir(filepath.Dir(path)); err != nil {
 		return err
@@ -296,6 +306,9 @@ func (m dirMaker) writeFile(path string, data []byte) error {
 	return os.WriteFile(path, data, 0o644)
 }
 
+// checkRelative refuses a path that would land outside the output directory: an
+// absolute one, or one that climbs out with "..". Rendered paths never do; the check
+// is for paths read back from the index or the journal, which anyone may edit.
 func checkRelative(p string) error {
 	if filepath.IsAbs(p) || strings.HasPrefix(filepath.Clean(p), "..") {
 		return fmt.Errorf("refusing to write outside the output directory: %s", p)
@@ -303,6 +316,8 @@ func checkRelative(p string) error {
 	return nil
 }
 
+// sameContent says whether the file at path holds exactly want, with an error when
+// it cannot be read (planWrite then treats the file as changed).
 func sameContent(path string, want []byte) (bool, error) {
 	got, err := os.ReadFile(path)
 	if err != nil {
@@ -311,6 +326,8 @@ func sameContent(path string, want []byte) (bool, error) {
 	return bytes.Equal(got, want), nil
 }
 
+// removeEmptyParents removes dir and its parents up to, not including, root, while
+// they are empty: a cluster taken out of the fleet leaves no empty directories.
 func removeEmptyParents(root, dir string) {
 	for dir != root && strings.HasPrefix(dir, root) {
 		if err := os.Remove(dir); err != nil {
@@ -334,6 +351,10 @@ func withIndex(t Tree) Tree {
 	return out
 }
 
+// readIndex returns the sorted paths the previous render listed in its index, or
+// nil when dir holds no index (a first render into an existing directory). An index
+// that is a symbolic link or a special file is refused with ErrSymlink, since
+// following it would let anyone redirect what render removes.
 func readIndex(dir string) ([]string, error) {
 	p := filepath.Join(dir, IndexFile)
 	if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
