@@ -17,6 +17,10 @@ func BrokerServiceAccount(cluster string) string { return naming.BrokerServiceAc
 // brokerPolicyName names the admission policy that keeps each cluster to its own objects.
 const brokerPolicyName = "mcnet-broker-one-writer"
 
+// renderBroker writes broker/: the broker namespace (applied on the broker cluster
+// only), the admission policies that keep each cluster to its own objects and its
+// allocation, and one identity (ServiceAccount, Role, RoleBinding) per cluster. No
+// credential is rendered: tokens are minted by `kubectl mcnet broker credentials`.
 func renderBroker(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec) error {
 	ns := cs.Spec.Broker.Namespace
 	resources := []string{"namespace.yaml", "policy.yaml"}

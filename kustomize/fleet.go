@@ -57,6 +57,8 @@ func AgentConfig(cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec) *mcnetv1.AgentC
 	return ac
 }
 
+// renderFleet writes bases/fleet: the Fleet table, which every cluster's overlay
+// includes and which the broker's allocation policies take as their parameter.
 func renderFleet(t Tree, cs *mcnetv1.ClusterSet) error {
 	if err := t.putYAML(path.Join(DirFleet, "fleet.yaml"),
 		"# The fleet's members and the networks each may have routed to it. Every cluster applies\n"+

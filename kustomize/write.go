@@ -38,11 +38,13 @@ type ConflictError struct {
 	Files []string
 }
 
+// Error lists the refused files, one per line, and how to go on (--force).
 func (e *ConflictError) Error() string {
 	return fmt.Sprintf("refusing to overwrite %d file(s) kubectl mcnet render did not write (move them away, or pass --force to overwrite them):\n  %s\nnothing was written",
 		len(e.Files), strings.Join(e.Files, "\n  "))
 }
 
+// Unwrap makes errors.Is(err, ErrNotOurs) true, which the CLI maps to exit code 2.
 func (e *ConflictError) Unwrap() error { return ErrNotOurs }
 
 // ErrSymlink is returned when a rendered path would be written or removed through a
