@@ -26,11 +26,16 @@ func allocationPolicyName(resource string) string { return "mcnet-broker-allocat
 // celStr quotes a value for a CEL expression.
 func celStr(s string) string { return "'" + strings.ReplaceAll(s, "'", "\\'") + "'" }
 
+// celRule is one validation of an allocation policy: expr is the CEL condition an
+// object must meet, msg the CEL message expression the API server returns when it
+// does not, naming the writer and what it may write instead.
 type celRule struct{ expr, msg string }
 
 // allocationRules are the checks per broker resource, in the order reported. c is the
 // writer's cluster name, alloc its CIDRs from the table; both are policy variables.
 func allocationRules() map[string][]celRule {
+	// inAlloc and ipAlloc are format strings: %[1]s is the CEL value (a CIDR, an
+	// address) that must lie inside one of the writer's allocated networks.
 	const (
 		c       = "variables.cluster"
 		inAlloc = "variables.allocation.exists(a, cidr(a).containsCIDR(%[1]s))"
@@ -39,6 +44,8 @@ func allocationRules() map[string][]celRule {
 	subnetOK := func(v string) string { return fmt.Sprintf("isCIDR(%[1]s) && "+inAlloc, v) }
 	addrOK := func(v string) string { return fmt.Sprintf("isIP(%[1]s) && "+ipAlloc, v) }
 	alloc := "variables.allocation.join(', ')"
+	// A cluster's Cluster and Endpoint objects carry its name twice, as the
+	// object's name and as spec.clusterID; both must be the writer's.
 	identity := celRule{
 		expr: "object.metadata.name == " + c + " && object.spec.clusterID == " + c,
 		msg:  "'cluster ' + " + c + " + ' may only write the object named ' + " + c + " + ' with spec.clusterID ' + " + c + " + ', not ' + object.metadata.name + ' with spec.clusterID ' + object.spec.clusterID",
@@ -57,6 +64,8 @@ func allocationRules() map[string][]celRule {
 	dnsLabel := "'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'"
 	labelled := fmt.Sprintf("%[1]s in object.metadata.labels && %[2]s in object.metadata.labels && object.metadata.labels[%[1]s].matches(%[3]s) && object.metadata.labels[%[2]s].matches(%[3]s)",
 		celStr(naming.LabelServiceNamespace), celStr(mcsv1alpha1.LabelServiceName), dnsLabel)
+	// outside lists the items of list that fail ok, for the messages: the
+	// refusal names the very subnets or addresses at fault.
 	outside := func(list, ok string) string {
 		return fmt.Sprintf("%s.filter(s, !(%s)).join(', ')", list, ok)
 	}
@@ -98,6 +107,8 @@ func allocationRules() map[string][]celRule {
 				msg:  "'cluster ' + " + c + " + ' may only publish EndpointSlices named <namespace>.<service>.' + " + c + " + '.<suffix> after their service labels, which must be DNS labels'",
 			},
 			{
+				// FQDN slices are refused outright: a name cannot be checked
+				// against an allocation.
 				expr: "object.addressType != 'FQDN' && (!has(object.endpoints) || object.endpoints.all(e, e.addresses.all(s, " + addrOK("s") + ")))",
 				msg: "'cluster ' + " + c + " + ' publishes endpoint addresses outside its allocation (' + " + alloc + " + '): ' + " +
 					"(has(object.endpoints) ? object.endpoints.map(e, e.addresses.filter(s, !(" + addrOK("s") + ")).join(', ')).filter(s, s != '').join(', ') : object.addressType)",
@@ -109,6 +120,8 @@ func allocationRules() map[string][]celRule {
 // allocationPolicies renders one policy and binding per broker resource, with the
 // fleet table called fleet as their parameter.
 func allocationPolicies(ns, fleet string) []any {
+	// Cluster identities are the broker namespace's ServiceAccounts with the
+	// broker prefix; the rest of the user name is the cluster's name.
 	prefix := "system:serviceaccount:" + ns + ":" + naming.BrokerServiceAccountPrefix
 	resources := []struct{ group, resource string }{
 		{mcnetv1.GroupVersion.Group, "clusters"},
@@ -121,6 +134,8 @@ func allocationPolicies(ns, fleet string) []any {
 	var out []any
 	for _, r := range resources {
 		name := allocationPolicyName(r.resource)
+		// The first validation refuses a writer the table does not list; the
+		// kind's own rules follow in the order allocationRules gives them.
 		validations := []any{map[string]any{
 			"expression":        "variables.member.size() == 1",
 			"messageExpression": "'cluster ' + variables.cluster + ' is not a member of fleet ' + params.metadata.name",
@@ -140,6 +155,8 @@ func allocationPolicies(ns, fleet string) []any {
 				"kind":       "ValidatingAdmissionPolicy",
 				"metadata":   map[string]any{"name": name, "labels": labels},
 				"spec": map[string]any{
+					// Fail closed: a policy the API server cannot evaluate
+					// refuses the write rather than letting it through.
 					"failurePolicy": "Fail",
 					"paramKind":     map[string]string{"apiVersion": mcnetv1.GroupVersion.String(), "kind": "Fleet"},
 					"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
@@ -148,6 +165,8 @@ func allocationPolicies(ns, fleet string) []any {
 						"operations":  []string{"CREATE", "UPDATE"},
 						"resources":   []string{r.resource},
 					}}},
+					// Only cluster identities are held to an allocation; what an
+					// administrator writes is checked again by the receivers.
 					"matchConditions": []any{map[string]any{
 						"name":       "cluster-identity",
 						"expression": fmt.Sprintf("request.userInfo.username.startsWith('%s')", prefix),
