@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -49,6 +50,8 @@ type Reconciler struct {
 	applied            *dataplane.State
 	appliedAt          time.Time
 	applyErr           error
+	// notReady is why /readyz fails: nil once the last Reconcile succeeded.
+	notReady atomic.Pointer[error]
 }
 
 // Reconcile routes the remote clusters' networks to the current Lease holder: own

@@ -33,20 +33,30 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/agent"
+	"github.com/mcnet-io/mcnet/internal/healthz"
 )
 
 // DaemonSetName is the route agent's DaemonSet, checked on shutdown to tell an
 // uninstall from a restart.
 const DaemonSetName = "mcnet-route-agent"
 
-// Options configure a route agent: what it shares with the gateway, nothing of its
-// own. The gateway nodes, where it idles, are the AgentConfig's gateway.nodeSelector.
+// Options configure a route agent: what it shares with the gateway, and where it
+// answers the kubelet's probes. The gateway nodes, where it idles, are the
+// AgentConfig's gateway.nodeSelector.
 type Options struct {
 	agent.Common
+	// ProbeAddress serves /healthz and /readyz ("0" disables). Ready means the last
+	// Reconcile succeeded: the node routes as the view says (on a gateway node, it
+	// read its Node and leaves the node to the gateway). A new version that cannot
+	// route never becomes ready, and the DaemonSet's rolling update stops at it.
+	ProbeAddress string
 }
 
 // AddFlags registers the agent's flags.
-func (o *Options) AddFlags(fs *pflag.FlagSet) { o.Common.AddFlags(fs) }
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.Common.AddFlags(fs)
+	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", ":9455", "address of the /healthz and /readyz endpoints (0 disables them)")
+}
 
 // dataplaneAPI is what the agent needs of *dataplane.Dataplane.
 type dataplaneAPI interface {
@@ -65,6 +75,11 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 	if err != nil {
 		return err
 	}
+	stopProbes, err := healthz.Serve(o.ProbeAddress, healthz.Handler(r.readiness))
+	if err != nil {
+		return fmt.Errorf("serve health probes (--health-probe-bind-address): %w", err)
+	}
+	defer stopProbes()
 	// Benchmarks and diagnose ask this agent for measurements through NetworkTests.
 	if err := o.ServeNetworkTests(ctx, log, cfg, mcnetv1.AgentRouteAgent); err != nil {
 		return err
@@ -84,10 +99,12 @@ func newReconciler(log logr.Logger, o Options, local agent.Local, cfg *rest.Conf
 	if err != nil {
 		return nil, err
 	}
-	return &Reconciler{
+	r := &Reconciler{
 		opts: o, local: local, sel: labels.SelectorFromSet(o.Config.Gateway.NodeSelector),
 		log: log, cache: c, client: cl, kube: kube, dp: dp, kick: make(chan struct{}, 1),
-	}, nil
+	}
+	r.setReady(errors.New("starting: no Reconcile has finished yet"))
+	return r, nil
 }
 
 func (r *Reconciler) trigger() {
@@ -141,6 +158,7 @@ func (r *Reconciler) run(ctx context.Context) error {
 		if err != nil {
 			r.log.Error(err, "Reconcile failed")
 		}
+		r.setReady(err)
 		// Errors are retried at the resync tick: what failed is a cache read or
 		// the kernel, and either is repaired by the next event or a later try.
 		after := res.RequeueAfter
@@ -166,6 +184,23 @@ func relevantUpdate(old, cur any) bool {
 		return !ok || !reflect.DeepEqual(o.Labels, c.Labels) || !reflect.DeepEqual(o.Status.Addresses, c.Status.Addresses)
 	}
 	return true
+}
+
+// readiness is nil once the last Reconcile succeeded, else why the agent is not ready.
+func (r *Reconciler) readiness() error {
+	if err := r.notReady.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// setReady records the last Reconcile's outcome for /readyz.
+func (r *Reconciler) setReady(err error) {
+	if err == nil {
+		r.notReady.Store(nil)
+		return
+	}
+	r.notReady.Store(&err)
 }
 
 func ptrString(p *string) string {

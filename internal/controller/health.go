@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/mcnet-io/mcnet/internal/healthz"
 )
 
 // probes answers /healthz and /readyz for the life of the process, across the
@@ -77,25 +77,4 @@ func metricsHandler() http.Handler {
 }
 
 // serve listens on addr ("0" or empty: not at all) and serves h until stop is called.
-// The listen happens before serve returns, so a taken port is Run's error, at once.
-func serve(addr string, h http.Handler) (stop func(), err error) {
-	if addr == "" || addr == "0" {
-		return func() {}, nil
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(l)
-	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}, nil
-}
+func serve(addr string, h http.Handler) (stop func(), err error) { return healthz.Serve(addr, h) }
