@@ -148,6 +148,9 @@ func renderFlux(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec, 
 // apps: one Application pointed at it brings in the rest.
 func renderArgoCD(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec, opts Options) error {
 	url := repoURL(cs, opts)
+	// destination targets cluster c by its API server URL when the fleet gives
+	// one, else by its Argo CD name; ns "" leaves the namespace to the objects
+	// (the CRDs are cluster-scoped).
 	destination := func(c mcnetv1.ClusterSpec, ns string) map[string]string {
 		d := map[string]string{"namespace": ns}
 		if c.Server != "" {
@@ -169,7 +172,9 @@ func renderArgoCD(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec
 				"name":        name,
 				"namespace":   argoNamespace,
 				"annotations": map[string]string{syncWaveKey: wave},
-				"finalizers":  []string{"resources-finalizer.argocd.argoproj.io"},
+				// Deleting an Application deletes what it applied, as
+				// pruning does for a cluster taken out of the fleet.
+				"finalizers": []string{"resources-finalizer.argocd.argoproj.io"},
 			},
 			"spec": map[string]any{
 				"project": argoProject,
@@ -187,6 +192,8 @@ func renderArgoCD(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec
 			},
 		}
 	}
+	// The project may deploy to the fleet's clusters only (any namespace), so
+	// an edited Application cannot aim the repository at another cluster.
 	var destinations []any
 	resources := []string{"project.yaml"}
 	var broker mcnetv1.ClusterSpec
@@ -206,11 +213,14 @@ func renderArgoCD(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec
 			return err
 		}
 	}
+	// The broker namespace lives on the broker's cluster; validation has made
+	// sure that cluster is in the fleet, so broker is set here.
 	resources = append(resources, "broker.yaml")
 	if err := t.putYAML(path.Join(DirArgoCD, "broker.yaml"), "",
 		app("mcnet-broker", "0", DirBroker, destination(broker, cs.Spec.Broker.Namespace))); err != nil {
 		return err
 	}
+	// Wave -2: the project exists before any Application that names it.
 	project := map[string]any{
 		"apiVersion": "argoproj.io/v1alpha1",
 		"kind":       "AppProject",
