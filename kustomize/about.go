@@ -12,10 +12,15 @@ import (
 // cluster's name, unique in its ClusterSet, and clusterset.k8s.io, the ClusterSet's.
 // The render writes both from the fleet, so they come from Git like everything else.
 const (
-	aboutGroup            = "about.k8s.io"
-	aboutCRDFile          = "about.k8s.io_clusterproperties.yaml"
-	ClusterIDProperty     = "cluster.clusterset.k8s.io"
-	ClusterSetIDProperty  = "clusterset.k8s.io"
+	aboutGroup   = "about.k8s.io"
+	aboutCRDFile = "about.k8s.io_clusterproperties.yaml"
+	// ClusterIDProperty is the ClusterProperty whose value is the cluster's
+	// name in its ClusterSet (the fleet's name for it).
+	ClusterIDProperty = "cluster.clusterset.k8s.io"
+	// ClusterSetIDProperty is the ClusterProperty whose value is the
+	// ClusterSet's name (the fleet file's metadata.name).
+	ClusterSetIDProperty = "clusterset.k8s.io"
+	// clusterPropertiesFile is where an overlay keeps its two properties.
 	clusterPropertiesFile = "clusterproperties.yaml"
 )
 
@@ -65,7 +70,8 @@ func clusterPropertyCRD() *apiextensionsv1.CustomResourceDefinition {
 	}
 }
 
-// clusterProperties are cluster c's two well-known properties.
+// clusterProperties are cluster c's two well-known properties. They are cluster-scoped
+// objects named after the property, so a cluster holds exactly one of each.
 func clusterProperties(cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec) []any {
 	prop := func(name, value string) map[string]any {
 		return map[string]any{

@@ -123,6 +123,8 @@ const localComponentsPolicyName = "mcnet-broker-own-identity"
 // only through their cluster's broker identity, as every other member does, and are held
 // to the same policies.
 func localComponentsPolicy(ns string) []any {
+	// Every ServiceAccount of mcnet's own namespace: the controller, gateway,
+	// route agent and DNS server alike.
 	prefix := "system:serviceaccount:" + mcnetv1.SystemNamespace + ":"
 	labels := map[string]string{"app.kubernetes.io/part-of": "mcnet"}
 	rule := func(group string, resources ...string) map[string]any {
@@ -147,6 +149,8 @@ func localComponentsPolicy(ns string) []any {
 					"name":       "local-mcnet-component",
 					"expression": fmt.Sprintf("request.userInfo.username.startsWith('%s')", prefix),
 				}},
+				// Whoever matched is refused: the policy's whole job is the
+				// match condition above.
 				"validations": []any{map[string]any{
 					"expression":        "false",
 					"messageExpression": fmt.Sprintf("request.userInfo.username + ' may not write in the broker namespace; mcnet components write there only with their cluster\\'s broker identity (%s<cluster>)'", naming.BrokerServiceAccountPrefix),
@@ -212,11 +216,13 @@ func brokerPolicy(ns string) []any {
 					"expression": fmt.Sprintf("request.userInfo.username.substring(%d)", len(prefix)),
 				}},
 				"validations": []any{
+					// A DELETE has no new object; its check is the next one.
 					map[string]any{
 						"expression":        "request.operation == 'DELETE' || (" + owns("object") + ")",
 						"messageExpression": fmt.Sprintf("'cluster ' + variables.cluster + ' may only write objects labelled %s=' + variables.cluster", mcnetv1.ClusterLabel),
 						"reason":            "Forbidden",
 					},
+					// A CREATE has no old object; the rule above covers it.
 					map[string]any{
 						"expression":        "request.operation == 'CREATE' || (" + owns("oldObject") + ")",
 						"messageExpression": "'cluster ' + variables.cluster + ' may not change or delete another cluster\\'s objects'",
