@@ -59,6 +59,8 @@ func renderFlux(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec, 
 			"apiVersion": "source.toolkit.fluxcd.io/v1",
 			"kind":       "GitRepository",
 			"metadata":   map[string]any{"name": fluxSourceOwn, "namespace": fluxNamespace},
+			// The repository is polled every minute: a pushed render reaches
+			// the clusters within that, without a webhook.
 			"spec": map[string]any{
 				"interval": "1m",
 				"url":      url,
@@ -70,6 +72,8 @@ func renderFlux(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec, 
 	// fleet loses its objects). With health checks it is Ready only once the
 	// named workloads are; without, once every applied object is (wait).
 	fluxKustomization := func(name, dir string, dependsOn []string, health []any) map[string]any {
+		// Flux re-applies every 10 minutes, which repairs drift; a failed
+		// apply is retried every 30 s, and one that takes over 5 minutes fails.
 		spec := map[string]any{
 			"interval":      "10m",
 			"retryInterval": "30s",
@@ -97,6 +101,7 @@ func renderFlux(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec, 
 			"spec":       spec,
 		}
 	}
+	// workload is a health-check reference to one of mcnet's workloads.
 	workload := func(kind, name string) map[string]any {
 		return map[string]any{"apiVersion": "apps/v1", "kind": kind, "name": name, "namespace": mcnetv1.SystemNamespace}
 	}
@@ -126,6 +131,8 @@ func renderFlux(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec, 
 			fluxKustomization("mcnet", path.Join(DirClusters, c.Name), []string{"mcnet-crds"}, health)); err != nil {
 			return err
 		}
+		// The broker is applied by the broker cluster's Flux only, after the
+		// CRDs (its objects are mcnet kinds) but not after the components.
 		if c.Name == cs.Spec.Broker.Cluster {
 			resources = append(resources, "broker.yaml")
 			if err := t.putYAML(path.Join(dir, "broker.yaml"), "# This cluster hosts the broker.\n",
