@@ -66,7 +66,7 @@ type upOptions struct {
 	noComponents bool
 }
 
-func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func up(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	root, err := lab.RepoRoot("")
 	if err != nil {
 		return err
@@ -109,13 +109,16 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Stop with a fresh context: ctx is cancelled by the Ctrl-C that ends the lab.
+	// Stop with a fresh context: ctx is cancelled by the Ctrl-C that ends the lab. A
+	// teardown that fails leaves namespaces, mounts or processes behind: that is the
+	// command's error (exit 1), joined to any earlier one, not a line on stderr
+	// after a clean exit.
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
 		fmt.Fprintln(stdout, "stopping the lab …")
 		if serr := l.Stop(sctx); serr != nil {
-			fmt.Fprintln(stderr, serr)
+			err = errors.Join(err, fmt.Errorf("stopping the lab (see mcnet-lab down to clean up): %w", serr))
 		}
 	}()
 
