@@ -29,7 +29,7 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/gitops"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
-	brokercmd "github.com/mcnet-io/mcnet/internal/cli/broker"
+	"github.com/mcnet-io/mcnet/internal/naming"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -308,7 +308,7 @@ func (g *gitopsLab) converge(cs *mcnetv1.ClusterSet, rev string) {
 	ctx := g.t.Context()
 	broker := g.lab.Cluster(cs.Spec.Broker.Cluster)
 	for _, c := range g.clusters(cs) {
-		_, err := c.Client.CoreV1().Secrets(mcnetv1.SystemNamespace).Get(ctx, brokercmd.SecretName, metav1.GetOptions{})
+		_, err := c.Client.CoreV1().Secrets(mcnetv1.SystemNamespace).Get(ctx, naming.BrokerCredentialsSecret, metav1.GetOptions{})
 		if err == nil {
 			continue
 		}

@@ -28,7 +28,6 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/internal/controller"
 	"github.com/mcnet-io/mcnet/internal/diagnose"
-	"github.com/mcnet-io/mcnet/internal/inspect"
 	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
@@ -47,7 +46,7 @@ import (
 // the test reaches it.
 func brokerAs(ctx context.Context, t *testing.T, broker, c *lab.Cluster) client.Client {
 	t.Helper()
-	sec, err := c.Client.CoreV1().Secrets(mcnetv1.SystemNamespace).Get(ctx, inspect.BrokerSecret, metav1.GetOptions{})
+	sec, err := c.Client.CoreV1().Secrets(mcnetv1.SystemNamespace).Get(ctx, naming.BrokerCredentialsSecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/lab"
-	brokercmd "github.com/mcnet-io/mcnet/internal/cli/broker"
+	"github.com/mcnet-io/mcnet/internal/naming"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -171,7 +171,7 @@ func DeliverBrokerCredentials(ctx context.Context, broker, c *lab.Cluster, broke
 	if err != nil {
 		return err
 	}
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(brokercmd.Secret(c.Name, kc, tr.Status.ExpirationTimestamp.Time))
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(naming.BrokerCredentials(c.Name, kc, tr.Status.ExpirationTimestamp.Time))
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/inspect"
 	"github.com/mcnet-io/mcnet/internal/multicluster"
+	"github.com/mcnet-io/mcnet/internal/naming"
 )
 
 // Network is one cluster's networks, from a fleet file or a Cluster object.
@@ -344,15 +345,15 @@ func Broker(ctx context.Context, t *multicluster.Target, s *inspect.Snapshot, vi
 		return []Check{fail("MCN1101", id, "broker is configured", "the controller's config (ConfigMap %s) names no broker.server", mcnetv1.AgentConfigMap)}
 	}
 	var sec corev1.Secret
-	if err := t.Client.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: inspect.BrokerSecret}, &sec); err != nil {
+	if err := t.Client.Get(ctx, client.ObjectKey{Namespace: mcnetv1.SystemNamespace, Name: naming.BrokerCredentialsSecret}, &sec); err != nil {
 		if apierrors.IsForbidden(err) {
-			return []Check{skip("broker", id, "broker credentials are valid", "you may not read Secret mcnet-system/"+inspect.BrokerSecret)}
+			return []Check{skip("broker", id, "broker credentials are valid", "you may not read Secret mcnet-system/"+naming.BrokerCredentialsSecret)}
 		}
-		return []Check{fail("MCN1102", id, "broker credentials exist", "Secret mcnet-system/%s: %v", inspect.BrokerSecret, err)}
+		return []Check{fail("MCN1102", id, "broker credentials exist", "Secret mcnet-system/%s: %v", naming.BrokerCredentialsSecret, err)}
 	}
-	kc := sec.Data["kubeconfig"]
+	kc := sec.Data[naming.BrokerCredentialsKey]
 	if len(kc) == 0 {
-		return []Check{fail("MCN1102", id, "broker credentials exist", "Secret mcnet-system/%s has no key kubeconfig", inspect.BrokerSecret)}
+		return []Check{fail("MCN1102", id, "broker credentials exist", "Secret mcnet-system/%s has no key kubeconfig", naming.BrokerCredentialsSecret)}
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(kc)
 	if err != nil {

@@ -29,7 +29,6 @@ const (
 	ControllerName = "mcnet-controller"
 	GatewayName    = "mcnet-gateway"
 	RouteAgentName = "mcnet-route-agent"
-	BrokerSecret   = "mcnet-broker-credentials"
 )
 
 // Snapshot is what one cluster runs.

@@ -7,8 +7,11 @@
 package naming
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -112,4 +115,33 @@ func IsImport(o client.Object) bool {
 // IsImportedSlice says whether a local EndpointSlice is one mcnet imported.
 func IsImportedSlice(o client.Object) bool {
 	return IsImport(o) && o.GetLabels()[discoveryv1.LabelManagedBy] == SliceManagedBy
+}
+
+// The broker credentials: the Secret in mcnet-system that holds a member cluster's
+// kubeconfig for the broker. kubectl mcnet broker credentials writes it out of band
+// (never into Git), the controller mounts it, diagnose checks it.
+const (
+	// BrokerCredentialsSecret is the Secret's name.
+	BrokerCredentialsSecret = "mcnet-broker-credentials"
+	// BrokerCredentialsKey is the data key of the kubeconfig.
+	BrokerCredentialsKey = "kubeconfig"
+	// AnnotationExpires is when the kubeconfig's token runs out (RFC 3339), so
+	// diagnose can warn before it does.
+	AnnotationExpires = "mcnet.io/expires"
+)
+
+// BrokerCredentials is the broker-credentials Secret for a member cluster; the
+// cluster label says whose identity it carries.
+func BrokerCredentials(cluster string, kubeconfig []byte, expires time.Time) *corev1.Secret {
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        BrokerCredentialsSecret,
+			Namespace:   mcnetv1.SystemNamespace,
+			Labels:      map[string]string{"app.kubernetes.io/part-of": "mcnet", mcnetv1.ClusterLabel: cluster},
+			Annotations: map[string]string{AnnotationExpires: expires.UTC().Format(time.RFC3339)},
+		},
+		Type:       corev1.SecretTypeOpaque,
+		StringData: map[string]string{BrokerCredentialsKey: string(kubeconfig)},
+	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -26,6 +25,7 @@ import (
 	"github.com/mcnet-io/mcnet/internal/cli/clioptions"
 	"github.com/mcnet-io/mcnet/internal/cmdutil"
 	"github.com/mcnet-io/mcnet/internal/fleet"
+	"github.com/mcnet-io/mcnet/internal/naming"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -209,7 +209,7 @@ func (o *CredentialsOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return cmdutil.Failure(err)
 	}
-	secret := Secret(o.Cluster, kubeconfig, tr.Status.ExpirationTimestamp.Time)
+	secret := naming.BrokerCredentials(o.Cluster, kubeconfig, tr.Status.ExpirationTimestamp.Time)
 	if o.Print.Format() == "yaml" {
 		// YAML is what goes to kubeseal or SOPS; the warning travels with it as a comment.
 		fmt.Fprintf(o.Out, "# Broker credentials of cluster %s, valid until %s. Secret material: seal or encrypt before storing.\n",
@@ -235,26 +235,4 @@ func (o *CredentialsOptions) kubeconfig(token string) ([]byte, error) {
 	kc.Contexts["broker"] = &clientcmdapi.Context{Cluster: "broker", AuthInfo: o.Cluster, Namespace: o.BrokerNamespace}
 	kc.CurrentContext = "broker"
 	return clientcmd.Write(*kc)
-}
-
-// SecretName is the Secret in mcnet-system that holds a cluster's broker kubeconfig.
-const SecretName = "mcnet-broker-credentials"
-
-// Secret is the broker-credentials Secret for a member cluster. The expiry
-// annotation lets diagnose warn before the token runs out; the cluster label
-// says whose identity it carries.
-func Secret(cluster string, kubeconfig []byte, expires time.Time) *corev1.Secret {
-	return &corev1.Secret{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      SecretName,
-			Namespace: mcnetv1.SystemNamespace,
-			Labels:    map[string]string{"app.kubernetes.io/part-of": "mcnet", mcnetv1.ClusterLabel: cluster},
-			Annotations: map[string]string{
-				"mcnet.io/expires": expires.UTC().Format(time.RFC3339),
-			},
-		},
-		Type:       corev1.SecretTypeOpaque,
-		StringData: map[string]string{"kubeconfig": string(kubeconfig)},
-	}
 }
