@@ -81,7 +81,11 @@ func startAPIServers(t testing.TB, serviceCIDRs [][]string) []*rest.Config {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		env := &envtest.Environment{}
+		// envtest gives each etcd and kube-apiserver 20 s to become ready. Several
+		// start at once here, and in make test beside the lab suites on two cores;
+		// there CI saw both retried out ("timeout waiting for process kube-apiserver
+		// to start successfully"). Starting is the fixture, not what is tested.
+		env := &envtest.Environment{ControlPlaneStartTimeout: 2 * time.Minute}
 		if len(serviceCIDRs[i]) > 0 {
 			env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", strings.Join(serviceCIDRs[i], ","))
 		}
