@@ -82,7 +82,11 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, l net.Listener) e
 	case <-ctx.Done():
 	case err = <-errs:
 	}
+	// Shutdown alone is refused while the TCP server has not started yet ("server not
+	// started"), and the server then starts and serves on: closing the listener ends it
+	// either way.
 	_ = tcp.Shutdown()
+	_ = l.Close()
 	_ = pc.Close()
 	wg.Wait()
 	return err
