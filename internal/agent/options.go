@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
@@ -100,14 +99,9 @@ func (o *Common) Start(ctx context.Context, log logr.Logger) (Local, *rest.Confi
 	if err != nil {
 		return Local{}, nil, nil, err
 	}
-	cfg, err := o.RESTConfig()
+	cfg, err := o.RESTConfig(ctx, log)
 	if err != nil {
 		return Local{}, nil, nil, err
-	}
-	if o.inCluster() {
-		if err := apiroute.Start(ctx, log, cfg); err != nil {
-			return Local{}, nil, nil, fmt.Errorf("API connection: %w", err)
-		}
 	}
 	dp, err := dataplane.New(o.DataplaneConfig())
 	if err != nil {
@@ -121,27 +115,12 @@ func (o *Common) DataplaneConfig() dataplane.Config {
 	return dataplane.Config{LinkPrefix: o.LinkPrefix, ChainPrefix: o.ChainPrefix, StateDir: o.StateDir}
 }
 
-// kubeconfigPath is --kubeconfig, else $KUBECONFIG; empty means in-cluster.
-func (o *Common) kubeconfigPath() string {
-	if o.Kubeconfig != "" {
-		return o.Kubeconfig
-	}
-	return os.Getenv("KUBECONFIG")
-}
-
-func (o *Common) inCluster() bool { return o.kubeconfigPath() == "" }
-
 // RESTConfig returns the API connection: --kubeconfig, else $KUBECONFIG, else the
-// in-cluster service account. Rate limits are raised: failover must not wait for the
+// in-cluster service account, routed to the API server's own addresses while ctx
+// lasts (apiroute.Load). Rate limits are raised: failover must not wait for the
 // client's token bucket.
-func (o *Common) RESTConfig() (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	if path := o.kubeconfigPath(); path != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", path)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+func (o *Common) RESTConfig(ctx context.Context, log logr.Logger) (*rest.Config, error) {
+	cfg, err := apiroute.Load(ctx, log, o.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("API connection: %w", err)
 	}

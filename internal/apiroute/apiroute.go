@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -32,6 +33,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // ServiceName is the Service, in the default namespace, the API server publishes its
@@ -82,6 +84,23 @@ func Install(cfg *rest.Config) *Router {
 	r := New(u.Host, d.DialContext)
 	cfg.Dial = r.DialContext
 	return r
+}
+
+// Load returns the connection to this cluster's API server: the kubeconfig at path,
+// else $KUBECONFIG, else the pod's service account, whose config reaches the API
+// server at its own addresses while ctx lasts (Start).
+func Load(ctx context.Context, log logr.Logger, path string) (*rest.Config, error) {
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, err
+	}
+	return cfg, Start(ctx, log, cfg)
 }
 
 // Start installs a Router in cfg, an in-cluster config, and keeps it learning the API
@@ -138,6 +157,14 @@ func (r *Router) order() []string {
 	return append(append(good, r.service), bad...)
 }
 
+// markStale wakes Learn to read the addresses again.
+func (r *Router) markStale() {
+	select {
+	case r.stale <- struct{}{}:
+	default:
+	}
+}
+
 func (r *Router) noteFailure(addr string, failed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -157,16 +184,7 @@ func (r *Router) DialContext(ctx context.Context, network, addr string) (net.Con
 	}
 	var errs []error
 	addrs := r.order()
-	defer func() {
-		if len(addrs) > 1 && len(errs) >= len(addrs)-1 {
-			// Every direct address failed (the ClusterIP may have served): they
-			// may have changed.
-			select {
-			case r.stale <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	direct, directFailed := len(addrs)-1, 0
 	for i, a := range addrs {
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if i < len(addrs)-1 {
@@ -176,8 +194,14 @@ func (r *Router) DialContext(ctx context.Context, network, addr string) (net.Con
 		cancel()
 		if a != r.service {
 			r.noteFailure(a, err != nil)
+			if err != nil {
+				directFailed++
+			}
 		}
 		if err == nil {
+			if direct > 0 && directFailed == direct {
+				r.markStale() // only the ClusterIP answered: the addresses may have changed
+			}
 			return c, nil
 		}
 		errs = append(errs, err)
@@ -191,6 +215,9 @@ func (r *Router) DialContext(ctx context.Context, network, addr string) (net.Con
 		if a != r.service {
 			r.noteFailure(a, false)
 		}
+	}
+	if direct > 0 && directFailed == direct {
+		r.markStale()
 	}
 	return nil, errors.Join(errs...)
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -86,24 +85,6 @@ func Scheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// restConfig is the connection to this cluster's API server: the kubeconfig at path,
-// else $KUBECONFIG, else the service account, which reaches the API server at its own
-// addresses while ctx lasts (apiroute): after an API-server restart, the ClusterIP
-// works again only once the node's kube-proxy has caught up.
-func restConfig(ctx context.Context, path string) (*rest.Config, error) {
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
-	if path != "" {
-		return clientcmd.BuildConfigFromFlags("", path)
-	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, err
-	}
-	return cfg, apiroute.Start(ctx, log.FromContext(ctx), cfg)
-}
-
 // Run starts the controller and blocks until ctx ends. o must be complete.
 //
 // An error while this cluster's own API server does not answer is the outage's, not
@@ -118,7 +99,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Config == nil {
 		return errors.New("no AgentConfig: call Options.Complete first")
 	}
-	cfg, err := restConfig(ctx, o.Kubeconfig)
+	cfg, err := apiroute.Load(ctx, log.FromContext(ctx), o.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("connect to this cluster: %w", err)
 	}

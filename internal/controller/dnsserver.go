@@ -19,6 +19,7 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/internal/agentconfig"
+	"github.com/mcnet-io/mcnet/internal/apiroute"
 	"github.com/mcnet-io/mcnet/internal/dns"
 	"github.com/mcnet-io/mcnet/internal/patient"
 	"github.com/mcnet-io/mcnet/internal/version"
@@ -76,7 +77,7 @@ func RunDNS(ctx context.Context, o DNSOptions) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := restConfig(ctx, o.Kubeconfig)
+	cfg, err := apiroute.Load(ctx, log.FromContext(ctx), o.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("connect to this cluster: %w", err)
 	}
