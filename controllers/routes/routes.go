@@ -187,7 +187,7 @@ func relevantUpdate(old, cur any) bool {
 }
 
 // readiness is nil once the last Reconcile succeeded, else why the agent is not ready.
-func (r *Reconciler) readiness() error {
+func (r *Reconciler) readiness(context.Context) error {
 	if err := r.notReady.Load(); err != nil {
 		return *err
 	}

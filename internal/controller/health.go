@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"sync"
 
@@ -54,20 +53,7 @@ func (p *probes) readiness(ctx context.Context) error {
 
 // handler serves /healthz (the process is alive: it answers while it waits to start
 // a manager over) and /readyz (a manager runs and its local cache is synced).
-func (p *probes) handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := p.readiness(r.Context()); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
-}
+func (p *probes) handler() http.Handler { return healthz.Handler(p.readiness) }
 
 // metricsHandler serves controller-runtime's registry, which outlives managers too.
 func metricsHandler() http.Handler {

@@ -36,14 +36,14 @@ func Serve(addr string, h http.Handler) (stop func(), err error) {
 }
 
 // Handler answers /healthz while the process runs, and /readyz with 200 when ready
-// returns nil, else 503 and the reason.
-func Handler(ready func() error) http.Handler {
+// returns nil, else 503 and the reason. ready gets the request's context.
+func Handler(ready func(context.Context) error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(r.Context()); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

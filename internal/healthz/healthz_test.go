@@ -1,6 +1,7 @@
 package healthz
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -12,7 +13,7 @@ import (
 
 func TestServeAnswersReadiness(t *testing.T) {
 	var why atomic.Pointer[string]
-	ready := func() error {
+	ready := func(context.Context) error {
 		if w := why.Load(); w != nil {
 			return errors.New(*w)
 		}
