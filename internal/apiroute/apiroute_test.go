@@ -112,6 +112,11 @@ func TestDialFallsBackAndDistrustsAFailedAddress(t *testing.T) {
 	if c.RemoteAddr().String() != live || !slices.Equal(d.dialled, []string{gone, live}) {
 		t.Fatalf("connected to %s after dialling %v, want %s after %s", c.RemoteAddr(), d.dialled, live, gone)
 	}
+	select {
+	case <-r.stale:
+		t.Error("a re-read asked for although a direct address answered")
+	default:
+	}
 	// The failed address now comes after the ClusterIP, until distrust has passed.
 	if got, want := r.order(), []string{live, service, gone}; !slices.Equal(got, want) {
 		t.Errorf("order after a failure: %v, want %v", got, want)
@@ -130,6 +135,12 @@ func TestDialFallsBackAndDistrustsAFailedAddress(t *testing.T) {
 	c.Close()
 	if c.RemoteAddr().String() != service {
 		t.Errorf("connected to %s, want the ClusterIP %s", c.RemoteAddr(), service)
+	}
+	// Only the ClusterIP answered: Learn is asked to read the addresses again.
+	select {
+	case <-r.stale:
+	default:
+		t.Error("no re-read asked for when no direct address answered")
 	}
 }
 
