@@ -18,6 +18,7 @@ import (
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
 	"github.com/mcnet-io/mcnet/internal/agent"
+	"github.com/mcnet-io/mcnet/internal/clusterhealth"
 	"github.com/mcnet-io/mcnet/kustomize"
 )
 
@@ -98,25 +99,30 @@ func gateways(ctx context.Context, c *lab.Cluster) ([]mcnetv1.Gateway, error) {
 	return list.Items, nil
 }
 
-// activeGateway returns the Gateway object of the cluster's Lease holder when it
-// reports itself active. (A killed gateway's object says active until its next
-// process learns that a standby took over.)
+// activeGateway returns the Gateway object that carries the cluster's traffic, read as
+// DNS, show and diagnose read it (clusterhealth.Active: active and not past its
+// status.expireTime), once exactly one does and it publishes its endpoint. A killed
+// gateway's object still says active until it expires, GatewayExpiry after its last
+// heartbeat; until then the cluster has two and the wait goes on.
 func activeGateway(ctx context.Context, c *lab.Cluster) (*mcnetv1.Gateway, error) {
-	lease, err := c.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, agent.LeaseName, metav1.GetOptions{})
-	if err != nil {
-		return nil, err
-	}
 	gws, err := gateways(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	for i := range gws {
-		if lease.Spec.HolderIdentity != nil && gws[i].Name == *lease.Spec.HolderIdentity &&
-			gws[i].Status.HAStatus == mcnetv1.HAActive && gws[i].Status.LocalEndpoint != nil {
-			return &gws[i], nil
+	active := clusterhealth.Active(gws, time.Now())
+	switch {
+	case len(active) == 0:
+		return nil, fmt.Errorf("cluster %s: no active gateway", c.Name)
+	case len(active) > 1:
+		names := make([]string, len(active))
+		for i, gw := range active {
+			names[i] = gw.Name
 		}
+		return nil, fmt.Errorf("cluster %s: %d gateways report active: %s", c.Name, len(active), strings.Join(names, ", "))
+	case active[0].Status.LocalEndpoint == nil:
+		return nil, fmt.Errorf("cluster %s: active gateway %s publishes no endpoint yet", c.Name, active[0].Name)
 	}
-	return nil, fmt.Errorf("cluster %s: no active gateway", c.Name)
+	return active[0], nil
 }
 
 // waitConnected waits until each cluster's active gateway reports a connected

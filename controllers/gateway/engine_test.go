@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"path"
 	"slices"
@@ -39,13 +41,50 @@ type fakeDataplane struct {
 	mu      sync.Mutex
 	applied []dataplane.State
 	cleaned bool
+	// fail, when set, is what Apply returns instead of taking the State.
+	fail error
 }
 
 func (f *fakeDataplane) Apply(_ context.Context, s dataplane.State) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
 	f.applied = append(f.applied, s)
 	return nil
+}
+
+func (f *fakeDataplane) setFail(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = err
+}
+
+// readyz asks a gateway's /readyz and returns the status code and body.
+func readyz(ctx context.Context, addr string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// freeTCPAddr returns a TCP address free on the loopback.
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func (f *fakeDataplane) Cleanup(context.Context) error {
@@ -179,18 +218,44 @@ func TestEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf.Gateway.HealthCheckPort = int32(port)
+	probes := freeTCPAddr(t)
 	o := Options{
 		Common:             agent.Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
-		MetricsBindAddress: "0",
-		LeaseDuration:      time.Second, RenewDeadline: 800 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
+		MetricsBindAddress: "0", ProbeAddress: probes,
+		LeaseDuration: time.Second, RenewDeadline: 800 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
 		ProbeInterval: 200 * time.Millisecond, StatusInterval: time.Second,
 		// Long enough that taking the Lease back within the test's deadlines proves
 		// the next process did not wait it out.
 		RestartGrace: time.Minute,
 	}
 	gwCfg := testenv.As(ctx, t, cfg, sys, "mcnet-gateway")
-	dp := &fakeDataplane{}
+	// The kernel refuses the first States: the gateway must not say it is ready.
+	dp := &fakeDataplane{fail: errors.New("kernel says no")}
 	gw := startEngine(ctx, t, o, gwCfg, dp)
+
+	t.Run("is ready only once the kernel took its state", func(t *testing.T) {
+		testenv.Eventually(ctx, t, 30*time.Second, "/readyz failing on the refused apply", func(ctx context.Context) error {
+			code, body, err := readyz(ctx, probes)
+			if err != nil {
+				return err
+			}
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, "kernel says no") {
+				return fmt.Errorf("/readyz: %d %q, want 503 naming the apply error", code, body)
+			}
+			return nil
+		})
+		dp.setFail(nil)
+		testenv.Eventually(ctx, t, 10*time.Second, "/readyz ready", func(ctx context.Context) error {
+			code, body, err := readyz(ctx, probes)
+			if err != nil {
+				return err
+			}
+			if code != http.StatusOK {
+				return fmt.Errorf("/readyz: %d %q, want 200", code, body)
+			}
+			return nil
+		})
+	})
 
 	t.Run("publishes the Endpoint", func(t *testing.T) {
 		want := mcnetv1.EndpointSpec{ClusterID: "east", Hostname: node.Name, Cable: mcnetv1.CableVXLAN, Port: 4789, PublicKey: keyB64,

@@ -41,6 +41,7 @@ import (
 	"github.com/mcnet-io/mcnet/controllers/gateway/election"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/agent"
+	"github.com/mcnet-io/mcnet/internal/healthz"
 )
 
 // DaemonSetName is the gateway's DaemonSet, checked on shutdown to tell an uninstall
@@ -112,7 +113,9 @@ type Gateway struct {
 	rejected, tableErr string
 	pubKey             dataplane.Key
 	kick               chan struct{}
-	now                func() time.Time
+	// ready is why /readyz fails: nil once a Reconcile succeeded and applied.
+	ready healthz.Readiness
+	now   func() time.Time
 
 	// Owned by the loop goroutine.
 	wasActive bool
@@ -167,6 +170,7 @@ func newGateway(ctx context.Context, log logr.Logger, o Options, local agent.Loc
 		now:      time.Now,
 		conns:    map[string]mcnetv1.Connection{},
 	}
+	g.ready.Set(errors.New("starting: no Reconcile has finished yet"))
 	g.prober.changed = g.trigger
 	g.elector = election.New(log, o.electionConfig(), leaseKube, g.trigger, g.metrics.leaseKept.Inc)
 	g.role = g.elector.Role
@@ -203,6 +207,11 @@ func (g *Gateway) run(ctx context.Context) error {
 		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
 	}
+	stopProbes, err := healthz.Serve(g.opts.ProbeAddress, healthz.Handler(g.ready.Check))
+	if err != nil {
+		return fmt.Errorf("serve health probes (--health-probe-bind-address): %w", err)
+	}
+	defer stopProbes()
 	g.elector.RunLiveness(ctx, g.kube.CoreV1().Secrets(g.opts.Namespace))
 	leCtx, stopLE := context.WithCancel(ctx)
 	defer stopLE()
@@ -238,6 +247,7 @@ func (g *Gateway) run(ctx context.Context) error {
 		if err != nil {
 			g.log.Error(err, "Reconcile failed")
 		}
+		g.ready.Set(readiness(err, g.applyErr))
 		// RequeueAfter counts from the start of the Reconcile, so the heartbeat keeps
 		// its pace however long an apply takes; errors are retried then too: what failed
 		// is a cache read or the API server, repaired by the next event or a later try.
@@ -253,6 +263,19 @@ func (g *Gateway) run(ctx context.Context) error {
 		}
 		timer.Reset(max(0, after-g.now().Sub(start)))
 	}
+}
+
+// readiness is why the gateway is not ready after a Reconcile: its error, or the
+// kernel's refusal of the state it applied (which the Reconcile reports on the
+// Gateway's Ready condition rather than returning).
+func readiness(reconcileErr, applyErr error) error {
+	switch {
+	case reconcileErr != nil:
+		return reconcileErr
+	case applyErr != nil:
+		return fmt.Errorf("apply the kernel state: %w", applyErr)
+	}
+	return nil
 }
 
 // listenEarly opens the probe socket on this node's health-check address, read

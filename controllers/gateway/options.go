@@ -15,6 +15,11 @@ import (
 type Options struct {
 	agent.Common
 	MetricsBindAddress string
+	// ProbeAddress serves /healthz and /readyz ("0" disables). Ready means the last
+	// Reconcile succeeded and its kernel state applied, on the active gateway and on a
+	// standby alike: a new version that cannot do its job never becomes ready, and the
+	// DaemonSet's rolling update stops at its first node.
+	ProbeAddress string
 	// Lease timings: a standby takes over at most LeaseDuration+RetryPeriod after the
 	// active gateway stops renewing; the active one gives up after RenewDeadline.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -36,6 +41,7 @@ type Options struct {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Common.AddFlags(fs)
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9452", "address of the Prometheus metrics endpoint (0 disables it)")
+	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", ":9456", "address of the /healthz and /readyz endpoints (0 disables them)")
 	fs.DurationVar(&o.LeaseDuration, "lease-duration", time.Second, "gateway Lease duration (whole seconds: the Lease counts seconds)")
 	fs.DurationVar(&o.RenewDeadline, "lease-renew-deadline", 800*time.Millisecond, "how long the active gateway retries renewing before it steps down")
 	fs.DurationVar(&o.RetryPeriod, "lease-retry-period", 200*time.Millisecond, "how often the Lease is renewed or tried")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -20,6 +19,7 @@ import (
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/dataplane"
 	"github.com/mcnet-io/mcnet/internal/agent"
+	"github.com/mcnet-io/mcnet/internal/healthz"
 	"github.com/mcnet-io/mcnet/internal/membership"
 )
 
@@ -50,8 +50,8 @@ type Reconciler struct {
 	applied            *dataplane.State
 	appliedAt          time.Time
 	applyErr           error
-	// notReady is why /readyz fails: nil once the last Reconcile succeeded.
-	notReady atomic.Pointer[error]
+	// ready is why /readyz fails: nil once the last Reconcile succeeded.
+	ready healthz.Readiness
 }
 
 // Reconcile routes the remote clusters' networks to the current Lease holder: own

@@ -75,7 +75,7 @@ func Run(ctx context.Context, log logr.Logger, o Options) error {
 	if err != nil {
 		return err
 	}
-	stopProbes, err := healthz.Serve(o.ProbeAddress, healthz.Handler(r.readiness))
+	stopProbes, err := healthz.Serve(o.ProbeAddress, healthz.Handler(r.ready.Check))
 	if err != nil {
 		return fmt.Errorf("serve health probes (--health-probe-bind-address): %w", err)
 	}
@@ -103,7 +103,7 @@ func newReconciler(log logr.Logger, o Options, local agent.Local, cfg *rest.Conf
 		opts: o, local: local, sel: labels.SelectorFromSet(o.Config.Gateway.NodeSelector),
 		log: log, cache: c, client: cl, kube: kube, dp: dp, kick: make(chan struct{}, 1),
 	}
-	r.setReady(errors.New("starting: no Reconcile has finished yet"))
+	r.ready.Set(errors.New("starting: no Reconcile has finished yet"))
 	return r, nil
 }
 
@@ -158,7 +158,7 @@ func (r *Reconciler) run(ctx context.Context) error {
 		if err != nil {
 			r.log.Error(err, "Reconcile failed")
 		}
-		r.setReady(err)
+		r.ready.Set(err)
 		// Errors are retried at the resync tick: what failed is a cache read or
 		// the kernel, and either is repaired by the next event or a later try.
 		after := res.RequeueAfter
@@ -184,23 +184,6 @@ func relevantUpdate(old, cur any) bool {
 		return !ok || !reflect.DeepEqual(o.Labels, c.Labels) || !reflect.DeepEqual(o.Status.Addresses, c.Status.Addresses)
 	}
 	return true
-}
-
-// readiness is nil once the last Reconcile succeeded, else why the agent is not ready.
-func (r *Reconciler) readiness(context.Context) error {
-	if err := r.notReady.Load(); err != nil {
-		return *err
-	}
-	return nil
-}
-
-// setReady records the last Reconcile's outcome for /readyz.
-func (r *Reconciler) setReady(err error) {
-	if err == nil {
-		r.notReady.Store(nil)
-		return
-	}
-	r.notReady.Store(&err)
 }
 
 func ptrString(p *string) string {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,4 +51,28 @@ func Handler(ready func(context.Context) error) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// Readiness holds why a process is not ready: the outcome of its last unit of work,
+// set by the loop that does it and read by /readyz on the server's goroutines. The
+// zero value is ready; processes set a "starting" reason before their first pass.
+type Readiness struct {
+	notReady atomic.Pointer[error]
+}
+
+// Set records the last outcome: nil is ready, an error is the reason /readyz gives.
+func (r *Readiness) Set(err error) {
+	if err == nil {
+		r.notReady.Store(nil)
+		return
+	}
+	r.notReady.Store(&err)
+}
+
+// Check is nil when ready, else the recorded reason; it fits Handler.
+func (r *Readiness) Check(context.Context) error {
+	if err := r.notReady.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
