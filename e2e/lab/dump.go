@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/proc"
 )
 
 // Dump returns what a failed test needs to explain itself: the last lines of every
@@ -30,7 +32,7 @@ func (l *Lab) Dump(ctx context.Context) string {
 	sort.Strings(logs)
 	for _, p := range logs {
 		rel, _ := filepath.Rel(l.LogDir, p)
-		fmt.Fprintf(&b, "--- log %s (last 15 lines)\n%s\n", rel, tail(p, 15))
+		fmt.Fprintf(&b, "--- log %s (last 15 lines)\n%s\n", rel, proc.Tail(p, 15))
 	}
 	for _, c := range l.clusters {
 		if c.Config != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/network"
 )
 
 // SetDown powers the node off (down) or on. Off: its LAN and WAN cables are cut (the
@@ -46,20 +48,8 @@ func (n *Node) SetWAN(ctx context.Context, up bool) error {
 // bridge (if lan) and its WAN port on the WAN bridge or NAT router.
 func (n *Node) setCables(ctx context.Context, up, lan bool) error {
 	c := n.Cluster
-	state := "down"
-	if up {
-		state = "up"
-	}
-	var errs []error
-	if lan {
-		errs = append(errs, ipBatch(ctx, c.Netns, []string{fmt.Sprintf("link set n%d %s", n.index, state)}))
-	}
-	if n.Gateway {
-		if c.NATNetns != "" {
-			errs = append(errs, ipBatch(ctx, c.NATNetns, []string{fmt.Sprintf("link set g%d %s", n.gwIndex, state)}))
-		} else {
-			errs = append(errs, ipBatch(ctx, c.lab.WANNetns, []string{fmt.Sprintf("link set c%dg%d %s", c.Index, n.gwIndex, state)}))
-		}
-	}
-	return errors.Join(errs...)
+	c.lab.mu.Lock()
+	t := c.lab.topology
+	c.lab.mu.Unlock()
+	return network.SetCables(ctx, t, t.Clusters[c.Index], t.Clusters[c.Index].Nodes[n.index], up, lan)
 }

@@ -15,13 +15,17 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
-	"github.com/mcnet-io/mcnet/e2e/lab/node"
-	"github.com/mcnet-io/mcnet/internal/registry"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
+	"github.com/mcnet-io/mcnet/e2e/lab/controlplane"
+	"github.com/mcnet-io/mcnet/e2e/lab/network"
+	"github.com/mcnet-io/mcnet/e2e/lab/node"
+	"github.com/mcnet-io/mcnet/e2e/lab/proc"
+	"github.com/mcnet-io/mcnet/internal/registry"
 )
 
 // GatewayLabel marks the nodes mcnet may run its gateway on.
@@ -96,8 +100,9 @@ type Lab struct {
 	clusters []*Cluster
 
 	mu        sync.Mutex
-	netnses   []string // every namespace created, in creation order
-	procs     procSet  // workload processes (iperf3 servers …), not control planes
+	netnses   []string         // every namespace created, in creation order
+	topology  network.Topology // the links between them, as built
+	procs     proc.Set         // workload processes (iperf3 servers …), not control planes
 	servers   []io.Closer
 	nodes     []*node.Node
 	registry  http.Handler
@@ -139,9 +144,8 @@ type Cluster struct {
 
 	lab    *Lab
 	dir    string
-	pki    *pki
-	procs  procSet
-	proxy  io.Closer
+	cp     *controlplane.ControlPlane // set once it starts; guarded by lab.mu
+	procs  proc.Set                   // what the cluster runs on its nodes: kube-proxy, kube-router
 	podSeq int
 	pods   []*Pod
 }
@@ -159,7 +163,7 @@ type Node struct {
 	// PublicIP is where other clusters reach it (differs from WANIP behind NAT).
 	Gateway         bool
 	WANIP, PublicIP netip.Addr
-	index, gwIndex  int
+	index           int
 	down            bool
 	runtime         *node.Node
 }
@@ -213,8 +217,8 @@ func (o *Options) complete() error {
 	if len(o.Clusters) == 0 {
 		errs = append(errs, errors.New("no clusters"))
 	}
-	if len(o.Clusters) > maxClusters {
-		errs = append(errs, fmt.Errorf("%d clusters, at most %d", len(o.Clusters), maxClusters))
+	if len(o.Clusters) > network.MaxClusters {
+		errs = append(errs, fmt.Errorf("%d clusters, at most %d", len(o.Clusters), network.MaxClusters))
 	}
 	seen := map[string]bool{}
 	for i := range o.Clusters {
@@ -226,7 +230,7 @@ func (o *Options) complete() error {
 			errs = append(errs, fmt.Errorf("cluster %q given twice", c.Name))
 		}
 		seen[c.Name] = true
-		pod, svc := defaultCIDRs(i)
+		pod, svc := network.DefaultCIDRs(i)
 		if c.PodCIDR == "" {
 			c.PodCIDR = pod.String()
 		}
@@ -406,7 +410,7 @@ func (l *Lab) Stop(ctx context.Context) error {
 	for _, s := range servers {
 		_ = s.Close()
 	}
-	errs = append(errs, l.procs.stopAll(ctx))
+	errs = append(errs, l.procs.StopAll(ctx))
 	var wg sync.WaitGroup
 	cerrs := make([]error, len(l.clusters))
 	for i, c := range l.clusters {
@@ -422,7 +426,7 @@ func (l *Lab) Stop(ctx context.Context) error {
 	l.mu.Lock()
 	netnses := l.netnses
 	l.mu.Unlock()
-	errs = append(errs, removeNetns(ctx, netnses))
+	errs = append(errs, network.RemoveNetns(ctx, netnses))
 	errs = append(errs, removeRunDir(l.runDir))
 	if err := os.RemoveAll(l.Dir); err != nil {
 		errs = append(errs, err)

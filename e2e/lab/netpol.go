@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/proc"
 )
 
 // KubeRouterVersion is the kube-router whose NetworkPolicy controller the lab runs when
@@ -44,7 +46,7 @@ func (c *Cluster) startNetworkPolicy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	procs := make([]*proc, len(c.Nodes))
+	procs := make([]*proc.Process, len(c.Nodes))
 	for i, n := range c.Nodes {
 		if procs[i], err = c.startProc("kube-router", n.Netns, bin,
 			"--run-firewall=true",
@@ -72,8 +74,8 @@ func (c *Cluster) startNetworkPolicy(ctx context.Context) error {
 			}
 			// Its first full sync writes the chain every forwarded packet passes.
 			return Eventually(gctx, 60*time.Second, func(ctx context.Context) error {
-				if procs[i].exited() {
-					return Permanent(procs[i].exitError())
+				if procs[i].Exited() {
+					return Permanent(procs[i].ExitError())
 				}
 				_, err := n.Exec(ctx, "iptables", "-w", "-S", "KUBE-ROUTER-FORWARD")
 				return err

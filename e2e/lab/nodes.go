@@ -15,7 +15,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/mcnet-io/mcnet/e2e/lab/network"
 	"github.com/mcnet-io/mcnet/e2e/lab/node"
+	"github.com/mcnet-io/mcnet/e2e/lab/pki"
+	"github.com/mcnet-io/mcnet/e2e/lab/proc"
 	"github.com/mcnet-io/mcnet/internal/agent"
 	"github.com/mcnet-io/mcnet/internal/cidr"
 )
@@ -44,7 +47,7 @@ func (c *Cluster) startNodes(ctx context.Context) error {
 			return err
 		}
 		if l.registry != nil {
-			ln, err := listenIn(ctx, n.Netns, "tcp", RegistryAddr)
+			ln, err := network.ListenIn(ctx, n.Netns, "tcp", RegistryAddr)
 			if err != nil {
 				return fmt.Errorf("node %s registry: %w", n.Name, err)
 			}
@@ -102,7 +105,7 @@ func (c *Cluster) adoptNodes(ctx context.Context) error {
 	for _, n := range c.Nodes {
 		err := Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
 			if !n.runtime.Running("kubelet") {
-				return Permanent(fmt.Errorf("kubelet on %s exited: %s", n.Name, tail(filepath.Join(c.lab.LogDir, c.Name, n.Name, "kubelet.log"), 15)))
+				return Permanent(fmt.Errorf("kubelet on %s exited: %s", n.Name, proc.Tail(filepath.Join(c.lab.LogDir, c.Name, n.Name, "kubelet.log"), 15)))
 			}
 			_, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 			return err
@@ -154,21 +157,21 @@ func nodeReady(n *corev1.Node) bool {
 // certificate, for the node's address, so the API server can verify it on exec, logs
 // and port-forward.
 func (c *Cluster) writeNodeCredentials(n *Node) error {
-	client, err := c.pki.issue("system:node:"+n.Name, []string{"system:nodes"}, nil, nil, false)
+	client, err := c.cp.CA.Issue("system:node:"+n.Name, []string{"system:nodes"}, nil, nil, false)
 	if err != nil {
 		return err
 	}
-	serving, err := c.pki.issue(n.Name, nil, []net.IP{n.IP.AsSlice()}, []string{n.Name}, true)
+	serving, err := c.cp.CA.Issue(n.Name, nil, []net.IP{n.IP.AsSlice()}, []string{n.Name}, true)
 	if err != nil {
 		return err
 	}
-	kc, err := kubeconfig(c.Name, "https://"+c.APIServer.String(), c.pki.CACert, func(a *clientcmdapi.AuthInfo) {
+	kc, err := pki.Kubeconfig(c.Name, "https://"+c.APIServer.String(), c.cp.CA.Cert, func(a *clientcmdapi.AuthInfo) {
 		a.ClientCertificateData, a.ClientKeyData = client.Cert, client.Key
 	})
 	if err != nil {
 		return err
 	}
-	return writeFiles(n.Dir(), map[string][]byte{
+	return pki.WriteFiles(n.Dir(), map[string][]byte{
 		"kubelet.kubeconfig": kc, "kubelet.crt": serving.Cert, "kubelet.key": serving.Key,
 	})
 }
@@ -180,7 +183,7 @@ func (n *Node) Runtime() *node.Node { return n.runtime }
 // the node would (to read its links, routes, rules and packet filter), and returns its
 // combined output; the error carries the output too.
 func (n *Node) Exec(ctx context.Context, cmd ...string) (string, error) {
-	out, err := output(ctx, "ip", append([]string{"netns", "exec", n.Netns}, cmd...)...)
+	out, err := network.Output(ctx, "ip", append([]string{"netns", "exec", n.Netns}, cmd...)...)
 	if err != nil {
 		return out, fmt.Errorf("on node %s: %w", n.Name, err)
 	}

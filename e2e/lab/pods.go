@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/network"
 )
 
 // Pod is a real pod: created through the API, placed by the scheduler, run by its
@@ -201,13 +203,13 @@ func (p *Pod) Command(ctx context.Context, cmd ...string) *exec.Cmd {
 }
 
 // Dial opens a connection from inside the pod, for TCP clients written in Go.
-func (p *Pod) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	return dialIn(ctx, p.Netns, network, addr)
+func (p *Pod) Dial(ctx context.Context, nw, addr string) (net.Conn, error) {
+	return network.DialIn(ctx, p.Netns, nw, addr)
 }
 
 // Listen opens a listener inside the pod.
-func (p *Pod) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
-	return listenIn(ctx, p.Netns, network, addr)
+func (p *Pod) Listen(ctx context.Context, nw, addr string) (net.Listener, error) {
+	return network.ListenIn(ctx, p.Netns, nw, addr)
 }
 
 // ServiceOptions describe a Service.

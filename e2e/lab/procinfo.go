@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/proc"
 )
 
 // Process is one process the lab runs.
@@ -23,13 +25,13 @@ type Process struct {
 // and containers) and workload servers.
 func (l *Lab) Processes() []Process {
 	var out []Process
-	add := func(p *proc) {
-		if p != nil && !p.exited() {
-			out = append(out, Process{Name: p.name, PID: p.pid(), Netns: p.netns})
+	add := func(p *proc.Process) {
+		if p != nil && !p.Exited() {
+			out = append(out, Process{Name: p.Name(), PID: p.PID(), Netns: p.Netns()})
 		}
 	}
 	for _, c := range l.clusters {
-		for _, p := range c.procs.all() {
+		for _, p := range c.processes() {
 			add(p)
 		}
 		for _, n := range c.Nodes {
@@ -41,7 +43,7 @@ func (l *Lab) Processes() []Process {
 			}
 		}
 	}
-	for _, p := range l.procs.all() {
+	for _, p := range l.procs.All() {
 		add(p)
 	}
 	return out

@@ -7,13 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/mcnet-io/mcnet/e2e/lab/network"
 	"github.com/mcnet-io/mcnet/e2e/lab/node"
 )
 
@@ -47,7 +45,7 @@ func CleanAll(ctx context.Context, progress io.Writer) error {
 
 func clean(ctx context.Context, progress io.Writer, stale func(owner, bool) bool) error {
 	byRun := map[string][]string{}
-	out, err := output(ctx, "ip", "netns", "list")
+	out, err := network.Output(ctx, "ip", "netns", "list")
 	if err != nil {
 		return err
 	}
@@ -86,7 +84,7 @@ func clean(ctx context.Context, progress io.Writer, stale func(owner, bool) bool
 		// A node's processes first (containerd's shims and containers are not all in
 		// its network namespace's sight), then its mount namespace and sockets.
 		errs = append(errs, node.CleanCgroups(ctx, Prefix+id+"-"))
-		errs = append(errs, removeNetns(ctx, names))
+		errs = append(errs, network.RemoveNetns(ctx, names))
 		errs = append(errs, removeRunDir(filepath.Join(stateDir, id)))
 		if rerr == nil && o.Dir != "" && strings.Contains(filepath.Base(o.Dir), "mcnet-lab") {
 			errs = append(errs, os.RemoveAll(o.Dir))
@@ -94,67 +92,4 @@ func clean(ctx context.Context, progress io.Writer, stale func(owner, bool) bool
 		errs = append(errs, removeOwner(id))
 	}
 	return errors.Join(errs...)
-}
-
-// removeNetns kills every process left in the namespaces, then deletes them. A
-// namespace lives on while a process uses it, with its addresses and routes.
-func removeNetns(ctx context.Context, names []string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	type key struct{ dev, ino uint64 }
-	want := map[key]bool{}
-	for _, n := range names {
-		var st unix.Stat_t
-		if err := unix.Stat(netnsPath(n), &st); err == nil {
-			want[key{st.Dev, st.Ino}] = true
-		}
-	}
-	ents, _ := os.ReadDir("/proc")
-	var killed []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
-			continue
-		}
-		if want[key{st.Dev, st.Ino}] {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			killed = append(killed, pid)
-		}
-	}
-	// Wait for the kills to land so the namespaces really go away.
-	deadline := time.Now().Add(5 * time.Second)
-	for _, pid := range killed {
-		for time.Now().Before(deadline) {
-			if _, err := procStartTime(pid); err != nil {
-				break
-			}
-			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(b), ") Z ") {
-				break // a zombie holds no namespace
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	var lines []string
-	for _, n := range names {
-		if _, err := os.Stat(netnsPath(n)); err == nil {
-			lines = append(lines, "netns del "+n)
-		}
-	}
-	// -force keeps the batch going when one namespace fails.
-	if len(lines) == 0 {
-		return nil
-	}
-	if err := ipBatchForce(ctx, lines); err != nil {
-		return fmt.Errorf("delete namespaces: %w", err)
-	}
-	return nil
-}
-
-func ipBatchForce(ctx context.Context, lines []string) error {
-	return runStdin(ctx, strings.Join(lines, "\n")+"\n", "ip", "-force", "-batch", "-")
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mcnet-io/mcnet/e2e/lab/proc"
 )
 
 // ServeHTTP serves HTTP on port inside the pod until the lab stops. Every request is
@@ -87,14 +89,14 @@ func (p *Pod) StartCoreDNS(ctx context.Context, corefile string, files map[strin
 		return err
 	}
 	log := filepath.Join(l.LogDir, p.Node.Cluster.Name, p.Node.Name, "coredns-"+p.Name+".log")
-	proc, err := startProc(p.String()+"/coredns", p.Netns, log, nil, bin, "-conf", conf, "-dns.port", "53")
+	proc, err := proc.Start(p.String()+"/coredns", p.Netns, log, nil, bin, "-conf", conf, "-dns.port", "53")
 	if err != nil {
 		return err
 	}
-	l.procs.add(proc)
+	l.procs.Add(proc)
 	return Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
-		if proc.exited() {
-			return Permanent(fmt.Errorf("coredns in %s exited: %w", p, proc.exitError()))
+		if proc.Exited() {
+			return Permanent(fmt.Errorf("coredns in %s exited: %w", p, proc.ExitError()))
 		}
 		// Any answer, even REFUSED, means it serves; dig exits non-zero without one.
 		_, err := p.Exec(ctx, "dig", "+time=1", "+tries=1", "@"+p.IP.String(), "health.check.", "A")

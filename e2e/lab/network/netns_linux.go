@@ -1,4 +1,4 @@
-package lab
+package network
 
 import (
 	"context"
@@ -11,20 +11,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netnsPath is where `ip netns add` bind-mounts named namespaces.
+// Path is where `ip netns add` bind-mounts named namespaces.
 // A name that is already a path (a pod's /proc/PID/ns/net) is returned as it is.
-func netnsPath(name string) string {
+func Path(name string) string {
 	if filepath.IsAbs(name) {
 		return name
 	}
 	return filepath.Join("/run/netns", name)
 }
 
-// inNetns runs fn on an OS thread switched into the named network namespace. Sockets
+// Do runs fn on an OS thread switched into the named network namespace. Sockets
 // created by fn stay in that namespace after the thread switches back, which is how
 // the lab dials and listens inside namespaces without touching the host's network.
-func inNetns(name string, fn func() error) error {
-	target, err := os.Open(netnsPath(name))
+func Do(name string, fn func() error) error {
+	target, err := os.Open(Path(name))
 	if err != nil {
 		return fmt.Errorf("open netns %s: %w", name, err)
 	}
@@ -51,13 +51,13 @@ func inNetns(name string, fn func() error) error {
 	return fnErr
 }
 
-// dialIn opens a TCP (or UDP) connection from inside the named namespace.
-func dialIn(ctx context.Context, netns, network, addr string) (net.Conn, error) {
+// DialIn opens a TCP (or UDP) connection from inside the named namespace.
+func DialIn(ctx context.Context, netns, network, addr string) (net.Conn, error) {
 	var d net.Dialer
 	var conn net.Conn
-	// The socket is created and connected before inNetns returns; DialContext does
+	// The socket is created and connected before Do returns; DialContext does
 	// both on the calling thread, the connect merely waits through the poller.
-	err := inNetns(netns, func() error {
+	err := Do(netns, func() error {
 		var err error
 		conn, err = d.DialContext(ctx, network, addr)
 		return err
@@ -68,11 +68,11 @@ func dialIn(ctx context.Context, netns, network, addr string) (net.Conn, error) 
 	return conn, nil
 }
 
-// listenIn opens a TCP listener inside the named namespace.
-func listenIn(ctx context.Context, netns, network, addr string) (net.Listener, error) {
+// ListenIn opens a TCP listener inside the named namespace.
+func ListenIn(ctx context.Context, netns, network, addr string) (net.Listener, error) {
 	var lc net.ListenConfig
 	var l net.Listener
-	err := inNetns(netns, func() error {
+	err := Do(netns, func() error {
 		var err error
 		l, err = lc.Listen(ctx, network, addr)
 		return err

@@ -1,4 +1,4 @@
-package lab
+package network
 
 import (
 	"bytes"
@@ -8,14 +8,15 @@ import (
 	"strings"
 )
 
-// run executes a short command (ip, iptables, sysctl) and returns its error with the
+// Run executes a short command (ip, iptables, sysctl) and returns its error with the
 // output attached, because a bare exit status says nothing about what was wrong.
-func run(ctx context.Context, name string, args ...string) error {
-	_, err := output(ctx, name, args...)
+func Run(ctx context.Context, name string, args ...string) error {
+	_, err := Output(ctx, name, args...)
 	return err
 }
 
-func output(ctx context.Context, name string, args ...string) (string, error) {
+// Output is Run that also returns what the command printed.
+func Output(ctx context.Context, name string, args ...string) (string, error) {
 	var buf bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout = &buf
@@ -26,9 +27,9 @@ func output(ctx context.Context, name string, args ...string) (string, error) {
 	return buf.String(), nil
 }
 
-// ipBatch runs many ip commands in one process; bringing up a lab takes hundreds of
+// IPBatch runs many ip commands in one process; bringing up a lab takes hundreds of
 // them and a fork per command is most of the network setup time.
-func ipBatch(ctx context.Context, netns string, lines []string) error {
+func IPBatch(ctx context.Context, netns string, lines []string) error {
 	if len(lines) == 0 {
 		return nil
 	}
@@ -47,15 +48,15 @@ func ipBatch(ctx context.Context, netns string, lines []string) error {
 	return nil
 }
 
-// sysctls writes sysctls inside a namespace. /proc/sys/net is per network namespace,
+// Sysctls writes sysctls inside a namespace. /proc/sys/net is per network namespace,
 // so writing through `ip netns exec` changes only the lab's copy.
-func sysctls(ctx context.Context, netns string, kv ...string) error {
+func Sysctls(ctx context.Context, netns string, kv ...string) error {
 	args := []string{"netns", "exec", netns, "sysctl", "-q", "-w"}
-	return run(ctx, "ip", append(args, kv...)...)
+	return Run(ctx, "ip", append(args, kv...)...)
 }
 
-// runStdin is run with stdin.
-func runStdin(ctx context.Context, stdin, name string, args ...string) error {
+// RunStdin is run with stdin.
+func RunStdin(ctx context.Context, stdin, name string, args ...string) error {
 	var buf bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdin = strings.NewReader(stdin)

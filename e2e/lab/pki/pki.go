@@ -1,4 +1,8 @@
-package lab
+// Package pki is the lab's certificate authority: one CA per cluster, the serving and
+// client certificates issued from it, service-account signing keys, and the
+// kubeconfigs that carry them. Kubernetes reads identity from a client certificate
+// (user from CN, groups from O), so a kubeconfig here is all a component needs.
+package pki
 
 import (
 	"crypto/ecdsa"
@@ -13,23 +17,29 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// keyPair is a PEM certificate and key.
-type keyPair struct {
+// KeyPair is a PEM certificate and key.
+type KeyPair struct {
 	Cert, Key []byte
 }
 
-// pki is one cluster's certificate authority and the credentials issued from it.
-// ECDSA P-256 keys because generating them is instant; RSA keys would add seconds to
-// every lab start on a loaded two-core machine.
-type pki struct {
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	CACert []byte
+// CA is one cluster's certificate authority. ECDSA P-256 keys because generating them
+// is instant; RSA keys would add seconds to every lab start on a loaded two-core
+// machine.
+type CA struct {
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
+	// Cert is the CA certificate, PEM: what every client and server of the cluster
+	// trusts.
+	Cert []byte
 }
 
-func newPKI(cn string) (*pki, error) {
+// NewCA creates a self-signed CA named cn.
+func NewCA(cn string) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -51,15 +61,15 @@ func newPKI(cn string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pki{ca: ca, caKey: key, CACert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+	return &CA{ca: ca, caKey: key, Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
-// issue signs a leaf certificate; server certificates get the IPs and DNS names as
+// Issue signs a leaf certificate; server certificates get the IPs and DNS names as
 // SANs, client certificates carry the user (CN) and groups (O) Kubernetes reads.
-func (p *pki) issue(cn string, orgs []string, ips []net.IP, dns []string, server bool) (keyPair, error) {
+func (p *CA) Issue(cn string, orgs []string, ips []net.IP, dns []string, server bool) (KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return keyPair{}, err
+		return KeyPair{}, err
 	}
 	usage := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	if server {
@@ -77,21 +87,21 @@ func (p *pki) issue(cn string, orgs []string, ips []net.IP, dns []string, server
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
 	if err != nil {
-		return keyPair{}, fmt.Errorf("issue certificate %s: %w", cn, err)
+		return KeyPair{}, fmt.Errorf("issue certificate %s: %w", cn, err)
 	}
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return keyPair{}, err
+		return KeyPair{}, err
 	}
-	return keyPair{
+	return KeyPair{
 		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		Key:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
 	}, nil
 }
 
-// serviceAccountKey returns a signing key for service account tokens and its public
+// ServiceAccountKey returns a signing key for service account tokens and its public
 // half, both PEM.
-func serviceAccountKey() (priv, pub []byte, err error) {
+func ServiceAccountKey() (priv, pub []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -113,8 +123,8 @@ func serial() *big.Int {
 	return n
 }
 
-// writeFiles writes name→content pairs under dir with private permissions.
-func writeFiles(dir string, files map[string][]byte) error {
+// WriteFiles writes name→content pairs under dir with private permissions.
+func WriteFiles(dir string, files map[string][]byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -124,4 +134,17 @@ func writeFiles(dir string, files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// Kubeconfig renders a one-context kubeconfig for server, trusting ca; auth fills in the
+// credentials (inline data, or file paths for a kubeconfig read on the host).
+func Kubeconfig(name, server string, ca []byte, auth func(*clientcmdapi.AuthInfo)) ([]byte, error) {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
+	a := clientcmdapi.NewAuthInfo()
+	auth(a)
+	cfg.AuthInfos[name] = a
+	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
+	cfg.CurrentContext = name
+	return clientcmd.Write(*cfg)
 }

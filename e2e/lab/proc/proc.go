@@ -1,4 +1,7 @@
-package lab
+// Package proc runs the lab's long-running processes (control planes, kube-proxy,
+// workload servers) inside network namespaces, each with its own log file, and stops
+// them in reverse start order so dependants go before what they depend on.
+package proc
 
 import (
 	"context"
@@ -13,8 +16,8 @@ import (
 	"time"
 )
 
-// proc is one long-running process inside a network namespace.
-type proc struct {
+// Process is one long-running process inside a network namespace.
+type Process struct {
 	name    string // for logs and errors, e.g. "east/kube-apiserver"
 	netns   string
 	logPath string
@@ -24,10 +27,10 @@ type proc struct {
 	err  error         // exit status, valid after done
 }
 
-// startProc starts argv inside netns with stdout and stderr appended to logPath.
+// Start starts argv inside netns with stdout and stderr appended to logPath.
 // `ip netns exec` execs the program in place, so cmd.Process.Pid is the real process
 // and signals reach it directly.
-func startProc(name, netns, logPath string, env []string, argv ...string) (*proc, error) {
+func Start(name, netns, logPath string, env []string, argv ...string) (*Process, error) {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -56,7 +59,7 @@ func startProc(name, netns, logPath string, env []string, argv ...string) (*proc
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, netns: netns, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{name: name, netns: netns, logPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -64,11 +67,17 @@ func startProc(name, netns, logPath string, env []string, argv ...string) (*proc
 	return p, nil
 }
 
-// pid is the process id of the program itself.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+// Name is what Start was given, e.g. "east/kube-apiserver".
+func (p *Process) Name() string { return p.name }
 
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
+// Netns is the network namespace it runs in.
+func (p *Process) Netns() string { return p.netns }
+
+// PID is the process id of the program itself.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -77,19 +86,19 @@ func (p *proc) exited() bool {
 	}
 }
 
-// signal sends sig to the process, ignoring a process that already ended.
-func (p *proc) signal(sig syscall.Signal) {
-	if !p.exited() {
+// Signal sends sig to the process, ignoring a process that already ended.
+func (p *Process) Signal(sig syscall.Signal) {
+	if !p.Exited() {
 		_ = p.cmd.Process.Signal(sig)
 	}
 }
 
-// stop asks the process to end with SIGTERM and kills it when grace runs out.
-func (p *proc) stop(ctx context.Context, grace time.Duration) error {
-	if p.exited() {
+// Stop asks the process to end with SIGTERM and kills it when grace runs out.
+func (p *Process) Stop(ctx context.Context, grace time.Duration) error {
+	if p.Exited() {
 		return nil
 	}
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
@@ -98,24 +107,24 @@ func (p *proc) stop(ctx context.Context, grace time.Duration) error {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	p.signal(syscall.SIGKILL)
+	p.Signal(syscall.SIGKILL)
 	select {
 	case <-p.done:
 		return nil
 	case <-time.After(5 * time.Second):
-		return fmt.Errorf("stop %s (pid %d): still running after SIGKILL", p.name, p.pid())
+		return fmt.Errorf("stop %s (pid %d): still running after SIGKILL", p.name, p.PID())
 	}
 }
 
-// exitError explains an unexpected exit with the end of the log, the only place that
-// says why.
-func (p *proc) exitError() error {
+// ExitError waits for the process to end and explains its exit with the end of its
+// log, the only place that says why.
+func (p *Process) ExitError() error {
 	<-p.done
-	return fmt.Errorf("%s exited (%v); end of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 20))
+	return fmt.Errorf("%s exited (%v); end of %s:\n%s", p.name, p.err, p.logPath, Tail(p.logPath, 20))
 }
 
-// tail returns the last n lines of a file, for error messages and failure dumps.
-func tail(path string, n int) string {
+// Tail returns the last n lines of a file, for error messages and failure dumps.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(%v)", err)
@@ -127,35 +136,38 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// procSet stops processes in reverse start order, so dependants stop before what they
+// Set stops processes in reverse start order, so dependants stop before what they
 // depend on (kube-proxy and the controller manager before the API server before etcd).
-type procSet struct {
+type Set struct {
 	mu    sync.Mutex
-	procs []*proc
+	procs []*Process
 }
 
-func (s *procSet) add(p *proc) {
+// Add records a started process.
+func (s *Set) Add(p *Process) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.procs = append(s.procs, p)
 }
 
-func (s *procSet) stopAll(ctx context.Context) error {
+// StopAll stops every process, the last started first, and forgets them.
+func (s *Set) StopAll(ctx context.Context) error {
 	s.mu.Lock()
 	procs := s.procs
 	s.procs = nil
 	s.mu.Unlock()
 	var errs []error
 	for i := len(procs) - 1; i >= 0; i-- {
-		if err := procs[i].stop(ctx, 5*time.Second); err != nil {
+		if err := procs[i].Stop(ctx, 5*time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (s *procSet) all() []*proc {
+// All lists the recorded processes in start order.
+func (s *Set) All() []*Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*proc(nil), s.procs...)
+	return append([]*Process(nil), s.procs...)
 }
