@@ -381,9 +381,14 @@ func (l *Lab) progress(format string, args ...any) {
 
 func (l *Lab) netnsName(suffix string) string { return Prefix + l.RunID + "-" + suffix }
 
+// ErrStop marks the error of a Stop that did not remove everything (Start returns it
+// too when it failed and could not undo what it had created): namespaces, mounts or
+// processes may be left behind, for CleanStale or `make lab-down`.
+var ErrStop = errors.New("lab not fully removed")
+
 // Stop removes everything the lab created: processes (API servers before their etcd),
 // network namespaces and, unless they were placed outside it, the lab directory with
-// the logs. It is safe to call more than once.
+// the logs. It is safe to call more than once. Its errors wrap ErrStop.
 func (l *Lab) Stop(ctx context.Context) error {
 	l.mu.Lock()
 	if l.stopped {
@@ -433,7 +438,7 @@ func (l *Lab) Stop(ctx context.Context) error {
 	}
 	errs = append(errs, removeOwner(l.RunID))
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("stop lab %s: %w", l.RunID, err)
+		return fmt.Errorf("stop lab %s: %w: %w", l.RunID, ErrStop, err)
 	}
 	l.progress("lab %s removed", l.RunID)
 	return nil

@@ -107,7 +107,8 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) (err error
 
 	l, err := lab.Start(ctx, opts)
 	if err != nil {
-		return err
+		// Start has removed what it created, or says it could not (lab.ErrStop).
+		return interrupted(ctx, stdout, err)
 	}
 	// Stop with a fresh context: ctx is cancelled by the Ctrl-C that ends the lab. A
 	// teardown that fails leaves namespaces, mounts or processes behind: that is the
@@ -120,6 +121,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) (err error
 		if serr := l.Stop(sctx); serr != nil {
 			err = errors.Join(err, fmt.Errorf("stopping the lab (see mcnet-lab down to clean up): %w", serr))
 		}
+		err = interrupted(ctx, stdout, err)
 	}()
 
 	repo := filepath.Join(l.Dir, "fleet-repo")
@@ -130,11 +132,30 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) (err error
 	if !o.noComponents {
 		fmt.Fprintln(stdout, "waiting for mcnet's components …")
 		if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			fmt.Fprintf(stdout, "components are not all ready yet (the lab stays up; logs in %s):\n%v\n", l.LogDir, err)
 		}
 	}
 	printSummary(stdout, l, repo, cs.Spec.Broker.Cluster)
 	<-ctx.Done()
+	return nil
+}
+
+// interrupted is the command's result once the lab is gone. Ctrl-C or SIGTERM (ctx
+// cancelled) is how a user ends `mcnet-lab up`, at any point of its run: when the lab
+// was then removed cleanly, the command succeeded, whatever the interruption made the
+// step in progress return, so `make lab` reports no error. A teardown that left
+// something behind (lab.ErrStop) stays an error, and so does any error of a run
+// nobody interrupted.
+func interrupted(ctx context.Context, stdout io.Writer, err error) error {
+	if err == nil || ctx.Err() == nil || errors.Is(err, lab.ErrStop) {
+		return err
+	}
+	if !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stdout, "interrupted: %v\n", err)
+	}
 	return nil
 }
 
