@@ -44,6 +44,7 @@ func clusterPropertyCRD() *apiextensionsv1.CustomResourceDefinition {
 			},
 			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
 				Name: "v1alpha1", Served: true, Storage: true,
+				// kubectl get clusterproperties shows each value, not only the names.
 				AdditionalPrinterColumns: []apiextensionsv1.CustomResourceColumnDefinition{
 					{Name: "value", Type: "string", JSONPath: ".spec.value"},
 					{Name: "age", Type: "date", JSONPath: ".metadata.creationTimestamp"},

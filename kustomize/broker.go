@@ -23,6 +23,8 @@ const brokerPolicyName = "mcnet-broker-one-writer"
 // credential is rendered: tokens are minted by `kubectl mcnet broker credentials`.
 func renderBroker(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec) error {
 	ns := cs.Spec.Broker.Namespace
+	// kustomize applies only the files its resources list names, so the list grows
+	// with each file written and a stray file in the directory is never applied.
 	resources := []string{"namespace.yaml", "policy.yaml"}
 	if err := t.putYAML(path.Join(DirBroker, "namespace.yaml"), "", map[string]any{
 		"apiVersion": "v1",
@@ -50,6 +52,8 @@ func renderBroker(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec
 		allocationPolicies(ns, cs.Name)...); err != nil {
 		return err
 	}
+	// One file per cluster: a cluster taken out of the fleet is no longer rendered, so
+	// Write removes its file and GitOps pruning its identity, with all its access.
 	for _, c := range clusters {
 		f := "cluster-" + c.Name + ".yaml"
 		resources = append(resources, f)
@@ -66,7 +70,9 @@ func renderBroker(t Tree, cs *mcnetv1.ClusterSet, clusters []mcnetv1.ClusterSpec
 
 // brokerRules is what a cluster's controller needs on the broker: publish and withdraw its
 // own Cluster, Endpoint, ServiceImports and EndpointSlices, and watch everyone else's.
-// Secrets are deliberately absent.
+// Secrets are deliberately absent. The write verbs cover every object of a kind: RBAC
+// cannot narrow them to a cluster's own objects, which is what brokerPolicy is for;
+// delete is how a cluster withdraws what it published.
 var brokerRules = []any{
 	map[string]any{
 		"apiGroups": []string{"mcnet.io"},
@@ -91,6 +97,8 @@ var brokerRules = []any{
 func brokerIdentity(ns, cluster string) []any {
 	name := BrokerServiceAccount(cluster)
 	labels := map[string]string{"app.kubernetes.io/part-of": "mcnet", mcnetv1.ClusterLabel: cluster}
+	// The three objects share name and labels: a cluster's whole access to the broker
+	// is found, or audited, by one name or one label selector.
 	meta := map[string]any{"name": name, "namespace": ns, "labels": labels}
 	return []any{
 		map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
@@ -162,6 +170,8 @@ func localComponentsPolicy(ns string) []any {
 			"apiVersion": "admissionregistration.k8s.io/v1",
 			"kind":       "ValidatingAdmissionPolicyBinding",
 			"metadata":   map[string]any{"name": localComponentsPolicyName, "labels": labels},
+			// Bound to the broker namespace only: everywhere else on their cluster the
+			// components keep what their own RBAC grants them.
 			"spec": map[string]any{
 				"policyName":        localComponentsPolicyName,
 				"validationActions": []string{"Deny"},
@@ -235,6 +245,8 @@ func brokerPolicy(ns string) []any {
 			"apiVersion": "admissionregistration.k8s.io/v1",
 			"kind":       "ValidatingAdmissionPolicyBinding",
 			"metadata":   map[string]any{"name": brokerPolicyName, "labels": map[string]string{"app.kubernetes.io/part-of": "mcnet"}},
+			// Deny, not Warn or Audit: a write the rule refuses must fail, or a cluster
+			// could still publish as another and only a log would say so.
 			"spec": map[string]any{
 				"policyName":        brokerPolicyName,
 				"validationActions": []string{"Deny"},

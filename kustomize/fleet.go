@@ -22,6 +22,8 @@ func FleetTable(cs *mcnetv1.ClusterSet) *mcnetv1.Fleet {
 		ObjectMeta: metav1.ObjectMeta{Name: cs.Name},
 	}
 	remapped := mcnetv1.RemappedClusters(cs)
+	// Slices are cloned: the table is marshalled later, and must not share backing
+	// arrays with the ClusterSet its caller goes on using.
 	for _, c := range cs.Spec.Clusters {
 		f.Spec.Clusters = append(f.Spec.Clusters, mcnetv1.FleetMember{
 			Name:               c.Name,
@@ -35,6 +37,8 @@ func FleetTable(cs *mcnetv1.ClusterSet) *mcnetv1.Fleet {
 			MaxExports:         c.MaxExports,
 		})
 	}
+	// Sorted by name, so the same fleet renders the same bytes whatever order its file
+	// lists the clusters in, and reordering them changes nothing in Git.
 	slices.SortFunc(f.Spec.Clusters, func(a, b mcnetv1.FleetMember) int { return strings.Compare(a.Name, b.Name) })
 	return f
 }
@@ -53,6 +57,8 @@ func AgentConfig(cs *mcnetv1.ClusterSet, c *mcnetv1.ClusterSpec) *mcnetv1.AgentC
 		Discovery:    mcnetv1.AgentDiscoveryConfig{Domain: cs.Spec.Discovery.Domain, DNSServiceIPs: addrStrings(dnsServiceIPs(c))},
 		Gateway:      mcnetv1.AgentGatewayConfig{NodeSelector: c.Gateway.NodeSelector},
 	}
+	// The same defaulting the components apply when they load the file
+	// (internal/agentconfig), so the rendered config already says what will run.
 	mcnetv1.SetDefaults_AgentConfig(ac)
 	return ac
 }

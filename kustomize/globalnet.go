@@ -32,6 +32,8 @@ func ReadKept(dir, fleetName string) (*mcnetv1.Fleet, error) {
 	if err := yaml.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("%s: the previous render's fleet table does not parse (%w); it holds the global pod ranges already allocated: restore it from Git", filepath.Join(dir, FleetFile), err)
 	}
+	// A directory reused for another fleet holds none of this fleet's allocations:
+	// starting afresh is right, and carrying them over would be wrong.
 	if f.Kind != "Fleet" || f.Name != fleetName {
 		return nil, nil
 	}

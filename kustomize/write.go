@@ -81,6 +81,8 @@ func WriteTree(dir string, t Tree, o WriteOptions) (WriteResult, error) {
 	// The index lists what this render wrote, so the next one knows what it
 	// may remove or replace; it is written like any other file.
 	t = withIndex(t)
+	// Every path is checked before anything is touched: a bad one fails the whole
+	// write instead of leaving half of it done.
 	for _, p := range t.Paths() {
 		if err := checkRelative(p); err != nil {
 			return WriteResult{}, err
@@ -141,6 +143,7 @@ func WriteTree(dir string, t Tree, o WriteOptions) (WriteResult, error) {
 // planWrite decides which files change, and refuses the write, naming every file, when
 // it would replace a file render did not write or pass through a symbolic link.
 func planWrite(dir string, t Tree, old []string, o WriteOptions) (WriteResult, error) {
+	// The index is always render's to replace, even when no earlier index lists it.
 	ours := map[string]bool{IndexFile: true}
 	for _, p := range old {
 		ours[p] = true
@@ -185,6 +188,7 @@ func planWrite(dir string, t Tree, old []string, o WriteOptions) (WriteResult, e
 			links = append(links, l)
 			continue
 		}
+		// A file someone already deleted is nothing to remove, not an error.
 		if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(p))); err == nil {
 			plan.Removed = append(plan.Removed, p)
 		}
@@ -268,6 +272,8 @@ func writeNew(dir string, t Tree) error {
 	if err != nil {
 		return fmt.Errorf("create staging directory: %w", err)
 	}
+	// After the rename below, stage no longer exists: this only cleans up a write
+	// that failed on the way.
 	defer os.RemoveAll(stage)
 	d := dirMaker{}
 	for _, p := range t.Paths() {
