@@ -76,17 +76,6 @@ func readyz(ctx context.Context, addr string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-// freeTCPAddr returns a TCP address free on the loopback.
-func freeTCPAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func (f *fakeDataplane) Cleanup(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -218,7 +207,7 @@ func TestEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf.Gateway.HealthCheckPort = int32(port)
-	probes := freeTCPAddr(t)
+	probes := testenv.UnusedTCPAddr(t)
 	o := Options{
 		Common:             agent.Common{Process: agentconfig.Process{Namespace: sys}, Config: conf, NodeName: node.Name},
 		MetricsBindAddress: "0", ProbeAddress: probes,

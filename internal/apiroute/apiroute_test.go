@@ -13,6 +13,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+
+	"github.com/mcnet-io/mcnet/internal/testenv"
 )
 
 // listen returns a loopback listener that accepts and holds connections.
@@ -35,18 +37,6 @@ func listen(t *testing.T) net.Listener {
 	return l
 }
 
-// closed returns a loopback address nothing listens on.
-func closed(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // recording dials for real and records where it dialled.
 type recording struct{ dialled []string }
 
@@ -58,7 +48,7 @@ func (d *recording) dial(ctx context.Context, network, addr string) (net.Conn, e
 
 func TestDialPrefersTheAPIServersOwnAddress(t *testing.T) {
 	ctx := t.Context()
-	service := closed(t) // a ClusterIP kube-proxy does not route yet: refused
+	service := testenv.UnusedTCPAddr(t) // a ClusterIP kube-proxy does not route yet: refused
 	direct := listen(t).Addr().String()
 	d := &recording{}
 	r := New(service, d.dial)
@@ -97,7 +87,7 @@ func TestDialPrefersTheAPIServersOwnAddress(t *testing.T) {
 func TestDialFallsBackAndDistrustsAFailedAddress(t *testing.T) {
 	ctx := t.Context()
 	service := listen(t).Addr().String()
-	gone, live := closed(t), listen(t).Addr().String()
+	gone, live := testenv.UnusedTCPAddr(t), listen(t).Addr().String()
 	d := &recording{}
 	now := time.Unix(1000, 0)
 	r := New(service, d.dial)
@@ -205,7 +195,7 @@ func TestLearn(t *testing.T) {
 }
 
 func TestAnOutageDistrustsNoAddress(t *testing.T) {
-	service, direct := closed(t), closed(t)
+	service, direct := testenv.UnusedTCPAddr(t), testenv.UnusedTCPAddr(t)
 	r := New(service, (&recording{}).dial)
 	r.Set([]string{direct})
 	if _, err := r.DialContext(t.Context(), "tcp", service); err == nil {

@@ -23,18 +23,6 @@ import (
 	"github.com/mcnet-io/mcnet/internal/testenv"
 )
 
-// closedAddr returns a loopback address nothing listens on: a broker that is down.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // TestStartWithoutBroker starts a cluster's controller and DNS server while the broker
 // is down. The controller must do its local work (announce the cluster, say the broker
 // is unreachable), answer /readyz within a bound and keep running past the time
@@ -46,7 +34,7 @@ func TestStartWithoutBroker(t *testing.T) {
 	const name = "east"
 	local, _ := f.ControllerKubeconfigs(ctx, t, dir, name)
 	down := rest.CopyConfig(f.Broker)
-	down.Host = "https://" + closedAddr(t)
+	down.Host = "https://" + testenv.UnusedTCPAddr(t)
 	broker := testenv.WriteKubeconfig(t, dir, "down-broker", down)
 	probe := freeAddr(t)
 	dnsLocal := testenv.WriteKubeconfig(t, dir, name+"-dns", testenv.As(ctx, t, f.Configs[name], mcnetv1.SystemNamespace, "mcnet-dns"))

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -318,4 +319,17 @@ func (f *Fleet) AgentConfig(t testing.TB, cluster string) *mcnetv1.AgentConfig {
 		t.Fatalf("config of cluster %s: %v", cluster, err)
 	}
 	return c
+}
+
+// UnusedTCPAddr returns a loopback TCP address nothing listens on: free for a server
+// the test starts, or a peer that is down.
+func UnusedTCPAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
