@@ -123,9 +123,8 @@ func iperfReceived(out string) (float64, error) {
 // connected, from applying the third cluster's rendered tree, and the broker and
 // member changes the new render brings, to every connection of the fleet connected),
 // throughput worker pod to worker pod through each driver as a ratio of the lab's
-// plain routed path inside a cluster, and failover (from killing the active gateway
-// process, or powering its node off, to the first successful cross-cluster TCP
-// exchange through the standby).
+// plain routed path inside a cluster. Failover is BenchmarkFailover's: the gap in a
+// continuous stream until the standby carries it, over repeated trials.
 func BenchmarkConnect(b *testing.B) {
 	labtest.RequireRoot(b)
 	// The figures are printed; the loop's own time means nothing. (b.Loop fails a
@@ -188,26 +187,5 @@ func BenchmarkConnect(b *testing.B) {
 		fmt.Printf("throughput plain routed pod to pod: %.2f Gbit/s\n", plain/1e9)
 		fmt.Printf("throughput ratio vxlan/plain: %.2f (%.2f Gbit/s)\n", vx/plain, vx/1e9)
 		fmt.Printf("throughput ratio wireguard/plain: %.2f (%.2f Gbit/s)\n", wg/plain, wg/1e9)
-
-		kill := func(c *lab.Cluster) func(context.Context, string) error {
-			return func(ctx context.Context, node string) error { return c.Kill(ctx, "mcnet-gateway", node) }
-		}
-		for _, c := range []*lab.Cluster{c2, c3} {
-			took, holder, err := failover(ctx, c, clients[c1.Name], servers[c.Name], kill(c))
-			if err != nil {
-				b.Fatal(err)
-			}
-			fmt.Printf("failover %s (SIGKILL active gateway, %s now active): %.2f s\n", c.Name, holder, took.Seconds())
-			if err := l.waitConnected(ctx, time.Minute); err != nil {
-				b.Fatal(err)
-			}
-		}
-		took, holder, err := failover(ctx, c3, clients[c1.Name], servers[c3.Name], func(ctx context.Context, node string) error {
-			return c3.Node(node).SetDown(ctx, true)
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		fmt.Printf("failover %s (active gateway node powered off, %s now active): %.2f s\n", c3.Name, holder, took.Seconds())
 	}
 }

@@ -51,6 +51,60 @@ func (d dnsReplica) answers(ctx context.Context, name string) ([]string, error) 
 	return got, nil
 }
 
+// waitAnswers waits until the replica answers name with exactly want (sorted).
+func (d dnsReplica) waitAnswers(ctx context.Context, name string, want []string, timeout time.Duration) error {
+	return lab.Eventually(ctx, timeout, func(ctx context.Context) error {
+		got, err := d.answers(ctx, name)
+		if err == nil && !slices.Equal(got, want) {
+			err = fmt.Errorf("%s's DNS answers %s with %v, want %v", d.pod.Node.Cluster.Name, name, got, want)
+		}
+		return err
+	})
+}
+
+// workerDNSReplica is c's mcnet-dns replica on a worker node, which stays up when
+// the gateway nodes power off, asked from pod from.
+func workerDNSReplica(t testing.TB, c *lab.Cluster, from *lab.Pod) dnsReplica {
+	t.Helper()
+	pods, err := c.WorkloadPods(t.Context(), "mcnet-dns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if p.Node != nil && !p.Node.Gateway && p.IP.IsValid() {
+			return dnsReplica{from: from, pod: p}
+		}
+	}
+	t.Fatalf("%s: no mcnet-dns replica on a worker node: %v", c.Name, pods)
+	return dnsReplica{}
+}
+
+// exportHeadless creates and exports a headless Service name in namespace ns of c
+// whose one endpoint (hostname name-0, TCP 8080) is ip, so that
+// name.ns.svc.clusterset.local answers ip wherever c is reachable.
+func exportHeadless(t testing.TB, c *lab.Cluster, ns, name, ip string) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := c.CreateService(ctx, lab.ServiceOptions{Name: name, Namespace: ns, Headless: true, Ports: map[int32]int32{8080: 8080}}); err != nil {
+		t.Fatal(err)
+	}
+	ready := true
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name + "-pods", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}, Hostname: ptrTo(name + "-0"),
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports: []discoveryv1.EndpointPort{{Name: ptrTo("tcp-8080"), Protocol: ptrTo(corev1.ProtocolTCP), Port: ptrTo(int32(8080))}},
+	}
+	cl := mcsClient(t, c)
+	if err := cl.Create(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // dnsRecorder asks a replica every 100 ms and keeps what changed, and when.
 type dnsRecorder struct {
 	mu       sync.Mutex
@@ -117,52 +171,15 @@ func TestGatewayHeartbeat(t *testing.T) {
 	// A headless service in both clusters: its name answers the pods of every
 	// cluster this one can reach.
 	for _, c := range []*lab.Cluster{c1, c2} {
-		if _, err := c.CreateService(ctx, lab.ServiceOptions{Name: "db", Namespace: ns, Headless: true, Ports: map[int32]int32{8080: 8080}}); err != nil {
-			t.Fatal(err)
-		}
-		ready := true
-		slice := &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "db-pods", Labels: map[string]string{discoveryv1.LabelServiceName: "db"}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{servers[c.Name].IP.String()}, Hostname: ptrTo("db-0"),
-				Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-			Ports: []discoveryv1.EndpointPort{{Name: ptrTo("tcp-8080"), Protocol: ptrTo(corev1.ProtocolTCP), Port: ptrTo(int32(8080))}},
-		}
-		cl := mcsClient(t, c)
-		if err := cl.Create(ctx, slice); err != nil {
-			t.Fatal(err)
-		}
-		if err := cl.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}}); err != nil {
-			t.Fatal(err)
-		}
+		exportHeadless(t, c, ns, "db", servers[c.Name].IP.String())
 	}
 	db := "db." + ns + ".svc.clusterset.local"
 	both := []string{servers[c1.Name].IP.String(), servers[c2.Name].IP.String()}
 	slices.Sort(both)
-	// Each cluster's mcnet-dns replica on its worker, which stays up when the
-	// gateway node is powered off.
 	replica := map[string]dnsReplica{}
 	for _, c := range []*lab.Cluster{c1, c2} {
-		pods, err := c.WorkloadPods(ctx, "mcnet-dns")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range pods {
-			if p.Node != nil && !p.Node.Gateway && p.IP.IsValid() {
-				replica[c.Name] = dnsReplica{from: clients[c.Name], pod: p}
-			}
-		}
-		if _, ok := replica[c.Name]; !ok {
-			t.Fatalf("%s: no mcnet-dns replica on a worker node: %v", c.Name, pods)
-		}
-		d := replica[c.Name]
-		if err := lab.Eventually(ctx, time.Minute, func(ctx context.Context) error {
-			got, err := d.answers(ctx, db)
-			if err == nil && !slices.Equal(got, both) {
-				err = fmt.Errorf("%s's DNS answers %v, want %v", c.Name, got, both)
-			}
-			return err
-		}); err != nil {
+		replica[c.Name] = workerDNSReplica(t, c, clients[c.Name])
+		if err := replica[c.Name].waitAnswers(ctx, db, both, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -298,13 +315,7 @@ func TestGatewayHeartbeat(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s's worker reaches the API server at %s again %s after it came back", c1.Name, apiAddr, time.Since(back).Round(10*time.Millisecond))
-		if err := lab.Eventually(ctx, time.Minute, func(ctx context.Context) error {
-			got, err := replica[c1.Name].answers(ctx, db)
-			if err == nil && !slices.Equal(got, both) {
-				err = fmt.Errorf("%s's DNS answers %v, want %v", c1.Name, got, both)
-			}
-			return err
-		}); err != nil {
+		if err := replica[c1.Name].waitAnswers(ctx, db, both, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		// The controller waits the outage out in-process: no container restarts.

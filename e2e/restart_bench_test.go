@@ -111,7 +111,8 @@ func restartGaps(b *testing.B, d mcnetv1.CableDriver) (gaps []time.Duration, fla
 	return gaps, stopFlaps()
 }
 
-// replyLog records when probe replies arrived.
+// replyLog records when the replies of a stream of requests arrived: probe replies
+// (replyLog.read) or echo replies (echoStream).
 type replyLog struct {
 	mu sync.Mutex
 	at []time.Time
@@ -126,11 +127,29 @@ func (r *replyLog) read(conn net.Conn) {
 		}
 		// Other errors are the ICMP port unreachable of a moment nobody listens.
 		if err == nil && n == 13 && buf[4] == 2 {
-			r.mu.Lock()
-			r.at = append(r.at, time.Now())
-			r.mu.Unlock()
+			r.add(time.Now())
 		}
 	}
+}
+
+// add records a reply that arrived at t; replies are added in the order they arrive.
+func (r *replyLog) add(t time.Time) {
+	r.mu.Lock()
+	r.at = append(r.at, t)
+	r.mu.Unlock()
+}
+
+// count is how many replies arrived in [from, to].
+func (r *replyLog) count(from, to time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, t := range r.at {
+		if !t.Before(from) && !t.After(to) {
+			n++
+		}
+	}
+	return n
 }
 
 // since says whether a reply arrived after t.
