@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -23,7 +24,8 @@ import (
 	"github.com/mcnet-io/mcnet/internal/agent"
 )
 
-// failoverTrials is how many times BenchmarkFailover repeats each case.
+// failoverTrials is how many times BenchmarkFailover repeats each case unless
+// MCNET_FAILOVER_TRIALS says otherwise.
 const failoverTrials = 10
 
 // apiCut is how long each API-server cut of BenchmarkFailover lasts. The target is
@@ -42,9 +44,9 @@ var cableLink = map[mcnetv1.CableDriver]string{mcnetv1.CableVXLAN: "mcnet-vx", m
 // preferring VXLAN, VXLAN and WireGuard: the first reaches the second through VXLAN
 // and the third through WireGuard. A pod on the first cluster's worker pings a pod on
 // each other cluster's worker every 10 ms for the whole run. Each case runs
-// failoverTrials times; between trials the broken node comes back, every gateway of
-// the cluster renews its heartbeat, every workload is ready and every connection of
-// the fleet is connected again.
+// MCNET_FAILOVER_TRIALS times (default failoverTrials); between trials the broken
+// node comes back, every gateway of the cluster renews its heartbeat, every workload
+// is ready and every connection of the fleet is connected again.
 //
 //   - sigkill and poweroff, per driver: the far cluster's active gateway process is
 //     SIGKILLed, or its node powered off. The figure is the longest gap between echo
@@ -66,6 +68,14 @@ var cableLink = map[mcnetv1.CableDriver]string{mcnetv1.CableVXLAN: "mcnet-vx", m
 // 0 flaps) are printed beside the figures, not enforced.
 func BenchmarkFailover(b *testing.B) {
 	labtest.RequireRoot(b)
+	trials := failoverTrials
+	if s := os.Getenv("MCNET_FAILOVER_TRIALS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("MCNET_FAILOVER_TRIALS=%q: want a positive number of trials", s)
+		}
+		trials = n
+	}
 	// The figures are printed; the loop's own time means nothing.
 	for b.Loop() {
 		ctx := b.Context()
@@ -93,7 +103,7 @@ func BenchmarkFailover(b *testing.B) {
 			for _, f := range faults {
 				var gaps, repairGaps []time.Duration
 				failed := 0
-				for trial := range failoverTrials {
+				for trial := range trials {
 					gap, repairGap, err := failoverTrial(ctx, l, far.c, streams[far.c.Name], cableLink[far.driver], f)
 					var notCarried errNotCarried
 					switch {
@@ -113,8 +123,8 @@ func BenchmarkFailover(b *testing.B) {
 				fmt.Printf("failover: %s (%s): longest gap while the node came back, per trial: %v\n", f.what, far.driver, round(repairGaps))
 			}
 		}
-		apiCuts(b, l, c2, streams[c2.Name], cableLink[mcnetv1.CableVXLAN])
-		dnsDropouts(b, l, c1, c2, servers, clients[c1.Name])
+		apiCuts(b, l, c2, streams[c2.Name], cableLink[mcnetv1.CableVXLAN], trials)
+		dnsDropouts(b, l, c1, c2, servers, clients[c1.Name], trials)
 	}
 }
 
@@ -330,11 +340,11 @@ func reportGaps(b *testing.B, name, what string, samples []time.Duration, failed
 		what, len(samples)+failed, failed, p50.Seconds(), p99.Seconds(), most.Seconds(), target, verdict, round(samples))
 }
 
-// apiCuts stops c's API server for apiCut, failoverTrials times, and reports the
+// apiCuts stops c's API server for apiCut, trials times, and reports the
 // gateway Lease's transitions (failovers), the times another cluster saw its
 // connection to c leave connected (flaps), and the longest gap in s, from the cut
 // until c has recovered.
-func apiCuts(b *testing.B, l *connectedLab, c *lab.Cluster, s *echoStream, dev string) {
+func apiCuts(b *testing.B, l *connectedLab, c *lab.Cluster, s *echoStream, dev string, trials int) {
 	ctx := b.Context()
 	var others []*lab.Cluster
 	for _, o := range l.Clusters() {
@@ -344,7 +354,7 @@ func apiCuts(b *testing.B, l *connectedLab, c *lab.Cluster, s *echoStream, dev s
 	}
 	var gaps []time.Duration
 	var failovers, flaps int
-	for trial := range failoverTrials {
+	for trial := range trials {
 		before, err := c.Client.CoordinationV1().Leases(mcnetv1.SystemNamespace).Get(ctx, agent.LeaseName, metav1.GetOptions{})
 		if err != nil {
 			b.Fatal(err)
@@ -455,10 +465,10 @@ func watchConnection(ctx context.Context, froms []*lab.Cluster, to string) (stop
 	return func() []string { cancel(); return <-done }
 }
 
-// dnsDropouts powers off every gateway node of dead at once, failoverTrials times, and
+// dnsDropouts powers off every gateway node of dead at once, trials times, and
 // reports the time until the clusterset DNS of asker (its replica on the worker,
 // asked from pod from) stops answering dead's server pod.
-func dnsDropouts(b *testing.B, l *connectedLab, asker, dead *lab.Cluster, servers map[string]*lab.Pod, from *lab.Pod) {
+func dnsDropouts(b *testing.B, l *connectedLab, asker, dead *lab.Cluster, servers map[string]*lab.Pod, from *lab.Pod, trials int) {
 	ctx := b.Context()
 	const ns = "default"
 	for _, c := range []*lab.Cluster{asker, dead} {
@@ -471,7 +481,7 @@ func dnsDropouts(b *testing.B, l *connectedLab, asker, dead *lab.Cluster, server
 	replica := workerDNSReplica(b, asker, from)
 	var dropouts []time.Duration
 	var failures, starved int
-	for trial := range failoverTrials {
+	for trial := range trials {
 		if err := replica.waitAnswers(ctx, db, both, 2*time.Minute); err != nil {
 			b.Fatal(err)
 		}
