@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -25,7 +27,9 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/controllers/serviceimport"
+	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
+	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
 	"github.com/mcnet-io/mcnet/internal/controller"
 	"github.com/mcnet-io/mcnet/internal/diagnose"
 	"github.com/mcnet-io/mcnet/internal/naming"
@@ -64,6 +68,25 @@ func brokerAs(ctx context.Context, t *testing.T, broker, c *lab.Cluster) client.
 	}
 	cl, err := client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// startConnectedWith is startConnected for lab options of the caller's.
+func startConnectedWith(t *testing.T, cs *mcnetv1.ClusterSet, opts lab.Options) *connectedLab {
+	t.Helper()
+	ctx := t.Context()
+	l := labtest.Start(t, opts)
+	dir := filepath.Join(t.TempDir(), "fleet-repo")
+	if err := fleetlab.Install(ctx, l, cs, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
+		t.Fatal(fmt.Errorf("components: %w", err))
+	}
+	cl := &connectedLab{Lab: l, fleet: cs, dir: dir}
+	if err := cl.waitConnected(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	return cl
@@ -232,17 +255,36 @@ func warningEvent(c *lab.Cluster, reason string, parts ...string) func(context.C
 // the gateways and route agents of c1 and c2 keep their kernels, c1's importer and DNS
 // keep their answers and say why (a condition and Events naming c3), and TCP from c1
 // to c2 flows throughout.
+//
+// Then on the wire, with a NetworkPolicy engine (kube-router's firewall) on every node
+// and a standby gateway in c2: a policy in c2 admitting c1's pod by its /32 keeps out
+// its neighbour and c3's pod; from c3's gateway node, VXLAN frames into c2's cable
+// port from an address no current gateway has are dropped (the same frame from c1's
+// gateway gets in); and with c2's active gateway frozen, answers forged and replayed
+// from c3's node in the holder's name do not keep c2's standby from taking over.
 func TestHostileMember(t *testing.T) {
 	ctx := t.Context()
 	cs := connectFleet(mcnetv1.CableVXLAN, mcnetv1.CableVXLAN, mcnetv1.CableVXLAN)
 	const maxExports = 3
 	cs.Spec.Clusters[2].MaxExports = maxExports
-	l := startConnected(t, cs, 2)
+	opts, err := fleetlab.LabOptions(cs, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A NetworkPolicy engine on every node, and a standby gateway in c2.
+	opts.NetworkPolicy = true
+	opts.Clusters[1].Nodes, opts.Clusters[1].Gateways = 3, 2
+	l := startConnectedWith(t, cs, opts)
 	c1, c2, c3 := l.Clusters()[0], l.Clusters()[1], l.Clusters()[2]
 	broker := l.Cluster(cs.Spec.Broker.Cluster)
 	admin := mcsClient(t, broker) // past the admission policy
 	hostile := brokerAs(ctx, t, broker, c3)
 	servers, clients := serveOnWorkers(t, l.Lab)
+	// A neighbour of c1's client, for the NetworkPolicy: same node, another pod.
+	neighbour, err := l.AddPod(ctx, c1.Workers()[0], lab.PodOptions{Name: "client2"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	const wait = time.Minute
 
 	// c2 exports web; c1 resolves it through its CoreDNS and reaches it.
@@ -284,7 +326,16 @@ func TestHostileMember(t *testing.T) {
 	}
 	// c3's own controller withdraws broker exports it did not publish: the attacker
 	// who holds c3 stops it, so what is written below stays.
-	if _, err := c3.Client.AppsV1().Deployments(mcnetv1.SystemNamespace).Patch(ctx, "mcnet-controller", "application/merge-patch+json",
+	deployments := c3.Client.AppsV1().Deployments(mcnetv1.SystemNamespace)
+	ctrl, err := deployments.Get(ctx, "mcnet-controller", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas := ptrTo(int32(1))
+	if ctrl.Spec.Replicas != nil {
+		replicas = ctrl.Spec.Replicas
+	}
+	if _, err := deployments.Patch(ctx, "mcnet-controller", "application/merge-patch+json",
 		[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -493,11 +544,130 @@ func TestHostileMember(t *testing.T) {
 		}
 	})
 
+	t.Run("a NetworkPolicy in the destination admits one remote pod and not the others", func(t *testing.T) {
+		// c1's client is admitted; its neighbour on the same node and c3's client are
+		// not. Without the policy both get in.
+		srv := servers[c2.Name]
+		url := func(p *lab.Pod) string { return "http://" + net.JoinHostPort(p.IP.String(), "8080") + "/" }
+		own := func(p *lab.Pod) netip.Addr { return p.IP }
+		for _, cli := range []*lab.Pod{clients[c1.Name], neighbour, clients[c3.Name]} {
+			if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error { return get(ctx, cli, srv, url(srv)) }); err != nil {
+				t.Fatalf("%s -> %s without a policy: %v", cli, srv, err)
+			}
+		}
+		checkOverlapPolicy(t, srv, clients[c1.Name], []*lab.Pod{neighbour, clients[c3.Name]}, own, url)
+	})
+
+	t.Run("VXLAN frames from the hostile member's node at an address no current gateway has", func(t *testing.T) {
+		checkVXLANInjection(t, c2, c1, clients[c1.Name], servers[c2.Name], c3.Gateways()[0])
+		unchanged(t)
+	})
+
 	sent, stalls, err := stream.stop()
 	if err != nil || sent == 0 {
 		t.Errorf("TCP c1 -> c2 through the attacks: %d messages, %d stalls: %v", sent, stalls, err)
 	}
 	t.Logf("TCP c1 -> c2 through the attacks: %d messages echoed, %d stalls", sent, stalls)
+
+	t.Run("forged liveness answers from the hostile member's node do not hold off failover", func(t *testing.T) {
+		// c3's controller back: it mirrors c2's Endpoint into c3, so c3 follows c2's
+		// failovers and every connection can be up again between them.
+		if _, err := deployments.Patch(ctx, "mcnet-controller", "application/merge-patch+json",
+			fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, *replicas), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c3.WaitWorkloads(ctx, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		checkForgedLiveness(t, l, c2, c3.Gateways()[0], clients[c1.Name], servers)
+	})
+}
+
+// checkForgedLiveness freezes target's active gateway (SIGSTOP: it neither renews its
+// Lease nor answers on its liveness port) twice: once as it is, once while attacker
+// floods the standby with liveness answers from the holder's own address (the lab's
+// WAN lets it spoof): answers the holder really gave, under the cluster's key, to
+// challenges the attacker sent it before the freeze, and made-up ones. The standby
+// takes over within failoverBound both times, TCP between from's cluster and the
+// third cluster flows throughout, and from reaches target's server afterwards.
+func checkForgedLiveness(t *testing.T, l *connectedLab, target *lab.Cluster, attacker *lab.Node, from *lab.Pod, servers map[string]*lab.Pod) {
+	ctx := t.Context()
+	var third *lab.Cluster
+	for _, c := range l.Clusters() {
+		if c != target && c != from.Node.Cluster {
+			third = c
+		}
+	}
+	if err := servers[third.Name].ServeEcho(ctx, 7000); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := startTCP(ctx, from, net.JoinHostPort(servers[third.Name].IP.String(), "7000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet, h1 := freezeHolder(t, l, target, nil)
+	t.Logf("%s: frozen holder, no answers: %s holds the Lease after %s", target.Name, h1, quiet.Round(10*time.Millisecond))
+
+	var sent, recorded, pre, in int
+	attacked, h2 := freezeHolder(t, l, target, func(holder, standby *lab.Node) func() {
+		answers, err := recordAnswers(attacker, holder, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recorded = len(answers)
+		size := 5 + livenessNonce + 32
+		if recorded > 0 {
+			size = len(answers[0])
+		}
+		counter, err := countLiveness(ctx, standby)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// From the holder's address (any port: the attacker's own gateway holds the
+		// liveness port on its node, and the standby checks the address only).
+		stop, err := flood(attacker.Netns, netip.AddrPortFrom(holder.IP, 0),
+			netip.AddrPortFrom(standby.WANIP, mcnetv1.DefaultLivenessPort), forgedAnswers(answers, size), time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() {
+			var err error
+			if sent, err = stop(); err != nil {
+				t.Error(err)
+			}
+			if pre, in, err = counter.read(ctx); err != nil {
+				t.Error(err)
+			}
+			if err := counter.remove(context.WithoutCancel(ctx)); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	t.Logf("%s: frozen holder, %d forged answers (%d of them recorded from the holder) from %s as %s: %s holds the Lease after %s; at the standby's WAN port %d arrived, %d delivered",
+		target.Name, sent, recorded, attacker.Name, "the holder's address", h2, attacked.Round(10*time.Millisecond), pre, in)
+	if recorded == 0 {
+		t.Errorf("the holder answered none of %s's challenges: no genuine answer to replay", attacker.Name)
+	}
+	if in == 0 {
+		t.Errorf("none of the %d forged answers reached the standby's liveness socket (%d reached its WAN port): the test cannot tell", sent, pre)
+	}
+	// A believed answer would keep the frozen holder for as long as the flood lasts
+	// (up to 30 s); a loaded lab may be slow to fail over even without one.
+	if bound := max(failoverBound, 2*quiet); attacked > bound {
+		t.Errorf("%s: under forged answers the standby took over %s after the freeze, want within %s (%s without answers)",
+			target.Name, attacked.Round(10*time.Millisecond), bound, quiet.Round(10*time.Millisecond))
+	}
+	srv := servers[target.Name]
+	if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		return get(ctx, from, srv, "http://"+net.JoinHostPort(srv.IP.String(), "8080")+"/")
+	}); err != nil {
+		t.Errorf("%s -> %s after the failovers: %v", from, srv, err)
+	}
+	sent, stalls, err := stream.stop()
+	if err != nil || sent == 0 || stalls > 0 {
+		t.Errorf("TCP %s -> %s through both failovers of %s: %d messages, %d stalls: %v", from.Node.Cluster.Name, third.Name, target.Name, sent, stalls, err)
+	}
+	t.Logf("TCP %s -> %s through both failovers of %s: %d messages echoed, %d stalls", from.Node.Cluster.Name, third.Name, target.Name, sent, stalls)
 }
 
 // consistently checks cond every 250 ms for d; the first error ends it.
