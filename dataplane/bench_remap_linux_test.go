@@ -56,7 +56,7 @@ func BenchmarkRemapRules(b *testing.B) {
 			}
 			remap := []PrefixMap{{Real: local[0], Global: block(2 * k)}, {Real: local[1], Global: block(2*k + 1), Stateless: true}}
 			states := map[string]State{
-				"gwa":   {ClusterID: "a", LocalCIDRs: local, Remotes: remotes, Gateway: &Gateway{}, Remap: remap},
+				"gwa":   {ClusterID: "a", LocalCIDRs: local, Remotes: remotes, Gateway: &Gateway{ClusterNodes: []netip.Addr{lanGw, lanNode}}, Remap: remap},
 				"gwb":   {ClusterID: "b", LocalCIDRs: prefixes("10.40.0.0/16", "10.41.0.0/16"), Remotes: remotes, Gateway: &Gateway{}},
 				"nodea": {ClusterID: "a", LocalCIDRs: local, Remotes: remotes, ActiveGateway: lanGw, Remap: remap},
 			}

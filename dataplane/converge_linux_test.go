@@ -69,7 +69,7 @@ func convergeStates() map[string]State {
 	c6.CIDRs = prefixes("10.3.0.0/16", "fd00:3::/48")
 	bSmall := b
 	bSmall.CIDRs = prefixes("10.2.0.0/16")
-	gw := &Gateway{}
+	gw := &Gateway{ClusterNodes: []netip.Addr{netip.MustParseAddr("198.18.1.1"), netip.MustParseAddr("198.18.1.2")}}
 	return map[string]State{
 		"empty":             {ClusterID: "a"},
 		"gateway-vxlan":     {ClusterID: "a", LocalCIDRs: local, Remotes: []Remote{b}, Gateway: gw},

@@ -25,8 +25,9 @@
 //     from the State and not touched when it does not. It keeps the source address of
 //     traffic between local and remote CIDRs (no masquerade by the CNI or kube-proxy),
 //     clamps the TCP MSS of SYNs entering a tunnel to its MTU, and drops VXLAN frames
-//     of mcnet's VNIs from anyone but the remote gateways (the intra-cluster VXLAN on
-//     other nodes: anyone but the active gateway). It accepts nothing: the host
+//     of mcnet's VNIs from anyone but the remote gateways (the intra-cluster VXLAN:
+//     on the gateway anyone but the cluster's nodes, on other nodes anyone but the
+//     active gateway). It accepts nothing: the host
 //     firewall, kube-proxy and NetworkPolicy still judge cross-cluster traffic, so a
 //     host whose forward policy drops must allow the local and remote CIDRs itself.
 //

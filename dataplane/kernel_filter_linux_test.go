@@ -31,42 +31,28 @@ func TestKernelFilter(t *testing.T) {
 		// The same frame, claiming to come from a pod of cluster b, sent to gwa's
 		// cable port from the remote gateway and from a stranger.
 		frame := vxlanFrame(interVNI, clusterMAC("a"), clusterMAC("b"), netip.MustParseAddr("10.2.0.99"), podA, 9999)
-		received := func(from string, to netip.Addr) bool {
-			t.Helper()
-			var conn *net.UDPConn
-			l.inNS("poda", func() {
-				var err error
-				if conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: podA.AsSlice(), Port: 9999}); err != nil {
-					t.Fatal(err)
-				}
-			})
-			defer conn.Close()
-			l.inNS(from, func() {
-				c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: to.AsSlice(), Port: DefaultVXLANPort})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				for range 3 {
-					if _, err := c.Write(frame); err != nil {
-						t.Fatal(err)
-					}
-				}
-			})
-			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-			buf := make([]byte, 64)
-			n, _, err := conn.ReadFromUDP(buf)
-			return err == nil && string(buf[:n]) == "injected"
-		}
-		if !received("gwb", wanA) {
+		if !l.injected(frame, "gwb", wanA, DefaultVXLANPort) {
 			t.Fatalf("a frame from the remote gateway did not arrive: the test cannot tell a drop\n%s", l.debug())
 		}
 		before := dropCounter(t, l, "gwa")
-		if received("evil", netip.MustParseAddr("198.18.2.1")) {
+		if l.injected(frame, "evil", netip.MustParseAddr("198.18.2.1"), DefaultVXLANPort) {
 			t.Errorf("a VXLAN frame from %s, not a remote gateway, reached a pod", "198.18.2.2")
 		}
 		if after := dropCounter(t, l, "gwa"); after <= before {
 			t.Errorf("drop counter of the cable port went from %d to %d", before, after)
+		}
+	})
+
+	t.Run("IntraVXLANOnlyFromClusterNodes", func(t *testing.T) {
+		// A frame into the gateway's intra-cluster VXLAN, as a node of cluster a sends
+		// it (inner source: a pod on that node), from the node and from a stranger on
+		// the WAN: only the cluster's nodes may put frames into its pod network.
+		frame := vxlanFrame(intraVNI, gatewayMAC("a"), nodeMAC("a"), podN, podA, 9999)
+		if !l.injected(frame, "nodea", lanGw, DefaultIntraClusterPort) {
+			t.Fatalf("an intra-cluster frame from the cluster's node did not arrive: the test cannot tell a drop\n%s", l.debug())
+		}
+		if l.injected(frame, "evil", netip.MustParseAddr("198.18.2.1"), DefaultIntraClusterPort) {
+			t.Errorf("an intra-cluster VXLAN frame from %s, not a node of the cluster, reached a pod", "198.18.2.2")
 		}
 	})
 
@@ -156,4 +142,34 @@ func vxlanFrame(vni int, dstMAC, srcMAC [6]byte, src, dst netip.Addr, port uint1
 	eth := append(append(dstMAC[:], srcMAC[:]...), 0x08, 0x00)
 	hdr := []byte{0x08, 0, 0, 0, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}
 	return append(append(append(hdr, eth...), ip...), udp...)
+}
+
+// injected sends frame three times from namespace role to the UDP port of to, and
+// reports whether its inner datagram ("injected", to poda:9999) reached poda.
+func (l *lab) injected(frame []byte, role string, to netip.Addr, port uint16) bool {
+	l.tb.Helper()
+	var conn *net.UDPConn
+	l.inNS("poda", func() {
+		var err error
+		if conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: podA.AsSlice(), Port: 9999}); err != nil {
+			l.tb.Fatal(err)
+		}
+	})
+	defer conn.Close()
+	l.inNS(role, func() {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: to.AsSlice(), Port: int(port)})
+		if err != nil {
+			l.tb.Fatal(err)
+		}
+		defer c.Close()
+		for range 3 {
+			if _, err := c.Write(frame); err != nil {
+				l.tb.Fatal(err)
+			}
+		}
+	})
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	n, _, err := conn.ReadFromUDP(buf)
+	return err == nil && string(buf[:n]) == "injected"
 }

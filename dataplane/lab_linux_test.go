@@ -60,12 +60,13 @@ var labSeq atomic.Int32
 // lab addresses. 198.18.0.0/15 is the benchmarking range: it never collides with the
 // host's own network.
 var (
-	wanA  = netip.MustParseAddr("198.18.0.1")
-	wanB  = netip.MustParseAddr("198.18.0.2")
-	lanGw = netip.MustParseAddr("198.18.1.1")
-	podA  = netip.MustParseAddr("10.1.0.2")
-	podN  = netip.MustParseAddr("10.1.1.2")
-	podB  = netip.MustParseAddr("10.2.0.2")
+	wanA    = netip.MustParseAddr("198.18.0.1")
+	wanB    = netip.MustParseAddr("198.18.0.2")
+	lanGw   = netip.MustParseAddr("198.18.1.1")
+	lanNode = netip.MustParseAddr("198.18.1.2")
+	podA    = netip.MustParseAddr("10.1.0.2")
+	podN    = netip.MustParseAddr("10.1.1.2")
+	podB    = netip.MustParseAddr("10.2.0.2")
 )
 
 type lab struct {
@@ -82,7 +83,7 @@ func newLab(tb testing.TB) *lab {
 	tb.Helper()
 	l := newNamespaces(tb, "gwa", "gwb", "nodea", "poda", "podb", "podn")
 	l.veth("gwa", "wan0", wanA.String()+"/24", "gwb", "wan0", wanB.String()+"/24")
-	l.veth("gwa", "lan0", lanGw.String()+"/24", "nodea", "lan0", "198.18.1.2/24")
+	l.veth("gwa", "lan0", lanGw.String()+"/24", "nodea", "lan0", lanNode.String()+"/24")
 	l.veth("gwa", "pod0", "10.1.0.1/24", "poda", "eth0", podA.String()+"/24")
 	l.veth("nodea", "pod0", "10.1.1.1/24", "podn", "eth0", podN.String()+"/24")
 	l.veth("gwb", "pod0", "10.2.0.1/24", "podb", "eth0", podB.String()+"/24")
@@ -212,7 +213,7 @@ func (l *lab) states(driver Driver, keyA, keyB Key) map[string]State {
 		remoteA.Cable.PublicKey, remoteB.Cable.PublicKey = Key{}, Key{}
 	}
 	return map[string]State{
-		"gwa":   {ClusterID: "a", LocalCIDRs: cidrsA, Remotes: []Remote{remoteB}, Gateway: &Gateway{}},
+		"gwa":   {ClusterID: "a", LocalCIDRs: cidrsA, Remotes: []Remote{remoteB}, Gateway: &Gateway{ClusterNodes: []netip.Addr{lanGw, lanNode}}},
 		"nodea": {ClusterID: "a", LocalCIDRs: cidrsA, Remotes: []Remote{remoteB}, ActiveGateway: lanGw},
 		"gwb":   {ClusterID: "b", LocalCIDRs: cidrsB, Remotes: []Remote{remoteA}, Gateway: &Gateway{}},
 	}

@@ -212,8 +212,9 @@ func buildPlan(c Config, s State, resolve resolver) plan {
 			MAC: gatewayMAC(s.ClusterID), MTU: mtuFor(DriverVXLAN), Addr: gatewayAddr(s.ClusterID),
 			HealthAddrs: healthAddrs(s.Gateway.HealthCheckIPs),
 		})
-		// Other nodes' addresses are not in the State: the intra-cluster port stays
-		// open to the cluster network (and whatever the host firewall allows).
+		// Only the cluster's own nodes send into the intra-cluster VXLAN: frames on
+		// its port from anywhere else would land in the pod network.
+		p.Filter.Ports = append(p.Filter.Ports, portFilter{Name: "intra", Port: c.IntraClusterPort, VNI: intraVNI, Peers: s.Gateway.ClusterNodes})
 		// Packets from other nodes arrive on the intra VXLAN while the reverse route
 		// to their pods goes through the cluster network: strict rp_filter drops them.
 		loose = append(loose, p.Links[len(p.Links)-1].Name)

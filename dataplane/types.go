@@ -111,6 +111,11 @@ type Gateway struct {
 	// health probes on; they are added to the gateway node (IPv4 only for now) while
 	// it is the active gateway, so remote gateways reach them through the cables.
 	HealthCheckIPs []netip.Addr `json:"healthCheckIPs,omitempty"`
+	// ClusterNodes are the addresses of this cluster's nodes: the gateway admits the
+	// intra-cluster VXLAN (IntraClusterPort, its VNI) only from them, so no host
+	// outside the cluster can put frames into the cluster's pod network through it.
+	// Empty admits nobody.
+	ClusterNodes []netip.Addr `json:"clusterNodes,omitempty"`
 }
 
 // Remote is one remote cluster.

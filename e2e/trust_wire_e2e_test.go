@@ -315,8 +315,7 @@ func checkVXLANInjection(t *testing.T, target *lab.Cluster, via *lab.Cluster, fr
 
 	// Known gaps (docs/trust.md, "Not defended yet"), measured and reported, not
 	// failed: a current remote gateway sending inner packets with a third member's
-	// pod addresses, and the intra-cluster port, which the gateway leaves open to
-	// whoever reaches it (docs/dataplane.md).
+	// pod addresses, or with another member's gateway address as its source.
 	got := send("from "+attacker.Name+" at its own address", attacker.Netns, netip.AddrPort{})
 	t.Logf("KNOWN GAP: a frame from %s (a current remote gateway of %s) with %s's pod %s as inner source reached %s: %v", attacker.Name, target.Name, via.Name, from.IP, srv, got)
 	got = send("from "+attacker.Name+" as "+vn.PublicIP.String(), attacker.Netns, netip.AddrPortFrom(vn.PublicIP, 0))
@@ -331,7 +330,12 @@ func checkVXLANInjection(t *testing.T, target *lab.Cluster, via *lab.Cluster, fr
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("KNOWN GAP: a frame of VNI %d to %s:%d (%s, the intra-cluster port) from %s on the WAN reached %s: %v", l.vni, gn.PublicIP, l.port, l.name, stranger.Addr(), srv, ok)
+		// The intra-cluster port admits only the cluster's own nodes.
+		if ok {
+			t.Errorf("a frame of VNI %d to %s:%d (%s, the intra-cluster port) from %s on the WAN, not a node of %s, reached %s", l.vni, gn.PublicIP, l.port, l.name, stranger.Addr(), target.Name, srv)
+		} else {
+			t.Logf("a frame of VNI %d to %s:%d (%s, the intra-cluster port) from %s on the WAN was dropped", l.vni, gn.PublicIP, l.port, l.name, stranger.Addr())
+		}
 	}
 }
 

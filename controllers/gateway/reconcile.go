@@ -65,8 +65,10 @@ type view struct {
 	leading bool
 	leader  string
 	node    *corev1.Node
-	eps     []mcnetv1.Endpoint
-	table   *membership.Table
+	// nodes are the addresses of the cluster's nodes (agent.ClusterNodeAddrs).
+	nodes []netip.Addr
+	eps   []mcnetv1.Endpoint
+	table *membership.Table
 }
 
 // view reads the role, this node, the Endpoints and the fleet table, and points the
@@ -78,6 +80,11 @@ func (g *Gateway) view(ctx context.Context) (view, error) {
 	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, v.node); err != nil {
 		return v, fmt.Errorf("read own Node: %w", err)
 	}
+	var nodes corev1.NodeList
+	if err := g.client.List(ctx, &nodes); err != nil {
+		return v, fmt.Errorf("list Nodes: %w", err)
+	}
+	v.nodes = agent.ClusterNodeAddrs(nodes.Items)
 	var eps mcnetv1.EndpointList
 	if err := g.client.List(ctx, &eps, client.InNamespace(g.opts.Namespace)); err != nil {
 		return v, fmt.Errorf("list Endpoints: %w", err)
@@ -180,7 +187,7 @@ func (g *Gateway) standBy(ctx context.Context, v view, st *statusPatch) {
 // fleet table vouches for. It returns the members left out, and why; what remotes
 // publish outside their allocation is reported on the status.
 func (g *Gateway) buildState(v view, addrs agent.NodeAddrs, st *statusPatch) (dataplane.State, map[string]error) {
-	state, bad, rejected := agent.BuildState(g.local, v.table, v.eps, agent.GatewayPorts(g.local, addrs.HealthCheck), netip.Addr{})
+	state, bad, rejected := agent.BuildState(g.local, v.table, v.eps, agent.GatewayPorts(g.local, addrs.HealthCheck, v.nodes), netip.Addr{})
 	if changed, ev := g.noteRejections(rejected); changed {
 		st.write = true
 		if ev != nil {

@@ -207,9 +207,9 @@ func (ns *remoteNets) add(r dataplane.Remote) {
 
 // GatewayPorts is the dataplane's gateway configuration for a cluster: its own driver
 // listens on the cable port, the other driver (used towards clusters that prefer it)
-// on its default port.
-func GatewayPorts(l Local, healthIPs []netip.Addr) *dataplane.Gateway {
-	g := &dataplane.Gateway{HealthCheckIPs: healthIPs}
+// on its default port; the intra-cluster VXLAN admits the cluster's node addresses.
+func GatewayPorts(l Local, healthIPs, clusterNodes []netip.Addr) *dataplane.Gateway {
+	g := &dataplane.Gateway{HealthCheckIPs: healthIPs, ClusterNodes: clusterNodes}
 	switch l.Cable {
 	case mcnetv1.CableVXLAN:
 		g.VXLANPort = uint16(l.CablePort)
@@ -315,4 +315,23 @@ func strs[T fmt.Stringer](xs []T) []string {
 		out[i] = x.String()
 	}
 	return out
+}
+
+// ClusterNodeAddrs returns the addresses the cluster's nodes report (InternalIP and
+// ExternalIP), sorted and without duplicates: where they send the intra-cluster VXLAN
+// to the gateway from.
+func ClusterNodeAddrs(nodes []corev1.Node) []netip.Addr {
+	var out []netip.Addr
+	for i := range nodes {
+		for _, a := range nodes[i].Status.Addresses {
+			if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
+				continue
+			}
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }

@@ -52,7 +52,7 @@ func BenchmarkBuildState(b *testing.B) {
 	for _, n := range []int{100, 300, 1000} {
 		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
 			local, t, eps := scaleFleet(b, n)
-			gw := GatewayPorts(local, nil)
+			gw := GatewayPorts(local, nil, nil)
 			for b.Loop() {
 				s, bad, _ := BuildState(local, t, eps, gw, netip.Addr{})
 				if len(bad) > 0 || len(s.Remotes) != n-1 {

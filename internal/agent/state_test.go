@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
@@ -58,7 +59,7 @@ func TestBuildState(t *testing.T) {
 		endpoint("east", mcnetv1.CableVXLAN, "10.10.0.0/16"), // the local one
 		unlabelled, overlapping,
 	}
-	gw := GatewayPorts(local, []netip.Addr{netip.MustParseAddr("10.10.0.1")})
+	gw := GatewayPorts(local, []netip.Addr{netip.MustParseAddr("10.10.0.1")}, nil)
 	got, bad, rejected := BuildState(local, testTable(t), eps, gw, netip.Addr{})
 	want := dataplane.State{
 		ClusterID: "east", LocalCIDRs: local.CIDRs, Gateway: &dataplane.Gateway{VXLANPort: 4789, HealthCheckIPs: []netip.Addr{netip.MustParseAddr("10.10.0.1")}},
@@ -187,5 +188,25 @@ func TestLocalEndpointAndAddresses(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("endpoint (-want +got):\n%s", diff)
+	}
+}
+
+func TestClusterNodeAddrs(t *testing.T) {
+	node := func(addrs ...corev1.NodeAddress) corev1.Node {
+		return corev1.Node{Status: corev1.NodeStatus{Addresses: addrs}}
+	}
+	nodes := []corev1.Node{
+		node(corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "198.18.1.11"}, corev1.NodeAddress{Type: corev1.NodeHostName, Address: "gw1"},
+			corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "203.0.113.7"}),
+		node(corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "198.18.1.10"}, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "fd00::a"},
+			corev1.NodeAddress{Type: corev1.NodeInternalDNS, Address: "worker.local"}),
+		// The same address twice (a node listed under both types), and one that does
+		// not parse: kept once, and left out.
+		node(corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "198.18.1.10"}, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "not-an-ip"}),
+		node(),
+	}
+	want := []netip.Addr{netip.MustParseAddr("198.18.1.10"), netip.MustParseAddr("198.18.1.11"), netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("fd00::a")}
+	if d := cmp.Diff(want, ClusterNodeAddrs(nodes), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Errorf("ClusterNodeAddrs (-want +got):\n%s", d)
 	}
 }
