@@ -311,9 +311,11 @@ func (c *ControlPlane) startHostProxy() error {
 }
 
 // waitReady polls /readyz until the API server answers ok, failing fast with the log
-// tail if it or etcd exits.
+// tail if it or etcd exits. The bound is generous: a kube-apiserver restarted on a
+// loaded 2-core machine, beside other labs and builds, has taken more than 90 s to
+// be ready; a failing one exits, which is caught at once.
 func (c *ControlPlane) waitReady(ctx context.Context, procs ...*proc.Process) error {
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	var last error
 	for {
