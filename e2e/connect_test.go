@@ -61,7 +61,6 @@ func (l *connectedLab) members() []*lab.Cluster {
 // and waits until every gateway reports every connection connected.
 func startConnected(t testing.TB, cs *mcnetv1.ClusterSet, nodes int, behindNAT ...string) *connectedLab {
 	t.Helper()
-	ctx := t.Context()
 	opts, err := fleetlab.LabOptions(cs, nodes, behindNAT...)
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +70,13 @@ func startConnected(t testing.TB, cs *mcnetv1.ClusterSet, nodes int, behindNAT .
 			opts.Clusters[i].Gateways = nodes - 1 // standbys, and one worker
 		}
 	}
+	return startConnectedWith(t, cs, opts)
+}
+
+// startConnectedWith is startConnected for lab options of the caller's.
+func startConnectedWith(t testing.TB, cs *mcnetv1.ClusterSet, opts lab.Options) *connectedLab {
+	t.Helper()
+	ctx := t.Context()
 	l := labtest.Start(t, opts)
 	dir := filepath.Join(t.TempDir(), "fleet-repo")
 	if err := fleetlab.Install(ctx, l, cs, dir); err != nil {
@@ -123,6 +129,22 @@ func activeGateway(ctx context.Context, c *lab.Cluster) (*mcnetv1.Gateway, error
 		return nil, fmt.Errorf("cluster %s: active gateway %s publishes no endpoint yet", c.Name, active[0].Name)
 	}
 	return active[0], nil
+}
+
+// waitActiveGateway is activeGateway for a caller that needs the answer once: it
+// asks until the cluster has exactly one live active gateway (a heartbeat renewed late
+// on a loaded machine expires the status for a moment) and fails t after 30 s.
+func waitActiveGateway(t testing.TB, c *lab.Cluster) *mcnetv1.Gateway {
+	t.Helper()
+	var gw *mcnetv1.Gateway
+	if err := lab.Eventually(t.Context(), 30*time.Second, func(ctx context.Context) error {
+		var err error
+		gw, err = activeGateway(ctx, c)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return gw
 }
 
 // waitConnected waits until each cluster's active gateway reports a connected

@@ -588,15 +588,17 @@ func (g *gitopsLab) checkNoFight(cs *mcnetv1.ClusterSet, rev string) {
 		}
 		return out, all
 	}
-	enough := func(r map[string]map[string]int) bool {
+	// short names the Kustomizations that reconciled fewer than three times in r.
+	short := func(r map[string]map[string]int) []string {
+		var out []string
 		for _, c := range g.clusters(cs) {
 			for _, k := range kustomizations(cs, c.Name) {
 				if r[c.Name][k] < 3 {
-					return false
+					out = append(out, fmt.Sprintf("%s/%s reconciled %d times", c.Name, k, r[c.Name][k]))
 				}
 			}
 		}
-		return true
+		return out
 	}
 	// Flux marks Ready Unknown while it reconciles, so sample through the window: never
 	// False, never another revision.
@@ -623,7 +625,7 @@ func (g *gitopsLab) checkNoFight(cs *mcnetv1.ClusterSet, rev string) {
 		if waited := time.Since(start); waited >= most {
 			break
 		} else if waited >= least {
-			if r, _ := runs(); enough(r) {
+			if r, _ := runs(); len(short(r)) == 0 {
 				break
 			}
 		}
@@ -644,11 +646,11 @@ func (g *gitopsLab) checkNoFight(cs *mcnetv1.ClusterSet, rev string) {
 			}
 		}
 	}
+	for _, m := range short(counts) {
+		g.t.Errorf("%s in %s, want at least 3", m, window)
+	}
 	for _, c := range g.clusters(cs) {
 		for _, k := range kustomizations(cs, c.Name) {
-			if counts[c.Name][k] < 3 {
-				g.t.Errorf("%s/%s reconciled %d times in %s, want at least 3", c.Name, k, counts[c.Name][k], window)
-			}
 			if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error { return kustomizationReady(ctx, c, k, rev) }); err != nil {
 				g.t.Error(err)
 			}

@@ -126,18 +126,8 @@ func TestOverlap(t *testing.T) {
 			opts.Clusters[i].ProxyMode = "iptables"
 		}
 	}
-	l := labtest.Start(t, opts)
-	dir := filepath.Join(t.TempDir(), "fleet-repo")
-	if err := fleetlab.Install(ctx, l, cs, dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
-		t.Fatal(fmt.Errorf("components: %w", err))
-	}
-	cl := &connectedLab{Lab: l, fleet: cs, dir: dir}
-	if err := cl.waitConnected(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	cl := startConnectedWith(t, cs, opts)
+	l, dir := cl.Lab, cl.dir
 	c1, c2, c3, c4 := l.Clusters()[0], l.Clusters()[1], l.Clusters()[2], l.Clusters()[3]
 	overlapping := []*lab.Cluster{c1, c2, c3}
 	for _, c := range l.Clusters() {
@@ -248,24 +238,7 @@ func TestOverlap(t *testing.T) {
 		// Each exporter's own name, asked from each other cluster (c1 iptables and c2
 		// nftables both ways, and from the third).
 		for _, q := range []struct{ from, to *lab.Cluster }{{c1, c2}, {c2, c1}, {c3, c1}, {c3, c2}} {
-			d := digger{pod: clients[q.from.Name], server: startClusterDNS(t, l, q.from)}
-			want := svcAddr(q.to, ips[q.to.Name])
-			if err := lab.Eventually(ctx, time.Minute, d.expect(q.to.Name+"."+web, "A", want)); err != nil {
-				t.Errorf("from %s: %v", q.from.Name, err)
-				continue
-			}
-			url := "http://" + net.JoinHostPort(want, "80") + "/"
-			if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
-				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				defer cancel()
-				body, err := clients[q.from.Name].HTTPGet(ctx, url)
-				if err == nil && !strings.HasPrefix(body, servers[q.to.Name].String()+" ") {
-					err = fmt.Errorf("answered by %q, want %s", body, servers[q.to.Name])
-				}
-				return err
-			}); err != nil {
-				t.Errorf("%s -> %s's service at its global ClusterIP %s (real %s): %v", q.from.Name, q.to.Name, want, ips[q.to.Name], err)
-			}
+			checkServiceByName(t, l, q.from, q.to, web, svcAddr(q.to, ips[q.to.Name]), ips[q.to.Name], clients, servers)
 		}
 
 		// The bare name is c3's ClusterSetIP, in c3's own service CIDR (which c1 and c2
@@ -631,6 +604,31 @@ func routedPrefixes(ctx context.Context, n *lab.Node) ([]netip.Prefix, error) {
 	return ps, nil
 }
 
+// checkServiceByName asks from's cluster DNS for to's own name of the exported service
+// name (to.Name+"."+name), wants the address want (realIP is to's ClusterIP, for the
+// message), and connects there: to's server must answer.
+func checkServiceByName(t *testing.T, l *lab.Lab, from, to *lab.Cluster, name, want, realIP string, clients, servers map[string]*lab.Pod) {
+	t.Helper()
+	ctx := t.Context()
+	d := digger{pod: clients[from.Name], server: startClusterDNS(t, l, from)}
+	if err := lab.Eventually(ctx, time.Minute, d.expect(to.Name+"."+name, "A", want)); err != nil {
+		t.Errorf("from %s: %v", from.Name, err)
+		return
+	}
+	url := "http://" + net.JoinHostPort(want, "80") + "/"
+	if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		body, err := clients[from.Name].HTTPGet(ctx, url)
+		if err == nil && !strings.HasPrefix(body, servers[to.Name].String()+" ") {
+			err = fmt.Errorf("answered by %q, want %s", body, servers[to.Name])
+		}
+		return err
+	}); err != nil {
+		t.Errorf("%s -> %s's service at %s (real %s): %v", from.Name, to.Name, want, realIP, err)
+	}
+}
+
 // checkClusterSetIP asks cli's cluster DNS for name's bare clusterset name: the
 // ServiceImport's ClusterSetIP, whose endpoints must be exactly want's addresses (by
 // exporting cluster), and TCP to it must reach each exporter's server.
@@ -703,24 +701,7 @@ func checkMixedServices(t *testing.T, l *lab.Lab, ns string, asker, remapped, pl
 	}
 	mix := "mix." + ns + ".svc.clusterset.local"
 	for _, q := range []struct{ from, to *lab.Cluster }{{plain, remapped}, {remapped, plain}, {asker, plain}} {
-		d := digger{pod: clients[q.from.Name], server: startClusterDNS(t, l, q.from)}
-		want := svcAddr(q.to, ips[q.to.Name])
-		if err := lab.Eventually(ctx, time.Minute, d.expect(q.to.Name+"."+mix, "A", want)); err != nil {
-			t.Errorf("from %s: %v", q.from.Name, err)
-			continue
-		}
-		url := "http://" + net.JoinHostPort(want, "80") + "/"
-		if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			body, err := clients[q.from.Name].HTTPGet(ctx, url)
-			if err == nil && !strings.HasPrefix(body, servers[q.to.Name].String()+" ") {
-				err = fmt.Errorf("answered by %q, want %s", body, servers[q.to.Name])
-			}
-			return err
-		}); err != nil {
-			t.Errorf("%s -> %s's service at %s (real %s): %v", q.from.Name, q.to.Name, want, ips[q.to.Name], err)
-		}
+		checkServiceByName(t, l, q.from, q.to, mix, svcAddr(q.to, ips[q.to.Name]), ips[q.to.Name], clients, servers)
 	}
 	checkClusterSetIP(t, l, asker, clients[asker.Name], ns, "mix", map[*lab.Cluster]string{
 		remapped: svcAddr(remapped, ips[remapped.Name]), plain: ips[plain.Name],

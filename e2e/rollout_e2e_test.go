@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
@@ -22,8 +20,8 @@ import (
 // rendered update strategy holds it at the first gateway node: for longer than
 // minReadySeconds and a few probe periods, one pod runs the new template, every other
 // gateway node keeps the old one, ready, and traffic crosses every pair. Then it rolls
-// back to the old template and waits until the cluster's gateways are all ready and
-// connected again.
+// back to the old template and waits until the cluster's workloads are all updated and
+// ready and its gateways connected again.
 func checkBadGatewayRollout(t *testing.T, l *connectedLab, servers, clients map[string]*lab.Pod, c *lab.Cluster) {
 	t.Helper()
 	ctx := t.Context()
@@ -57,9 +55,7 @@ func checkBadGatewayRollout(t *testing.T, l *connectedLab, servers, clients map[
 		}
 		restored = true
 		patch(oldArgs)
-		if err := lab.Eventually(ctx, 3*time.Minute, func(ctx context.Context) error {
-			return gatewaysRolledOut(ctx, c)
-		}); err != nil {
+		if err := c.WaitWorkloads(ctx, 3*time.Minute); err != nil {
 			t.Fatalf("%s: rolling back the bad gateway version: %v", c.Name, err)
 		}
 		if err := l.waitConnected(ctx, 2*time.Minute); err != nil {
@@ -98,18 +94,4 @@ func checkBadGatewayRollout(t *testing.T, l *connectedLab, servers, clients map[
 	restore()
 	t.Logf("%s: a gateway version that never became ready held at %d of %d nodes for %s (%d available); rolled back in %s",
 		c.Name, cur.Status.UpdatedNumberScheduled, desired, hold, cur.Status.NumberAvailable, time.Since(start).Round(time.Second))
-}
-
-// gatewaysRolledOut is nil once every gateway pod of c runs the DaemonSet's current
-// template and is ready.
-func gatewaysRolledOut(ctx context.Context, c *lab.Cluster) error {
-	ds, err := c.Client.AppsV1().DaemonSets(mcnetv1.SystemNamespace).Get(ctx, gateway.DaemonSetName, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	st := ds.Status
-	if st.ObservedGeneration < ds.Generation || st.UpdatedNumberScheduled != st.DesiredNumberScheduled || st.NumberReady != st.DesiredNumberScheduled {
-		return fmt.Errorf("gateway DaemonSet generation %d (observed %d): %d updated, %d ready of %d", ds.Generation, st.ObservedGeneration, st.UpdatedNumberScheduled, st.NumberReady, st.DesiredNumberScheduled)
-	}
-	return nil
 }

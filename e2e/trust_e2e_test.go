@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -29,7 +28,6 @@ import (
 	"github.com/mcnet-io/mcnet/controllers/serviceimport"
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
 	"github.com/mcnet-io/mcnet/e2e/lab"
-	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
 	"github.com/mcnet-io/mcnet/internal/controller"
 	"github.com/mcnet-io/mcnet/internal/diagnose"
 	"github.com/mcnet-io/mcnet/internal/naming"
@@ -68,25 +66,6 @@ func brokerAs(ctx context.Context, t *testing.T, broker, c *lab.Cluster) client.
 	}
 	cl, err := client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
-		t.Fatal(err)
-	}
-	return cl
-}
-
-// startConnectedWith is startConnected for lab options of the caller's.
-func startConnectedWith(t *testing.T, cs *mcnetv1.ClusterSet, opts lab.Options) *connectedLab {
-	t.Helper()
-	ctx := t.Context()
-	l := labtest.Start(t, opts)
-	dir := filepath.Join(t.TempDir(), "fleet-repo")
-	if err := fleetlab.Install(ctx, l, cs, dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := fleetlab.Wait(ctx, l, 2*time.Minute); err != nil {
-		t.Fatal(fmt.Errorf("components: %w", err))
-	}
-	cl := &connectedLab{Lab: l, fleet: cs, dir: dir}
-	if err := cl.waitConnected(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	return cl

@@ -12,9 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,44 +31,11 @@ import (
 // The lab's WAN is one bridge that checks no source address, so from the attacker's
 // node any source can be sent (a socket with IP_TRANSPARENT, as root on a host may).
 
-// inNetns runs fn on an OS thread switched into the network namespace ns (a name under
-// /run/netns, or a path such as a pod's /proc/PID/ns/net). Sockets fn opens stay in
-// that namespace.
-func inNetns(ns string, fn func() error) error {
-	path := ns
-	if !filepath.IsAbs(path) {
-		path = filepath.Join("/run/netns", ns)
-	}
-	target, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer self.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", ns, err)
-	}
-	fnErr := fn()
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Left locked: the runtime drops the thread instead of reusing it.
-		return fmt.Errorf("leave netns %s: %w", ns, err)
-	}
-	runtime.UnlockOSThread()
-	return fnErr
-}
-
 // udpIn opens a UDP socket in ns bound to local. With spoof set the socket may bind
 // and send from any address (IP_TRANSPARENT), whether or not ns owns it.
 func udpIn(ns string, local netip.AddrPort, spoof bool) (*net.UDPConn, error) {
 	var conn *net.UDPConn
-	err := inNetns(ns, func() error {
+	err := network.Do(ns, func() error {
 		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 			if !spoof {
 				return nil
@@ -242,16 +206,8 @@ func injected(ns string, src, dst netip.AddrPort, frame []byte, sink *udpSink, p
 // whose counter must move).
 func checkVXLANInjection(t *testing.T, target *lab.Cluster, via *lab.Cluster, from, srv *lab.Pod, attacker *lab.Node) {
 	ctx := t.Context()
-	gw, err := activeGateway(ctx, target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gn := target.Node(gw.Name)
-	vgw, err := activeGateway(ctx, via)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vn := via.Node(vgw.Name)
+	gn := target.Node(waitActiveGateway(t, target).Name)
+	vn := via.Node(waitActiveGateway(t, via).Name)
 	links, err := vxlanLinks(ctx, gn)
 	if err != nil {
 		t.Fatal(err)

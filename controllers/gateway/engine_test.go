@@ -61,21 +61,6 @@ func (f *fakeDataplane) setFail(err error) {
 	f.fail = err
 }
 
-// readyz asks a gateway's /readyz and returns the status code and body.
-func readyz(ctx context.Context, addr string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
-	if err != nil {
-		return 0, "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
 func (f *fakeDataplane) Cleanup(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -107,6 +92,21 @@ func (f *fakeDataplane) last() (dataplane.State, bool) {
 		return dataplane.State{}, false
 	}
 	return f.applied[len(f.applied)-1], true
+}
+
+// readyz asks a gateway's /readyz and returns the status code and body.
+func readyz(ctx context.Context, addr string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 // freeUDPPort returns a UDP port free on the loopback.

@@ -49,7 +49,13 @@ func (g *Gateway) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile
 	if err := g.publishEndpoint(ctx, spec); err != nil {
 		g.log.Error(err, "Cannot publish the Endpoint")
 	}
-	state, bad := g.buildState(v, addrs, &st)
+	// Only the active gateway terminates the intra-cluster VXLAN, so only it needs
+	// the cluster's node addresses; read from the cache without copying each Node.
+	var nodes corev1.NodeList
+	if err := g.client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return res, fmt.Errorf("list Nodes: %w", err)
+	}
+	state, bad := g.buildState(v, addrs, agent.ClusterNodeAddrs(nodes.Items), &st)
 	g.apply(ctx, state)
 	if g.elector.Serve(true) {
 		g.log.Info("Answering standbys on the liveness port", "port", g.opts.livenessPort())
@@ -65,10 +71,8 @@ type view struct {
 	leading bool
 	leader  string
 	node    *corev1.Node
-	// nodes are the addresses of the cluster's nodes (agent.ClusterNodeAddrs).
-	nodes []netip.Addr
-	eps   []mcnetv1.Endpoint
-	table *membership.Table
+	eps     []mcnetv1.Endpoint
+	table   *membership.Table
 }
 
 // view reads the role, this node, the Endpoints and the fleet table, and points the
@@ -80,11 +84,6 @@ func (g *Gateway) view(ctx context.Context) (view, error) {
 	if err := g.client.Get(ctx, client.ObjectKey{Name: g.opts.NodeName}, v.node); err != nil {
 		return v, fmt.Errorf("read own Node: %w", err)
 	}
-	var nodes corev1.NodeList
-	if err := g.client.List(ctx, &nodes); err != nil {
-		return v, fmt.Errorf("list Nodes: %w", err)
-	}
-	v.nodes = agent.ClusterNodeAddrs(nodes.Items)
 	var eps mcnetv1.EndpointList
 	if err := g.client.List(ctx, &eps, client.InNamespace(g.opts.Namespace)); err != nil {
 		return v, fmt.Errorf("list Endpoints: %w", err)
@@ -186,8 +185,8 @@ func (g *Gateway) standBy(ctx context.Context, v view, st *statusPatch) {
 // buildState is the active gateway's desired state: a cable to every remote the
 // fleet table vouches for. It returns the members left out, and why; what remotes
 // publish outside their allocation is reported on the status.
-func (g *Gateway) buildState(v view, addrs agent.NodeAddrs, st *statusPatch) (dataplane.State, map[string]error) {
-	state, bad, rejected := agent.BuildState(g.local, v.table, v.eps, agent.GatewayPorts(g.local, addrs.HealthCheck, v.nodes), netip.Addr{})
+func (g *Gateway) buildState(v view, addrs agent.NodeAddrs, clusterNodes []netip.Addr, st *statusPatch) (dataplane.State, map[string]error) {
+	state, bad, rejected := agent.BuildState(g.local, v.table, v.eps, agent.GatewayPorts(g.local, addrs.HealthCheck, clusterNodes), netip.Addr{})
 	if changed, ev := g.noteRejections(rejected); changed {
 		st.write = true
 		if ev != nil {
