@@ -37,10 +37,7 @@ func TestConnectMatrix(t *testing.T) {
 			checkAllPairs(t, l.Lab, servers, clients, 30*time.Second)
 
 			// NAT: the others reach the last cluster at its public address.
-			gw, err := activeGateway(ctx, l.Clusters()[0])
-			if err != nil {
-				t.Fatal(err)
-			}
+			gw := waitActiveGateway(t, l.Clusters()[0])
 			for _, c := range gw.Status.Connections {
 				if want := c.Cluster == cs.Spec.Clusters[2].Name; c.NAT != want {
 					t.Errorf("connection to %s: nat=%v, want %v", c.Cluster, c.NAT, want)

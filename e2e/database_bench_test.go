@@ -83,10 +83,7 @@ func benchDatabases(b *testing.B, driver mcnetv1.CableDriver, trials int) {
 	commitP50, commitP99 := percentiles(lat)
 	b.ReportMetric(commitP50.Seconds()*1000, "ms/etcd-commit-p50")
 	b.ReportMetric(commitP99.Seconds()*1000, "ms/etcd-commit-p99")
-	gw, err := activeGateway(ctx, d.primary)
-	if err != nil {
-		b.Fatal(err)
-	}
+	gw := waitActiveGateway(b, d.primary)
 	var rtt time.Duration
 	for _, c := range gw.Status.Connections {
 		if c.RTT != nil {
