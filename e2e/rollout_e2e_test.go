@@ -3,10 +3,13 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -80,13 +83,20 @@ func checkBadGatewayRollout(t *testing.T, l *connectedLab, servers, clients map[
 		}
 		time.Sleep(time.Second)
 	}
-	cur, err := dss.Get(ctx, gateway.DaemonSetName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cur.Status.ObservedGeneration < cur.Generation || cur.Status.UpdatedNumberScheduled != 1 || cur.Status.NumberAvailable != desired-1 {
-		t.Errorf("%s after %s of a bad gateway version: generation %d observed %d, %d updated, %d available of %d; want 1 updated (not ready) and the rest available",
-			c.Name, hold, cur.Generation, cur.Status.ObservedGeneration, cur.Status.UpdatedNumberScheduled, cur.Status.NumberAvailable, desired)
+	// The DaemonSet's status is the controller's last write, which a loaded API server
+	// can leave a few seconds behind the pods: wait for it to say what the pods do.
+	var cur *appsv1.DaemonSet
+	if err := lab.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		var err error
+		if cur, err = dss.Get(ctx, gateway.DaemonSetName, metav1.GetOptions{}); err != nil {
+			return err
+		}
+		if st := cur.Status; st.ObservedGeneration < cur.Generation || st.UpdatedNumberScheduled != 1 || st.NumberAvailable != desired-1 {
+			return fmt.Errorf("generation %d observed %d, %d updated, %d available of %d", cur.Generation, st.ObservedGeneration, st.UpdatedNumberScheduled, st.NumberAvailable, desired)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("%s after %s of a bad gateway version: %v; want 1 updated (not ready) and the rest available", c.Name, hold, err)
 	}
 	// The old version on the other node carries the cluster: every pair still connects.
 	checkAllPairs(t, l.Lab, servers, clients, time.Minute)
