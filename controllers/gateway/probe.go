@@ -71,6 +71,9 @@ type ProbeStats struct {
 	// RestartingUntil is set while the target's restart announcement holds: until
 	// then, or its next reply, its silence is its restart and not an outage.
 	RestartingUntil time.Time
+	// OwnRestart says the hold is for this gateway's own restart, during which it
+	// could hear no announcement, rather than one the target announced.
+	OwnRestart bool
 }
 
 // Restarting says the target announced a restart whose hold has not run out and has
@@ -158,6 +161,9 @@ type prober struct {
 	seq     uint64
 	pending map[uint64]pendingProbe
 	targets map[string]*target
+	// startHolds are holds for targets not added yet (holdOnStart), from startFrom.
+	startHolds map[string]time.Time
+	startFrom  time.Time
 }
 
 // target is one probed gateway.
@@ -172,7 +178,10 @@ type target struct {
 	// holdFrom and holdUntil are when the target announced a restart and when the
 	// hold ends; zero without one, and reset by the reply to a probe sent after it.
 	holdFrom, holdUntil time.Time
-	results             []ProbeResult // at most Window
+	// ownRestart says the hold is this process's own start after a restart
+	// (holdOnStart), not the target's announcement.
+	ownRestart bool
+	results    []ProbeResult // at most Window
 }
 
 type pendingProbe struct {
@@ -298,7 +307,7 @@ func (p *prober) restarting(from netip.AddrPort, hold time.Duration, now time.Ti
 	defer p.mu.Unlock()
 	for _, t := range p.targets {
 		if t.to == from && !t.lastReply.IsZero() && now.Sub(t.lastReply) < p.deadAfter && hold > 0 {
-			t.holdFrom, t.holdUntil = now, now.Add(min(hold, MaxRestartHold))
+			t.holdFrom, t.holdUntil, t.ownRestart = now, now.Add(min(hold, MaxRestartHold)), false
 		}
 	}
 }
@@ -360,7 +369,7 @@ func (p *prober) reply(seq uint64, from netip.AddrPort, now time.Time) (recovere
 		// from the restart, the hold has done its job.
 		if !t.holdUntil.IsZero() && pp.sent.After(t.holdFrom) {
 			recovered = true
-			t.holdFrom, t.holdUntil = time.Time{}, time.Time{}
+			t.holdFrom, t.holdUntil, t.ownRestart = time.Time{}, time.Time{}, false
 		}
 	}
 	return recovered
@@ -389,9 +398,24 @@ func (p *prober) setTargets(targets map[string]netip.AddrPort) {
 	}
 	for c, to := range targets {
 		if _, ok := p.targets[c]; !ok {
-			p.targets[c] = &target{to: to}
+			t := &target{to: to}
+			if until, ok := p.startHolds[c]; ok {
+				t.holdFrom, t.holdUntil, t.ownRestart = p.startFrom, until, true
+				delete(p.startHolds, c)
+			}
+			p.targets[c] = t
 		}
 	}
+}
+
+// holdOnStart holds the named clusters, once they become targets, as if each had
+// announced a restart at from lasting until the time given: a process that starts
+// after a restart of its own cannot have heard announcements made while it was down.
+// The first reply to a probe of this process ends a hold, as for an announced one.
+func (p *prober) holdOnStart(from time.Time, holds map[string]time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.startFrom, p.startHolds = from, holds
 }
 
 // tick judges overdue probes lost and sends the probes that are due, stamped now: the
@@ -482,7 +506,7 @@ func (p *prober) stats(now time.Time) map[string]ProbeStats {
 		s := Summarise(t.results)
 		s.DeadAfter = p.deadAfter
 		if now.Before(t.holdUntil) {
-			s.RestartingUntil = t.holdUntil
+			s.RestartingUntil, s.OwnRestart = t.holdUntil, t.ownRestart
 		}
 		switch {
 		case !t.lastReply.IsZero():

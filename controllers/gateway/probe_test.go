@@ -268,3 +268,53 @@ func TestProberAnnouncesOnTheWire(t *testing.T) {
 		return s.Restarting() && time.Until(s.RestartingUntil) > MaxRestartHold-5*time.Second
 	})
 }
+
+// TestProberHoldsOnItsOwnRestart: a process that starts after a restart of its own
+// holds the remotes its previous process saw connected, as if each had announced a
+// restart: one that is itself restarting (and so announced to nobody listening) is
+// not judged down until the hold runs out, and its first answer ends the hold; one
+// that never answers is down once the hold is over.
+func TestProberHoldsOnItsOwnRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		back   time.Duration // when the remote answers again, from the start; 0: never
+		downAt time.Duration // when it must be judged down; 0: never
+	}{
+		{"remote back within the hold", 8 * time.Second, 0},
+		{"remote dead", 0, 15 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Unix(1000, 0)
+			p := newProber(time.Second)
+			p.holdOnStart(start, map[string]time.Time{"west": start.Add(15 * time.Second)})
+			s := &probeSim{p: p, now: start, to: netip.MustParseAddrPort("10.20.0.1:4801"), rtt: 3 * time.Millisecond,
+				alive: func(at time.Time) bool { return tc.back > 0 && !at.Before(start.Add(tc.back)) }}
+			p.setTargets(map[string]netip.AddrPort{"west": s.to, "north": netip.MustParseAddrPort("10.40.0.1:4801")})
+			var down time.Time
+			for s.now.Before(start.Add(25 * time.Second)) {
+				at := s.now
+				st := s.step()
+				if north := p.stats(at)["north"]; north.Restarting() {
+					t.Fatal("north was not held by the previous process and must not be held")
+				}
+				if st.Down() && down.IsZero() {
+					down = at
+				}
+				if st.Restarting() && !st.OwnRestart {
+					t.Fatalf("at +%s: held, but not as this process's own restart", at.Sub(start))
+				}
+				if tc.back > 0 && at.After(start.Add(tc.back+time.Second)) && st.Restarting() {
+					t.Fatalf("at +%s: still held after the remote answered at +%s", at.Sub(start), tc.back)
+				}
+			}
+			switch {
+			case tc.downAt == 0 && !down.IsZero():
+				t.Errorf("judged down at +%s; want held until it answered", down.Sub(start))
+			case tc.downAt > 0 && down.IsZero():
+				t.Error("never judged down")
+			case tc.downAt > 0 && (down.Before(start.Add(tc.downAt)) || down.After(start.Add(tc.downAt+time.Second))):
+				t.Errorf("judged down at +%s; want when the hold runs out, +%s", down.Sub(start), tc.downAt)
+			}
+		})
+	}
+}

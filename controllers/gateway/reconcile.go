@@ -138,6 +138,21 @@ func (g *Gateway) seed(ctx context.Context) {
 	for _, c := range gw.Status.Connections {
 		g.conns[c.Cluster] = c
 	}
+	// The previous process stopped for a restart (it extended its status over the
+	// grace) while this one was not running: a remote that restarted meanwhile, as a
+	// fleet-wide rollout from one Git commit does everywhere at once, announced it to
+	// nobody. Its VXLAN cable stayed in both kernels, so hold those connections as if
+	// announced, until the remote answers this process or the grace runs out.
+	now := g.now()
+	if g.wasActive && g.opts.RestartGrace > 0 && gw.Status.ExpireTime != nil && now.Before(gw.Status.ExpireTime.Time) {
+		holds := map[string]time.Time{}
+		for _, c := range gw.Status.Connections {
+			if c.Cable == mcnetv1.CableVXLAN && c.Status == mcnetv1.Connected {
+				holds[c.Cluster] = now.Add(min(g.opts.RestartGrace, MaxRestartHold))
+			}
+		}
+		g.prober.holdOnStart(now, holds)
+	}
 }
 
 // noteActive says so, once, when this process becomes the active gateway.
