@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/spf13/pflag"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -35,6 +36,11 @@ type DNSOptions struct {
 	BindAddress    string
 	MetricsAddress string
 	ProbeAddress   string
+	// ShutdownDelay is how long a stopping replica keeps answering, not ready, before
+	// it stops: kube-proxy on every node drops a terminating pod from the Service a
+	// moment after the pod is deleted, and questions sent to it meanwhile would go
+	// unanswered (a rollout would fail lookups). CoreDNS's lameduck is the same idea.
+	ShutdownDelay time.Duration
 }
 
 // AddFlags registers the options on fs.
@@ -43,6 +49,7 @@ func (o *DNSOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.BindAddress, "dns-bind-address", ":5353", "address the clusterset DNS server listens on (UDP and TCP)")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9453", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", ":9454", "address of /healthz and /readyz; 0 disables it")
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", 5*time.Second, "how long a stopping server keeps answering, not ready, while the Service drops it (lame duck); 0 stops at once")
 }
 
 // Complete fills in defaults from the environment and reads the config file, unless
@@ -63,6 +70,9 @@ func (o *DNSOptions) Validate() error {
 	}
 	if o.BindAddress == "" || o.BindAddress == "0" {
 		return errors.New("--dns-bind-address: empty; give the address to serve DNS on, e.g. :5353")
+	}
+	if o.ShutdownDelay < 0 || o.ShutdownDelay > 25*time.Second {
+		return fmt.Errorf("--shutdown-delay=%s: want 0 to 25s (the pod's termination grace is 30s)", o.ShutdownDelay)
 	}
 	return nil
 }
@@ -106,7 +116,7 @@ func RunDNS(ctx context.Context, o DNSOptions) error {
 	server := dns.NewServer(domain, o.Config.ClusterID, index)
 	// The server starts listening once the cache has synced and the index holds every
 	// import, so it never answers NXDOMAIN for a name it merely has not read yet.
-	var serving atomic.Bool
+	var serving, draining atomic.Bool
 	if err := mgr.Add(nonLeader(func(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return ctx.Err()
@@ -124,6 +134,9 @@ func RunDNS(ctx context.Context, o DNSOptions) error {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("dns", func(*http.Request) error {
+		if draining.Load() {
+			return errors.New("shutting down")
+		}
 		if !serving.Load() {
 			return errors.New("DNS server not serving yet")
 		}
@@ -132,7 +145,24 @@ func RunDNS(ctx context.Context, o DNSOptions) error {
 		return err
 	}
 	log.FromContext(ctx).Info("starting mcnet DNS", "version", version.Version, "cluster", o.Config.ClusterID, "domain", domain)
-	return mgr.Start(ctx)
+	return mgr.Start(lameDuck(ctx, o.ShutdownDelay, &draining))
+}
+
+// lameDuck returns a context that ends delay after ctx does, with draining set in
+// between: the server goes on answering while /readyz says it is shutting down.
+func lameDuck(ctx context.Context, delay time.Duration, draining *atomic.Bool) context.Context {
+	if delay <= 0 {
+		return ctx
+	}
+	run, stop := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		<-ctx.Done()
+		draining.Store(true)
+		log.FromContext(ctx).Info("Stopping: answering while the Service drops this replica", "for", delay)
+		time.Sleep(delay)
+		stop()
+	}()
+	return run
 }
 
 // nonLeader runs f in every replica, leader or not.
