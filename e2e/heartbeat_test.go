@@ -119,7 +119,12 @@ type dnsChange struct {
 	ips []string
 }
 
-func (r *dnsRecorder) run(ctx context.Context, d dnsReplica, name string) {
+// dnsAsker asks one DNS server for the sorted A records of a name.
+type dnsAsker interface {
+	answers(ctx context.Context, name string) ([]string, error)
+}
+
+func (r *dnsRecorder) run(ctx context.Context, d dnsAsker, name string) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for ctx.Err() == nil {
