@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -27,7 +26,6 @@ import (
 
 	mcnetv1 "github.com/mcnet-io/mcnet/api/v1alpha1"
 	"github.com/mcnet-io/mcnet/e2e/fleetlab"
-	"github.com/mcnet-io/mcnet/e2e/gitops"
 	"github.com/mcnet-io/mcnet/e2e/lab"
 	"github.com/mcnet-io/mcnet/e2e/lab/labtest"
 )
@@ -68,17 +66,7 @@ func startDatabaseLab(t testing.TB) *dbLab { return startDatabaseLabWith(t, data
 func startDatabaseLabWith(t testing.TB, cs *mcnetv1.ClusterSet) *dbLab {
 	t.Helper()
 	ctx := t.Context()
-	root, err := lab.RepoRoot("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := gitops.LoadFlux(ctx, root)
-	if errors.Is(err, gitops.ErrFluxNotBuilt) && os.Getenv("CI") != "true" {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, rel := requireFlux(t)
 	opts, err := fleetlab.LabOptions(cs, 2)
 	if err != nil {
 		t.Fatal(err)

@@ -61,17 +61,7 @@ var kustomizationGVR = schema.GroupVersionResource{Group: "kustomize.toolkit.flu
 func TestGitOpsFlux(t *testing.T) {
 	labtest.RequireRoot(t)
 	ctx := t.Context()
-	root, err := lab.RepoRoot("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := gitops.LoadFlux(ctx, root)
-	if errors.Is(err, gitops.ErrFluxNotBuilt) && os.Getenv("CI") != "true" {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rel := requireFlux(t)
 
 	// hub (broker) and east talk VXLAN; west joins later with WireGuard; then east
 	// switches to WireGuard.
@@ -190,6 +180,24 @@ func (g *gitopsLab) moveDNSService(cs *mcnetv1.ClusterSet, name string, from *la
 		g.t.Fatal(err)
 	}
 	return rev
+}
+
+// requireFlux returns the repository root and the Flux controllers `make tools` built:
+// without them a test skips on a developer's machine and fails in CI.
+func requireFlux(t testing.TB) (string, *gitops.FluxRelease) {
+	t.Helper()
+	root, err := lab.RepoRoot("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := gitops.LoadFlux(t.Context(), root)
+	if errors.Is(err, gitops.ErrFluxNotBuilt) && os.Getenv("CI") != "true" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, rel
 }
 
 // gitopsFleet is a fleet of the named clusters (hub first, the broker) with their cable

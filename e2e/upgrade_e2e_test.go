@@ -58,17 +58,7 @@ const upgradeGapBound = time.Second
 func TestUpgrade(t *testing.T) {
 	labtest.RequireRoot(t)
 	ctx := t.Context()
-	root, err := lab.RepoRoot("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := gitops.LoadFlux(ctx, root)
-	if errors.Is(err, gitops.ErrFluxNotBuilt) && os.Getenv("CI") != "true" {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, rel := requireFlux(t)
 	rev := previousRelease
 	if r := os.Getenv("MCNET_UPGRADE_FROM"); r != "" {
 		rev = r
