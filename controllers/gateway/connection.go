@@ -99,10 +99,11 @@ func NextConnection(prev *mcnetv1.Connection, in ConnInput, now time.Time) (mcne
 		// The remote announced a restart with its cable kept in the kernel: connected
 		// through the hold, unless its next process stays silent past it.
 		c.Status = mcnetv1.Connected
-		c.Message = fmt.Sprintf("remote gateway restarting (announced); its kernel cable stays up; held until %s", p.RestartingUntil.UTC().Format(time.RFC3339))
+		why := "remote gateway restarting (announced)"
 		if p.OwnRestart {
-			c.Message = fmt.Sprintf("not heard from since this gateway restarted; its kernel cable stays up; held until %s", p.RestartingUntil.UTC().Format(time.RFC3339))
+			why = "not heard from since this gateway restarted"
 		}
+		c.Message = fmt.Sprintf("%s; its kernel cable stays up; held until %s", why, p.RestartingUntil.UTC().Format(time.RFC3339))
 		if c.RTT == nil {
 			c.RTT = prev.RTT
 		}

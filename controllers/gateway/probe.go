@@ -161,9 +161,10 @@ type prober struct {
 	seq     uint64
 	pending map[uint64]pendingProbe
 	targets map[string]*target
-	// startHolds are holds for targets not added yet (holdOnStart), from startFrom.
-	startHolds map[string]time.Time
-	startFrom  time.Time
+	// startHeld are the clusters held from startFrom to startUntil once they become
+	// targets (holdOnStart).
+	startHeld             map[string]bool
+	startFrom, startUntil time.Time
 }
 
 // target is one probed gateway.
@@ -399,23 +400,27 @@ func (p *prober) setTargets(targets map[string]netip.AddrPort) {
 	for c, to := range targets {
 		if _, ok := p.targets[c]; !ok {
 			t := &target{to: to}
-			if until, ok := p.startHolds[c]; ok {
-				t.holdFrom, t.holdUntil, t.ownRestart = p.startFrom, until, true
-				delete(p.startHolds, c)
+			if p.startHeld[c] {
+				t.holdFrom, t.holdUntil, t.ownRestart = p.startFrom, p.startUntil, true
+				delete(p.startHeld, c)
 			}
 			p.targets[c] = t
 		}
 	}
 }
 
-// holdOnStart holds the named clusters, once they become targets, as if each had
-// announced a restart at from lasting until the time given: a process that starts
-// after a restart of its own cannot have heard announcements made while it was down.
-// The first reply to a probe of this process ends a hold, as for an announced one.
-func (p *prober) holdOnStart(from time.Time, holds map[string]time.Time) {
+// holdOnStart holds clusters, once they become targets, as if each had announced at
+// from a restart of hold (at most MaxRestartHold): a process that starts after a
+// restart of its own cannot have heard announcements made while it was down. The
+// first reply to a probe of this process ends a hold, as for an announced one.
+func (p *prober) holdOnStart(from time.Time, hold time.Duration, clusters []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.startFrom, p.startHolds = from, holds
+	p.startFrom, p.startUntil = from, from.Add(min(hold, MaxRestartHold))
+	p.startHeld = map[string]bool{}
+	for _, c := range clusters {
+		p.startHeld[c] = true
+	}
 }
 
 // tick judges overdue probes lost and sends the probes that are due, stamped now: the

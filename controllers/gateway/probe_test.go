@@ -286,7 +286,7 @@ func TestProberHoldsOnItsOwnRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Unix(1000, 0)
 			p := newProber(time.Second)
-			p.holdOnStart(start, map[string]time.Time{"west": start.Add(15 * time.Second)})
+			p.holdOnStart(start, 15*time.Second, []string{"west"})
 			s := &probeSim{p: p, now: start, to: netip.MustParseAddrPort("10.20.0.1:4801"), rtt: 3 * time.Millisecond,
 				alive: func(at time.Time) bool { return tc.back > 0 && !at.Before(start.Add(tc.back)) }}
 			p.setTargets(map[string]netip.AddrPort{"west": s.to, "north": netip.MustParseAddrPort("10.40.0.1:4801")})

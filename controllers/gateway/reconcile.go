@@ -145,13 +145,13 @@ func (g *Gateway) seed(ctx context.Context) {
 	// announced, until the remote answers this process or the grace runs out.
 	now := g.now()
 	if g.wasActive && g.opts.RestartGrace > 0 && gw.Status.ExpireTime != nil && now.Before(gw.Status.ExpireTime.Time) {
-		holds := map[string]time.Time{}
+		var held []string
 		for _, c := range gw.Status.Connections {
 			if c.Cable == mcnetv1.CableVXLAN && c.Status == mcnetv1.Connected {
-				holds[c.Cluster] = now.Add(min(g.opts.RestartGrace, MaxRestartHold))
+				held = append(held, c.Cluster)
 			}
 		}
-		g.prober.holdOnStart(now, holds)
+		g.prober.holdOnStart(now, g.opts.RestartGrace, held)
 	}
 }
 
