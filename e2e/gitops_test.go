@@ -251,7 +251,7 @@ func startGitOps(t testing.TB, l *lab.Lab, rel *gitops.FluxRelease) *gitopsLab {
 // returns the commit.
 func (g *gitopsLab) push(cs *mcnetv1.ClusterSet, message string) string {
 	g.t.Helper()
-	cs = g.forLab(cs)
+	cs = fleetlab.PointAtLab(g.lab, cs)
 	fleetlab.UseLabImage(g.lab, cs)
 	mcnetv1.SetDefaults_ClusterSet(cs)
 	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
@@ -288,16 +288,6 @@ func (g *gitopsLab) push(cs *mcnetv1.ClusterSet, message string) string {
 		g.t.Fatal(err)
 	}
 	return rev
-}
-
-// forLab is a copy of cs pointed at the lab's API servers.
-func (g *gitopsLab) forLab(cs *mcnetv1.ClusterSet) *mcnetv1.ClusterSet {
-	cs = cs.DeepCopy()
-	cs.Spec.Broker.Server = "https://" + g.lab.Cluster(cs.Spec.Broker.Cluster).PublicAPIServer.String()
-	for i := range cs.Spec.Clusters {
-		cs.Spec.Clusters[i].Server = "https://" + g.lab.Cluster(cs.Spec.Clusters[i].Name).PublicAPIServer.String()
-	}
-	return cs
 }
 
 // bootstrap does for cluster c what `flux bootstrap` and `flux create kustomization

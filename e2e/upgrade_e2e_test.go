@@ -355,7 +355,7 @@ func buildRelease(t *testing.T, root, rev string) release {
 // pushes what it wrote.
 func (g *gitopsLab) renderAndPush(cs *mcnetv1.ClusterSet, render func(fleetFile, out string, im lab.Images) error, im lab.Images, message string) string {
 	g.t.Helper()
-	data, err := yaml.Marshal(g.forLab(cs))
+	data, err := yaml.Marshal(fleetlab.PointAtLab(g.lab, cs))
 	if err != nil {
 		g.t.Fatal(err)
 	}

@@ -119,16 +119,10 @@ func Install(ctx context.Context, l *lab.Lab, cs *mcnetv1.ClusterSet, dir string
 // into dir, keeping the global ranges of kept (the Fleet table of the previous render,
 // kustomize.ReadKept; nil for a first render), as `kubectl mcnet render` does.
 func Render(l *lab.Lab, cs *mcnetv1.ClusterSet, dir string, kept *mcnetv1.Fleet) error {
-	cs = cs.DeepCopy()
 	if l.Cluster(cs.Spec.Broker.Cluster) == nil {
 		return fmt.Errorf("broker cluster %q is not in the lab", cs.Spec.Broker.Cluster)
 	}
-	cs.Spec.Broker.Server = "https://" + l.Cluster(cs.Spec.Broker.Cluster).PublicAPIServer.String()
-	for i := range cs.Spec.Clusters {
-		if c := l.Cluster(cs.Spec.Clusters[i].Name); c != nil {
-			cs.Spec.Clusters[i].Server = "https://" + c.PublicAPIServer.String()
-		}
-	}
+	cs = PointAtLab(l, cs)
 	UseLabImage(l, cs)
 	mcnetv1.SetDefaults_ClusterSet(cs)
 	if errs := mcnetv1.ValidateClusterSet(cs); len(errs) > 0 {
@@ -142,6 +136,19 @@ func Render(l *lab.Lab, cs *mcnetv1.ClusterSet, dir string, kept *mcnetv1.Fleet)
 		return err
 	}
 	return kustomize.Write(dir, tree)
+}
+
+// PointAtLab is a copy of cs whose broker and clusters name the lab's API servers
+// (clusters not in the lab keep theirs); its broker must be a lab cluster.
+func PointAtLab(l *lab.Lab, cs *mcnetv1.ClusterSet) *mcnetv1.ClusterSet {
+	cs = cs.DeepCopy()
+	cs.Spec.Broker.Server = "https://" + l.Cluster(cs.Spec.Broker.Cluster).PublicAPIServer.String()
+	for i := range cs.Spec.Clusters {
+		if c := l.Cluster(cs.Spec.Clusters[i].Name); c != nil {
+			cs.Spec.Clusters[i].Server = "https://" + c.PublicAPIServer.String()
+		}
+	}
+	return cs
 }
 
 // UseLabImage points the fleet at the mcnet image `make image` built, as
