@@ -55,6 +55,13 @@ func (d digger) dig(ctx context.Context, name, qtype string) (string, []string, 
 	if err != nil {
 		return "", nil, fmt.Errorf("dig %s %s: %w\n%s", name, qtype, err, out)
 	}
+	rcode, answers := parseDig(out, qtype)
+	return rcode, answers, nil
+}
+
+// parseDig reads the rcode and the qtype answers' data, sorted, from the output of
+// dig +noall +comments +answer.
+func parseDig(out, qtype string) (string, []string) {
 	rcode := ""
 	var answers []string
 	for _, line := range strings.Split(out, "\n") {
@@ -66,7 +73,7 @@ func (d digger) dig(ctx context.Context, name, qtype string) (string, []string, 
 		}
 	}
 	slices.Sort(answers)
-	return rcode, answers, nil
+	return rcode, answers
 }
 
 func (d digger) expect(name, qtype string, want ...string) func(context.Context) error {

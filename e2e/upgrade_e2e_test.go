@@ -437,20 +437,10 @@ func (d clusterDNS) answers(ctx context.Context, name string) ([]string, error) 
 	if err != nil {
 		return nil, fmt.Errorf("dig %s at %s: %w: %s", name, d.server, err, out)
 	}
-	var got []string
-	rcode := ""
-	for _, line := range strings.Split(string(out), "\n") {
-		if i := strings.Index(line, "status: "); i >= 0 {
-			rcode = strings.TrimRight(strings.Fields(line[i+len("status: "):])[0], ",")
-		}
-		if f := strings.Fields(line); len(f) >= 5 && !strings.HasPrefix(line, ";") && f[3] == "A" {
-			got = append(got, f[4])
-		}
-	}
+	rcode, got := parseDig(string(out), "A")
 	if rcode != "NOERROR" {
 		return []string{"rcode:" + rcode}, nil
 	}
-	slices.Sort(got)
 	return got, nil
 }
 
