@@ -53,10 +53,15 @@ func (d dnsReplica) answers(ctx context.Context, name string) ([]string, error) 
 
 // waitAnswers waits until the replica answers name with exactly want (sorted).
 func (d dnsReplica) waitAnswers(ctx context.Context, name string, want []string, timeout time.Duration) error {
+	return waitAnswers(ctx, d, d.pod.Node.Cluster.Name+"'s DNS", name, want, timeout)
+}
+
+// waitAnswers waits until d, described as who, answers name with exactly want (sorted).
+func waitAnswers(ctx context.Context, d dnsAsker, who, name string, want []string, timeout time.Duration) error {
 	return lab.Eventually(ctx, timeout, func(ctx context.Context) error {
 		got, err := d.answers(ctx, name)
 		if err == nil && !slices.Equal(got, want) {
-			err = fmt.Errorf("%s's DNS answers %s with %v, want %v", d.pod.Node.Cluster.Name, name, got, want)
+			err = fmt.Errorf("%s answers %s with %v, want %v", who, name, got, want)
 		}
 		return err
 	})

@@ -109,13 +109,7 @@ func TestUpgrade(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := clusterDNS{cluster: c.Name, from: clients[c.Name], server: startClusterDNS(t, l, c)}
-		if err := lab.Eventually(ctx, 2*time.Minute, func(ctx context.Context) error {
-			got, err := d.answers(ctx, name)
-			if err == nil && !slices.Equal(got, want) {
-				err = fmt.Errorf("%s's cluster DNS answers %s with %v, want %v", c.Name, name, got, want)
-			}
-			return err
-		}); err != nil {
+		if err := waitAnswers(ctx, d, c.Name+"'s cluster DNS", name, want, 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		dns = append(dns, d)
