@@ -37,11 +37,20 @@ type DNSOptions struct {
 	MetricsAddress string
 	ProbeAddress   string
 	// ShutdownDelay is how long a stopping replica keeps answering, not ready, before
-	// it stops: kube-proxy on every node drops a terminating pod from the Service a
-	// moment after the pod is deleted, and questions sent to it meanwhile would go
-	// unanswered (a rollout would fail lookups). CoreDNS's lameduck is the same idea.
+	// it stops. CoreDNS forwards over pooled UDP sockets that stay in use, so their
+	// conntrack flows stay pinned to this replica while it terminates; kube-proxy
+	// deletes them only once the pod is marked not ready (serving=false), which takes
+	// the readiness probe's failures (2 s as rendered) and a kube-proxy sync on every
+	// node. Stopping before that leaves those flows leading to a dead address until
+	// the pod's deletion reaches every node: questions time out and CoreDNS answers
+	// SERVFAIL. CoreDNS's own lameduck is the same idea.
 	ShutdownDelay time.Duration
 }
+
+// DefaultDNSShutdownDelay covers the rendered readiness probe's two failures a second
+// apart, the EndpointSlice update and a kube-proxy sync (rate-limited to one a second)
+// on a loaded node, with room to spare; the pod's termination grace is 30 s.
+const DefaultDNSShutdownDelay = 10 * time.Second
 
 // AddFlags registers the options on fs.
 func (o *DNSOptions) AddFlags(fs *pflag.FlagSet) {
@@ -49,7 +58,7 @@ func (o *DNSOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.BindAddress, "dns-bind-address", ":5353", "address the clusterset DNS server listens on (UDP and TCP)")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9453", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&o.ProbeAddress, "health-probe-bind-address", ":9454", "address of /healthz and /readyz; 0 disables it")
-	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", 5*time.Second, "how long a stopping server keeps answering, not ready, while the Service drops it (lame duck); 0 stops at once")
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", DefaultDNSShutdownDelay, "how long a stopping server keeps answering, not ready, while every node's kube-proxy moves its flows to other replicas (lame duck); 0 stops at once")
 }
 
 // Complete fills in defaults from the environment and reads the config file, unless
