@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -47,6 +48,11 @@ type Source struct {
 
 	trackerOnce sync.Once
 	tracker     *clusterhealth.Tracker
+
+	// healthMu guards inDNS, the connected clusters of the last health read; nil
+	// before the first read. noteHealth logs what changes.
+	healthMu sync.Mutex
+	inDNS    map[string]bool
 }
 
 // SetupWithManager registers the source's watches and its health refresh with mgr.
@@ -201,7 +207,53 @@ func (s *Source) UpdateHealth(ctx context.Context) error {
 		return fmt.Errorf("read the local Gateways: %w", err)
 	}
 	s.Index.SetHealth(h)
+	s.noteHealth(ctx, h)
 	return nil
+}
+
+// noteHealth logs the remote clusters DNS answers with at the first health read, and
+// each cluster that leaves or comes back after it: a name that answers NXDOMAIN or
+// fewer addresses for a moment is explained by these lines in the DNS server's log.
+func (s *Source) noteHealth(ctx context.Context, h map[string]Health) {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	first := s.inDNS == nil
+	left, back := healthChanges(s.inDNS, h)
+	s.inDNS = map[string]bool{}
+	for c, v := range h {
+		if v.Connected {
+			s.inDNS[c] = true
+		}
+	}
+	logger := log.FromContext(ctx)
+	if first {
+		logger.Info("Remote clusters in DNS answers", "clusters", back)
+		return
+	}
+	for _, c := range left {
+		logger.Info("Cluster left DNS answers: the local active gateway reports no connection to it", "cluster", c)
+	}
+	for _, c := range back {
+		logger.Info("Cluster back in DNS answers", "cluster", c)
+	}
+}
+
+// healthChanges returns, sorted, the clusters connected in prev but not in next (left)
+// and those connected in next but not in prev (back).
+func healthChanges(prev map[string]bool, next map[string]Health) (left, back []string) {
+	for c := range prev {
+		if !next[c].Connected {
+			left = append(left, c)
+		}
+	}
+	for c, v := range next {
+		if v.Connected && !prev[c] {
+			back = append(back, c)
+		}
+	}
+	slices.Sort(left)
+	slices.Sort(back)
+	return left, back
 }
 
 func (s *Source) healthTracker() *clusterhealth.Tracker {
