@@ -231,6 +231,17 @@ func (ph upgradePhase) run(what string, fromPrevious bool, change func()) {
 			// moment, around the exporting cluster's controller changing leader; the
 			// cause is not found yet.
 			t.Logf("KNOWN DEFECT (issue 17, a moment of NXDOMAIN for an imported name during a rollout): %s: %s at %v", what, c, nx)
+			// What the DNS servers said of the clusters they answer with, to tell a
+			// cluster judged unhealthy from an import missing from the index.
+			for _, cl := range clusters {
+				lines, err := cl.ContainerLogLines(mcnetv1.SystemNamespace, "mcnet-dns-", "dns", "DNS answers")
+				if err != nil {
+					t.Logf("%s: mcnet-dns logs: %v", cl.Name, err)
+				}
+				for _, line := range lines {
+					t.Logf("%s: %s", cl.Name, line)
+				}
+			}
 		}
 		t.Logf("%s: %s: %d DNS questions for %s, %d failed, %d starved by the machine, %d NXDOMAIN, other wrong answers: %v",
 			what, c, r.asks, ph.name, len(r.failures), r.starved, len(nx), wrong)

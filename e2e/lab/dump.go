@@ -124,3 +124,35 @@ func (c *Cluster) dump(ctx context.Context) string {
 	}
 	return b.String()
 }
+
+// ContainerLogLines returns the lines containing match that container logged in the
+// pods of namespace ns whose names start with podPrefix, on every node of c, current
+// and earlier containers alike (the kubelet's log files under the node's
+// /var/log/pods). Each line is prefixed with its pod's name.
+func (c *Cluster) ContainerLogLines(ns, podPrefix, container, match string) ([]string, error) {
+	dirs, err := filepath.Glob(filepath.Join(c.lab.LogDir, c.Name, "*", "pods", ns+"_"+podPrefix+"*", container))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, dir := range dirs {
+		pod := strings.SplitN(filepath.Base(filepath.Dir(dir)), "_", 3)[1]
+		files, err := filepath.Glob(filepath.Join(dir, "*.log"))
+		if err != nil {
+			return nil, err
+		}
+		sort.Strings(files)
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, err
+			}
+			for line := range strings.Lines(string(b)) {
+				if strings.Contains(line, match) {
+					out = append(out, pod+": "+strings.TrimSuffix(line, "\n"))
+				}
+			}
+		}
+	}
+	return out, nil
+}
