@@ -170,11 +170,11 @@ func (ix *Index) Keys() []string {
 	return out
 }
 
-// SetHealth replaces the health of every remote cluster. Clusters absent from h are
-// unhealthy.
-func (ix *Index) SetHealth(h map[string]Health) {
+// SetHealth replaces the health of every remote cluster and returns the health it
+// replaced. Clusters absent from h are unhealthy.
+func (ix *Index) SetHealth(h map[string]Health) (prev map[string]Health) {
 	h = cloneHealth(h)
-	ix.health.Store(&h)
+	return *ix.health.Swap(&h)
 }
 
 func cloneHealth(h map[string]Health) map[string]Health {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -49,10 +50,8 @@ type Source struct {
 	trackerOnce sync.Once
 	tracker     *clusterhealth.Tracker
 
-	// healthMu guards inDNS, the connected clusters of the last health read; nil
-	// before the first read. noteHealth logs what changes.
-	healthMu sync.Mutex
-	inDNS    map[string]bool
+	// healthNoted is set once noteHealth has logged the first health read.
+	healthNoted atomic.Bool
 }
 
 // SetupWithManager registers the source's watches and its health refresh with mgr.
@@ -206,27 +205,18 @@ func (s *Source) UpdateHealth(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read the local Gateways: %w", err)
 	}
-	s.Index.SetHealth(h)
-	s.noteHealth(ctx, h)
+	s.noteHealth(ctx, s.Index.SetHealth(h), h)
 	return nil
 }
 
 // noteHealth logs the remote clusters DNS answers with at the first health read, and
-// each cluster that leaves or comes back after it: a name that answers NXDOMAIN or
-// fewer addresses for a moment is explained by these lines in the DNS server's log.
-func (s *Source) noteHealth(ctx context.Context, h map[string]Health) {
-	s.healthMu.Lock()
-	defer s.healthMu.Unlock()
-	first := s.inDNS == nil
-	left, back := healthChanges(s.inDNS, h)
-	s.inDNS = map[string]bool{}
-	for c, v := range h {
-		if v.Connected {
-			s.inDNS[c] = true
-		}
-	}
+// after it each cluster that leaves or comes back between the index's health prev and
+// h: a name that answers NXDOMAIN or fewer addresses for a moment is explained by
+// these lines in the DNS server's log.
+func (s *Source) noteHealth(ctx context.Context, prev, h map[string]Health) {
+	left, back := healthChanges(prev, h)
 	logger := log.FromContext(ctx)
-	if first {
+	if s.healthNoted.CompareAndSwap(false, true) {
 		logger.Info("Remote clusters in DNS answers", "clusters", back)
 		return
 	}
@@ -240,14 +230,14 @@ func (s *Source) noteHealth(ctx context.Context, h map[string]Health) {
 
 // healthChanges returns, sorted, the clusters connected in prev but not in next (left)
 // and those connected in next but not in prev (back).
-func healthChanges(prev map[string]bool, next map[string]Health) (left, back []string) {
-	for c := range prev {
-		if !next[c].Connected {
+func healthChanges(prev, next map[string]Health) (left, back []string) {
+	for c, v := range prev {
+		if v.Connected && !next[c].Connected {
 			left = append(left, c)
 		}
 	}
 	for c, v := range next {
-		if v.Connected && !prev[c] {
+		if v.Connected && !prev[c].Connected {
 			back = append(back, c)
 		}
 	}

@@ -16,7 +16,7 @@ func TestNoteHealth(t *testing.T) {
 	var lines []string
 	logger := funcr.New(func(_, args string) { lines = append(lines, strings.TrimPrefix(args, `"level"=0 `)) }, funcr.Options{})
 	ctx := log.IntoContext(context.Background(), logger)
-	s := &Source{}
+	s := &Source{Index: NewIndex()}
 	reads := []struct {
 		health map[string]Health
 		want   []string
@@ -39,7 +39,7 @@ func TestNoteHealth(t *testing.T) {
 	}
 	for i, r := range reads {
 		lines = nil
-		s.noteHealth(ctx, r.health)
+		s.noteHealth(ctx, s.Index.SetHealth(r.health), r.health)
 		if diff := cmp.Diff(r.want, lines); diff != "" {
 			t.Errorf("read %d: log lines (-want +got):\n%s", i, diff)
 		}
@@ -51,9 +51,10 @@ func TestNoteHealth(t *testing.T) {
 func TestNoteHealthFirstReadEmpty(t *testing.T) {
 	var lines []string
 	ctx := log.IntoContext(context.Background(), funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{}))
-	s := &Source{}
-	s.noteHealth(ctx, nil)
-	s.noteHealth(ctx, map[string]Health{})
+	s := &Source{Index: NewIndex()}
+	for _, h := range []map[string]Health{nil, {}} {
+		s.noteHealth(ctx, s.Index.SetHealth(h), h)
+	}
 	if len(lines) != 1 || !strings.Contains(lines[0], "Remote clusters in DNS answers") {
 		t.Errorf("log lines %q, want one saying which clusters DNS answers with", lines)
 	}
