@@ -44,6 +44,49 @@ func startPing(t *testing.T, from, to *lab.Pod) *pingStream {
 	return p
 }
 
+// orderedPairs returns every ordered pair of distinct clusters of cs.
+func orderedPairs(cs []*lab.Cluster) [][2]*lab.Cluster {
+	var pairs [][2]*lab.Cluster
+	for _, a := range cs {
+		for _, b := range cs {
+			if a != b {
+				pairs = append(pairs, [2]*lab.Cluster{a, b})
+			}
+		}
+	}
+	return pairs
+}
+
+// startPings pings, for each pair, from the first cluster's client to the second
+// cluster's server.
+func startPings(t *testing.T, pairs [][2]*lab.Cluster, clients, servers map[string]*lab.Pod) []*pingStream {
+	t.Helper()
+	var ps []*pingStream
+	for _, p := range pairs {
+		ps = append(ps, startPing(t, clients[p[0].Name], servers[p[1].Name]))
+	}
+	return ps
+}
+
+// stopPings stops pings and logs what each saw over phase; a stream that lost an echo
+// or sent none is an error. It returns the echo requests sent and lost in all.
+func stopPings(t *testing.T, phase string, pings []*pingStream) (sent, lost int) {
+	t.Helper()
+	for _, p := range pings {
+		s, n, err := p.stop()
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		sent, lost = sent+s, lost+n
+		t.Logf("%s: %s: %d pings, %d lost", phase, p.name, s, n)
+		if n > 0 || s == 0 {
+			t.Errorf("%s: %s: %d of %d pings lost", phase, p.name, n, s)
+		}
+	}
+	return sent, lost
+}
+
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
 // stop interrupts ping and returns how many echo requests it sent and how many of
@@ -149,17 +192,7 @@ func checkBrokerOutage(t *testing.T, l *connectedLab, servers, clients map[strin
 	}
 	report := func(phase string, pings []*pingStream, tcps []*tcpStream) {
 		t.Helper()
-		for _, p := range pings {
-			sent, lost, err := p.stop()
-			if err != nil {
-				t.Error(err)
-				continue
-			}
-			t.Logf("%s: %s: %d pings, %d lost", phase, p.name, sent, lost)
-			if lost > 0 || sent == 0 {
-				t.Errorf("%s: %s: %d of %d pings lost", phase, p.name, lost, sent)
-			}
-		}
+		stopPings(t, phase, pings)
 		for _, s := range tcps {
 			sent, stalls, err := s.stop()
 			t.Logf("%s: %s: %d messages echoed, %d stalls", phase, s.name, sent, stalls)
@@ -169,10 +202,7 @@ func checkBrokerOutage(t *testing.T, l *connectedLab, servers, clients map[strin
 		}
 	}
 	streams := func(pairs [][2]*lab.Cluster) ([]*pingStream, []*tcpStream) {
-		var ps []*pingStream
-		for _, p := range pairs {
-			ps = append(ps, startPing(t, clients[p[0].Name], servers[p[1].Name]))
-		}
+		ps := startPings(t, pairs, clients, servers)
 		var ts []*tcpStream
 		for _, p := range [][2]*lab.Cluster{{broker, other}, {other, broker}} {
 			s, err := startTCP(ctx, clients[p[0].Name], net.JoinHostPort(servers[p[1].Name].IP.String(), "7000"))
@@ -183,15 +213,11 @@ func checkBrokerOutage(t *testing.T, l *connectedLab, servers, clients map[strin
 		}
 		return ps, ts
 	}
-	var all, unaffected [][2]*lab.Cluster
-	for _, a := range cs {
-		for _, b := range cs {
-			if a != b {
-				all = append(all, [2]*lab.Cluster{a, b})
-				if a != last && b != last {
-					unaffected = append(unaffected, [2]*lab.Cluster{a, b})
-				}
-			}
+	all := orderedPairs(cs)
+	var unaffected [][2]*lab.Cluster
+	for _, p := range all {
+		if p[0] != last && p[1] != last {
+			unaffected = append(unaffected, p)
 		}
 	}
 

@@ -446,34 +446,15 @@ func checkDNSThroughBrokerOutage(t *testing.T, l *connectedLab, d digger, names 
 		}
 	}
 	// pings runs a ping stream across every ordered pair of clusters; the returned
-	// func stops them and reports each lost echo as an error, for window.
+	// func stops them (stopPings: a lost echo is an error) and prints the totals.
 	pings := func(window string) func() {
-		var streams []*pingStream
-		for _, from := range l.Clusters() {
-			for _, to := range l.Clusters() {
-				if from != to {
-					streams = append(streams, startPing(t, clients[from.Name], servers[to.Name]))
-				}
-			}
-		}
+		streams := startPings(t, orderedPairs(l.Clusters()), clients, servers)
 		return func() {
-			sent, lost := 0, 0
-			for _, p := range streams {
-				s, n, err := p.stop()
-				if err != nil {
-					t.Error(err)
-					continue
-				}
-				sent, lost = sent+s, lost+n
-				if n > 0 {
-					t.Errorf("%s: %s: %d of %d pings lost", window, p.name, n, s)
-				}
-			}
-			t.Logf("%s: %d pings across %d pairs, %d lost", window, sent, len(streams), lost)
+			sent, lost := stopPings(t, window, streams)
 			fmt.Printf("discovery: %s: %d pings across %d pairs, %d lost (target 0)\n", window, sent, len(streams), lost)
 		}
 	}
-	stopPings := pings(fmt.Sprintf("broker down %s", brokerOutage))
+	stopOutagePings := pings(fmt.Sprintf("broker down %s", brokerOutage))
 	if err := broker.StopAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -544,8 +525,8 @@ func checkDNSThroughBrokerOutage(t *testing.T, l *connectedLab, d digger, names 
 	}
 	stopDig()
 	r := <-done
-	stopPings()
-	stopPings = pings("broker back")
+	stopOutagePings()
+	stopReturnPings := pings("broker back")
 	if err := broker.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -575,5 +556,5 @@ func checkDNSThroughBrokerOutage(t *testing.T, l *connectedLab, d digger, names 
 	}
 	// Past the return, for a gateway that lost its Lease over the outage to show.
 	wait(10 * time.Second)
-	stopPings()
+	stopReturnPings()
 }
