@@ -64,7 +64,10 @@ lint: ## gofmt, go vet and the module's consistency checks.
 
 .PHONY: test
 test: tools build image ## Run every test: unit, real API servers, network namespaces, and the lab's end-to-end suites on real nodes (root).
-	go test $(GO_TEST_FLAGS) -count=1 -tags e2e -timeout 85m ./...
+	@# The whole output also goes to bin/test.log; on failure the failed tests are
+	@# listed again at the end, where a CI log's tail shows them.
+	set -o pipefail; go test $(GO_TEST_FLAGS) -count=1 -tags e2e -timeout 85m ./... 2>&1 | tee bin/test.log || \
+		{ echo "=== failed (whole output in bin/test.log):"; grep -E -- '^ *--- FAIL|^FAIL|^panic:' bin/test.log; exit 1; }
 
 .PHONY: e2e
 e2e: tools build image ## Run only the end-to-end suites in the lab (root).

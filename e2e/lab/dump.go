@@ -125,6 +125,31 @@ func (c *Cluster) dump(ctx context.Context) string {
 	return b.String()
 }
 
+// Troubled picks from a Dump, at most max of them, the lines a reader looks at first:
+// nodes and pods not ready, and containers waiting or restarted, each prefixed with
+// its cluster's name.
+func Troubled(dump string, max int) []string {
+	var out []string
+	cluster := ""
+	for line := range strings.Lines(dump) {
+		line = strings.TrimSuffix(line, "\n")
+		if name, ok := strings.CutPrefix(line, "=== cluster "); ok {
+			cluster = name
+			continue
+		}
+		if cluster == "" || !strings.HasPrefix(line, "node ") && !strings.HasPrefix(line, "pod ") {
+			continue
+		}
+		if strings.Contains(line, " ready=False") || strings.Contains(line, " ready= ") || strings.Contains(line, " restarts") || strings.Contains(line, ": ") {
+			if len(out) == max {
+				return append(out, "(more in the file)")
+			}
+			out = append(out, cluster+": "+line)
+		}
+	}
+	return out
+}
+
 // ContainerLogLines returns the lines containing match that container logged in the
 // pods of namespace ns whose names start with podPrefix, on every node of c, current
 // and earlier containers alike (the kubelet's log files under the node's

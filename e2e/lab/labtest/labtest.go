@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -60,7 +61,18 @@ func Start(tb testing.TB, opts lab.Options) *lab.Lab {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		if tb.Failed() {
-			tb.Log(l.Dump(ctx))
+			// The full state goes to a file beside the logs: printed, it buries the
+			// test's own failure messages, and a CI log keeps only its tail.
+			dump := l.Dump(ctx)
+			path := filepath.Join(opts.LogDir, "state-at-failure.txt")
+			if err := os.WriteFile(path, []byte(dump), 0o644); err != nil {
+				tb.Log(dump)
+			} else {
+				for _, line := range lab.Troubled(dump, 15) {
+					tb.Log(line)
+				}
+				tb.Logf("the lab's state at the failure: %s", path)
+			}
 			tb.Logf("lab logs kept in %s", opts.LogDir)
 		}
 		if err := l.Stop(ctx); err != nil {
