@@ -164,16 +164,28 @@ func (r *replyLog) since(t time.Time) error {
 
 // longestGap is the longest time between replies in [from, to].
 func (r *replyLog) longestGap(from, to time.Time) time.Duration {
+	gap, _ := r.longestGapAt(from, to)
+	return gap
+}
+
+// longestGapAt is longestGap and the time the gap began: the reply before it, or
+// from.
+func (r *replyLog) longestGapAt(from, to time.Time) (time.Duration, time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var gap time.Duration
-	prev := from
+	began, prev := from, from
 	for _, t := range r.at {
 		if t.Before(from) || t.After(to) {
 			continue
 		}
-		gap = max(gap, t.Sub(prev))
+		if d := t.Sub(prev); d > gap {
+			gap, began = d, prev
+		}
 		prev = t
 	}
-	return max(gap, to.Sub(prev))
+	if d := to.Sub(prev); d > gap {
+		gap, began = d, prev
+	}
+	return gap, began
 }

@@ -198,11 +198,11 @@ func (ph upgradePhase) run(what string, fromPrevious bool, change func()) {
 	t.Logf("%s: done in %s", what, end.Sub(start).Round(time.Second))
 
 	for _, s := range ph.streams {
-		gap := s.ping.log.longestGap(start, end)
-		echoGap := s.tcp.log.longestGap(start, end)
+		gap, gapAt := s.ping.log.longestGapAt(start, end)
+		echoGap, echoAt := s.tcp.log.longestGapAt(start, end)
 		wireGuard := ph.driver[s.from] == mcnetv1.CableWireGuard || ph.driver[s.to] == mcnetv1.CableWireGuard
-		t.Logf("%s: %s -> %s (%s): longest ping gap %s, longest TCP echo gap %s", what, s.from, s.to, map[bool]string{true: "WireGuard", false: "VXLAN"}[wireGuard],
-			gap.Round(time.Millisecond), echoGap.Round(time.Millisecond))
+		t.Logf("%s: %s -> %s (%s): longest ping gap %s from %s, longest TCP echo gap %s from %s", what, s.from, s.to, map[bool]string{true: "WireGuard", false: "VXLAN"}[wireGuard],
+			gap.Round(time.Millisecond), gapAt.Format("15:04:05.000"), echoGap.Round(time.Millisecond), echoAt.Format("15:04:05.000"))
 		if err := s.tcp.failed(); err != nil {
 			t.Errorf("%s: %s -> %s: the TCP connection did not survive: %v", what, s.from, s.to, err)
 		}

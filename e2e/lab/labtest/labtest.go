@@ -78,8 +78,11 @@ func Start(tb testing.TB, opts lab.Options) *lab.Lab {
 		if err := l.Stop(ctx); err != nil {
 			tb.Errorf("stop lab: %v", err)
 		}
-		if !tb.Failed() {
+		switch {
+		case !tb.Failed() && os.Getenv("MCNET_LAB_KEEP_LOGS") == "":
 			_ = os.RemoveAll(opts.LogDir)
+		case !tb.Failed():
+			tb.Logf("lab logs kept in %s (MCNET_LAB_KEEP_LOGS)", opts.LogDir)
 		}
 	})
 	return l
