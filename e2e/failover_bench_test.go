@@ -227,8 +227,9 @@ type echoStream struct {
 	log  replyLog
 }
 
-// pingReply is a reply line of ping -D: "[1700000000.123456] 64 bytes from ...".
-var pingReply = regexp.MustCompile(`^\[(\d+)\.(\d{6})\] \d+ bytes from `)
+// pingReply is a reply line of ping -D: "[1700000000.123456] 64 bytes from ...:
+// icmp_seq=12 ...".
+var pingReply = regexp.MustCompile(`^\[(\d+)\.(\d{6})\] \d+ bytes from .*icmp_seq=(\d+)`)
 
 // startEchoStream starts pinging to from from; the test's cleanup stops it.
 func startEchoStream(t testing.TB, from, to *lab.Pod) *echoStream {
@@ -254,7 +255,8 @@ func startEchoStream(t testing.TB, from, to *lab.Pod) *echoStream {
 			}
 			sec, _ := strconv.ParseInt(m[1], 10, 64)
 			us, _ := strconv.ParseInt(m[2], 10, 64)
-			s.log.add(time.Unix(sec, us*1000))
+			seq, _ := strconv.Atoi(m[3])
+			s.log.addSeq(time.Unix(sec, us*1000), seq)
 		}
 		_ = cmd.Wait()
 	}()

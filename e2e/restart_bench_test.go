@@ -116,6 +116,8 @@ func restartGaps(b *testing.B, d mcnetv1.CableDriver) (gaps []time.Duration, fla
 type replyLog struct {
 	mu sync.Mutex
 	at []time.Time
+	// seq is each reply's ICMP sequence number, when the replies are pings'.
+	seq []int
 }
 
 func (r *replyLog) read(conn net.Conn) {
@@ -137,6 +139,50 @@ func (r *replyLog) add(t time.Time) {
 	r.mu.Lock()
 	r.at = append(r.at, t)
 	r.mu.Unlock()
+}
+
+// addSeq records the reply to ping sequence number seq, arrived at t.
+func (r *replyLog) addSeq(t time.Time, seq int) {
+	r.mu.Lock()
+	r.at = append(r.at, t)
+	r.seq = append(r.seq, seq)
+	r.mu.Unlock()
+}
+
+// longestLossAt is the longest time in [from, to] in which the pings sent got no
+// reply, and when it began: the time between two replies with lost requests between
+// them (their sequence numbers are not consecutive), and the time before the first
+// reply and after the last. Replies that merely come late, because ping itself was
+// not scheduled on this shared machine and sent nothing meanwhile, are no loss of
+// the path. Without sequence numbers it is longestGapAt.
+func (r *replyLog) longestLossAt(from, to time.Time) (time.Duration, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gapAt(from, to, len(r.seq) == len(r.at))
+}
+
+// gapAt is longestGapAt, or longestLossAt when bySeq; r.mu is held.
+func (r *replyLog) gapAt(from, to time.Time, bySeq bool) (time.Duration, time.Time) {
+	var gap time.Duration
+	began, prev, prevSeq := from, from, -1
+	for i, t := range r.at {
+		if t.Before(from) || t.After(to) {
+			continue
+		}
+		// ICMP sequence numbers wrap at 2^16.
+		lost := !bySeq || prevSeq < 0 || (r.seq[i]-prevSeq+1<<16)%(1<<16) > 1
+		if d := t.Sub(prev); lost && d > gap {
+			gap, began = d, prev
+		}
+		if bySeq {
+			prevSeq = r.seq[i]
+		}
+		prev = t
+	}
+	if d := to.Sub(prev); d > gap {
+		gap, began = d, prev
+	}
+	return gap, began
 }
 
 // count is how many replies arrived in [from, to].
@@ -173,19 +219,5 @@ func (r *replyLog) longestGap(from, to time.Time) time.Duration {
 func (r *replyLog) longestGapAt(from, to time.Time) (time.Duration, time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var gap time.Duration
-	began, prev := from, from
-	for _, t := range r.at {
-		if t.Before(from) || t.After(to) {
-			continue
-		}
-		if d := t.Sub(prev); d > gap {
-			gap, began = d, prev
-		}
-		prev = t
-	}
-	if d := to.Sub(prev); d > gap {
-		gap, began = d, prev
-	}
-	return gap, began
+	return r.gapAt(from, to, false)
 }
