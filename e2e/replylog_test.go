@@ -35,3 +35,29 @@ func TestLongestLoss(t *testing.T) {
 		t.Errorf("longestLossAt to 3s = %s from %s, want 1.14s from the last reply", gap, began.Format(time.StampMilli))
 	}
 }
+
+// TestLostBeforeLast: the request in flight when ping is interrupted is not lost;
+// every earlier unanswered one is.
+func TestLostBeforeLast(t *testing.T) {
+	out := `PING 10.0.0.1 (10.0.0.1) 56(84) bytes of data.
+64 bytes from 10.0.0.1: icmp_seq=1 ttl=62 time=0.3 ms
+64 bytes from 10.0.0.1: icmp_seq=2 ttl=62 time=0.3 ms
+64 bytes from 10.0.0.1: icmp_seq=4 ttl=62 time=0.3 ms
+
+--- 10.0.0.1 ping statistics ---
+5 packets transmitted, 3 received, 40% packet loss, time 800ms
+`
+	if got := lostBeforeLast(5, 3, out); got != 1 {
+		t.Errorf("lostBeforeLast = %d, want 1 (seq 3; seq 5 was in flight)", got)
+	}
+	if got := lostBeforeLast(4, 3, out); got != 1 {
+		t.Errorf("lostBeforeLast with 4 sent = %d, want 1 (seq 3)", got)
+	}
+	if got := lostBeforeLast(3, 2, out); got != 0 {
+		t.Errorf("lostBeforeLast with 3 sent = %d, want 0 (seq 3 was the last)", got)
+	}
+	// No reply lines to read: every request but the last is lost.
+	if got := lostBeforeLast(6, 2, "6 packets transmitted, 2 received"); got != 5 {
+		t.Errorf("lostBeforeLast with no reply lines = %d, want 5", got)
+	}
+}
