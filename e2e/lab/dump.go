@@ -126,7 +126,7 @@ func (c *Cluster) dump(ctx context.Context) string {
 }
 
 // Troubled picks from a Dump, at most max of them, the lines a reader looks at first:
-// nodes and pods not ready, and containers waiting or restarted, each prefixed with
+// nodes and pods not ready (False or Unknown), and containers waiting or restarted, each prefixed with
 // its cluster's name.
 func Troubled(dump string, max int) []string {
 	var out []string
@@ -140,7 +140,7 @@ func Troubled(dump string, max int) []string {
 		if cluster == "" || !strings.HasPrefix(line, "node ") && !strings.HasPrefix(line, "pod ") {
 			continue
 		}
-		if strings.Contains(line, " ready=False") || strings.Contains(line, " ready= ") || strings.Contains(line, " restarts") || strings.Contains(line, ": ") {
+		if strings.Contains(line, " ready=False") || strings.Contains(line, " ready=Unknown") || strings.Contains(line, " ready= ") || strings.Contains(line, " restarts") || strings.Contains(line, ": ") {
 			if len(out) == max {
 				return append(out, "(more in the file)")
 			}
