@@ -126,8 +126,8 @@ func (c *Cluster) dump(ctx context.Context) string {
 }
 
 // Troubled picks from a Dump, at most max of them, the lines a reader looks at first:
-// nodes and pods not ready (False or Unknown), and containers waiting or restarted, each prefixed with
-// its cluster's name.
+// nodes and pods not ready (False or Unknown), and containers waiting or restarted,
+// each prefixed with its cluster's name.
 func Troubled(dump string, max int) []string {
 	var out []string
 	cluster := ""
