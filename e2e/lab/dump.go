@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -20,6 +21,14 @@ import (
 // process log and, per cluster, a line per node, pod, Service and EndpointSlice, and
 // every object of the mcnet.io and multicluster.x-k8s.io API groups in full.
 func (l *Lab) Dump(ctx context.Context) string {
+	dump, _ := l.DumpState(ctx)
+	return dump
+}
+
+// DumpState is Dump and, from the same reads, the lines a reader looks at first:
+// nodes whose Ready is not True and pods not ready or with a container waiting or
+// restarted, each prefixed with its cluster's name.
+func (l *Lab) DumpState(ctx context.Context) (dump string, troubled []string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "=== lab %s (dir %s, logs %s)\n", l.RunID, l.Dir, l.LogDir)
 	var logs []string
@@ -36,45 +45,33 @@ func (l *Lab) Dump(ctx context.Context) string {
 	}
 	for _, c := range l.clusters {
 		if c.Config != nil {
-			b.WriteString(c.dump(ctx))
+			d, t := c.dump(ctx)
+			b.WriteString(d)
+			troubled = append(troubled, t...)
 		}
 	}
-	return b.String()
+	return b.String(), troubled
 }
 
-func (c *Cluster) dump(ctx context.Context) string {
+func (c *Cluster) dump(ctx context.Context) (string, []string) {
 	var b strings.Builder
+	var troubled []string
+	line := func(l string, trouble bool) {
+		b.WriteString(l + "\n")
+		if trouble {
+			troubled = append(troubled, c.Name+": "+l)
+		}
+	}
 	fmt.Fprintf(&b, "=== cluster %s\n", c.Name)
 	// Core objects as one line each: enough to see what ran where and what was ready.
 	if nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
 		for _, n := range nodes.Items {
-			ready := ""
-			for _, cond := range n.Status.Conditions {
-				if cond.Type == "Ready" {
-					ready = string(cond.Status)
-				}
-			}
-			fmt.Fprintf(&b, "node %s ready=%s labels=%v\n", n.Name, ready, n.Labels)
+			line(nodeLine(&n))
 		}
 	}
 	if pods, err := c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err == nil {
 		for _, p := range pods.Items {
-			ready := ""
-			for _, cond := range p.Status.Conditions {
-				if cond.Type == "Ready" {
-					ready = string(cond.Status)
-				}
-			}
-			var waiting []string
-			for _, cs := range p.Status.ContainerStatuses {
-				if cs.State.Waiting != nil {
-					waiting = append(waiting, cs.Name+": "+cs.State.Waiting.Reason+" "+cs.State.Waiting.Message)
-				}
-				if cs.RestartCount > 0 {
-					waiting = append(waiting, fmt.Sprintf("%s: %d restarts", cs.Name, cs.RestartCount))
-				}
-			}
-			fmt.Fprintf(&b, "pod %s/%s node=%s ip=%s ready=%s %s\n", p.Namespace, p.Name, p.Spec.NodeName, p.Status.PodIP, ready, strings.Join(waiting, "; "))
+			line(podLine(&p))
 		}
 	}
 	if svcs, err := c.Client.CoreV1().Services("").List(ctx, metav1.ListOptions{}); err == nil {
@@ -95,7 +92,7 @@ func (c *Cluster) dump(ctx context.Context) string {
 	// mcnet's own objects and the Multi-Cluster Services ones in full.
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {
-		return b.String() + err.Error() + "\n"
+		return b.String() + err.Error() + "\n", troubled
 	}
 	var gvrs []schema.GroupVersionResource
 	lists, _ := c.Client.Discovery().ServerPreferredResources() // partial results are fine
@@ -122,32 +119,40 @@ func (c *Cluster) dump(ctx context.Context) string {
 			fmt.Fprintf(&b, "--- %s %s/%s\n%s", gvr.Resource, u.GetNamespace(), u.GetName(), y)
 		}
 	}
-	return b.String()
+	return b.String(), troubled
 }
 
-// Troubled picks from a Dump, at most max of them, the lines a reader looks at first:
-// nodes and pods not ready (False or Unknown), and containers waiting or restarted,
-// each prefixed with its cluster's name.
-func Troubled(dump string, max int) []string {
-	var out []string
-	cluster := ""
-	for line := range strings.Lines(dump) {
-		line = strings.TrimSuffix(line, "\n")
-		if name, ok := strings.CutPrefix(line, "=== cluster "); ok {
-			cluster = name
-			continue
-		}
-		if cluster == "" || !strings.HasPrefix(line, "node ") && !strings.HasPrefix(line, "pod ") {
-			continue
-		}
-		if strings.Contains(line, " ready=False") || strings.Contains(line, " ready=Unknown") || strings.Contains(line, " ready= ") || strings.Contains(line, " restarts") || strings.Contains(line, ": ") {
-			if len(out) == max {
-				return append(out, "(more in the file)")
-			}
-			out = append(out, cluster+": "+line)
+// nodeLine is a node's line of the dump, and whether its Ready is not True.
+func nodeLine(n *corev1.Node) (string, bool) {
+	ready := ""
+	for _, cond := range n.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			ready = string(cond.Status)
 		}
 	}
-	return out
+	return fmt.Sprintf("node %s ready=%s labels=%v", n.Name, ready, n.Labels), ready != string(corev1.ConditionTrue)
+}
+
+// podLine is a pod's line of the dump, and whether the pod is not ready or has a
+// container waiting or restarted.
+func podLine(p *corev1.Pod) (string, bool) {
+	ready := ""
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			ready = string(cond.Status)
+		}
+	}
+	var waiting []string
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Waiting != nil {
+			waiting = append(waiting, cs.Name+": "+cs.State.Waiting.Reason+" "+cs.State.Waiting.Message)
+		}
+		if cs.RestartCount > 0 {
+			waiting = append(waiting, fmt.Sprintf("%s: %d restarts", cs.Name, cs.RestartCount))
+		}
+	}
+	l := fmt.Sprintf("pod %s/%s node=%s ip=%s ready=%s %s", p.Namespace, p.Name, p.Spec.NodeName, p.Status.PodIP, ready, strings.Join(waiting, "; "))
+	return l, ready != string(corev1.ConditionTrue) || len(waiting) > 0
 }
 
 // ContainerLogLines returns the lines containing match that container logged in the

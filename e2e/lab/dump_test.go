@@ -1,36 +1,47 @@
 package lab
 
 import (
-	"slices"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func TestTroubled(t *testing.T) {
-	dump := `=== lab x (dir d, logs l)
---- log hub/kubelet.log (last 15 lines)
-pod kube-system/fine node=n1 ip=10.0.0.1 ready=False
-=== cluster hub
-node hub-gw ready=True labels=map[a:b]
-node hub-w1 ready=False labels=map[a:b]
-node hub-w2 ready=Unknown labels=map[a:b]
-pod mcnet-system/mcnet-gateway-1 node=hub-gw ip=10.0.0.2 ready=True 
-pod mcnet-system/mcnet-dns-1 node=hub-w1 ip=10.0.0.3 ready=True dns: 2 restarts
-=== cluster east
-pod mcnet-system/mcnet-controller-1 node=east-w1 ip=10.1.0.3 ready=False controller: CrashLoopBackOff back-off
-pod default/unscheduled node= ip= ready= 
-service default/web clusterIP=10.96.0.10
-`
-	want := []string{
-		"hub: node hub-w1 ready=False labels=map[a:b]",
-		"hub: node hub-w2 ready=Unknown labels=map[a:b]",
-		"hub: pod mcnet-system/mcnet-dns-1 node=hub-w1 ip=10.0.0.3 ready=True dns: 2 restarts",
-		"east: pod mcnet-system/mcnet-controller-1 node=east-w1 ip=10.1.0.3 ready=False controller: CrashLoopBackOff back-off",
-		"east: pod default/unscheduled node= ip= ready= ",
+// TestTroubleLines: nodes whose Ready is False or Unknown and pods not ready, without
+// a Ready condition, or with a container waiting or restarted are trouble; ready ones
+// are not.
+func TestTroubleLines(t *testing.T) {
+	node := func(ready corev1.ConditionStatus) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "hub-w1"},
+			Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready}}}}
 	}
-	if got := Troubled(dump, 10); !slices.Equal(got, want) {
-		t.Errorf("Troubled:\n got %q\nwant %q", got, want)
+	for ready, want := range map[corev1.ConditionStatus]bool{corev1.ConditionTrue: false, corev1.ConditionFalse: true, corev1.ConditionUnknown: true} {
+		if line, got := nodeLine(node(ready)); got != want {
+			t.Errorf("%q: trouble %v, want %v", line, got, want)
+		}
 	}
-	if got := Troubled(dump, 2); len(got) != 3 || got[2] != "(more in the file)" {
-		t.Errorf("Troubled with max 2: %q, want 2 lines and a pointer to the file", got)
+	pod := func(ready corev1.ConditionStatus, cs ...corev1.ContainerStatus) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "mcnet-system", Name: "mcnet-dns-1"}, Status: corev1.PodStatus{ContainerStatuses: cs}}
+		if ready != "" {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}
+		}
+		return p
+	}
+	restarted := corev1.ContainerStatus{Name: "dns", RestartCount: 2}
+	waiting := corev1.ContainerStatus{Name: "controller", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off"}}}
+	for _, tc := range []struct {
+		pod  *corev1.Pod
+		want bool
+		line string
+	}{
+		{pod(corev1.ConditionTrue), false, "pod mcnet-system/mcnet-dns-1 node= ip= ready=True "},
+		{pod(corev1.ConditionTrue, restarted), true, "pod mcnet-system/mcnet-dns-1 node= ip= ready=True dns: 2 restarts"},
+		{pod(corev1.ConditionFalse, waiting), true, "pod mcnet-system/mcnet-dns-1 node= ip= ready=False controller: CrashLoopBackOff back-off"},
+		{pod(""), true, "pod mcnet-system/mcnet-dns-1 node= ip= ready= "},
+	} {
+		line, got := podLine(tc.pod)
+		if line != tc.line || got != tc.want {
+			t.Errorf("podLine = %q, %v; want %q, %v", line, got, tc.line, tc.want)
+		}
 	}
 }

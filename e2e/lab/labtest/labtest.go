@@ -63,13 +63,17 @@ func Start(tb testing.TB, opts lab.Options) *lab.Lab {
 		if tb.Failed() {
 			// The full state goes to a file beside the logs: printed, it buries the
 			// test's own failure messages, and a CI log keeps only its tail.
-			dump := l.Dump(ctx)
+			dump, troubled := l.DumpState(ctx)
 			path := filepath.Join(opts.LogDir, "state-at-failure.txt")
 			if err := os.WriteFile(path, []byte(dump), 0o644); err != nil {
 				tb.Log(dump)
 			} else {
-				for _, line := range lab.Troubled(dump, 15) {
+				const most = 15
+				for _, line := range troubled[:min(most, len(troubled))] {
 					tb.Log(line)
+				}
+				if len(troubled) > most {
+					tb.Logf("(%d more in the file)", len(troubled)-most)
 				}
 				tb.Logf("the lab's state at the failure: %s", path)
 			}
